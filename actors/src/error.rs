@@ -1,0 +1,68 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Errors of the node runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// sled reported an error.
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    /// Another process holds the database lock.
+    #[error("database {path} is locked by another process: is another vigil running on this data dir?")]
+    Locked {
+        /// The database folder.
+        path: PathBuf,
+    },
+    /// The database belongs to another genesis.
+    #[error("data dir was created for genesis {stored}, but this node runs genesis {expected}: use a fresh data dir or the genesis it was created with")]
+    GenesisMismatch {
+        /// Hash stored in `meta`.
+        stored: String,
+        /// Hash of the genesis this node runs.
+        expected: String,
+    },
+    /// The database was written by a newer vigil.
+    #[error(
+        "database schema version {found} is newer than this vigil supports ({supported}): upgrade vigil"
+    )]
+    SchemaTooNew {
+        /// Version found in `meta`.
+        found: u32,
+        /// Newest version this build reads.
+        supported: u32,
+    },
+    /// No `meta` record: the folder was never initialized.
+    #[error("database {path} is not initialized: run `vigil init --data-dir DIR` first")]
+    NotInitialized {
+        /// The database folder.
+        path: PathBuf,
+    },
+    /// A stored value does not decode.
+    #[error("corrupt value in tree `{tree}`: {why}")]
+    Corrupt {
+        /// The tree.
+        tree: String,
+        /// What was wrong.
+        why: String,
+    },
+    /// The RPC server could not bind.
+    #[error("cannot bind the admin RPC to {addr}: {source}")]
+    RpcBind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file the node writes (cookie, rpc.url) could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,24 @@
+//! The node's runtime: storage, the admin RPC, and the actors that own them.
+//!
+//! Bird's-eye view:
+//! - [`store`]: sled behind the small [`store::Store`] trait, versioned values,
+//!   and the `meta` checks (schema version, genesis hash) done at open.
+//! - [`rpc`]: the admin JSON-RPC server (HTTP + WebSocket on one address) with
+//!   cookie auth, `/health`, `/ready` and `/metrics`.
+//! - [`root`]: the root of the actor tree; starts children in order and stops
+//!   them in reverse order, each within its own timeout.
+//!
+//! ```no_run
+//! # use vigil_actors::store::{open_node_db, OpenMode, StoreOptions};
+//! # let genesis = vigil_genesis::Genesis::load("dev").unwrap();
+//! let db = open_node_db("/tmp/vigil/db".as_ref(), genesis.hash(), OpenMode::Create, &StoreOptions::default()).unwrap();
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod error;
+pub mod metrics;
+pub mod root;
+pub mod rpc;
+pub mod store;
+
+pub use error::{Error, Result};

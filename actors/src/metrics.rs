@@ -1,0 +1,41 @@
+//! Metric names and descriptions of the node runtime (`vigil_<area>_<what>_<unit>`).
+
+use std::time::Instant;
+
+/// Requests served by the admin RPC, labelled `method` and `result` (`ok` | `error`).
+pub const RPC_REQUESTS: &str = "vigil_rpc_requests_total";
+/// Admin RPC latency histogram, labelled `method`.
+pub const RPC_DURATION: &str = "vigil_rpc_request_duration_seconds";
+/// HTTP requests refused for a missing or wrong cookie.
+pub const RPC_UNAUTHORIZED: &str = "vigil_rpc_unauthorized_total";
+/// Seconds since the node started.
+pub const UPTIME: &str = "vigil_node_uptime_seconds";
+/// Constant 1, labelled with the build's `version` and the `genesis` hash prefix.
+pub const BUILD_INFO: &str = "vigil_node_build_info";
+
+/// Latency buckets for every `_seconds` histogram: 50 µs to 10 s.
+pub const SECONDS_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0,
+];
+
+/// Registers descriptions and the build-info gauge. Call once after installing the recorder.
+pub fn describe(version: &'static str, genesis_short: String) {
+    metrics::describe_counter!(RPC_REQUESTS, "Admin RPC calls by method and result.");
+    metrics::describe_histogram!(
+        RPC_DURATION,
+        metrics::Unit::Seconds,
+        "Admin RPC call latency by method."
+    );
+    metrics::describe_counter!(
+        RPC_UNAUTHORIZED,
+        "HTTP requests refused for a missing or wrong cookie."
+    );
+    metrics::describe_gauge!(UPTIME, metrics::Unit::Seconds, "Seconds since the node started.");
+    metrics::describe_gauge!(BUILD_INFO, "Build version and genesis of this node; always 1.");
+    metrics::gauge!(BUILD_INFO, "version" => version, "genesis" => genesis_short).set(1.0);
+}
+
+/// Refreshes gauges computed on scrape.
+pub fn on_scrape(started: Instant) {
+    metrics::gauge!(UPTIME).set(started.elapsed().as_secs_f64());
+}

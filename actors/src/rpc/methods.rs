@@ -1,0 +1,52 @@
+//! The `node_*` methods.
+
+use std::sync::Arc;
+
+use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::RpcModule;
+use serde_json::json;
+
+use super::{NodeContext, ShutdownReason};
+
+/// Every method the admin RPC serves.
+pub const METHODS: [&str; 3] = ["node_info", "node_health", "node_shutdown"];
+/// Methods that change state: they need the `operator` or `admin` role once
+/// API keys exist; with the cookie (full access) they are allowed.
+pub const UNSAFE_METHODS: [&str; 1] = ["node_shutdown"];
+
+/// Error code: the node is shutting down already.
+const SHUTTING_DOWN: i32 = -32010;
+
+pub(super) fn module(ctx: Arc<NodeContext>) -> RpcModule<NodeContext> {
+    let mut module = RpcModule::from_arc(ctx);
+    register(&mut module);
+    module
+}
+
+fn register(module: &mut RpcModule<NodeContext>) {
+    module
+        .register_method("node_info", |_, ctx, _| {
+            let mut v = serde_json::to_value(&ctx.info).unwrap_or_default();
+            v["uptime_secs"] = json!(ctx.started.elapsed().as_secs());
+            v
+        })
+        .expect("method names are unique");
+    module
+        .register_method("node_health", |_, ctx, _| {
+            json!({
+                "status": "ok",
+                "ready": ctx.is_ready(),
+                "uptime_secs": ctx.started.elapsed().as_secs(),
+            })
+        })
+        .expect("method names are unique");
+    module
+        .register_method("node_shutdown", |_, ctx, _| -> Result<&str, ErrorObjectOwned> {
+            tracing::warn!("shutdown requested over RPC");
+            ctx.shutdown.try_send(ShutdownReason::Rpc).map_err(|_| {
+                ErrorObjectOwned::owned(SHUTTING_DOWN, "the node is already shutting down", None::<()>)
+            })?;
+            Ok("shutting down")
+        })
+        .expect("method names are unique");
+}

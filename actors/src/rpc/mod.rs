@@ -1,0 +1,146 @@
+//! The admin RPC: JSON-RPC 2.0 over HTTP and WebSocket on one loopback address.
+//!
+//! Requests must carry `Authorization: Bearer <cookie>`, where the cookie is a
+//! random token the node writes to `DATA_DIR/.cookie` (mode 0600) at every
+//! start; anything else gets HTTP 401. `GET /health`, `GET /ready` and
+//! `GET /metrics` need no cookie: they reveal nothing an operator would keep
+//! from a local scraper, and load balancers cannot send one. The effective URL
+//! (with the port the OS picked for `:0`) goes to `DATA_DIR/rpc.url`.
+
+mod actor;
+mod cookie;
+mod http;
+mod methods;
+mod middleware;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
+use jsonrpsee::server::{Server, ServerConfig, ServerHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+pub use actor::RpcActor;
+pub use cookie::{read_cookie, COOKIE_FILE, URL_FILE};
+pub use methods::{METHODS, UNSAFE_METHODS};
+
+use crate::{Error, Result};
+
+/// Why the node is shutting down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShutdownReason {
+    /// SIGINT or SIGTERM.
+    Signal(&'static str),
+    /// The `node_shutdown` RPC.
+    Rpc,
+}
+
+/// What `node_info` reports; fixed at start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// vigil version.
+    pub version: String,
+    /// libp2p peer id of the node key.
+    pub peer_id: String,
+    /// Genesis network name.
+    pub genesis_name: String,
+    /// Full genesis hash, hex.
+    pub genesis_hash: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Configured p2p listen addresses.
+    pub listen_addrs: Vec<String>,
+    /// Whether the node key is stored unencrypted (`vigil dev`).
+    pub insecure_key: bool,
+}
+
+/// Settings of the RPC server, from the node's `[rpc]` config.
+#[derive(Debug, Clone)]
+pub struct RpcSettings {
+    /// Address to bind; must be loopback.
+    pub addr: SocketAddr,
+    /// Largest request body accepted, bytes.
+    pub max_request_bytes: u32,
+    /// Concurrent connections accepted.
+    pub max_connections: u32,
+    /// Where `.cookie` and `rpc.url` are written.
+    pub data_dir: PathBuf,
+}
+
+/// State shared by the HTTP layer and the RPC methods.
+#[derive(Debug)]
+pub struct NodeContext {
+    /// Static facts about the node.
+    pub info: NodeInfo,
+    /// When the node started.
+    pub started: Instant,
+    /// Whether the node can serve (`/ready`).
+    pub ready: AtomicBool,
+    /// Asks the node to shut down.
+    pub shutdown: mpsc::Sender<ShutdownReason>,
+    /// Renders `/metrics`; `None` when no recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl NodeContext {
+    /// Marks the node ready or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether `/ready` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// A running RPC server.
+#[derive(Debug)]
+pub struct RunningRpc {
+    /// Stops the server.
+    pub handle: ServerHandle,
+    /// Bound address.
+    pub local_addr: SocketAddr,
+    /// `http://<local_addr>`.
+    pub url: String,
+}
+
+/// Binds the server, writes `.cookie` and `rpc.url`, and starts serving.
+pub async fn start(settings: &RpcSettings, ctx: Arc<NodeContext>) -> Result<RunningRpc> {
+    let token = cookie::new_token();
+    let http = http::AdminHttpLayer::new(token.clone(), ctx.clone());
+    let config = ServerConfig::builder()
+        .max_request_body_size(settings.max_request_bytes)
+        .max_response_body_size(64 << 20)
+        .max_connections(settings.max_connections)
+        .build();
+    let server = Server::builder()
+        .set_config(config)
+        .set_http_middleware(tower::ServiceBuilder::new().layer(http))
+        .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(middleware::Metered::new))
+        .build(settings.addr)
+        .await
+        .map_err(|source| Error::RpcBind {
+            addr: settings.addr,
+            source,
+        })?;
+    let local_addr = server.local_addr().map_err(|source| Error::RpcBind {
+        addr: settings.addr,
+        source,
+    })?;
+    let url = format!("http://{local_addr}");
+    cookie::write_cookie(&settings.data_dir, &token)?;
+    cookie::write_url(&settings.data_dir, &url)?;
+    let handle = server.start(methods::module(ctx));
+    tracing::info!(%url, "admin RPC listening");
+    Ok(RunningRpc {
+        handle,
+        local_addr,
+        url,
+    })
+}

@@ -1,0 +1,61 @@
+//! `store`: the first child of the root; owns the shared sled handle.
+//!
+//! Messages: [`Shutdown`] (flush, then stop), [`Flush`] (fsync now, reply with
+//! bytes written). Other actors read and write through their own clone of the
+//! [`SledStore`]; this actor exists so that the database is flushed last, after
+//! every actor that writes to it has stopped. It holds no state of its own, so
+//! a restart has nothing to rebuild.
+
+use actix::prelude::*;
+
+use super::{SledStore, Store};
+use crate::root::Shutdown;
+use crate::Result;
+
+/// Flushes the database now.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<usize>")]
+pub struct Flush;
+
+/// The actor owning the database handle.
+#[derive(Debug)]
+pub struct StoreActor {
+    store: SledStore,
+}
+
+impl StoreActor {
+    /// Wraps an opened store.
+    pub fn new(store: SledStore) -> Self {
+        Self { store }
+    }
+
+    fn flush_logged(&self) -> Result<usize> {
+        let t0 = std::time::Instant::now();
+        let r = self.store.flush();
+        match &r {
+            Ok(bytes) => tracing::info!(bytes, took = ?t0.elapsed(), "database flushed"),
+            Err(e) => tracing::error!(error = %e, "database flush failed"),
+        }
+        r
+    }
+}
+
+impl Actor for StoreActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Flush> for StoreActor {
+    type Result = Result<usize>;
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
+        self.flush_logged()
+    }
+}
+
+impl Handler<Shutdown> for StoreActor {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        // The error is logged; stopping goes on either way so the process can exit.
+        let _ = self.flush_logged();
+        ctx.stop();
+    }
+}

@@ -1,0 +1,129 @@
+use std::path::Path;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use super::{Batch, Store};
+use crate::{Error, Result};
+
+/// [`Store`] on a sled database.
+#[derive(Debug, Clone)]
+pub struct SledStore {
+    db: sled::Db,
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in `path`.
+    pub fn open(path: &Path, cache_capacity_bytes: u64, flush_every_ms: Option<u64>) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity_bytes)
+            .flush_every_ms(flush_every_ms)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+                {
+                    Error::Locked {
+                        path: path.to_owned(),
+                    }
+                }
+                other => Error::Sled(other),
+            })?;
+        Ok(Self { db })
+    }
+
+    fn tree(&self, name: &str) -> Result<sled::Tree> {
+        Ok(self.db.open_tree(name)?)
+    }
+}
+
+impl Store for SledStore {
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.tree(tree)?.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn insert(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.tree(tree)?.insert(key, value)?;
+        Ok(())
+    }
+
+    fn remove(&self, tree: &str, key: &[u8]) -> Result<bool> {
+        Ok(self.tree(tree)?.remove(key)?.is_some())
+    }
+
+    fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tree(tree)?
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn apply(&self, batch: &Batch) -> Result<()> {
+        let mut names: Vec<&str> = batch.0.iter().map(|w| w.tree.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let trees = names.iter().map(|n| self.tree(n)).collect::<Result<Vec<_>>>()?;
+        trees
+            .as_slice()
+            .transaction(|txs| {
+                for w in &batch.0 {
+                    let i = names
+                        .binary_search(&w.tree.as_str())
+                        .map_err(|_| ConflictableTransactionError::Abort(()))?;
+                    match &w.value {
+                        Some(v) => txs[i].insert(w.key.as_slice(), v.as_slice())?,
+                        None => txs[i].remove(w.key.as_slice())?,
+                    };
+                }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(s) => Error::Sled(s),
+                TransactionError::Abort(()) => Error::Corrupt {
+                    tree: "(batch)".into(),
+                    why: "write to a tree missing from the batch".into(),
+                },
+            })
+    }
+
+    fn flush(&self) -> Result<usize> {
+        Ok(self.db.flush()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_is_atomic_and_durable_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+            s.insert("a", b"k0", b"old").unwrap();
+            let mut b = Batch::default();
+            b.insert("a", b"k1", b"v1".to_vec())
+                .insert("b", b"k2", b"v2".to_vec())
+                .remove("a", b"k0");
+            s.apply(&b).unwrap();
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        assert_eq!(s.get("a", b"k0").unwrap(), None);
+        assert_eq!(s.get("a", b"k1").unwrap().as_deref(), Some(&b"v1"[..]));
+        assert_eq!(s.scan_prefix("b", b"k").unwrap().len(), 1);
+        assert!(s.remove("b", b"k2").unwrap());
+        assert!(!s.remove("b", b"k2").unwrap());
+    }
+
+    #[test]
+    fn second_open_reports_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let err = SledStore::open(dir.path(), 1 << 20, None).unwrap_err();
+        assert!(matches!(err, Error::Locked { .. }), "{err}");
+    }
+}

@@ -1,0 +1,142 @@
+//! Command-line interface of the `vigil` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::LogFormat;
+
+/// vigil: a peer-to-peer node that proves it stores what it claims.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vigil",
+    version,
+    about = "vigil: a peer-to-peer node runtime",
+    long_about = "vigil: a peer-to-peer node runtime.\n\n\
+        Quick start:   vigil dev                       (one node on the embedded dev genesis)\n\
+        Real node:     vigil init --data-dir DIR --passphrase-file FILE\n\
+        \u{20}              vigil run  --data-dir DIR --passphrase-file FILE\n\
+        Inspect:       vigilctl --data-dir DIR status\n\n\
+        Configuration precedence: defaults < DIR/config.toml (or --config) < VIGIL_* environment\n\
+        (VIGIL_RPC__ADDR=127.0.0.1:9000) < flags. `vigil run --data-dir DIR --dump-config` shows the result."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a data dir: encrypted node key, genesis, commented config.toml, database.
+    Init(InitArgs),
+    /// Run a node from an initialized data dir until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Run one node on the embedded dev genesis; creates the data dir (throwaway unencrypted key) if absent.
+    Dev(DevArgs),
+    /// Create, show and hash genesis files.
+    #[command(subcommand)]
+    Genesis(GenesisCommand),
+}
+
+/// `vigil init`
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Data directory to create; must be absent or empty.
+    #[arg(long, env = "VIGIL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Genesis: `dev`, `testnet`, or the path of a genesis TOML file.
+    #[arg(long, default_value = "testnet", value_name = "dev|testnet|PATH")]
+    pub genesis: String,
+    /// File holding the passphrase that encrypts the node key (else VIGIL_PASSPHRASE).
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// Flags shared by `run` and `dev`.
+#[derive(Debug, Args, Default)]
+pub struct NodeFlags {
+    /// Config file (default: DIR/config.toml when present).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Admin RPC address (overrides rpc.addr); must be loopback. Port 0 picks a free port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub rpc_addr: Option<SocketAddr>,
+    /// p2p listen multiaddr (repeatable; overrides network.listen).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<String>,
+    /// Log format (overrides log.format). The filter comes from RUST_LOG or log.level.
+    #[arg(long, value_enum, value_name = "pretty|json")]
+    pub log_format: Option<LogFormat>,
+    /// File holding the key passphrase (else VIGIL_PASSPHRASE).
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Refuse to start unless the data dir was created for this genesis (dev, testnet or PATH).
+    #[arg(long, value_name = "dev|testnet|PATH")]
+    pub genesis: Option<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub dump_config: bool,
+}
+
+/// `vigil run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Data directory made by `vigil init`.
+    #[arg(long, env = "VIGIL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub flags: NodeFlags,
+}
+
+/// `vigil dev`
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Data directory; created with the dev genesis and an unencrypted key if absent.
+    #[arg(long, default_value = ".vigil-dev", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub flags: NodeFlags,
+}
+
+/// `vigil genesis ...`
+#[derive(Debug, Subcommand)]
+pub enum GenesisCommand {
+    /// Write a new genesis, starting from a preset or file.
+    New {
+        /// Preset or file to start from.
+        #[arg(long, default_value = "testnet", value_name = "dev|testnet|PATH")]
+        from: String,
+        /// Network name (a-z, 0-9, -).
+        #[arg(long)]
+        network: Option<String>,
+        /// Bootnode multiaddr ending in /p2p/<peer id> (repeatable; replaces the base's list).
+        #[arg(long = "bootnode", value_name = "MULTIADDR")]
+        bootnodes: Vec<String>,
+        /// Creation time, RFC 3339 (default: now).
+        #[arg(long, value_name = "TIME")]
+        created_at: Option<String>,
+        /// Output file (default: stdout); never overwritten.
+        #[arg(long, short, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Print a genesis and its hash.
+    Show {
+        /// `dev`, `testnet` or a path.
+        #[arg(value_name = "dev|testnet|PATH")]
+        genesis: String,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a genesis hash (hex).
+    Hash {
+        /// `dev`, `testnet` or a path.
+        #[arg(value_name = "dev|testnet|PATH")]
+        genesis: String,
+    },
+}

@@ -1,0 +1,168 @@
+//! What each subcommand does; `main` only dispatches here.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use vigil_genesis::Genesis;
+
+use crate::cli::{Command, GenesisCommand, InitArgs, NodeFlags};
+use crate::config::{self, Config, Overrides};
+use crate::datadir::{self, DataDir, KeyProtection};
+use crate::keys::{read_passphrase, KdfParams};
+use crate::node::{self, RunOptions};
+
+/// Runs one subcommand.
+pub fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Init(args) => init(args),
+        Command::Run(args) => run_node(DataDir::new(args.data_dir), args.flags, false),
+        Command::Dev(args) => dev(DataDir::new(args.data_dir), args.flags),
+        Command::Genesis(cmd) => genesis(cmd),
+    }
+}
+
+fn init(args: InitArgs) -> Result<()> {
+    let genesis = Genesis::load(&args.genesis)?;
+    let passphrase = read_passphrase(args.passphrase_file.as_deref())?.context(
+        "no passphrase: pass --passphrase-file FILE or set VIGIL_PASSPHRASE (the node key is always encrypted; `vigil dev` makes a throwaway key instead)",
+    )?;
+    let dir = DataDir::new(args.data_dir);
+    let report = datadir::init(
+        &dir,
+        &genesis,
+        KeyProtection::Passphrase(&passphrase, KdfParams::default()),
+    )?;
+    println!("initialized {}", report.dir.display());
+    println!("  peer id  {}", report.peer_id);
+    println!("  genesis  {} ({})", genesis.network, genesis.hash());
+    println!("  next     vigil run --data-dir {}", report.dir.display());
+    Ok(())
+}
+
+/// Loads the effective config for a data dir and the flags.
+fn effective_config(dir: &DataDir, flags: &NodeFlags) -> Result<Config> {
+    let default_file = dir.config();
+    let file = match &flags.config {
+        Some(f) => Some(f.as_path()),
+        None => default_file.exists().then_some(default_file.as_path()),
+    };
+    let overrides = Overrides {
+        rpc_addr: flags.rpc_addr,
+        listen: flags.listen.clone(),
+        log_format: flags.log_format,
+    };
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    Ok(config::load(file, &vars, &overrides)?)
+}
+
+fn run_node(dir: DataDir, flags: NodeFlags, dev: bool) -> Result<()> {
+    let cfg = effective_config(&dir, &flags)?;
+    if flags.dump_config {
+        print!("{}", cfg.to_toml());
+        return Ok(());
+    }
+    crate::logging::init(&cfg.log);
+    let expect_genesis = match (&flags.genesis, dev) {
+        (Some(spec), _) => Some(Genesis::load(spec)?),
+        (None, true) => Some(Genesis::load("dev")?),
+        (None, false) => None,
+    };
+    let passphrase = read_passphrase(flags.passphrase_file.as_deref())?;
+    node::run(RunOptions {
+        dir,
+        config: cfg,
+        passphrase,
+        expect_genesis,
+        dev_banner: dev,
+    })
+}
+
+fn dev(dir: DataDir, flags: NodeFlags) -> Result<()> {
+    if !flags.dump_config && !dir.is_initialized() {
+        let genesis = match &flags.genesis {
+            Some(spec) => Genesis::load(spec)?,
+            None => Genesis::load("dev")?,
+        };
+        eprintln!(
+            "WARNING: creating {} with an UNENCRYPTED throwaway node key; for a real node use `vigil init`",
+            dir.root().display()
+        );
+        datadir::init(&dir, &genesis, KeyProtection::Plaintext)?;
+    }
+    run_node(dir, flags, true)
+}
+
+fn genesis(cmd: GenesisCommand) -> Result<()> {
+    match cmd {
+        GenesisCommand::New {
+            from,
+            network,
+            bootnodes,
+            created_at,
+            out,
+        } => {
+            let mut g = Genesis::load(&from)?;
+            if let Some(n) = network {
+                g.network = n;
+            }
+            if !bootnodes.is_empty() {
+                g.bootnodes = bootnodes;
+            }
+            g.created_at = created_at.unwrap_or_else(humantime_now);
+            // Re-validate the edited genesis with the same rules as loading.
+            let g = Genesis::from_toml_str(&g.to_toml(), Some("(new)".into()))?;
+            let text = format!(
+                "# genesis of network `{}`\n# hash {}\n{}",
+                g.network,
+                g.hash(),
+                g.to_toml()
+            );
+            match out {
+                Some(path) => {
+                    write_new(&path, &text)?;
+                    eprintln!("wrote {} (hash {})", path.display(), g.hash());
+                }
+                None => print!("{text}"),
+            }
+        }
+        GenesisCommand::Show { genesis, json } => {
+            let g = Genesis::load(&genesis)?;
+            if json {
+                let mut v = serde_json::to_value(&g)?;
+                v["hash"] = g.hash().to_hex().into();
+                v["g8"] = g.hash().short().into();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "# hash {}\n# g8   {}\n{}",
+                    g.hash(),
+                    g.hash().short(),
+                    g.to_toml()
+                );
+            }
+        }
+        GenesisCommand::Hash { genesis } => println!("{}", Genesis::load(&genesis)?.hash()),
+    }
+    Ok(())
+}
+
+fn humantime_now() -> String {
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
+}
+
+fn write_new(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("cannot create {} (it is never overwritten)", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! The node's configuration: one serde tree, loaded in layers.
+//!
+//! Precedence, lowest first: built-in defaults < TOML file (`--config FILE`,
+//! else `DATA_DIR/config.toml` when present) < environment (`VIGIL_` prefix,
+//! `__` between levels: `VIGIL_RPC__ADDR=127.0.0.1:9000`) < command-line flags.
+//! Unknown keys are errors. [`Config::problems`] reports every invalid value
+//! with its key path and what is allowed.
+
+mod keys;
+mod load;
+mod validate;
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+pub use keys::{commented_template, KEYS};
+pub use load::{load, ConfigError, Overrides};
+
+/// Default admin RPC port.
+pub const DEFAULT_RPC_PORT: u16 = 8645;
+/// Default p2p port.
+pub const DEFAULT_P2P_PORT: u16 = 30345;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[rpc]`: the admin RPC.
+    pub rpc: RpcConfig,
+    /// `[network]`: libp2p.
+    pub network: NetworkConfig,
+    /// `[log]`: logging.
+    pub log: LogConfig,
+    /// `[storage]`: sled.
+    pub storage: StorageConfig,
+    /// `[shutdown]`: stopping the actor tree.
+    pub shutdown: ShutdownConfig,
+}
+
+/// `[rpc]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RpcConfig {
+    /// Address of the admin RPC (HTTP + WebSocket); loopback only.
+    pub addr: SocketAddr,
+    /// Largest request body, bytes.
+    pub max_request_bytes: u32,
+    /// Concurrent connections.
+    pub max_connections: u32,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_RPC_PORT)),
+            max_request_bytes: 1 << 20,
+            max_connections: 32,
+        }
+    }
+}
+
+/// `[network]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// p2p listen multiaddrs.
+    pub listen: Vec<String>,
+    /// Extra bootnodes, besides the genesis ones.
+    pub bootnodes: Vec<String>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                format!("/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}"),
+                format!("/ip4/0.0.0.0/udp/{DEFAULT_P2P_PORT}/quic-v1"),
+            ],
+            bootnodes: Vec::new(),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Filter in `RUST_LOG` syntax; `RUST_LOG` itself wins when set.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// Config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pretty => "pretty",
+            Self::Json => "json",
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// sled page cache, MiB.
+    pub cache_capacity_mb: u64,
+    /// Background flush period, ms; 0 flushes only on explicit request and at shutdown.
+    pub flush_every_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            cache_capacity_mb: 64,
+            flush_every_ms: 500,
+        }
+    }
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Time each actor gets to stop, ms.
+    pub actor_timeout_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            actor_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Config {
+    /// The config as TOML, as `--dump-config` prints it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the config always serializes to TOML")
+    }
+}

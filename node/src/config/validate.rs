@@ -1,0 +1,85 @@
+//! Range and format checks that serde types cannot express.
+
+use multiaddr::{Multiaddr, Protocol};
+use tracing_subscriber::EnvFilter;
+use vigil_genesis::Problem;
+
+use super::Config;
+
+impl Config {
+    /// Every invalid value, with its key path and what is allowed; empty when valid.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |field: &str, value: String, allowed: String| {
+            out.push(Problem {
+                field: field.to_owned(),
+                value,
+                allowed,
+            })
+        };
+        if !self.rpc.addr.ip().is_loopback() {
+            bad(
+                "rpc.addr",
+                self.rpc.addr.to_string(),
+                "a loopback address (127.0.0.0/8 or [::1]): a non-loopback bind needs API-key auth, which this version does not have yet".into(),
+            );
+        }
+        let ranges: [(&str, u64, u64, u64); 6] = [
+            (
+                "rpc.max_request_bytes",
+                self.rpc.max_request_bytes.into(),
+                1024,
+                64 << 20,
+            ),
+            ("rpc.max_connections", self.rpc.max_connections.into(), 1, 10_000),
+            (
+                "storage.cache_capacity_mb",
+                self.storage.cache_capacity_mb,
+                1,
+                65_536,
+            ),
+            ("storage.flush_every_ms", self.storage.flush_every_ms, 0, 60_000),
+            (
+                "shutdown.actor_timeout_ms",
+                self.shutdown.actor_timeout_ms,
+                100,
+                600_000,
+            ),
+            ("network.listen (count)", self.network.listen.len() as u64, 0, 64),
+        ];
+        for (field, v, lo, hi) in ranges {
+            if !(lo..=hi).contains(&v) {
+                bad(field, v.to_string(), format!("{lo}..={hi}"));
+            }
+        }
+        for (i, addr) in self.network.listen.iter().enumerate() {
+            if let Err(e) = addr.parse::<Multiaddr>() {
+                bad(
+                    &format!("network.listen[{i}]"),
+                    format!("{addr:?}"),
+                    format!("a multiaddr such as \"/ip4/0.0.0.0/tcp/30345\" ({e})"),
+                );
+            }
+        }
+        for (i, addr) in self.network.bootnodes.iter().enumerate() {
+            let ok = addr
+                .parse::<Multiaddr>()
+                .is_ok_and(|m| matches!(m.iter().last(), Some(Protocol::P2p(_))));
+            if !ok {
+                bad(
+                    &format!("network.bootnodes[{i}]"),
+                    format!("{addr:?}"),
+                    "a multiaddr ending in /p2p/<peer id>".into(),
+                );
+            }
+        }
+        if let Err(e) = EnvFilter::try_new(&self.log.level) {
+            bad(
+                "log.level",
+                format!("{:?}", self.log.level),
+                format!("a RUST_LOG filter such as \"info\" or \"warn,vigil_actors=debug\" ({e})"),
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,211 @@
+//! Assembly of a running node: data dir checks, then the actor tree.
+//!
+//! Start order (the root stops them in reverse): `store` (the sled handle;
+//! flushed last) then `rpc` (admin RPC; stopped first so no request races
+//! shutdown). Later issues add network, bus, vdf, challenges, chain, layer2
+//! between them.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Actor;
+use anyhow::{bail, Context, Result};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use vigil_actors::root::Root;
+use vigil_actors::rpc::{self, NodeContext, NodeInfo, RpcActor, RpcSettings, ShutdownReason};
+use vigil_actors::store::{open_node_db, OpenMode, SledStore, Store, StoreActor, StoreOptions};
+use vigil_genesis::Genesis;
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::datadir::DataDir;
+use crate::keys::{self, LoadedKey};
+
+/// Everything `vigil run` / `vigil dev` decided before starting.
+#[derive(Debug)]
+pub struct RunOptions {
+    /// The data dir.
+    pub dir: DataDir,
+    /// Effective configuration.
+    pub config: Config,
+    /// Passphrase for an encrypted key.
+    pub passphrase: Option<Zeroizing<Vec<u8>>>,
+    /// The genesis the operator asked for (`--genesis`, or `dev`); must match the data dir's.
+    pub expect_genesis: Option<Genesis>,
+    /// Print the `vigil dev` banner on stdout once serving.
+    pub dev_banner: bool,
+}
+
+struct Prepared {
+    genesis: Genesis,
+    key: LoadedKey,
+    db: SledStore,
+}
+
+/// Checks the data dir, loads genesis and key, opens the database.
+fn prepare(opts: &RunOptions) -> Result<Prepared> {
+    let dir = &opts.dir;
+    if !dir.is_initialized() {
+        bail!(
+            "{} is not a vigil data dir (no node.key, genesis.toml or db/): run `vigil init --data-dir {}` first",
+            dir.root().display(),
+            dir.root().display()
+        );
+    }
+    let genesis = Genesis::load_file(&dir.genesis())?;
+    if let Some(expected) = &opts.expect_genesis {
+        if expected.hash() != genesis.hash() {
+            bail!(
+                "data dir {} was created for genesis `{}` ({}), but genesis `{}` ({}) was asked for: use a fresh data dir or the genesis it was created with",
+                dir.root().display(),
+                genesis.network,
+                genesis.hash(),
+                expected.network,
+                expected.hash()
+            );
+        }
+    }
+    let key = keys::load(&dir.key(), opts.passphrase.as_ref().map(|p| p.as_slice()))?;
+    let store_opts = StoreOptions {
+        cache_capacity_bytes: opts.config.storage.cache_capacity_mb << 20,
+        flush_every_ms: Some(opts.config.storage.flush_every_ms).filter(|ms| *ms > 0),
+    };
+    let db = open_node_db(&dir.db(), genesis.hash(), OpenMode::Existing, &store_opts)?;
+    Ok(Prepared { genesis, key, db })
+}
+
+fn install_metrics() -> Result<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &vigil_actors::metrics::SECONDS_BUCKETS,
+        )
+        .context("metrics buckets")?
+        .install_recorder()
+        .context("cannot install the metrics recorder")
+}
+
+/// Runs the node until SIGINT, SIGTERM or `node_shutdown`; returns after a clean stop.
+pub fn run(opts: RunOptions) -> Result<()> {
+    let prepared = prepare(&opts)?;
+    let metrics = install_metrics()?;
+    vigil_actors::metrics::describe(env!("CARGO_PKG_VERSION"), prepared.genesis.hash().short());
+    actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("vigil-rt")
+            .build()
+            .expect("cannot start the tokio runtime")
+    })
+    .block_on(serve(opts, prepared, metrics))
+}
+
+/// Listens for SIGINT/SIGTERM: the first asks for a clean shutdown, a second forces exit.
+fn watch_signals(tx: mpsc::Sender<ShutdownReason>) -> Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::spawn(async move {
+        let mut seen = 0u32;
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            seen += 1;
+            if seen == 1 {
+                tracing::info!(signal = name, "shutting down (send it again to force exit)");
+                let _ = tx.try_send(ShutdownReason::Signal(name));
+            } else {
+                eprintln!("vigil: second {name}: exiting now without a clean shutdown");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Result<()> {
+    let started = Instant::now();
+    let (tx, mut rx) = mpsc::channel(4);
+    watch_signals(tx.clone())?;
+    let timeout = Duration::from_millis(opts.config.shutdown.actor_timeout_ms);
+    let peer_id = p.key.keypair.public().to_peer_id();
+    if !p.key.encrypted {
+        tracing::warn!(
+            "node key is stored UNENCRYPTED (dev key): never use this data dir for a real network"
+        );
+    }
+
+    let mut root = Root::default();
+    let store = StoreActor::new(p.db.clone()).start();
+    root.started("store", store.recipient(), timeout);
+
+    let ctx = Arc::new(NodeContext {
+        info: NodeInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            peer_id: peer_id.to_string(),
+            genesis_name: p.genesis.network.clone(),
+            genesis_hash: p.genesis.hash().to_hex(),
+            data_dir: opts.dir.root().to_owned(),
+            listen_addrs: opts.config.network.listen.clone(),
+            insecure_key: !p.key.encrypted,
+        },
+        started,
+        ready: AtomicBool::new(false),
+        shutdown: tx,
+        metrics: Some(metrics),
+    });
+    let settings = RpcSettings {
+        addr: opts.config.rpc.addr,
+        max_request_bytes: opts.config.rpc.max_request_bytes,
+        max_connections: opts.config.rpc.max_connections,
+        data_dir: opts.dir.root().to_owned(),
+    };
+    let server = match rpc::start(&settings, ctx.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            root.shutdown().await;
+            return Err(anyhow::Error::new(e).context(bind_hint(settings.addr)));
+        }
+    };
+    let rpc_actor = RpcActor::new(server.handle.clone(), opts.dir.root().to_owned()).start();
+    root.started("rpc", rpc_actor.recipient(), timeout);
+
+    ctx.set_ready(true);
+    tracing::info!(%peer_id, genesis = %p.genesis.hash().short(), rpc = %server.url, actors = ?root.names(), "node started");
+    if opts.dev_banner {
+        print_banner(&peer_id.to_string(), &server.url, &opts.dir, !p.key.encrypted);
+    }
+
+    let reason = rx.recv().await;
+    tracing::info!(?reason, "stopping the actor tree");
+    ctx.set_ready(false);
+    root.shutdown().await;
+    p.db.flush().context("final database flush")?;
+    tracing::info!(uptime = ?started.elapsed(), "stopped cleanly");
+    Ok(())
+}
+
+fn bind_hint(addr: SocketAddr) -> String {
+    format!("the admin RPC cannot listen on {addr}: is another node running? pick a free address with --rpc-addr or rpc.addr (port 0 picks one)")
+}
+
+fn print_banner(peer_id: &str, url: &str, dir: &DataDir, insecure_key: bool) {
+    let d = dir.root().display();
+    let key = if insecure_key {
+        "unencrypted throwaway key"
+    } else {
+        "encrypted key"
+    };
+    println!("vigil dev node running ({key}; Ctrl-C to stop)");
+    println!("  peer id   {peer_id}");
+    println!("  rpc       {url}");
+    println!("  cookie    {}", dir.cookie().display());
+    println!("  metrics   {url}/metrics");
+    println!("  data dir  {d}");
+    println!("  try       vigilctl --data-dir {d} status");
+}

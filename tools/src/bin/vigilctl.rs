@@ -1,0 +1,138 @@
+//! `vigilctl`: the admin RPC client of a vigil node.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use vigil_tools::client::Endpoint;
+
+/// Talk to a running vigil node over its admin RPC.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vigilctl",
+    version,
+    about = "Talk to a running vigil node over its admin RPC",
+    long_about = "Talk to a running vigil node over its admin RPC.\n\n\
+        The node writes its RPC URL to DIR/rpc.url and an auth cookie to DIR/.cookie at start;\n\
+        vigilctl reads both from --data-dir (default .vigil-dev, the `vigil dev` data dir).\n\n\
+        Examples:\n  vigilctl --data-dir /var/lib/vigil status\n  vigilctl status --json | jq .info.peer_id\n  vigilctl call node_info"
+)]
+struct Cli {
+    /// Data dir of the node (finds rpc.url and .cookie there).
+    #[arg(long, global = true, env = "VIGIL_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// RPC URL (overrides DIR/rpc.url).
+    #[arg(long, global = true, value_name = "URL")]
+    rpc: Option<String>,
+    /// Cookie file (overrides DIR/.cookie).
+    #[arg(long, global = true, value_name = "FILE")]
+    cookie: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Summary of the node: identity, genesis, uptime, health.
+    Status,
+    /// Ask the node to shut down cleanly.
+    Stop,
+    /// Call any RPC method; PARAMS is a JSON array.
+    Call {
+        /// Method name, e.g. node_info.
+        method: String,
+        /// Positional params as a JSON array.
+        #[arg(default_value = "[]")]
+        params: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let ep = Endpoint::resolve(cli.data_dir.as_deref(), cli.rpc.as_deref(), cli.cookie.as_deref())?;
+    match cli.command {
+        Command::Status => {
+            let info = ep.call("node_info", json!([])).await?;
+            let health = ep.call("node_health", json!([])).await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "rpc": ep.url, "info": info, "health": health }))?
+                );
+            } else {
+                print_status(&ep.url, &info, &health);
+            }
+        }
+        Command::Stop => {
+            let r = ep.call("node_shutdown", json!([])).await?;
+            if cli.json {
+                println!("{}", json!({ "result": r }));
+            } else {
+                println!("node at {}: {}", ep.url, r.as_str().unwrap_or("shutting down"));
+            }
+        }
+        Command::Call { method, params } => {
+            let params: Value =
+                serde_json::from_str(&params).context("PARAMS must be a JSON array, e.g. '[1, \"x\"]'")?;
+            let r = ep.call(&method, params).await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+    }
+    Ok(())
+}
+
+fn print_status(url: &str, info: &Value, health: &Value) {
+    let s = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+    let hash = s(&info["genesis_hash"]);
+    let uptime = info["uptime_secs"].as_u64().unwrap_or(0);
+    let ready = if health["ready"].as_bool() == Some(true) {
+        "ready"
+    } else {
+        "not ready"
+    };
+    println!("node      vigil {}", s(&info["version"]));
+    println!("peer id   {}", s(&info["peer_id"]));
+    println!(
+        "genesis   {} ({})",
+        s(&info["genesis_name"]),
+        hash.get(..16).unwrap_or(&hash)
+    );
+    println!("health    {}, {ready}", s(&health["status"]));
+    println!(
+        "uptime    {}h {}m {}s",
+        uptime / 3600,
+        uptime / 60 % 60,
+        uptime % 60
+    );
+    println!("rpc       {url}");
+    println!("data dir  {}", s(&info["data_dir"]));
+    if let Some(addrs) = info["listen_addrs"].as_array() {
+        let list: Vec<String> = addrs.iter().map(s).collect();
+        println!("listen    {} (configured)", list.join(", "));
+    }
+    if info["insecure_key"].as_bool() == Some(true) {
+        println!("WARNING   node key is stored unencrypted (dev data dir)");
+    }
+}

@@ -1,0 +1,102 @@
+//! Admin RPC client: endpoint discovery, auth header, errors that say what to do.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use jsonrpsee::core::client::ClientT;
+use jsonrpsee::core::params::ArrayParams;
+use jsonrpsee::core::ClientError;
+use jsonrpsee::http_client::{HeaderMap, HeaderValue, HttpClientBuilder};
+use serde_json::Value;
+
+/// Where and how to reach a node.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `http://host:port`.
+    pub url: String,
+    cookie: String,
+    cookie_path: PathBuf,
+}
+
+impl Endpoint {
+    /// Resolves the endpoint: `rpc` and `cookie` win; otherwise `DIR/rpc.url` and `DIR/.cookie`.
+    pub fn resolve(data_dir: Option<&Path>, rpc: Option<&str>, cookie: Option<&Path>) -> Result<Self> {
+        let dir = data_dir.unwrap_or(Path::new(".vigil-dev"));
+        let url = match rpc {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => {
+                let file = dir.join("rpc.url");
+                std::fs::read_to_string(&file)
+                    .map(|s| s.trim().to_owned())
+                    .map_err(|_| {
+                        anyhow!(
+                            "is the node running? no rpc.url in {} (a running node writes it at start; pass --data-dir DIR or --rpc URL)",
+                            dir.display()
+                        )
+                    })?
+            }
+        };
+        let cookie_path = cookie
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.join(".cookie"));
+        let cookie = std::fs::read_to_string(&cookie_path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| {
+                anyhow!(
+                    "cannot read the cookie {}: {e} (the node writes it at start; pass --cookie FILE or --data-dir DIR)",
+                    cookie_path.display()
+                )
+            })?;
+        Ok(Self {
+            url,
+            cookie,
+            cookie_path,
+        })
+    }
+
+    /// Calls `method` with positional `params` (a JSON array) and returns the result.
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value> {
+        let mut headers = HeaderMap::new();
+        let bearer = HeaderValue::from_str(&format!("Bearer {}", self.cookie))
+            .context("the cookie is not a valid header value")?;
+        headers.insert("authorization", bearer);
+        let client = HttpClientBuilder::default()
+            .set_headers(headers)
+            .request_timeout(Duration::from_secs(30))
+            .build(&self.url)
+            .with_context(|| format!("invalid RPC URL {}", self.url))?;
+        let mut p = ArrayParams::new();
+        match params {
+            Value::Array(items) => {
+                for item in items {
+                    p.insert(item).context("cannot encode params")?;
+                }
+            }
+            Value::Null => {}
+            other => bail!("params must be a JSON array, got {other}"),
+        }
+        client
+            .request::<Value, _>(method, p)
+            .await
+            .map_err(|e| self.explain(method, e))
+    }
+
+    fn explain(&self, method: &str, e: ClientError) -> anyhow::Error {
+        let text = e.to_string();
+        if text.contains("401") {
+            anyhow!(
+                "the node at {} refused the cookie from {} (HTTP 401): the node writes a new cookie at every start; point --data-dir or --cookie at the running node's",
+                self.url,
+                self.cookie_path.display()
+            )
+        } else if matches!(e, ClientError::Call(_)) {
+            anyhow!("{method} failed: {text}")
+        } else {
+            anyhow!(
+                "cannot reach the node at {}: {text}. Is the node running?",
+                self.url
+            )
+        }
+    }
+}
