@@ -114,7 +114,7 @@ pub enum GenesisCommand {
         /// Network name (a-z, 0-9, -).
         #[arg(long)]
         network: Option<String>,
-        /// Bootnode multiaddr ending in /p2p/<peer id> (repeatable; replaces the base's list).
+        /// Bootnode multiaddr ending in `/p2p/<peer id>` (repeatable; replaces the base's list).
         #[arg(long = "bootnode", value_name = "MULTIADDR")]
         bootnodes: Vec<String>,
         /// Creation time, RFC 3339 (default: now).

@@ -43,7 +43,7 @@ pub struct KdfParams {
 }
 
 impl Default for KdfParams {
-    /// 64 MiB, 3 passes, 1 lane: about 0.2 s on one core of this class of machine.
+    /// 64 MiB, 3 passes, 1 lane: `vigil init` takes ~150 ms with it (docs/benchmarks.md).
     fn default() -> Self {
         Self {
             m_cost_kib: 64 * 1024,

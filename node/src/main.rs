@@ -10,8 +10,15 @@ fn main() -> ExitCode {
     match vigil_node::commands::dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
+            let top = e.to_string();
+            eprintln!("error: {top}");
+            // Many errors already quote their cause; print only what is new.
+            for cause in e
+                .chain()
+                .skip(1)
+                .map(|c| c.to_string())
+                .filter(|c| !top.contains(c.as_str()))
+            {
                 eprintln!("  caused by: {cause}");
             }
             ExitCode::FAILURE

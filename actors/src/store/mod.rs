@@ -3,7 +3,7 @@
 //! Every tree the node uses is named here or by the module that owns it
 //! (`meta`, `q/<topic>/msg`, `epochs`, ...). Every value starts with a format
 //! byte ([`encode_value`] / [`decode_value`]) so a later format can be read
-//! side by side with an older one. Moving off sled touches [`sled_store`] only.
+//! side by side with an older one. Moving off sled touches `sled_store.rs` only.
 
 mod actor;
 mod meta;

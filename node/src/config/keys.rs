@@ -7,7 +7,7 @@ use super::Config;
 
 /// `(key path, what it does and allows)` for every key, in file order.
 pub const KEYS: &[(&str, &str)] = &[
-    ("rpc.addr", "admin RPC address (HTTP and WebSocket); must be loopback; port 0 picks a free port, written to DATA_DIR/rpc.url"),
+    ("rpc.addr", "HOST:PORT of the admin RPC (HTTP and WebSocket), e.g. \"127.0.0.1:8645\"; must be loopback; port 0 picks a free port, written to DATA_DIR/rpc.url"),
     ("rpc.max_request_bytes", "largest request body in bytes (1024..=67108864)"),
     ("rpc.max_connections", "concurrent RPC connections (1..=10000)"),
     ("network.listen", "p2p listen multiaddrs, e.g. \"/ip4/0.0.0.0/tcp/30345\""),

@@ -30,12 +30,14 @@ pub enum ConfigError {
     #[error("cannot load the configuration: {0}")]
     Load(#[source] config::ConfigError),
     /// A key has the wrong type or is unknown.
-    #[error("configuration key `{path}`: {message} (check the config file, VIGIL_* environment variables and flags)")]
+    #[error("configuration key `{path}`: {message}{}", allowed.map(|a| format!("\n  allowed: {a}")).unwrap_or_default())]
     Type {
         /// Key path, e.g. `rpc.addr`.
         path: String,
         /// What serde found wrong.
         message: String,
+        /// What the key accepts, when it is a known key.
+        allowed: Option<&'static str>,
     },
     /// Values out of range; every problem is listed.
     #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -89,9 +91,11 @@ pub fn load(
     let layered = builder.build().map_err(ConfigError::Load)?;
     let cfg: Config = serde_path_to_error::deserialize(layered).map_err(|e| {
         let path = e.path().to_string();
+        let allowed = super::KEYS.iter().find(|(k, _)| *k == path).map(|(_, doc)| *doc);
         ConfigError::Type {
             path,
             message: e.into_inner().to_string(),
+            allowed,
         }
     })?;
     let problems = cfg.problems();
@@ -183,7 +187,10 @@ mod tests {
         let msg = load(Some(file.path()), &[], &Overrides::default())
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("rpc.addr"), "{msg}");
+        assert!(
+            msg.contains("rpc.addr") && msg.contains("allowed: HOST:PORT"),
+            "{msg}"
+        );
     }
 
     #[test]

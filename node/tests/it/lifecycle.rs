@@ -1,0 +1,121 @@
+use serde_json::Value;
+
+use crate::util::*;
+
+#[test]
+fn init_run_status_sigterm_then_run_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pass = pass_file(tmp.path());
+    let data = tmp.path().join("data");
+    let peer = init(&data, "testnet", &pass);
+
+    let mut node = run_node(&data, &pass, &[]);
+    node.wait_ready();
+    let o = vigilctl(&["--data-dir", s(&data), "status", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["info"]["peer_id"], peer.as_str());
+    assert_eq!(v["info"]["genesis_name"], "vigil-testnet");
+    assert_eq!(v["info"]["insecure_key"], false);
+    assert_eq!(v["health"]["status"], "ok");
+    assert_eq!(v["health"]["ready"], true);
+
+    let human = vigilctl(&["--data-dir", s(&data), "status"]);
+    assert!(stdout(&human).contains(&peer), "{}", stdout(&human));
+
+    node.signal("TERM");
+    let status = node.wait_exit(20);
+    assert!(status.success(), "exit {status}:\n{}", node.log());
+    assert!(node.log().contains("stopped cleanly"), "{}", node.log());
+    assert!(!data.join(".cookie").exists() && !data.join("rpc.url").exists());
+
+    // Same data dir again: same identity; stopped this time over RPC.
+    let mut again = run_node(&data, &pass, &[]);
+    again.wait_ready();
+    let o = vigilctl(&["--data-dir", s(&data), "status", "--json"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["info"]["peer_id"], peer.as_str());
+    let o = vigilctl(&["--data-dir", s(&data), "stop"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(again.wait_exit(20).success(), "{}", again.log());
+
+    // With the node gone, vigilctl says what to do.
+    let o = vigilctl(&["--data-dir", s(&data), "status"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is the node running?"), "{}", stderr(&o));
+}
+
+#[test]
+fn sigint_also_stops_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pass = pass_file(tmp.path());
+    let data = tmp.path().join("data");
+    init(&data, "dev", &pass);
+    let mut node = run_node(&data, &pass, &["--log-format", "json"]);
+    node.wait_ready();
+    node.signal("INT");
+    assert!(node.wait_exit(20).success(), "{}", node.log());
+    // JSON log lines parse.
+    let lines: Vec<Value> = node
+        .log()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["message"] == "stopped cleanly"),
+        "{}",
+        node.log()
+    );
+}
+
+#[test]
+fn dev_creates_its_dir_once_and_reuses_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("dev");
+    let mut first = Node::spawn(
+        vigil(&["dev", "--data-dir", s(&data), "--rpc-addr", "127.0.0.1:0"]),
+        &data,
+    );
+    let url = first.wait_ready();
+    let banner = first.stdout();
+    assert!(
+        banner.contains(&url) && banner.contains(".cookie") && banner.contains("/metrics"),
+        "{banner}"
+    );
+    assert!(first.log().contains("UNENCRYPTED"), "{}", first.log());
+    let peer = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("peer id"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    first.signal("TERM");
+    assert!(first.wait_exit(20).success());
+
+    let mut second = Node::spawn(
+        vigil(&["dev", "--data-dir", s(&data), "--rpc-addr", "127.0.0.1:0"]),
+        &data,
+    );
+    second.wait_ready();
+    assert!(second.stdout().contains(&peer), "{}", second.stdout());
+    second.signal("TERM");
+    assert!(second.wait_exit(20).success());
+}
+
+#[test]
+fn a_second_node_on_the_same_dir_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("dev");
+    let mut first = Node::spawn(
+        vigil(&["dev", "--data-dir", s(&data), "--rpc-addr", "127.0.0.1:0"]),
+        &data,
+    );
+    first.wait_ready();
+    let o = vigil(&["dev", "--data-dir", s(&data), "--rpc-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("locked by another process"), "{}", stderr(&o));
+    first.signal("TERM");
+    assert!(first.wait_exit(20).success());
+}

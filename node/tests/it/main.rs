@@ -1,0 +1,10 @@
+//! Integration tests: the real `vigil` and `vigilctl` binaries on temp dirs and
+//! 127.0.0.1 with OS-assigned ports. Every process is killed on drop.
+#![allow(unreachable_pub)]
+
+mod bad_input;
+mod config_cli;
+mod genesis_cli;
+mod lifecycle;
+mod rpc;
+mod util;
