@@ -20,5 +20,6 @@ pub mod metrics;
 pub mod root;
 pub mod rpc;
 pub mod store;
+pub mod supervision;
 
 pub use error::{Error, Result};

@@ -13,6 +13,17 @@ pub const UPTIME: &str = "vigil_node_uptime_seconds";
 /// Constant 1, labelled with the build's `version` and the `genesis` hash prefix.
 pub const BUILD_INFO: &str = "vigil_node_build_info";
 
+/// Restarts per actor (crash and operator restarts), labelled `actor`.
+pub const ACTOR_RESTARTS: &str = "vigil_actor_restarts_total";
+/// 1 while the actor runs, 0 otherwise, labelled `actor`.
+pub const ACTOR_UP: &str = "vigil_actor_up";
+/// Messages sent through the supervised address and not yet answered, labelled `actor`.
+pub const ACTOR_MAILBOX: &str = "vigil_actor_mailbox_depth";
+/// Unix time of the last restart, labelled `actor`.
+pub const ACTOR_LAST_RESTART: &str = "vigil_actor_last_restart_timestamp_seconds";
+/// Messages dead-lettered after crashing their handler, labelled `actor`.
+pub const ACTOR_DEAD_LETTERS: &str = "vigil_actor_dead_letters_total";
+
 /// Latency buckets for every `_seconds` histogram: 50 µs to 10 s.
 pub const SECONDS_BUCKETS: [f64; 14] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0,
@@ -32,6 +43,21 @@ pub fn describe(version: &'static str, genesis_short: String) {
     );
     metrics::describe_gauge!(UPTIME, metrics::Unit::Seconds, "Seconds since the node started.");
     metrics::describe_gauge!(BUILD_INFO, "Build version and genesis of this node; always 1.");
+    metrics::describe_counter!(ACTOR_RESTARTS, "Actor restarts (crash and operator).");
+    metrics::describe_gauge!(ACTOR_UP, "1 while the actor runs.");
+    metrics::describe_gauge!(
+        ACTOR_MAILBOX,
+        "Messages sent through the supervised address, not yet answered."
+    );
+    metrics::describe_gauge!(
+        ACTOR_LAST_RESTART,
+        metrics::Unit::Seconds,
+        "Unix time of the last restart."
+    );
+    metrics::describe_counter!(
+        ACTOR_DEAD_LETTERS,
+        "Messages dead-lettered after crashing their handler."
+    );
     metrics::gauge!(BUILD_INFO, "version" => version, "genesis" => genesis_short).set(1.0);
 }
 

@@ -1,0 +1,8 @@
+//! Integration tests of the supervision runtime with real actix actors,
+//! real panics and a real sled database.
+#![allow(unreachable_pub)]
+
+mod probe;
+mod restart;
+mod strategies;
+mod workers;
