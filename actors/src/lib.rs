@@ -5,8 +5,8 @@
 //!   and the `meta` checks (schema version, genesis hash) done at open.
 //! - [`rpc`]: the admin JSON-RPC server (HTTP + WebSocket on one address) with
 //!   cookie auth, `/health`, `/ready` and `/metrics`.
-//! - [`root`]: the root of the actor tree; starts children in order and stops
-//!   them in reverse order, each within its own timeout.
+//! - [`supervision`]: restart-on-crash supervision with OTP semantics: the
+//!   actor tree, its registry, poison-message handling and workers.
 //!
 //! ```no_run
 //! # use vigil_actors::store::{open_node_db, OpenMode, StoreOptions};
@@ -17,7 +17,6 @@
 
 mod error;
 pub mod metrics;
-pub mod root;
 pub mod rpc;
 pub mod store;
 pub mod supervision;

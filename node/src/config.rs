@@ -36,6 +36,10 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[shutdown]`: stopping the actor tree.
     pub shutdown: ShutdownConfig,
+    /// `[supervision]`: restarts of crashed actors.
+    pub supervision: SupervisionConfig,
+    /// `[debug]`: switches for testing; all off by default.
+    pub debug: DebugConfig,
 }
 
 /// `[rpc]`
@@ -154,6 +158,42 @@ impl Default for ShutdownConfig {
             actor_timeout_ms: 5_000,
         }
     }
+}
+
+/// `[supervision]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisionConfig {
+    /// Restarts allowed within `period_secs` before the root gives up.
+    pub max_restarts: u32,
+    /// The intensity window, seconds.
+    pub period_secs: u64,
+    /// Delay before the second consecutive restart, ms; doubles after each.
+    pub backoff_initial_ms: u64,
+    /// Largest restart delay, ms.
+    pub backoff_max_ms: u64,
+    /// Uptime after which a crash restarts at once again, seconds.
+    pub stable_after_secs: u64,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        Self {
+            max_restarts: 3,
+            period_secs: 5,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 30_000,
+            stable_after_secs: 10,
+        }
+    }
+}
+
+/// `[debug]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DebugConfig {
+    /// Allows `actors_inject_panic` (chaos testing). Never on a production node.
+    pub fault_injection: bool,
 }
 
 impl Config {

@@ -1,27 +1,30 @@
 //! Assembly of a running node: data dir checks, then the actor tree.
 //!
-//! Start order (the root stops them in reverse): `store` (the sled handle;
-//! flushed last) then `rpc` (admin RPC; stopped first so no request races
-//! shutdown). Later issues add network, bus, vdf, challenges, chain, layer2
-//! between them.
+//! The actor tree (root: `one_for_one`, intensity and backoff from
+//! `[supervision]`), in start order; it stops in reverse: `store` (the sled
+//! handle; flushed last) then `rpc` (admin RPC; stopped first so no request
+//! races shutdown). Later issues add network, bus, vdf, challenges, chain,
+//! layer2 between them. When the root gives up, the node flushes sled and
+//! exits non-zero, naming the actor and its last panic.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::Actor;
 use anyhow::{bail, Context, Result};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
-use vigil_actors::root::Root;
 use vigil_actors::rpc::{self, NodeContext, NodeInfo, RpcActor, RpcSettings, ShutdownReason};
 use vigil_actors::store::{open_node_db, OpenMode, SledStore, Store, StoreActor, StoreOptions};
+use vigil_actors::supervision::{
+    start_tree, Backoff, ChildSpec, Intensity, Registry, Strategy, SupervisorSpec,
+};
 use vigil_genesis::Genesis;
 use zeroize::Zeroizing;
 
-use crate::config::Config;
+use crate::config::{Config, SupervisionConfig};
 use crate::datadir::DataDir;
 use crate::keys::{self, LoadedKey};
 
@@ -139,11 +142,7 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
             "node key is stored UNENCRYPTED (dev key): never use this data dir for a real network"
         );
     }
-
-    let mut root = Root::default();
-    let store = StoreActor::new(p.db.clone()).start();
-    root.started("store", store.recipient(), timeout);
-
+    let registry = Registry::with_store(p.db.clone());
     let ctx = Arc::new(NodeContext {
         info: NodeInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -158,36 +157,71 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         ready: AtomicBool::new(false),
         shutdown: tx,
         metrics: Some(metrics),
+        registry: registry.clone(),
+        fault_injection: opts.config.debug.fault_injection,
     });
+    if ctx.fault_injection {
+        tracing::warn!("debug.fault_injection is on: actors_inject_panic can crash actors");
+    }
     let settings = RpcSettings {
         addr: opts.config.rpc.addr,
         max_request_bytes: opts.config.rpc.max_request_bytes,
         max_connections: opts.config.rpc.max_connections,
         data_dir: opts.dir.root().to_owned(),
     };
-    let server = match rpc::start(&settings, ctx.clone()).await {
-        Ok(s) => s,
-        Err(e) => {
-            root.shutdown().await;
-            return Err(anyhow::Error::new(e).context(bind_hint(settings.addr)));
-        }
-    };
-    let rpc_actor = RpcActor::new(server.handle.clone(), opts.dir.root().to_owned()).start();
-    root.started("rpc", rpc_actor.recipient(), timeout);
+    let server = rpc::start(&settings, ctx.clone())
+        .await
+        .map_err(|e| anyhow::Error::new(e).context(bind_hint(settings.addr)))?;
+    let url = server.url.clone();
+
+    let db = p.db.clone();
+    let rpc_ctx = ctx.clone();
+    let spec = root_spec(&opts.config.supervision)
+        .child(ChildSpec::actor("store", move || StoreActor::new(db)).shutdown(timeout))
+        .child(ChildSpec::actor("rpc", move || RpcActor::new(server, settings, rpc_ctx)).shutdown(timeout));
+    let mut tree = start_tree(spec, registry).map_err(anyhow::Error::msg)?;
 
     ctx.set_ready(true);
-    tracing::info!(%peer_id, genesis = %p.genesis.hash().short(), rpc = %server.url, actors = ?root.names(), "node started");
+    tracing::info!(%peer_id, genesis = %p.genesis.hash().short(), rpc = %url, "node started");
     if opts.dev_banner {
-        print_banner(&peer_id.to_string(), &server.url, &opts.dir, !p.key.encrypted);
+        print_banner(&peer_id.to_string(), &url, &opts.dir, !p.key.encrypted);
     }
 
-    let reason = rx.recv().await;
-    tracing::info!(?reason, "stopping the actor tree");
+    let outcome = tokio::select! {
+        reason = rx.recv() => Ok(reason),
+        why = tree.gave_up() => Err(why),
+    };
     ctx.set_ready(false);
-    root.shutdown().await;
-    p.db.flush().context("final database flush")?;
-    tracing::info!(uptime = ?started.elapsed(), "stopped cleanly");
-    Ok(())
+    match outcome {
+        Ok(reason) => {
+            tracing::info!(?reason, "stopping the actor tree");
+            // Every child has its own timeout; this bounds the whole tree.
+            if let Err(e) = tree.stop(timeout * 4 + Duration::from_secs(5)).await {
+                tracing::error!(error = %e, "the actor tree did not stop cleanly");
+            }
+            p.db.flush().context("final database flush")?;
+            tracing::info!(uptime = ?started.elapsed(), "stopped cleanly");
+            Ok(())
+        }
+        Err(why) => {
+            p.db.flush().context("final database flush")?;
+            bail!("the actor tree gave up: {why}")
+        }
+    }
+}
+
+fn root_spec(s: &SupervisionConfig) -> SupervisorSpec {
+    SupervisorSpec::new("root", Strategy::OneForOne)
+        .intensity(Intensity {
+            max_restarts: s.max_restarts,
+            period: Duration::from_secs(s.period_secs),
+        })
+        .backoff(Backoff {
+            initial: Duration::from_millis(s.backoff_initial_ms),
+            max: Duration::from_millis(s.backoff_max_ms),
+            stable_after: Duration::from_secs(s.stable_after_secs),
+            ..Backoff::default()
+        })
 }
 
 fn bind_hint(addr: SocketAddr) -> String {

@@ -1,49 +1,73 @@
 //! `rpc`: the last child of the root; owns the admin RPC server.
 //!
-//! Messages: [`Shutdown`] stops accepting connections, waits for the server to
-//! finish, removes `.cookie` and `rpc.url`, then stops the actor. The server
-//! runs on the tokio runtime; the actor owns its handle so that stopping the
-//! tree stops the server first. State is only the handle: a restart starts a
-//! fresh server with a fresh cookie.
+//! The server's connections run as tokio tasks; the actor owns the handle.
+//! `stopped()` stops the server and removes `.cookie` and `rpc.url`.
+//! `started()` (after a restart) starts a new server on the same address if the
+//! old one was stopped, with a fresh cookie; after a crash that did not stop
+//! it (a handler panic), the running server is kept and nothing is rebuilt.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
-use jsonrpsee::server::ServerHandle;
-use std::path::PathBuf;
 
-use super::cookie;
-use crate::root::Shutdown;
+use super::{cookie, NodeContext, RpcSettings, RunningRpc};
 
-/// The actor owning the RPC server handle.
+/// The actor owning the RPC server.
 #[derive(Debug)]
 pub struct RpcActor {
-    handle: ServerHandle,
-    data_dir: PathBuf,
+    server: RunningRpc,
+    settings: RpcSettings,
+    ctx: Arc<NodeContext>,
 }
 
 impl RpcActor {
-    /// Wraps a started server.
-    pub fn new(handle: ServerHandle, data_dir: PathBuf) -> Self {
-        Self { handle, data_dir }
+    /// Wraps a started server. Restarts rebind `server.local_addr`.
+    pub fn new(server: RunningRpc, mut settings: RpcSettings, ctx: Arc<NodeContext>) -> Self {
+        settings.addr = server.local_addr;
+        Self {
+            server,
+            settings,
+            ctx,
+        }
     }
 }
 
 impl Actor for RpcActor {
     type Context = Context<Self>;
-}
 
-impl Handler<Shutdown> for RpcActor {
-    type Result = ResponseActFuture<Self, ()>;
-    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
-        let handle = self.handle.clone();
-        // Already stopped is fine: stop is idempotent for us.
-        let _ = handle.stop();
-        Box::pin(
-            async move { handle.stopped().await }
-                .into_actor(self)
-                .map(|_, act, ctx| {
-                    cookie::remove_files(&act.data_dir);
-                    ctx.stop();
-                }),
-        )
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if !self.server.handle.is_stopped() {
+            return;
+        }
+        let (settings, node) = (self.settings.clone(), self.ctx.clone());
+        // Block this actor's mailbox until the server is back (the port may take
+        // a moment to be released by the old one).
+        ctx.wait(
+            async move {
+                let mut last = None;
+                for _ in 0..40 {
+                    match super::start(&settings, node.clone()).await {
+                        Ok(s) => return Ok(s),
+                        Err(e) => last = Some(e),
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(last)
+            }
+            .into_actor(self)
+            .map(|res, act, _| match res {
+                Ok(server) => act.server = server,
+                // Leaves the actor running without a server; the error says why.
+                Err(e) => tracing::error!(error = ?e, "cannot restart the admin RPC server"),
+            }),
+        );
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        let _ = self.server.handle.stop();
+        cookie::remove_files(&self.settings.data_dir);
     }
 }
+
+impl Supervised for RpcActor {}

@@ -9,10 +9,18 @@ use serde_json::json;
 use super::{NodeContext, ShutdownReason};
 
 /// Every method the admin RPC serves.
-pub const METHODS: [&str; 3] = ["node_info", "node_health", "node_shutdown"];
+pub const METHODS: [&str; 7] = [
+    "node_info",
+    "node_health",
+    "node_shutdown",
+    "actors_tree",
+    "actors_restart",
+    "actors_inject_panic",
+    "actors_dead_letters",
+];
 /// Methods that change state: they need the `operator` or `admin` role once
 /// API keys exist; with the cookie (full access) they are allowed.
-pub const UNSAFE_METHODS: [&str; 1] = ["node_shutdown"];
+pub const UNSAFE_METHODS: [&str; 3] = ["node_shutdown", "actors_restart", "actors_inject_panic"];
 
 /// Error code: the node is shutting down already.
 const SHUTTING_DOWN: i32 = -32010;
@@ -20,6 +28,7 @@ const SHUTTING_DOWN: i32 = -32010;
 pub(super) fn module(ctx: Arc<NodeContext>) -> RpcModule<NodeContext> {
     let mut module = RpcModule::from_arc(ctx);
     register(&mut module);
+    super::actors_methods::register(&mut module);
     module
 }
 

@@ -8,6 +8,7 @@
 //! (with the port the OS picked for `:0`) goes to `DATA_DIR/rpc.url`.
 
 mod actor;
+mod actors_methods;
 mod cookie;
 mod http;
 mod methods;
@@ -29,6 +30,7 @@ pub use actor::RpcActor;
 pub use cookie::{read_cookie, COOKIE_FILE, URL_FILE};
 pub use methods::{METHODS, UNSAFE_METHODS};
 
+use crate::supervision::Registry;
 use crate::{Error, Result};
 
 /// Why the node is shutting down.
@@ -85,6 +87,10 @@ pub struct NodeContext {
     pub shutdown: mpsc::Sender<ShutdownReason>,
     /// Renders `/metrics`; `None` when no recorder is installed.
     pub metrics: Option<PrometheusHandle>,
+    /// The actor tree, for the `actors_*` methods.
+    pub registry: Registry,
+    /// Whether `actors_inject_panic` is allowed (config `debug.fault_injection`).
+    pub fault_injection: bool,
 }
 
 impl NodeContext {

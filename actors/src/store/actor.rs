@@ -1,15 +1,15 @@
 //! `store`: the first child of the root; owns the shared sled handle.
 //!
-//! Messages: [`Shutdown`] (flush, then stop), [`Flush`] (fsync now, reply with
-//! bytes written). Other actors read and write through their own clone of the
-//! [`SledStore`]; this actor exists so that the database is flushed last, after
-//! every actor that writes to it has stopped. It holds no state of its own, so
-//! a restart has nothing to rebuild.
+//! Messages: [`Flush`] (fsync now, reply with bytes written). Other actors read
+//! and write through their own clone of the [`SledStore`]; this actor exists so
+//! that the database is flushed when the tree stops, after every actor started
+//! later (and so stopped earlier) is gone. `restarting()` has nothing to
+//! rebuild: the only state is the sled handle, which a panic cannot corrupt
+//! (sled's own writes are atomic).
 
 use actix::prelude::*;
 
 use super::{SledStore, Store};
-use crate::root::Shutdown;
 use crate::Result;
 
 /// Flushes the database now.
@@ -42,20 +42,18 @@ impl StoreActor {
 
 impl Actor for StoreActor {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // Logged inside; stopping goes on either way so the process can exit.
+        let _ = self.flush_logged();
+    }
 }
+
+impl Supervised for StoreActor {}
 
 impl Handler<Flush> for StoreActor {
     type Result = Result<usize>;
     fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
         self.flush_logged()
-    }
-}
-
-impl Handler<Shutdown> for StoreActor {
-    type Result = ();
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
-        // The error is logged; stopping goes on either way so the process can exit.
-        let _ = self.flush_logged();
-        ctx.stop();
     }
 }

@@ -73,6 +73,9 @@ impl ActorEntry {
         strategy: Option<Strategy>,
         restart: Restart,
     ) -> Self {
+        // Every series exists from the start, so dashboards see zeros, not gaps.
+        metrics::counter!(crate::metrics::ACTOR_RESTARTS, "actor" => name).absolute(0);
+        metrics::gauge!(crate::metrics::ACTOR_MAILBOX, "actor" => name).set(0.0);
         Self {
             name,
             parent,

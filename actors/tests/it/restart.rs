@@ -147,8 +147,14 @@ async fn poison_message_is_dead_lettered_and_later_messages_still_flow() {
         }
         other => panic!("expected DeadLettered, got {other}"),
     }
-    assert!(after >= 2, "a later message was processed while the poison one was retried");
-    assert!(later.call(Add(1)).await.unwrap() >= 1, "and the actor serves after the dead-lettering");
+    assert!(
+        after >= 2,
+        "a later message was processed while the poison one was retried"
+    );
+    assert!(
+        later.call(Add(1)).await.unwrap() >= 1,
+        "and the actor serves after the dead-lettering"
+    );
     assert_eq!(reg.entry("p").unwrap().restarts(), u64::from(POISON_AFTER));
     let dead = reg.dead_letters();
     assert_eq!(dead.len(), 1);

@@ -17,6 +17,12 @@ pub const KEYS: &[(&str, &str)] = &[
     ("storage.cache_capacity_mb", "sled page cache in MiB (1..=65536)"),
     ("storage.flush_every_ms", "background flush period in ms (0..=60000; 0 = only on request and at shutdown)"),
     ("shutdown.actor_timeout_ms", "time each actor gets to stop at shutdown, ms (100..=600000)"),
+    ("supervision.max_restarts", "restarts the root allows within period_secs before the node exits non-zero (0..=1000)"),
+    ("supervision.period_secs", "restart intensity window, seconds (1..=3600)"),
+    ("supervision.backoff_initial_ms", "delay before the second consecutive restart of an actor, ms; doubles after each (0..=60000; 0 = no backoff)"),
+    ("supervision.backoff_max_ms", "largest restart delay, ms (backoff_initial_ms..=3600000)"),
+    ("supervision.stable_after_secs", "uptime after which a crash restarts at once again, seconds (1..=3600)"),
+    ("debug.fault_injection", "allow actors_inject_panic over the admin RPC (chaos testing; never in production)"),
 ];
 
 /// `config.toml` as `vigil init` writes it: every key commented out at its default.

@@ -24,7 +24,23 @@ impl Config {
                 "a loopback address (127.0.0.0/8 or [::1]): a non-loopback bind needs API-key auth, which this version does not have yet".into(),
             );
         }
-        let ranges: [(&str, u64, u64, u64); 6] = [
+        let sup = &self.supervision;
+        let ranges: [(&str, u64, u64, u64); 11] = [
+            ("supervision.max_restarts", sup.max_restarts.into(), 0, 1000),
+            ("supervision.period_secs", sup.period_secs, 1, 3600),
+            (
+                "supervision.backoff_initial_ms",
+                sup.backoff_initial_ms,
+                0,
+                60_000,
+            ),
+            (
+                "supervision.backoff_max_ms",
+                sup.backoff_max_ms,
+                sup.backoff_initial_ms,
+                3_600_000,
+            ),
+            ("supervision.stable_after_secs", sup.stable_after_secs, 1, 3600),
             (
                 "rpc.max_request_bytes",
                 self.rpc.max_request_bytes.into(),

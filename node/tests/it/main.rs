@@ -2,6 +2,7 @@
 //! 127.0.0.1 with OS-assigned ports. Every process is killed on drop.
 #![allow(unreachable_pub)]
 
+mod actors;
 mod bad_input;
 mod config_cli;
 mod genesis_cli;

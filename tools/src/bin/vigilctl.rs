@@ -42,6 +42,11 @@ enum Command {
     Status,
     /// Ask the node to shut down cleanly.
     Stop,
+    /// The supervision tree; `restart NAME`, `panic NAME`, `dead-letters`.
+    Actors {
+        #[command(subcommand)]
+        cmd: Option<ActorsCmd>,
+    },
     /// Call any RPC method; PARAMS is a JSON array.
     Call {
         /// Method name, e.g. node_info.
@@ -50,6 +55,22 @@ enum Command {
         #[arg(default_value = "[]")]
         params: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ActorsCmd {
+    /// Stop and restart one actor (or a supervisor and its children).
+    Restart {
+        /// Actor name, as shown by `vigilctl actors`.
+        name: String,
+    },
+    /// Make an actor panic (needs `debug.fault_injection = true` on the node).
+    Panic {
+        /// Actor name, as shown by `vigilctl actors`.
+        name: String,
+    },
+    /// Messages that crashed their handler too often.
+    DeadLetters,
 }
 
 fn main() -> ExitCode {
@@ -93,6 +114,27 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("node at {}: {}", ep.url, r.as_str().unwrap_or("shutting down"));
             }
         }
+        Command::Actors { cmd } => {
+            let (method, params) = match &cmd {
+                None => ("actors_tree", json!([])),
+                Some(ActorsCmd::Restart { name }) => ("actors_restart", json!([name])),
+                Some(ActorsCmd::Panic { name }) => ("actors_inject_panic", json!([name])),
+                Some(ActorsCmd::DeadLetters) => ("actors_dead_letters", json!([])),
+            };
+            let r = ep.call(method, params).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                match cmd {
+                    None => print_tree(&r),
+                    Some(ActorsCmd::Restart { name }) => println!("restarted {name}"),
+                    Some(ActorsCmd::Panic { name }) => {
+                        println!("panic injected into {name}; see `vigilctl actors`")
+                    }
+                    Some(ActorsCmd::DeadLetters) => print_dead_letters(&r),
+                }
+            }
+        }
         Command::Call { method, params } => {
             let params: Value =
                 serde_json::from_str(&params).context("PARAMS must be a JSON array, e.g. '[1, \"x\"]'")?;
@@ -134,5 +176,74 @@ fn print_status(url: &str, info: &Value, health: &Value) {
     }
     if info["insecure_key"].as_bool() == Some(true) {
         println!("WARNING   node key is stored unencrypted (dev data dir)");
+    }
+}
+
+fn print_tree(tree: &Value) {
+    let nodes = tree.as_array().cloned().unwrap_or_default();
+    let depth = |name: &str| -> usize {
+        let mut d = 0;
+        let mut cur = name.to_owned();
+        while let Some(parent) = nodes
+            .iter()
+            .find(|n| n["name"] == cur.as_str())
+            .and_then(|n| n["parent"].as_str())
+        {
+            d += 1;
+            cur = parent.to_owned();
+        }
+        d
+    };
+    println!(
+        "{:<20} {:<10} {:<13} {:<9} {:<10} {:>8} {:>10}  LAST PANIC",
+        "NAME", "KIND", "STRATEGY", "RESTART", "STATUS", "RESTARTS", "UPTIME"
+    );
+    for n in &nodes {
+        let name = n["name"].as_str().unwrap_or("?");
+        let text = |k: &str| n[k].as_str().unwrap_or("-").to_owned();
+        let uptime = n["uptime_secs"]
+            .as_f64()
+            .map(|s| format!("{s:.1}s"))
+            .unwrap_or_else(|| "-".into());
+        let mut panic = n["last_panic"].as_str().unwrap_or("-").replace('\n', " ");
+        if panic.len() > 60 {
+            panic.truncate(
+                panic
+                    .char_indices()
+                    .nth(57)
+                    .map(|(i, _)| i)
+                    .unwrap_or(panic.len()),
+            );
+            panic.push_str("...");
+        }
+        println!(
+            "{:<20} {:<10} {:<13} {:<9} {:<10} {:>8} {:>10}  {}",
+            format!("{}{}", "  ".repeat(depth(name)), name),
+            text("kind"),
+            text("strategy"),
+            text("restart"),
+            text("status"),
+            n["restarts"].as_u64().unwrap_or(0),
+            uptime,
+            panic
+        );
+    }
+}
+
+fn print_dead_letters(list: &Value) {
+    let items = list.as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        println!("no dead letters");
+        return;
+    }
+    for d in items {
+        println!(
+            "{}  {}  {}  after {} crashes: {}",
+            d["actor"].as_str().unwrap_or("?"),
+            d["message_type"].as_str().unwrap_or("?"),
+            d["message"].as_str().unwrap_or("?"),
+            d["attempts"],
+            d["panic"].as_str().unwrap_or("?")
+        );
     }
 }
