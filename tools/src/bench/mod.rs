@@ -1,0 +1,45 @@
+//! Benchmark drivers behind `vigil-bench`: each area measures its figures side
+//! by side in one run and returns a report that prints as a table or JSON.
+
+pub mod supervision;
+
+use serde::Serialize;
+
+/// Percentiles of a sample of durations, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    /// Sample size.
+    pub n: usize,
+    /// Median.
+    pub p50_us: f64,
+    /// 90th percentile.
+    pub p90_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// Largest.
+    pub max_us: f64,
+}
+
+impl Percentiles {
+    /// From samples in nanoseconds (sorted here).
+    pub fn from_nanos(mut ns: Vec<u64>) -> Self {
+        ns.sort_unstable();
+        let at = |q: f64| {
+            let i = ((ns.len() as f64 - 1.0) * q).round() as usize;
+            ns.get(i).copied().unwrap_or(0) as f64 / 1000.0
+        };
+        Self {
+            n: ns.len(),
+            p50_us: at(0.5),
+            p90_us: at(0.9),
+            p99_us: at(0.99),
+            max_us: at(1.0),
+        }
+    }
+}
+
+/// Median of a small sample.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}

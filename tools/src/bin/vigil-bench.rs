@@ -1,0 +1,84 @@
+//! `vigil-bench`: measured figures for docs/benchmarks.md, one subcommand per area.
+
+use std::io::IsTerminal;
+
+use clap::{Parser, Subcommand};
+use vigil_tools::bench::supervision;
+
+/// Benchmarks of vigil's parts; every comparison is measured side by side in one run.
+#[derive(Debug, Parser)]
+#[command(name = "vigil-bench", version, about)]
+struct Cli {
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    area: Area,
+}
+
+#[derive(Debug, Subcommand)]
+enum Area {
+    /// Restart latency after a panic, and supervised vs plain actix throughput.
+    Supervision {
+        /// Crashes to time.
+        #[arg(long, default_value_t = 10_000)]
+        crashes: usize,
+        /// Messages per throughput round.
+        #[arg(long, default_value_t = 200_000)]
+        messages: usize,
+        /// Throughput rounds (alternating supervised and plain).
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let progress = |what: &str| {
+        if std::io::stderr().is_terminal() || !cli.json {
+            eprintln!("measuring {what}...");
+        }
+    };
+    match cli.area {
+        Area::Supervision {
+            crashes,
+            messages,
+            rounds,
+        } => {
+            let r = supervision::run(
+                &supervision::Options {
+                    crashes,
+                    messages,
+                    rounds,
+                },
+                &progress,
+            );
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
+            } else {
+                let l = &r.restart_latency;
+                println!(
+                    "supervision ({} crashes; {} messages x {} rounds)",
+                    r.crashes, r.messages, r.rounds
+                );
+                println!("  panic -> restarted -> first reply   p50 {:.1} us   p90 {:.1} us   p99 {:.1} us   max {:.1} us", l.p50_us, l.p90_us, l.p99_us, l.max_us);
+                println!(
+                    "  throughput, plain actix actor       {:>10.0} msg/s",
+                    r.plain_msgs_per_sec
+                );
+                println!(
+                    "  throughput, supervised actor        {:>10.0} msg/s",
+                    r.supervised_msgs_per_sec
+                );
+                println!(
+                    "  throughput, SupervisedAddr::call    {:>10.0} msg/s",
+                    r.call_msgs_per_sec
+                );
+                println!(
+                    "  supervision overhead                {:>10.1} %",
+                    r.overhead_percent
+                );
+            }
+        }
+    }
+}
