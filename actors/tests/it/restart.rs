@@ -1,6 +1,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix::prelude::*;
 use vigil_actors::store::{SledStore, Store};
 use vigil_actors::supervision::*;
 
@@ -250,4 +251,48 @@ async fn duplicate_names_are_refused() {
         .child(ChildSpec::actor("same", move || Probe::new("same", l2)));
     let err = start_tree(spec, Registry::default()).unwrap_err();
     assert!(err.contains("`same`"), "{err}");
+}
+
+/// Refuses to stop: `stopping()` always answers `Continue`.
+struct Stubborn;
+
+impl Actor for Stubborn {
+    type Context = Context<Self>;
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        Running::Continue
+    }
+}
+
+impl Supervised for Stubborn {}
+
+#[actix_rt::test]
+async fn a_child_that_will_not_stop_costs_only_its_own_timeout() {
+    let log = SharedLog::default();
+    let (l1, l2) = (log.clone(), log.clone());
+    let spec = SupervisorSpec::new("root", Strategy::OneForOne)
+        .child(ChildSpec::actor("first", move || Probe::new("first", l1)))
+        .child(ChildSpec::actor("stubborn", || Stubborn).shutdown(Duration::from_millis(200)))
+        .child(ChildSpec::actor("last", move || Probe::new("last", l2)));
+    let reg = Registry::default();
+    let mut tree = start_tree(spec, reg.clone()).unwrap();
+    let t0 = std::time::Instant::now();
+    tree.stop(Duration::from_secs(10)).await.unwrap();
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let stops: Vec<_> = log
+        .lock()
+        .unwrap()
+        .events
+        .iter()
+        .filter(|e| e.starts_with("stop"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        stops,
+        ["stop last", "stop first"],
+        "the children around the stuck one still stopped in order"
+    );
 }
