@@ -65,4 +65,20 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// Bad input to the queue or bus: the message says what is allowed.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such topic.
+    #[error("no topic `{0}`: publish to it first, or configure it under [[bus.topics]]")]
+    UnknownTopic(String),
+    /// Settling a message that is not pending.
+    #[error("message {seq} of topic `{topic}` is not pending for group `{group}` (already acked, or never delivered)")]
+    NotPending {
+        /// Topic.
+        topic: String,
+        /// Consumer group.
+        group: String,
+        /// Sequence number.
+        seq: u64,
+    },
 }

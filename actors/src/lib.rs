@@ -17,6 +17,7 @@
 
 mod error;
 pub mod metrics;
+pub mod queue;
 pub mod rpc;
 pub mod store;
 pub mod supervision;

@@ -24,6 +24,27 @@ pub const ACTOR_LAST_RESTART: &str = "vigil_actor_last_restart_timestamp_seconds
 /// Messages dead-lettered after crashing their handler, labelled `actor`.
 pub const ACTOR_DEAD_LETTERS: &str = "vigil_actor_dead_letters_total";
 
+/// Messages stored, labelled `topic`.
+pub const QUEUE_PUBLISHED: &str = "vigil_queue_published_total";
+/// Deliveries (first and re-), labelled `topic`.
+pub const QUEUE_DELIVERED: &str = "vigil_queue_delivered_total";
+/// Acks, labelled `topic`.
+pub const QUEUE_ACKED: &str = "vigil_queue_acked_total";
+/// Naks, labelled `topic`.
+pub const QUEUE_NAKD: &str = "vigil_queue_nakd_total";
+/// Redeliveries, labelled `topic`.
+pub const QUEUE_REDELIVERED: &str = "vigil_queue_redelivered_total";
+/// Moves to the dead-letter topic, labelled `topic`.
+pub const QUEUE_DEAD_LETTERED: &str = "vigil_queue_dead_lettered_total";
+/// Messages stored, labelled `topic`.
+pub const QUEUE_DEPTH: &str = "vigil_queue_depth";
+/// Pending deliveries of a group, labelled `topic` and `group`.
+pub const QUEUE_IN_FLIGHT: &str = "vigil_queue_in_flight";
+/// Publish -> confirm latency.
+pub const QUEUE_CONFIRM_DURATION: &str = "vigil_queue_confirm_duration_seconds";
+/// Duration of one group-commit fsync.
+pub const QUEUE_FLUSH_DURATION: &str = "vigil_queue_flush_duration_seconds";
+
 /// Latency buckets for every `_seconds` histogram: 50 µs to 10 s.
 pub const SECONDS_BUCKETS: [f64; 14] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0,
@@ -57,6 +78,24 @@ pub fn describe(version: &'static str, genesis_short: String) {
     metrics::describe_counter!(
         ACTOR_DEAD_LETTERS,
         "Messages dead-lettered after crashing their handler."
+    );
+    metrics::describe_counter!(QUEUE_PUBLISHED, "Messages stored in durable topics.");
+    metrics::describe_counter!(QUEUE_DELIVERED, "Deliveries, first and repeated.");
+    metrics::describe_counter!(QUEUE_ACKED, "Acknowledged deliveries.");
+    metrics::describe_counter!(QUEUE_NAKD, "Negative acknowledgements.");
+    metrics::describe_counter!(QUEUE_REDELIVERED, "Repeated deliveries.");
+    metrics::describe_counter!(QUEUE_DEAD_LETTERED, "Messages moved to the dead-letter topic.");
+    metrics::describe_gauge!(QUEUE_DEPTH, "Messages stored per topic.");
+    metrics::describe_gauge!(QUEUE_IN_FLIGHT, "Pending deliveries per topic and group.");
+    metrics::describe_histogram!(
+        QUEUE_CONFIRM_DURATION,
+        metrics::Unit::Seconds,
+        "Publish to confirm latency."
+    );
+    metrics::describe_histogram!(
+        QUEUE_FLUSH_DURATION,
+        metrics::Unit::Seconds,
+        "Group-commit fsync duration."
     );
     metrics::gauge!(BUILD_INFO, "version" => version, "genesis" => genesis_short).set(1.0);
 }

@@ -64,6 +64,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn remove(&self, tree: &str, key: &[u8]) -> Result<bool>;
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Up to `limit` entries with keys `>= start`, in key order.
+    fn range_from(&self, tree: &str, start: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// The entry with the largest key.
+    fn last(&self, tree: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    /// Names of every tree that exists.
+    fn tree_names(&self) -> Vec<String>;
     /// Applies every write of `batch` atomically, or none.
     fn apply(&self, batch: &Batch) -> Result<()>;
     /// Makes every earlier write durable (fsync); returns bytes flushed.

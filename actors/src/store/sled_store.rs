@@ -61,6 +61,29 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn range_from(&self, tree: &str, start: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tree(tree)?
+            .range(start..)
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn last(&self, tree: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        Ok(self.tree(tree)?.last()?.map(|(k, v)| (k.to_vec(), v.to_vec())))
+    }
+
+    fn tree_names(&self) -> Vec<String> {
+        self.db
+            .tree_names()
+            .into_iter()
+            .filter_map(|n| String::from_utf8(n.to_vec()).ok())
+            .collect()
+    }
+
     fn apply(&self, batch: &Batch) -> Result<()> {
         let mut names: Vec<&str> = batch.0.iter().map(|w| w.tree.as_str()).collect();
         names.sort_unstable();

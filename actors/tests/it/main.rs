@@ -3,6 +3,7 @@
 #![allow(unreachable_pub)]
 
 mod probe;
+mod queue;
 mod restart;
 mod strategies;
 mod workers;

@@ -1,0 +1,439 @@
+//! Durable queues on sled: at-least-once delivery that survives crashes.
+//!
+//! Semantics (DESIGN.md, anchored on NATS JetStream, Redis Streams and
+//! RabbitMQ quorum queues):
+//! - a publish is **confirmed only after `flush()`**; concurrent publishes share
+//!   one fsync (group commit); modes `always` (default), `interval(ms)`, `none`;
+//! - consumer groups; each delivery takes a lease (`ack_wait`) and bumps the
+//!   message's `delivery_count`; settle with `ack`, `nak(delay)`, `term` (to the
+//!   dead-letter topic) or `in_progress` (extend the lease);
+//! - on restart every unacked lease returns to ready: nothing confirmed is lost;
+//! - after `max_deliver` deliveries the message moves to `<topic>.dlq` in one
+//!   transaction, with its reason and delivery count in headers; never dropped;
+//!   `dlq_replay` moves it back;
+//! - FIFO per topic on first delivery; `max_in_flight = 1` gives strict order;
+//! - retention: `queue` topics delete a message once every group acked it,
+//!   `stream` topics keep by count, bytes and age;
+//! - `msg-id` header: a duplicate within the dedupe window is not stored again.
+//!
+//! Trees per topic: `q/<topic>/msg` (seq -> [`Envelope`]), `q/<topic>/cursor/<group>`
+//! (the group's next sequence and its pending deliveries, in one tree so both
+//! change atomically), `q/<topic>/dedupe` (msg-id -> seq, time).
+
+mod config;
+mod envelope;
+mod flusher;
+mod topic;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+pub use config::{check_name, QueueConfig, TopicConfig, TopicKind};
+pub use envelope::Envelope;
+pub use flusher::ConfirmMode;
+pub use topic::{Delivery, GroupStats};
+
+use crate::metrics as m;
+use crate::store::{Batch, SledStore, Store};
+use crate::{Error, Result};
+use flusher::Flusher;
+use topic::{group_tree, msg_tree, now_us, pending_key_of, DeadLetter, TopicState};
+
+/// Header: publisher-chosen id for deduplication.
+pub const HDR_MSG_ID: &str = "msg-id";
+/// Header on dead letters: why.
+pub const HDR_DLQ_REASON: &str = "dlq-reason";
+/// Header on dead letters: the consumer group.
+pub const HDR_DLQ_GROUP: &str = "dlq-group";
+/// Header on dead letters: deliveries before it was parked.
+pub const HDR_DLQ_DELIVERIES: &str = "dlq-deliveries";
+/// Header on dead letters: its sequence number in the original topic.
+pub const HDR_DLQ_SEQ: &str = "dlq-seq";
+
+/// What to publish; the node fills in sequence, topic and time.
+#[derive(Debug, Clone, Default)]
+pub struct Publish {
+    /// Publisher identity (stamped by the node, never taken from the app).
+    pub sender: String,
+    /// Correlation id.
+    pub correlation: String,
+    /// Headers; `msg-id` enables deduplication.
+    pub headers: std::collections::BTreeMap<String, Vec<u8>>,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+/// A stored (or deduplicated) publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Published {
+    /// Sequence number in the topic.
+    pub seq: u64,
+    /// True when a message with the same `msg-id` was already stored.
+    pub duplicate: bool,
+}
+
+/// A topic's figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TopicStats {
+    /// Name.
+    pub topic: String,
+    /// Retention kind.
+    pub kind: TopicKind,
+    /// Messages stored.
+    pub depth: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// Published since start.
+    pub published: u64,
+    /// Next sequence number.
+    pub next_seq: u64,
+    /// Consumer groups.
+    pub groups: Vec<GroupStats>,
+}
+
+struct Topic {
+    state: Mutex<TopicState>,
+    notify: Notify,
+}
+
+/// The queue engine: every durable topic of the node.
+pub struct Queues {
+    store: SledStore,
+    flusher: Flusher,
+    cfg: QueueConfig,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+}
+
+impl std::fmt::Debug for Queues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queues")
+            .field("confirm", &self.flusher.mode())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Queues {
+    /// Opens every topic found in the store; unacked leases return to ready.
+    pub fn open(store: SledStore, cfg: QueueConfig) -> Result<Arc<Self>> {
+        let q = Self {
+            flusher: Flusher::start(store.clone(), cfg.confirm),
+            store,
+            cfg,
+            topics: RwLock::new(HashMap::new()),
+        };
+        let mut names: Vec<String> = q
+            .store
+            .tree_names()
+            .iter()
+            .filter_map(|t| t.strip_prefix("q/")?.strip_suffix("/msg").map(str::to_owned))
+            .collect();
+        names.extend(q.cfg.topics.iter().map(|t| t.name.clone()));
+        names.sort();
+        names.dedup();
+        for n in names {
+            q.topic(&n)?;
+        }
+        Ok(Arc::new(q))
+    }
+
+    fn config_for(&self, name: &str) -> TopicConfig {
+        if let Some(t) = self.cfg.topics.iter().find(|t| t.name == name) {
+            return t.clone();
+        }
+        if let Some(base) = name.strip_suffix(".dlq") {
+            return TopicConfig::dlq_for(base);
+        }
+        TopicConfig {
+            name: name.to_owned(),
+            ..self.cfg.defaults.clone()
+        }
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        if let Some(t) = self.topics.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+            return Ok(t.clone());
+        }
+        check_name("topic", name).map_err(Error::Invalid)?;
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = topics.get(name) {
+            return Ok(t.clone());
+        }
+        let state = TopicState::load(&self.store, self.config_for(name))?;
+        let t = Arc::new(Topic {
+            state: Mutex::new(state),
+            notify: Notify::new(),
+        });
+        topics.insert(name.to_owned(), t.clone());
+        Ok(t)
+    }
+
+    fn existing(&self, name: &str) -> Result<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopic(name.to_owned()))
+    }
+
+    /// Stores a message and returns its flush ticket; await [`Queues::confirmed`]
+    /// before telling anyone it is safe. Use [`Queues::publish`] for both.
+    pub fn publish_nowait(&self, topic: &str, p: Publish) -> Result<(Published, u64)> {
+        if p.payload.len() > self.cfg.max_payload_bytes {
+            return Err(Error::Invalid(format!(
+                "payload is {} bytes; the limit (bus.max_payload_bytes) is {}",
+                p.payload.len(),
+                self.cfg.max_payload_bytes
+            )));
+        }
+        let t = self.topic(topic)?;
+        let published = {
+            let mut st = lock(&t.state);
+            let now = now_us();
+            let msg_id = p
+                .headers
+                .get(HDR_MSG_ID)
+                .and_then(|v| String::from_utf8(v.clone()).ok());
+            let dup = match (&msg_id, st.cfg.dedupe_window_secs > 0) {
+                (Some(id), true) => st.dedupe(&self.store, id, now)?,
+                _ => None,
+            };
+            match dup {
+                Some(seq) => Published { seq, duplicate: true },
+                None => {
+                    let env = Envelope {
+                        timestamp_us: now,
+                        sender: p.sender,
+                        correlation: p.correlation,
+                        headers: p.headers,
+                        payload: p.payload,
+                        ..Envelope::default()
+                    };
+                    let seq = st.append(&self.store, env, msg_id.as_deref())?;
+                    metrics::counter!(m::QUEUE_PUBLISHED, "topic" => topic.to_owned()).increment(1);
+                    metrics::gauge!(m::QUEUE_DEPTH, "topic" => topic.to_owned()).set(st.count as f64);
+                    Published {
+                        seq,
+                        duplicate: false,
+                    }
+                }
+            }
+        };
+        let ticket = self.flusher.request();
+        t.notify.notify_waiters();
+        Ok((published, ticket))
+    }
+
+    /// Waits until the writes before `ticket` are durable (per the confirm mode).
+    pub async fn confirmed(&self, ticket: u64) {
+        self.flusher.wait(ticket).await
+    }
+
+    /// Stores a message and waits for its confirm.
+    pub async fn publish(&self, topic: &str, p: Publish) -> Result<Published> {
+        let t0 = Instant::now();
+        let (published, ticket) = self.publish_nowait(topic, p)?;
+        self.confirmed(ticket).await;
+        metrics::histogram!(m::QUEUE_CONFIRM_DURATION).record(t0.elapsed().as_secs_f64());
+        Ok(published)
+    }
+
+    /// Up to `max` deliveries for `group`, and when to look again if there is
+    /// nothing now (a lease or nak delay ends then). Creates the group on first use.
+    pub fn fetch(&self, topic: &str, group: &str, max: usize) -> Result<(Vec<Delivery>, Option<Instant>)> {
+        check_name("group", group).map_err(Error::Invalid)?;
+        let t = self.topic(topic)?;
+        let (out, dead, wake) = {
+            let mut st = lock(&t.state);
+            let r = st.fetch(&self.store, group, max)?;
+            if let Some(g) = st.groups.get(group) {
+                let inflight = g.pending.len() as f64;
+                metrics::gauge!(m::QUEUE_IN_FLIGHT, "topic" => topic.to_owned(), "group" => group.to_owned())
+                    .set(inflight);
+            }
+            r
+        };
+        let redelivered = out.iter().filter(|d| d.delivery_count > 1).count() as u64;
+        metrics::counter!(m::QUEUE_DELIVERED, "topic" => topic.to_owned()).increment(out.len() as u64);
+        metrics::counter!(m::QUEUE_REDELIVERED, "topic" => topic.to_owned()).increment(redelivered);
+        if !dead.is_empty() {
+            self.move_to_dlq(topic, dead)?;
+            lock(&t.state).after_dead_letters(&self.store)?;
+        }
+        Ok((out, wake))
+    }
+
+    /// Moves dead letters to `<topic>.dlq`: for each, the DLQ insert and the
+    /// removal of its pending delivery are one transaction.
+    fn move_to_dlq(&self, topic: &str, dead: Vec<DeadLetter>) -> Result<()> {
+        let dlq_name = format!("{topic}.dlq");
+        let dlq = self.topic(&dlq_name)?;
+        let mut st = lock(&dlq.state);
+        for d in dead {
+            let mut env = d.envelope;
+            let orig_seq = env.seq;
+            env.headers
+                .insert(HDR_DLQ_REASON.into(), d.reason.clone().into_bytes());
+            env.headers
+                .insert(HDR_DLQ_GROUP.into(), d.group.clone().into_bytes());
+            env.headers
+                .insert(HDR_DLQ_DELIVERIES.into(), d.deliveries.to_string().into_bytes());
+            env.headers
+                .insert(HDR_DLQ_SEQ.into(), orig_seq.to_string().into_bytes());
+            env.seq = st.next_seq;
+            env.topic = dlq_name.clone();
+            let mut batch = Batch::default();
+            batch.insert(&msg_tree(&dlq_name), &env.seq.to_be_bytes(), env.encode()?);
+            batch.remove(&group_tree(topic, &d.group), &pending_key_of(orig_seq));
+            self.store.apply(&batch)?;
+            st.adopt_appended(&env)?;
+            tracing::warn!(topic, group = %d.group, seq = orig_seq, reason = %d.reason, "message dead-lettered");
+            metrics::counter!(m::QUEUE_DEAD_LETTERED, "topic" => topic.to_owned()).increment(1);
+        }
+        drop(st);
+        self.flusher.request();
+        dlq.notify.notify_waiters();
+        Ok(())
+    }
+
+    /// Acknowledges a delivery.
+    pub fn ack(&self, topic: &str, group: &str, seq: u64) -> Result<()> {
+        let t = self.existing(topic)?;
+        let mut st = lock(&t.state);
+        st.ack(&self.store, group, seq)?;
+        metrics::counter!(m::QUEUE_ACKED, "topic" => topic.to_owned()).increment(1);
+        metrics::gauge!(m::QUEUE_DEPTH, "topic" => topic.to_owned()).set(st.count as f64);
+        drop(st);
+        t.notify.notify_waiters();
+        Ok(())
+    }
+
+    /// Negative ack: deliver again after `delay`.
+    pub fn nak(&self, topic: &str, group: &str, seq: u64, delay: Duration) -> Result<()> {
+        let t = self.existing(topic)?;
+        lock(&t.state).nak(group, seq, delay)?;
+        metrics::counter!(m::QUEUE_NAKD, "topic" => topic.to_owned()).increment(1);
+        t.notify.notify_waiters();
+        Ok(())
+    }
+
+    /// Still working on it: extends the lease by `ack_wait`.
+    pub fn in_progress(&self, topic: &str, group: &str, seq: u64) -> Result<()> {
+        lock(&self.existing(topic)?.state).in_progress(group, seq)
+    }
+
+    /// Gives up on a delivery: moves it to the dead-letter topic now.
+    pub fn term(&self, topic: &str, group: &str, seq: u64, reason: &str) -> Result<()> {
+        let t = self.existing(topic)?;
+        let dead = lock(&t.state).take_for_term(&self.store, group, seq, &format!("term: {reason}"))?;
+        self.move_to_dlq(topic, vec![dead])?;
+        lock(&t.state).after_dead_letters(&self.store)?;
+        Ok(())
+    }
+
+    /// A handle to wait for the next publish, nak or ack of `topic`. Create
+    /// the [`TopicWaker::notified`] future *before* fetching, then await it
+    /// when the fetch returned nothing: no wakeup is missed.
+    pub fn waker(&self, topic: &str) -> Result<TopicWaker> {
+        Ok(TopicWaker(self.topic(topic)?))
+    }
+
+    /// Figures of every topic, by name.
+    pub fn stats(&self) -> Vec<TopicStats> {
+        let topics: Vec<Arc<Topic>> = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut v: Vec<TopicStats> = topics
+            .iter()
+            .map(|t| {
+                let st = lock(&t.state);
+                TopicStats {
+                    topic: st.cfg.name.clone(),
+                    kind: st.cfg.kind,
+                    depth: st.count,
+                    bytes: st.bytes,
+                    published: st.published,
+                    next_seq: st.next_seq,
+                    groups: st.group_stats(),
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.topic.cmp(&b.topic));
+        v
+    }
+
+    /// Up to `limit` messages of `<topic>.dlq`, oldest first.
+    pub fn dlq_list(&self, topic: &str, limit: usize) -> Result<Vec<Envelope>> {
+        let name = format!("{topic}.dlq");
+        let tree = msg_tree(&name);
+        self.store
+            .range_from(&tree, &[], limit)?
+            .iter()
+            .map(|(_, v)| Envelope::decode(&tree, v))
+            .collect()
+    }
+
+    /// Moves every message of `<topic>.dlq` back to `topic` (each move one
+    /// transaction); returns how many.
+    pub async fn dlq_replay(&self, topic: &str) -> Result<u64> {
+        let dlq_name = format!("{topic}.dlq");
+        let dlq = self.topic(&dlq_name)?;
+        let t = self.topic(topic)?;
+        let mut moved = 0;
+        loop {
+            let batch_items = self.store.range_from(&msg_tree(&dlq_name), &[], 256)?;
+            if batch_items.is_empty() {
+                break;
+            }
+            let mut dst = lock(&t.state);
+            let mut src = lock(&dlq.state);
+            for (k, v) in batch_items {
+                let mut env = Envelope::decode(&msg_tree(&dlq_name), &v)?;
+                for h in [HDR_DLQ_REASON, HDR_DLQ_GROUP, HDR_DLQ_DELIVERIES, HDR_DLQ_SEQ] {
+                    env.headers.remove(h);
+                }
+                env.seq = dst.next_seq;
+                env.topic = topic.to_owned();
+                let mut batch = Batch::default();
+                batch.insert(&msg_tree(topic), &env.seq.to_be_bytes(), env.encode()?);
+                batch.remove(&msg_tree(&dlq_name), &k);
+                self.store.apply(&batch)?;
+                dst.adopt_appended(&env)?;
+                src.forget_first(&k, v.len() as u64);
+                moved += 1;
+            }
+        }
+        let ticket = self.flusher.request();
+        self.flusher.wait(ticket).await;
+        t.notify.notify_waiters();
+        Ok(moved)
+    }
+}
+
+/// Waits for activity on one topic.
+#[derive(Clone)]
+pub struct TopicWaker(Arc<Topic>);
+
+impl std::fmt::Debug for TopicWaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TopicWaker")
+    }
+}
+
+impl TopicWaker {
+    /// Resolves at the next publish, nak or ack of the topic.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.notify.notified()
+    }
+}

@@ -1,0 +1,530 @@
+//! One durable topic: its messages, consumer groups, leases and retention.
+//! Every method runs under the topic's lock (held by the caller).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::envelope::Envelope;
+use super::{TopicConfig, TopicKind};
+use crate::store::{Batch, SledStore, Store};
+use crate::{Error, Result};
+
+pub(crate) fn msg_tree(topic: &str) -> String {
+    format!("q/{topic}/msg")
+}
+pub(crate) fn pending_key_of(seq: u64) -> Vec<u8> {
+    pending_key(seq)
+}
+pub(crate) fn group_tree(topic: &str, group: &str) -> String {
+    format!("q/{topic}/cursor/{group}")
+}
+pub(crate) fn dedupe_tree(topic: &str) -> String {
+    format!("q/{topic}/dedupe")
+}
+const KEY_NEXT: &[u8] = b"next";
+const PENDING: u8 = b'p';
+
+fn pending_key(seq: u64) -> Vec<u8> {
+    let mut k = vec![PENDING];
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn be_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(..8)?.try_into().ok()?))
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub(crate) count: u32,
+    pub(crate) lease_until: Option<Instant>,
+    pub(crate) not_before: Option<Instant>,
+}
+
+impl Pending {
+    fn in_flight(&self, now: Instant) -> bool {
+        self.lease_until.is_some_and(|t| t > now)
+    }
+    fn ready(&self, now: Instant) -> bool {
+        !self.in_flight(now) && self.not_before.is_none_or(|t| t <= now)
+    }
+    fn wake_at(&self) -> Option<Instant> {
+        self.lease_until.or(self.not_before)
+    }
+}
+
+/// Counters of one consumer group.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GroupStats {
+    /// Group name.
+    pub group: String,
+    /// Next never-delivered sequence number.
+    pub next_seq: u64,
+    /// Delivered, not acked (in flight or waiting for redelivery).
+    pub pending: u64,
+    /// Delivered with a live lease.
+    pub in_flight: u64,
+    /// Deliveries since start.
+    pub delivered: u64,
+    /// Acks since start.
+    pub acked: u64,
+    /// Redeliveries since start.
+    pub redelivered: u64,
+    /// Naks since start.
+    pub nakd: u64,
+    /// Moved to the dead-letter topic since start.
+    pub dead_lettered: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub(crate) next: u64,
+    pub(crate) pending: BTreeMap<u64, Pending>,
+    pub(crate) stats: GroupStats,
+}
+
+/// A message handed to a consumer.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The message.
+    pub envelope: Envelope,
+    /// 1 on first delivery.
+    pub delivery_count: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct TopicState {
+    pub(crate) cfg: TopicConfig,
+    pub(crate) next_seq: u64,
+    pub(crate) first_seq: u64,
+    pub(crate) count: u64,
+    pub(crate) bytes: u64,
+    pub(crate) published: u64,
+    pub(crate) groups: HashMap<String, Group>,
+    dedupe: VecDeque<(u64, String)>,
+}
+
+/// A message to move to the dead-letter topic.
+#[derive(Debug)]
+pub(crate) struct DeadLetter {
+    pub(crate) envelope: Envelope,
+    pub(crate) group: String,
+    pub(crate) reason: String,
+    pub(crate) deliveries: u32,
+}
+
+impl TopicState {
+    /// Loads a topic's state from sled; unacked leases come back ready.
+    pub(crate) fn load(store: &SledStore, cfg: TopicConfig) -> Result<Self> {
+        let name = cfg.name.clone();
+        let tree = msg_tree(&name);
+        let mut first_seq = None;
+        let mut next_seq = 0;
+        let mut count = 0;
+        let mut bytes = 0;
+        let mut from = Vec::new();
+        loop {
+            let chunk = store.range_from(&tree, &from, 4096)?;
+            let Some(last) = chunk.last() else { break };
+            from = last.0.clone();
+            from.push(0);
+            for (k, v) in &chunk {
+                let seq = be_u64(k).ok_or_else(|| Error::Corrupt {
+                    tree: tree.clone(),
+                    why: "key is not a u64".into(),
+                })?;
+                first_seq.get_or_insert(seq);
+                next_seq = seq + 1;
+                count += 1;
+                bytes += v.len() as u64;
+            }
+        }
+        let mut groups = HashMap::new();
+        let prefix = format!("q/{name}/cursor/");
+        for t in store.tree_names() {
+            let Some(group) = t.strip_prefix(&prefix) else {
+                continue;
+            };
+            let mut g = Group {
+                next: 0,
+                pending: BTreeMap::new(),
+                stats: GroupStats {
+                    group: group.to_owned(),
+                    ..Default::default()
+                },
+            };
+            for (k, v) in store.scan_prefix(&t, b"")? {
+                if k == KEY_NEXT {
+                    g.next = be_u64(&v).unwrap_or(0);
+                } else if k.first() == Some(&PENDING) {
+                    if let Some(seq) = be_u64(&k[1..]) {
+                        let count = v
+                            .get(..4)
+                            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                            .unwrap_or(1);
+                        g.pending.insert(
+                            seq,
+                            Pending {
+                                count,
+                                lease_until: None,
+                                not_before: None,
+                            },
+                        );
+                    }
+                }
+            }
+            next_seq = next_seq.max(g.next);
+            groups.insert(group.to_owned(), g);
+        }
+        let mut dedupe: Vec<(u64, String)> = store
+            .scan_prefix(&dedupe_tree(&name), b"")?
+            .into_iter()
+            .filter_map(|(k, v)| Some((be_u64(v.get(8..)?)?, String::from_utf8(k).ok()?)))
+            .collect();
+        dedupe.sort();
+        Ok(Self {
+            first_seq: first_seq.unwrap_or(next_seq),
+            next_seq,
+            count,
+            bytes,
+            published: 0,
+            groups,
+            dedupe: dedupe.into(),
+            cfg,
+        })
+    }
+
+    /// Returns the seq of a live duplicate of `msg_id`, expiring old ids.
+    pub(crate) fn dedupe(&mut self, store: &SledStore, msg_id: &str, now_us: u64) -> Result<Option<u64>> {
+        let window = self.cfg.dedupe_window_secs * 1_000_000;
+        let tree = dedupe_tree(&self.cfg.name);
+        while let Some((ts, id)) = self.dedupe.front() {
+            if now_us.saturating_sub(*ts) <= window {
+                break;
+            }
+            store.remove(&tree, id.as_bytes())?;
+            self.dedupe.pop_front();
+        }
+        Ok(store.get(&tree, msg_id.as_bytes())?.and_then(|v| {
+            let ts = be_u64(v.get(8..)?)?;
+            (now_us.saturating_sub(ts) <= window)
+                .then(|| be_u64(&v))
+                .flatten()
+        }))
+    }
+
+    /// Stores a message (caller holds the topic lock, so seqs are written in order).
+    pub(crate) fn append(
+        &mut self,
+        store: &SledStore,
+        mut env: Envelope,
+        msg_id: Option<&str>,
+    ) -> Result<u64> {
+        env.seq = self.next_seq;
+        env.topic = self.cfg.name.clone();
+        let bytes = env.encode()?;
+        store.insert(&msg_tree(&self.cfg.name), &env.seq.to_be_bytes(), &bytes)?;
+        if let (Some(id), true) = (msg_id, self.cfg.dedupe_window_secs > 0) {
+            let mut v = env.seq.to_be_bytes().to_vec();
+            v.extend_from_slice(&env.timestamp_us.to_be_bytes());
+            store.insert(&dedupe_tree(&self.cfg.name), id.as_bytes(), &v)?;
+            self.dedupe.push_back((env.timestamp_us, id.to_owned()));
+        }
+        if self.count == 0 {
+            self.first_seq = env.seq;
+        }
+        self.next_seq += 1;
+        self.count += 1;
+        self.bytes += bytes.len() as u64;
+        self.published += 1;
+        if self.cfg.kind == TopicKind::Stream {
+            self.enforce_stream_limits(store)?;
+        }
+        Ok(env.seq)
+    }
+
+    /// Accounts for a message written by a transaction of the caller at `next_seq`.
+    pub(crate) fn adopt_appended(&mut self, env: &Envelope) -> Result<()> {
+        if self.count == 0 {
+            self.first_seq = env.seq;
+        }
+        self.next_seq = env.seq + 1;
+        self.count += 1;
+        self.bytes += env.encode()?.len() as u64;
+        self.published += 1;
+        Ok(())
+    }
+
+    /// Accounts for the removal of the message at `key` (its first one) of `len` bytes.
+    pub(crate) fn forget_first(&mut self, key: &[u8], len: u64) {
+        self.count = self.count.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(len);
+        if let Some(seq) = be_u64(key) {
+            self.first_seq = self.first_seq.max(seq + 1);
+        }
+    }
+
+    fn delete_first(&mut self, store: &SledStore) -> Result<()> {
+        let tree = msg_tree(&self.cfg.name);
+        if let Some((k, v)) = store.range_from(&tree, &[], 1)?.into_iter().next() {
+            store.remove(&tree, &k)?;
+            self.count = self.count.saturating_sub(1);
+            self.bytes = self.bytes.saturating_sub(v.len() as u64);
+            self.first_seq = be_u64(&k).unwrap_or(self.first_seq) + 1;
+        } else {
+            self.first_seq = self.next_seq;
+            self.count = 0;
+            self.bytes = 0;
+        }
+        Ok(())
+    }
+
+    /// Stream retention by count, bytes and age.
+    pub(crate) fn enforce_stream_limits(&mut self, store: &SledStore) -> Result<()> {
+        let c = self.cfg.clone();
+        while self.count > 0
+            && ((c.max_msgs > 0 && self.count > c.max_msgs) || (c.max_bytes > 0 && self.bytes > c.max_bytes))
+        {
+            self.delete_first(store)?;
+        }
+        if c.max_age_secs > 0 {
+            let tree = msg_tree(&c.name);
+            let cutoff = now_us().saturating_sub(c.max_age_secs * 1_000_000);
+            while let Some((_, v)) = store.range_from(&tree, &[], 1)?.into_iter().next() {
+                let env = Envelope::decode(&tree, &v)?;
+                if env.timestamp_us >= cutoff {
+                    break;
+                }
+                self.delete_first(store)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queue retention: deletes what every group has acked.
+    fn sweep_acked(&mut self, store: &SledStore) -> Result<()> {
+        if self.cfg.kind != TopicKind::Queue || self.groups.is_empty() {
+            return Ok(());
+        }
+        let floor = self
+            .groups
+            .values()
+            .map(|g| g.pending.keys().next().copied().unwrap_or(g.next).min(g.next))
+            .min()
+            .unwrap_or(self.first_seq);
+        let tree = msg_tree(&self.cfg.name);
+        while self.first_seq < floor && self.count > 0 {
+            if let Some(v) = store.get(&tree, &self.first_seq.to_be_bytes())? {
+                store.remove(&tree, &self.first_seq.to_be_bytes())?;
+                self.count -= 1;
+                self.bytes = self.bytes.saturating_sub(v.len() as u64);
+            }
+            self.first_seq += 1;
+        }
+        Ok(())
+    }
+
+    fn group(&mut self, name: &str) -> &mut Group {
+        let start = self.first_seq;
+        self.groups.entry(name.to_owned()).or_insert_with(|| Group {
+            next: start,
+            pending: BTreeMap::new(),
+            stats: GroupStats {
+                group: name.to_owned(),
+                ..Default::default()
+            },
+        })
+    }
+
+    /// Hands out up to `max` messages to `group`: ready redeliveries first, then
+    /// new ones in order. Returns them, the dead letters to move, and when to look again.
+    pub(crate) fn fetch(
+        &mut self,
+        store: &SledStore,
+        group_name: &str,
+        max: usize,
+    ) -> Result<(Vec<Delivery>, Vec<DeadLetter>, Option<Instant>)> {
+        if self.cfg.kind == TopicKind::Stream && self.cfg.max_age_secs > 0 {
+            self.enforce_stream_limits(store)?;
+        }
+        let now = Instant::now();
+        let cfg = self.cfg.clone();
+        let tree = msg_tree(&cfg.name);
+        let gtree = group_tree(&cfg.name, group_name);
+        let (first_seq, next_seq) = (self.first_seq, self.next_seq);
+        let g = self.group(group_name);
+        let in_flight = g.pending.values().filter(|p| p.in_flight(now)).count();
+        let want = max.min((cfg.max_in_flight as usize).saturating_sub(in_flight));
+        let mut out = Vec::new();
+        let mut dead = Vec::new();
+        let mut batch = Batch::default();
+        let ready: Vec<u64> = g
+            .pending
+            .iter()
+            .filter(|(_, p)| p.ready(now))
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in ready {
+            if out.len() >= want {
+                break;
+            }
+            let Some(raw) = store.get(&tree, &seq.to_be_bytes())? else {
+                g.pending.remove(&seq); // removed by retention
+                batch.remove(&gtree, &pending_key(seq));
+                continue;
+            };
+            let envelope = Envelope::decode(&tree, &raw)?;
+            let p = g.pending.get_mut(&seq).expect("listed above");
+            if cfg.max_deliver > 0 && p.count >= cfg.max_deliver {
+                let deliveries = p.count;
+                g.pending.remove(&seq);
+                g.stats.dead_lettered += 1;
+                dead.push(DeadLetter {
+                    envelope,
+                    group: group_name.to_owned(),
+                    reason: format!("max_deliver ({}) reached", cfg.max_deliver),
+                    deliveries,
+                });
+                continue;
+            }
+            p.count += 1;
+            p.lease_until = Some(now + cfg.ack_wait());
+            p.not_before = None;
+            batch.insert(&gtree, &pending_key(seq), p.count.to_be_bytes().to_vec());
+            g.stats.redelivered += 1;
+            g.stats.delivered += 1;
+            out.push(Delivery {
+                envelope,
+                delivery_count: p.count,
+            });
+        }
+        if g.next < first_seq {
+            g.next = first_seq;
+        }
+        while out.len() < want && g.next < next_seq {
+            let seq = g.next;
+            g.next += 1;
+            let Some(raw) = store.get(&tree, &seq.to_be_bytes())? else {
+                continue;
+            };
+            let envelope = Envelope::decode(&tree, &raw)?;
+            g.pending.insert(
+                seq,
+                Pending {
+                    count: 1,
+                    lease_until: Some(now + cfg.ack_wait()),
+                    not_before: None,
+                },
+            );
+            batch.insert(&gtree, &pending_key(seq), 1u32.to_be_bytes().to_vec());
+            g.stats.delivered += 1;
+            out.push(Delivery {
+                envelope,
+                delivery_count: 1,
+            });
+        }
+        batch.insert(&gtree, KEY_NEXT, g.next.to_be_bytes().to_vec());
+        let wake = g.pending.values().filter_map(Pending::wake_at).min();
+        // Dead letters keep their pending key here: the caller removes it in the
+        // same transaction that writes them to the dead-letter topic.
+        store.apply(&batch)?;
+        Ok((out, dead, wake))
+    }
+
+    fn pending_mut(&mut self, group: &str, seq: u64) -> Result<&mut Pending> {
+        let topic = self.cfg.name.clone();
+        self.groups
+            .get_mut(group)
+            .and_then(|g| g.pending.get_mut(&seq))
+            .ok_or(Error::NotPending {
+                topic,
+                group: group.to_owned(),
+                seq,
+            })
+    }
+
+    pub(crate) fn ack(&mut self, store: &SledStore, group: &str, seq: u64) -> Result<()> {
+        self.pending_mut(group, seq)?;
+        let g = self.groups.get_mut(group).expect("checked by pending_mut");
+        g.pending.remove(&seq);
+        g.stats.acked += 1;
+        store.remove(&group_tree(&self.cfg.name, group), &pending_key(seq))?;
+        self.sweep_acked(store)
+    }
+
+    pub(crate) fn nak(&mut self, group: &str, seq: u64, delay: Duration) -> Result<()> {
+        let p = self.pending_mut(group, seq)?;
+        p.lease_until = None;
+        p.not_before = Some(Instant::now() + delay);
+        if let Some(g) = self.groups.get_mut(group) {
+            g.stats.nakd += 1;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn in_progress(&mut self, group: &str, seq: u64) -> Result<()> {
+        let wait = self.cfg.ack_wait();
+        let p = self.pending_mut(group, seq)?;
+        p.lease_until = Some(Instant::now() + wait);
+        Ok(())
+    }
+
+    /// Takes a pending message out for `term`: the caller moves it to the DLQ.
+    pub(crate) fn take_for_term(
+        &mut self,
+        store: &SledStore,
+        group: &str,
+        seq: u64,
+        reason: &str,
+    ) -> Result<DeadLetter> {
+        let deliveries = self.pending_mut(group, seq)?.count;
+        let tree = msg_tree(&self.cfg.name);
+        let raw = store
+            .get(&tree, &seq.to_be_bytes())?
+            .ok_or_else(|| Error::NotPending {
+                topic: self.cfg.name.clone(),
+                group: group.to_owned(),
+                seq,
+            })?;
+        let envelope = Envelope::decode(&tree, &raw)?;
+        let g = self.groups.get_mut(group).expect("checked by pending_mut");
+        g.pending.remove(&seq);
+        g.stats.dead_lettered += 1;
+        Ok(DeadLetter {
+            envelope,
+            group: group.to_owned(),
+            reason: reason.to_owned(),
+            deliveries,
+        })
+    }
+
+    /// After dead letters left the pending set: delete what every group is done with.
+    pub(crate) fn after_dead_letters(&mut self, store: &SledStore) -> Result<()> {
+        self.sweep_acked(store)
+    }
+
+    pub(crate) fn group_stats(&self) -> Vec<GroupStats> {
+        let now = Instant::now();
+        let mut v: Vec<GroupStats> = self
+            .groups
+            .values()
+            .map(|g| GroupStats {
+                next_seq: g.next,
+                pending: g.pending.len() as u64,
+                in_flight: g.pending.values().filter(|p| p.in_flight(now)).count() as u64,
+                ..g.stats.clone()
+            })
+            .collect();
+        v.sort_by(|a, b| a.group.cmp(&b.group));
+        v
+    }
+}

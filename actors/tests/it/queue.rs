@@ -1,0 +1,312 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use vigil_actors::queue::*;
+use vigil_actors::store::SledStore;
+
+fn open(dir: &std::path::Path, topics: Vec<TopicConfig>) -> Arc<Queues> {
+    let store = SledStore::open(dir, 8 << 20, None).unwrap();
+    Queues::open(
+        store,
+        QueueConfig {
+            topics,
+            ..QueueConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+fn msg(payload: &str) -> Publish {
+    Publish {
+        sender: "test".into(),
+        payload: payload.as_bytes().to_vec(),
+        ..Publish::default()
+    }
+}
+
+fn topic(name: &str) -> TopicConfig {
+    TopicConfig {
+        name: name.into(),
+        ..TopicConfig::default()
+    }
+}
+
+fn payloads(d: &[Delivery]) -> Vec<String> {
+    d.iter()
+        .map(|d| String::from_utf8(d.envelope.payload.clone()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn confirmed_messages_survive_reopen_and_unacked_leases_return() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let q = open(dir.path(), vec![]);
+        for i in 0..5 {
+            let p = q.publish("jobs", msg(&format!("m{i}"))).await.unwrap();
+            assert_eq!(
+                p,
+                Published {
+                    seq: i,
+                    duplicate: false
+                }
+            );
+        }
+        let (d, _) = q.fetch("jobs", "workers", 3).unwrap();
+        assert_eq!(payloads(&d), ["m0", "m1", "m2"]);
+        assert_eq!(d[0].envelope.sender, "test");
+        q.ack("jobs", "workers", 0).unwrap();
+        q.publish("jobs", msg("flush")).await.unwrap(); // flushes the ack too
+    } // dropped without any shutdown: like a crash after the last confirm
+    let q = open(dir.path(), vec![]);
+    let (d, _) = q.fetch("jobs", "workers", 10).unwrap();
+    // m1, m2 were leased when we "crashed": ready again, with their count kept.
+    assert_eq!(payloads(&d), ["m1", "m2", "m3", "m4", "flush"]);
+    assert_eq!(
+        d.iter().map(|d| d.delivery_count).collect::<Vec<_>>(),
+        [2, 2, 1, 1, 1]
+    );
+    let s = q.stats().into_iter().find(|s| s.topic == "jobs").unwrap();
+    assert_eq!(s.depth, 5, "m0 was acked by the only group and deleted");
+}
+
+#[tokio::test]
+async fn lease_expiry_nak_delay_and_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(
+        dir.path(),
+        vec![TopicConfig {
+            ack_wait_ms: 80,
+            ..topic("t")
+        }],
+    );
+    q.publish("t", msg("a")).await.unwrap();
+    q.publish("t", msg("b")).await.unwrap();
+    let (d, _) = q.fetch("t", "g", 10).unwrap();
+    assert_eq!(d.len(), 2);
+    let (d, wake) = q.fetch("t", "g", 10).unwrap();
+    assert!(
+        d.is_empty() && wake.is_some(),
+        "leased messages are not handed out twice"
+    );
+    q.nak("t", "g", 1, Duration::from_millis(300)).unwrap();
+    q.in_progress("t", "g", 0).unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    q.in_progress("t", "g", 0).unwrap(); // extended again: not expired at 120 ms
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(
+        q.fetch("t", "g", 10).unwrap().0.is_empty(),
+        "lease extended, nak delay not over"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let (d, _) = q.fetch("t", "g", 10).unwrap();
+    assert_eq!(payloads(&d), ["a", "b"], "lease expired and nak delay over");
+    assert!(d.iter().all(|d| d.delivery_count == 2));
+    let err = q.ack("t", "g", 99).unwrap_err().to_string();
+    assert!(err.contains("not pending"), "{err}");
+}
+
+#[tokio::test]
+async fn max_deliver_moves_to_the_dlq_and_replay_brings_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(
+        dir.path(),
+        vec![TopicConfig {
+            max_deliver: 3,
+            ..topic("t")
+        }],
+    );
+    q.publish("t", msg("poison")).await.unwrap();
+    q.publish("t", msg("fine")).await.unwrap();
+    for round in 1..=3 {
+        let (d, _) = q.fetch("t", "g", 10).unwrap();
+        let poison = d
+            .iter()
+            .find(|d| d.envelope.payload == b"poison")
+            .expect("delivered");
+        assert_eq!(poison.delivery_count, round);
+        if round == 1 {
+            q.ack("t", "g", 1).unwrap();
+        }
+        q.nak("t", "g", 0, Duration::ZERO).unwrap();
+    }
+    let (d, _) = q.fetch("t", "g", 10).unwrap();
+    assert!(d.is_empty(), "the 4th delivery moves it to the DLQ instead");
+    let dlq = q.dlq_list("t", 10).unwrap();
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].payload, b"poison");
+    assert_eq!(dlq[0].header(HDR_DLQ_DELIVERIES), Some("3"));
+    assert_eq!(dlq[0].header(HDR_DLQ_GROUP), Some("g"));
+    assert!(dlq[0].header(HDR_DLQ_REASON).unwrap().contains("max_deliver"));
+    let stats = q.stats();
+    let t = stats.iter().find(|s| s.topic == "t").unwrap();
+    assert_eq!(t.depth, 0, "acked and dead-lettered: nothing left in the topic");
+    assert_eq!(t.groups[0].dead_lettered, 1);
+
+    assert_eq!(q.dlq_replay("t").await.unwrap(), 1);
+    assert!(q.dlq_list("t", 10).unwrap().is_empty());
+    let (d, _) = q.fetch("t", "g", 10).unwrap();
+    assert_eq!(payloads(&d), ["poison"]);
+    assert_eq!(d[0].delivery_count, 1);
+    assert!(d[0].envelope.header(HDR_DLQ_REASON).is_none());
+
+    q.term("t", "g", d[0].envelope.seq, "cannot parse").unwrap();
+    let dlq = q.dlq_list("t", 10).unwrap();
+    assert_eq!(dlq[0].header(HDR_DLQ_REASON), Some("term: cannot parse"));
+}
+
+#[tokio::test]
+async fn dedupe_window_drops_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(
+        dir.path(),
+        vec![TopicConfig {
+            dedupe_window_secs: 1,
+            ..topic("t")
+        }],
+    );
+    let with_id = |id: &str| {
+        let mut p = msg("x");
+        p.headers.insert(HDR_MSG_ID.into(), id.as_bytes().to_vec());
+        p
+    };
+    let a = q.publish("t", with_id("order-1")).await.unwrap();
+    let b = q.publish("t", with_id("order-1")).await.unwrap();
+    assert_eq!((a.duplicate, b.duplicate, b.seq), (false, true, a.seq));
+    q.publish("t", with_id("order-2")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let c = q.publish("t", with_id("order-1")).await.unwrap();
+    assert!(!c.duplicate, "outside the window it is a new message");
+    assert_eq!(q.fetch("t", "g", 10).unwrap().0.len(), 3);
+}
+
+#[tokio::test]
+async fn queue_retention_waits_for_every_group_and_streams_keep_by_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(
+        dir.path(),
+        vec![
+            topic("work"),
+            TopicConfig {
+                kind: TopicKind::Stream,
+                max_msgs: 3,
+                ..topic("s")
+            },
+            TopicConfig {
+                kind: TopicKind::Stream,
+                max_age_secs: 1,
+                ..topic("aged")
+            },
+        ],
+    );
+    for i in 0..3 {
+        q.publish("work", msg(&i.to_string())).await.unwrap();
+    }
+    q.fetch("work", "a", 10).unwrap();
+    q.fetch("work", "b", 10).unwrap();
+    for s in 0..3 {
+        q.ack("work", "a", s).unwrap();
+    }
+    let depth = |q: &Queues, t: &str| q.stats().into_iter().find(|s| s.topic == t).unwrap().depth;
+    assert_eq!(depth(&q, "work"), 3, "group b has not acked");
+    q.ack("work", "b", 1).unwrap();
+    assert_eq!(depth(&q, "work"), 3, "b's oldest (0) is still pending");
+    q.ack("work", "b", 0).unwrap();
+    assert_eq!(depth(&q, "work"), 1);
+
+    for i in 0..5 {
+        q.publish("s", msg(&i.to_string())).await.unwrap();
+    }
+    assert_eq!(depth(&q, "s"), 3);
+    let (d, _) = q.fetch("s", "late", 10).unwrap();
+    assert_eq!(
+        payloads(&d),
+        ["2", "3", "4"],
+        "a new group starts at the oldest kept message"
+    );
+    for s in 2..5 {
+        q.ack("s", "late", s).unwrap();
+    }
+    assert_eq!(depth(&q, "s"), 3, "acks do not delete from a stream");
+
+    q.publish("aged", msg("old")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    q.publish("aged", msg("new")).await.unwrap();
+    assert_eq!(payloads(&q.fetch("aged", "g", 10).unwrap().0), ["new"]);
+}
+
+#[tokio::test]
+async fn max_in_flight_one_gives_strict_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(
+        dir.path(),
+        vec![TopicConfig {
+            max_in_flight: 1,
+            ..topic("t")
+        }],
+    );
+    for i in 0..3 {
+        q.publish("t", msg(&i.to_string())).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (d, _) = q.fetch("t", "g", 10).unwrap();
+        assert_eq!(d.len(), 1);
+        assert!(
+            q.fetch("t", "g", 10).unwrap().0.is_empty(),
+            "one in flight at most"
+        );
+        seen.extend(payloads(&d));
+        q.ack("t", "g", d[0].envelope.seq).unwrap();
+    }
+    assert_eq!(seen, ["0", "1", "2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_all_confirm_in_order_per_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path(), vec![]);
+    let mut tasks = Vec::new();
+    for p in 0..16 {
+        let q = q.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                q.publish("t", msg(&format!("{p}:{i}"))).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (d, _) = q.fetch("t", "g", 2000).unwrap();
+    assert_eq!(d.len(), 800);
+    let seqs: Vec<u64> = d.iter().map(|d| d.envelope.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "FIFO by sequence");
+    for p in 0..16 {
+        let mine: Vec<u32> = payloads(&d)
+            .iter()
+            .filter_map(|s| s.strip_prefix(&format!("{p}:")).map(|i| i.parse().unwrap()))
+            .collect();
+        assert_eq!(
+            mine,
+            (0..50).collect::<Vec<_>>(),
+            "each publisher's order is kept"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_names_and_oversized_payloads_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path(), vec![]);
+    let e = q.publish("bad/topic", msg("x")).await.unwrap_err().to_string();
+    assert!(e.contains("A-Z a-z 0-9 . _ -"), "{e}");
+    let big = Publish {
+        payload: vec![0; (1 << 20) + 1],
+        ..Publish::default()
+    };
+    let e = q.publish("t", big).await.unwrap_err().to_string();
+    assert!(e.contains("limit"), "{e}");
+    let e = q.fetch("t", "", 1).unwrap_err().to_string();
+    assert!(e.contains("group"), "{e}");
+}
