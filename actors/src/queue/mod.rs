@@ -305,10 +305,15 @@ impl Queues {
 
     /// Acknowledges a delivery.
     pub fn ack(&self, topic: &str, group: &str, seq: u64) -> Result<()> {
+        self.ack_many(topic, group, &[seq])
+    }
+
+    /// Acknowledges several deliveries in one write; all or none (each must be pending).
+    pub fn ack_many(&self, topic: &str, group: &str, seqs: &[u64]) -> Result<()> {
         let t = self.existing(topic)?;
         let mut st = lock(&t.state);
-        st.ack(&self.store, group, seq)?;
-        metrics::counter!(m::QUEUE_ACKED, "topic" => topic.to_owned()).increment(1);
+        st.ack(&self.store, group, seqs)?;
+        metrics::counter!(m::QUEUE_ACKED, "topic" => topic.to_owned()).increment(seqs.len() as u64);
         metrics::gauge!(m::QUEUE_DEPTH, "topic" => topic.to_owned()).set(st.count as f64);
         drop(st);
         t.notify.notify_waiters();

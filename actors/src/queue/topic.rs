@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::envelope::Envelope;
 use super::{TopicConfig, TopicKind};
-use crate::store::{Batch, SledStore, Store};
+use crate::store::{SledStore, Store};
 use crate::{Error, Result};
 
 pub(crate) fn msg_tree(topic: &str) -> String {
@@ -322,14 +322,22 @@ impl TopicState {
             .min()
             .unwrap_or(self.first_seq);
         let tree = msg_tree(&self.cfg.name);
-        while self.first_seq < floor && self.count > 0 {
-            if let Some(v) = store.get(&tree, &self.first_seq.to_be_bytes())? {
-                store.remove(&tree, &self.first_seq.to_be_bytes())?;
-                self.count -= 1;
+        if self.first_seq >= floor || self.count == 0 {
+            return Ok(());
+        }
+        let gone = store.range_from(
+            &tree,
+            &self.first_seq.to_be_bytes(),
+            (floor - self.first_seq) as usize,
+        )?;
+        for (k, v) in &gone {
+            if be_u64(k).is_some_and(|s| s < floor) {
+                store.remove(&tree, k)?;
+                self.count = self.count.saturating_sub(1);
                 self.bytes = self.bytes.saturating_sub(v.len() as u64);
             }
-            self.first_seq += 1;
         }
+        self.first_seq = floor;
         Ok(())
     }
 
@@ -366,7 +374,11 @@ impl TopicState {
         let want = max.min((cfg.max_in_flight as usize).saturating_sub(in_flight));
         let mut out = Vec::new();
         let mut dead = Vec::new();
-        let mut batch = Batch::default();
+        // Ordered single writes, not a batch: sled batches and transactions wait
+        // for a running fsync. Pending entries go first and `next` last; sled
+        // recovers a prefix of its log, and `load` takes next = max(next, last
+        // pending + 1), so a crash in between only means a redelivery.
+        let mut writes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let ready: Vec<u64> = g
             .pending
             .iter()
@@ -379,7 +391,7 @@ impl TopicState {
             }
             let Some(raw) = store.get(&tree, &seq.to_be_bytes())? else {
                 g.pending.remove(&seq); // removed by retention
-                batch.remove(&gtree, &pending_key(seq));
+                store.remove(&gtree, &pending_key(seq))?;
                 continue;
             };
             let envelope = Envelope::decode(&tree, &raw)?;
@@ -399,7 +411,7 @@ impl TopicState {
             p.count += 1;
             p.lease_until = Some(now + cfg.ack_wait());
             p.not_before = None;
-            batch.insert(&gtree, &pending_key(seq), p.count.to_be_bytes().to_vec());
+            writes.push((pending_key(seq), p.count.to_be_bytes().to_vec()));
             g.stats.redelivered += 1;
             g.stats.delivered += 1;
             out.push(Delivery {
@@ -425,18 +437,20 @@ impl TopicState {
                     not_before: None,
                 },
             );
-            batch.insert(&gtree, &pending_key(seq), 1u32.to_be_bytes().to_vec());
+            writes.push((pending_key(seq), 1u32.to_be_bytes().to_vec()));
             g.stats.delivered += 1;
             out.push(Delivery {
                 envelope,
                 delivery_count: 1,
             });
         }
-        batch.insert(&gtree, KEY_NEXT, g.next.to_be_bytes().to_vec());
+        writes.push((KEY_NEXT.to_vec(), g.next.to_be_bytes().to_vec()));
         let wake = g.pending.values().filter_map(Pending::wake_at).min();
         // Dead letters keep their pending key here: the caller removes it in the
         // same transaction that writes them to the dead-letter topic.
-        store.apply(&batch)?;
+        for (k, v) in writes {
+            store.insert(&gtree, &k, &v)?;
+        }
         Ok((out, dead, wake))
     }
 
@@ -452,12 +466,18 @@ impl TopicState {
             })
     }
 
-    pub(crate) fn ack(&mut self, store: &SledStore, group: &str, seq: u64) -> Result<()> {
-        self.pending_mut(group, seq)?;
+    /// Acks every seq of `seqs` (all must be pending) in one batch.
+    pub(crate) fn ack(&mut self, store: &SledStore, group: &str, seqs: &[u64]) -> Result<()> {
+        for &seq in seqs {
+            self.pending_mut(group, seq)?;
+        }
+        let gtree = group_tree(&self.cfg.name, group);
         let g = self.groups.get_mut(group).expect("checked by pending_mut");
-        g.pending.remove(&seq);
-        g.stats.acked += 1;
-        store.remove(&group_tree(&self.cfg.name, group), &pending_key(seq))?;
+        for &seq in seqs {
+            g.pending.remove(&seq);
+            store.remove(&gtree, &pending_key(seq))?;
+        }
+        g.stats.acked += seqs.len() as u64;
         self.sweep_acked(store)
     }
 

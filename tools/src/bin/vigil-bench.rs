@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
-use vigil_tools::bench::supervision;
+use vigil_tools::bench::{queue, supervision};
 
 /// Benchmarks of vigil's parts; every comparison is measured side by side in one run.
 #[derive(Debug, Parser)]
@@ -30,6 +30,18 @@ enum Area {
         #[arg(long, default_value_t = 7)]
         rounds: usize,
     },
+    /// Durable publish -> confirm (fsync per confirm) vs Redis Streams, and end to end.
+    Queue {
+        /// Messages per publisher.
+        #[arg(long, default_value_t = 5_000)]
+        per_publisher: usize,
+        /// Payload bytes.
+        #[arg(long, default_value_t = 128)]
+        payload: usize,
+        /// Skip the Redis comparison.
+        #[arg(long)]
+        no_redis: bool,
+    },
 }
 
 fn main() {
@@ -40,6 +52,51 @@ fn main() {
         }
     };
     match cli.area {
+        Area::Queue {
+            per_publisher,
+            payload,
+            no_redis,
+        } => {
+            let opts = queue::Options {
+                per_publisher,
+                publishers: vec![1, 16],
+                payload: payload.max(8),
+                redis: !no_redis,
+            };
+            let r = queue::run(&opts, &progress);
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
+            } else {
+                println!(
+                    "queue: durable publish -> confirm, fsync per confirm, {}-byte payloads",
+                    r.payload
+                );
+                println!(
+                    "  {:<7} {:>10} {:>14} {:>10} {:>10}",
+                    "system", "publishers", "msg/s", "p50 ms", "p99 ms"
+                );
+                for row in &r.rows {
+                    println!(
+                        "  {:<7} {:>10} {:>14.0} {:>10.3} {:>10.3}",
+                        row.system,
+                        row.publishers,
+                        row.msgs_per_sec,
+                        row.confirm.p50_us / 1000.0,
+                        row.confirm.p99_us / 1000.0
+                    );
+                }
+                for (n, ratio) in &r.ratio_vs_redis {
+                    println!("  vigil / redis at {n} publishers: {ratio:.2}x");
+                }
+                if let Some(note) = &r.redis_note {
+                    println!("  redis: {note}");
+                }
+                println!(
+                    "  end to end publish -> deliver -> ack: {:.0} msg/s",
+                    r.end_to_end_msgs_per_sec
+                );
+            }
+        }
         Area::Supervision {
             crashes,
             messages,

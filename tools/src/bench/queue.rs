@@ -1,0 +1,305 @@
+//! `vigil-bench queue`: durable publish -> confirm with an fsync per confirm.
+//!
+//! Measured side by side in one run, same payload size and concurrency:
+//! - vigil's queue engine in-process (`Queues::publish`, confirm mode `always`);
+//! - Redis Streams (`XADD`, `appendfsync always`) on a `redis-server` this
+//!   benchmark starts on 127.0.0.1 and stops, when one is installed;
+//! - end to end publish -> deliver -> ack through vigil with one consumer group.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use vigil_actors::queue::{ConfirmMode, Publish, QueueConfig, Queues};
+use vigil_actors::store::SledStore;
+
+use super::Percentiles;
+
+/// Runtime threads: the node's own runtime uses the same on a 2-core machine.
+const WORKERS: usize = 2;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Messages per publisher.
+    pub per_publisher: usize,
+    /// Publisher counts to measure.
+    pub publishers: Vec<usize>,
+    /// Payload bytes.
+    pub payload: usize,
+    /// Compare with Redis (needs `redis-server` on PATH).
+    pub redis: bool,
+}
+
+/// One (system, publishers) measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// `vigil` or `redis`.
+    pub system: String,
+    /// Concurrent publishers.
+    pub publishers: usize,
+    /// Confirmed messages per second.
+    pub msgs_per_sec: f64,
+    /// Publish -> confirm latency.
+    pub confirm: Percentiles,
+}
+
+/// The figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Publish -> confirm rows.
+    pub rows: Vec<Row>,
+    /// Publish -> deliver -> ack, messages per second (16 publishers, one consumer).
+    pub end_to_end_msgs_per_sec: f64,
+    /// vigil / Redis throughput at each publisher count, when Redis ran.
+    pub ratio_vs_redis: Vec<(usize, f64)>,
+    /// Why Redis did not run, if it did not.
+    pub redis_note: Option<String>,
+    /// Payload bytes.
+    pub payload: usize,
+}
+
+fn engine(dir: &std::path::Path) -> Arc<Queues> {
+    let store = SledStore::open(dir, 256 << 20, None).expect("open sled");
+    Queues::open(
+        store,
+        QueueConfig {
+            confirm: ConfirmMode::Always,
+            ..QueueConfig::default()
+        },
+    )
+    .expect("open queues")
+}
+
+async fn vigil_row(publishers: usize, per: usize, payload: usize) -> Row {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let q = engine(dir.path());
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..publishers)
+        .map(|p| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per);
+                for i in 0..per {
+                    let mut body = vec![b'x'; payload];
+                    body[..8].copy_from_slice(&((p * per + i) as u64).to_be_bytes());
+                    let msg = Publish {
+                        sender: "bench".into(),
+                        payload: body,
+                        ..Publish::default()
+                    };
+                    let t = Instant::now();
+                    q.publish("bench", msg).await.expect("publish");
+                    lat.push(t.elapsed().as_nanos() as u64);
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("publisher task"));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Row {
+        system: "vigil".into(),
+        publishers,
+        msgs_per_sec: (publishers * per) as f64 / secs,
+        confirm: Percentiles::from_nanos(all),
+    }
+}
+
+async fn end_to_end(publishers: usize, per: usize, payload: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let q = engine(dir.path());
+    let total = publishers * per;
+    let waker = q.waker("e2e").expect("topic");
+    let consumer = {
+        let q = q.clone();
+        tokio::spawn(async move {
+            let mut acked = 0;
+            while acked < total {
+                let notified = waker.notified();
+                let (d, _) = q.fetch("e2e", "g", 512).expect("fetch");
+                if d.is_empty() {
+                    let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+                }
+                let seqs: Vec<u64> = d.iter().map(|m| m.envelope.seq).collect();
+                q.ack_many("e2e", "g", &seqs).expect("ack");
+                acked += seqs.len();
+            }
+        })
+    };
+    let t0 = Instant::now();
+    let pubs: Vec<_> = (0..publishers)
+        .map(|_| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                for _ in 0..per {
+                    let msg = Publish {
+                        sender: "bench".into(),
+                        payload: vec![b'y'; payload],
+                        ..Publish::default()
+                    };
+                    q.publish("e2e", msg).await.expect("publish");
+                }
+            })
+        })
+        .collect();
+    for p in pubs {
+        p.await.expect("publisher");
+    }
+    consumer.await.expect("consumer");
+    total as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// A `redis-server` with `appendfsync always` in a temp dir, killed on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_redis() -> Result<RedisServer, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
+        .arg(dir.path())
+        .args([
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            format!("cannot start redis-server ({e}): install it with `apt-get install redis-server`")
+        })?;
+    let server = RedisServer {
+        child,
+        port,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err("redis-server did not start listening within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(server)
+}
+
+async fn redis_row(port: u16, publishers: usize, per: usize, payload: usize) -> Result<Row, String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).map_err(|e| e.to_string())?;
+    let mut conns = Vec::new();
+    for _ in 0..publishers {
+        conns.push(
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let key = format!("bench{publishers}");
+    let t0 = Instant::now();
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            let key = key.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per);
+                let body = vec![b'x'; payload];
+                for _ in 0..per {
+                    let t = Instant::now();
+                    let _: String = redis::cmd("XADD")
+                        .arg(&key)
+                        .arg("*")
+                        .arg("p")
+                        .arg(&body)
+                        .query_async(&mut c)
+                        .await?;
+                    lat.push(t.elapsed().as_nanos() as u64);
+                }
+                Ok::<_, redis::RedisError>(lat)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(Row {
+        system: "redis".into(),
+        publishers,
+        msgs_per_sec: (publishers * per) as f64 / secs,
+        confirm: Percentiles::from_nanos(all),
+    })
+}
+
+/// Runs the benchmark on a 2-worker tokio runtime.
+pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> Report {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let mut rows = Vec::new();
+        let redis = if opts.redis { Some(start_redis()) } else { None };
+        let mut redis_note = match &redis {
+            None => Some("skipped (--no-redis)".to_owned()),
+            Some(Err(e)) => Some(e.clone()),
+            Some(Ok(_)) => None,
+        };
+        for &n in &opts.publishers {
+            progress(&format!("vigil, {n} publishers"));
+            rows.push(vigil_row(n, opts.per_publisher, opts.payload).await);
+            if let Some(Ok(server)) = &redis {
+                progress(&format!("redis, {n} publishers"));
+                match redis_row(server.port, n, opts.per_publisher, opts.payload).await {
+                    Ok(r) => rows.push(r),
+                    Err(e) => redis_note = Some(e),
+                }
+            }
+        }
+        progress("end to end");
+        let max_pubs = opts.publishers.iter().copied().max().unwrap_or(1);
+        let end_to_end_msgs_per_sec = end_to_end(max_pubs, opts.per_publisher, opts.payload).await;
+        let ratio_vs_redis = opts
+            .publishers
+            .iter()
+            .filter_map(|&n| {
+                let v = rows.iter().find(|r| r.system == "vigil" && r.publishers == n)?;
+                let r = rows.iter().find(|r| r.system == "redis" && r.publishers == n)?;
+                Some((n, v.msgs_per_sec / r.msgs_per_sec))
+            })
+            .collect();
+        Report {
+            rows,
+            end_to_end_msgs_per_sec,
+            ratio_vs_redis,
+            redis_note,
+            payload: opts.payload,
+        }
+    })
+}
