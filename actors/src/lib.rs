@@ -15,6 +15,8 @@
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod audit;
+pub mod bus;
 mod error;
 pub mod metrics;
 pub mod queue;

@@ -45,6 +45,15 @@ pub const QUEUE_CONFIRM_DURATION: &str = "vigil_queue_confirm_duration_seconds";
 /// Duration of one group-commit fsync.
 pub const QUEUE_FLUSH_DURATION: &str = "vigil_queue_flush_duration_seconds";
 
+/// Connected bus sessions.
+pub const BUS_SESSIONS: &str = "vigil_bus_sessions";
+/// Frames received from apps.
+pub const BUS_FRAMES: &str = "vigil_bus_frames_total";
+/// Error frames sent, labelled `code`.
+pub const BUS_ERRORS: &str = "vigil_bus_errors_total";
+/// Live copies dropped because an app's queue was full.
+pub const BUS_DROPPED: &str = "vigil_bus_dropped_total";
+
 /// Latency buckets for every `_seconds` histogram: 50 µs to 10 s.
 pub const SECONDS_BUCKETS: [f64; 14] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0,
@@ -97,6 +106,10 @@ pub fn describe(version: &'static str, genesis_short: String) {
         metrics::Unit::Seconds,
         "Group-commit fsync duration."
     );
+    metrics::describe_gauge!(BUS_SESSIONS, "Connected bus sessions.");
+    metrics::describe_counter!(BUS_FRAMES, "Frames received from apps.");
+    metrics::describe_counter!(BUS_ERRORS, "Error frames sent to apps, by code.");
+    metrics::describe_counter!(BUS_DROPPED, "Live copies dropped for slow apps.");
     metrics::gauge!(BUILD_INFO, "version" => version, "genesis" => genesis_short).set(1.0);
 }
 

@@ -42,6 +42,11 @@ use crate::{Error, Result};
 use flusher::Flusher;
 use topic::{group_tree, msg_tree, now_us, pending_key_of, DeadLetter, TopicState};
 
+/// Microseconds since the Unix epoch (the queue's clock).
+pub fn now_us_pub() -> u64 {
+    now_us()
+}
+
 /// Header: publisher-chosen id for deduplication.
 pub const HDR_MSG_ID: &str = "msg-id";
 /// Header on dead letters: why.

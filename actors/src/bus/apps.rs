@@ -1,0 +1,404 @@
+//! Applications allowed on the bus: their tokens (stored hashed) and grants.
+//!
+//! Apps and grants come from config (`[[bus.apps]]`, fixed) and from the admin
+//! RPC (`bus_app_add`, `bus_grant`, ...; persisted in the sled trees `bus/apps`
+//! and `bus/grants`). Nothing is granted by default.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{decode_value, encode_value, SledStore, Store};
+use crate::{Error, Result};
+
+const APPS: &str = "bus/apps";
+const GRANTS: &str = "bus/grants";
+const FORMAT: u8 = 1;
+
+/// What an app may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verb {
+    /// Publish to topics matching the pattern.
+    Publish,
+    /// Send to other apps on topics matching the pattern.
+    Send,
+    /// Subscribe to topics or patterns covered by the pattern.
+    Subscribe,
+    /// Request `<app>.<action>` matching the pattern.
+    Request,
+    /// Serve actions matching the pattern.
+    Serve,
+}
+
+impl Verb {
+    /// Parses `publish`, `send`, ...
+    pub fn parse(s: &str) -> Result<Self> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+            Error::Invalid(format!(
+                "unknown verb `{s}`; allowed: publish, send, subscribe, request, serve"
+            ))
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::Publish => "publish",
+            Verb::Send => "send",
+            Verb::Subscribe => "subscribe",
+            Verb::Request => "request",
+            Verb::Serve => "serve",
+        }
+    }
+}
+
+/// An app defined in config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// App name.
+    pub name: String,
+    /// BLAKE3 of its token, hex (`vigilctl bus token-hash TOKEN` prints it).
+    pub token_blake3: String,
+    /// Grants as `verb:pattern`, e.g. `publish:orders.*`.
+    #[serde(default)]
+    pub grants: Vec<String>,
+}
+
+/// A grant: `verb` on names matching `pattern` (`*`, `prefix.*` or an exact name).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Grant {
+    /// The verb.
+    pub verb: Verb,
+    /// The pattern.
+    pub pattern: String,
+}
+
+/// What `bus_apps` shows of an app.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppInfo {
+    /// Name.
+    pub name: String,
+    /// `config` or `rpc`.
+    pub source: &'static str,
+    /// Its grants, as `verb:pattern`, with where each comes from.
+    pub grants: Vec<(String, &'static str)>,
+}
+
+#[derive(Debug, Clone)]
+struct App {
+    token_hash: [u8; 32],
+    source: &'static str,
+    grants: BTreeMap<Grant, &'static str>,
+}
+
+/// Checks a pattern: `*`, `name` or `prefix.*` with names of `A-Z a-z 0-9 . _ -`.
+pub fn check_pattern(p: &str) -> Result<()> {
+    let body = p.strip_suffix(".*").unwrap_or(p);
+    if p == "*" || crate::queue::check_name("pattern", body).is_ok() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "pattern {p:?} is invalid: use `*`, `name` or `prefix.*` with A-Z a-z 0-9 . _ -"
+        )))
+    }
+}
+
+/// Whether `pattern` covers `name` (which may itself be a `prefix.*` pattern).
+pub fn covers(pattern: &str, name: &str) -> bool {
+    if pattern == "*" || pattern == name {
+        return true;
+    }
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => false,
+    }
+}
+
+fn hash(token: &str) -> [u8; 32] {
+    *blake3::hash(token.as_bytes()).as_bytes()
+}
+
+/// Token hash as configured in `[[bus.apps]] token_blake3`.
+pub fn token_hash_hex(token: &str) -> String {
+    hex::encode(hash(token))
+}
+
+fn parse_grant(s: &str) -> Result<Grant> {
+    let (verb, pattern) = s.split_once(':').ok_or_else(|| {
+        Error::Invalid(format!(
+            "grant {s:?} is invalid: write `verb:pattern`, e.g. `publish:orders.*`"
+        ))
+    })?;
+    check_pattern(pattern)?;
+    Ok(Grant {
+        verb: Verb::parse(verb)?,
+        pattern: pattern.to_owned(),
+    })
+}
+
+/// The app table.
+#[derive(Debug)]
+pub struct Apps {
+    store: SledStore,
+    apps: RwLock<BTreeMap<String, App>>,
+}
+
+fn grant_key(app: &str, g: &Grant) -> Vec<u8> {
+    format!("{app}\0{}\0{}", g.verb.as_str(), g.pattern).into_bytes()
+}
+
+impl Apps {
+    /// Loads config apps and the persisted ones.
+    pub fn open(store: SledStore, config: &[AppConfig]) -> Result<Self> {
+        let mut apps = BTreeMap::new();
+        for c in config {
+            crate::queue::check_name("app", &c.name).map_err(Error::Invalid)?;
+            let token_hash = hex::decode(&c.token_blake3)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "bus.apps `{}`: token_blake3 must be 64 hex characters",
+                        c.name
+                    ))
+                })?;
+            let grants = c
+                .grants
+                .iter()
+                .map(|g| parse_grant(g).map(|g| (g, "config")))
+                .collect::<Result<_>>()?;
+            apps.insert(
+                c.name.clone(),
+                App {
+                    token_hash,
+                    source: "config",
+                    grants,
+                },
+            );
+        }
+        for (k, v) in store.scan_prefix(APPS, b"")? {
+            let name = String::from_utf8_lossy(&k).into_owned();
+            let h: [u8; 32] = decode_value(APPS, FORMAT, &v)?
+                .try_into()
+                .map_err(|_| Error::Corrupt {
+                    tree: APPS.into(),
+                    why: "token hash is not 32 bytes".into(),
+                })?;
+            apps.entry(name).or_insert(App {
+                token_hash: h,
+                source: "rpc",
+                grants: BTreeMap::new(),
+            });
+        }
+        for (k, _) in store.scan_prefix(GRANTS, b"")? {
+            let text = String::from_utf8_lossy(&k).into_owned();
+            let mut parts = text.splitn(3, '\0');
+            if let (Some(app), Some(verb), Some(pattern)) = (parts.next(), parts.next(), parts.next()) {
+                if let (Some(a), Ok(verb)) = (apps.get_mut(app), Verb::parse(verb)) {
+                    a.grants
+                        .entry(Grant {
+                            verb,
+                            pattern: pattern.to_owned(),
+                        })
+                        .or_insert("rpc");
+                }
+            }
+        }
+        Ok(Self {
+            store,
+            apps: RwLock::new(apps),
+        })
+    }
+
+    /// Creates an app and returns its token (shown once; only its hash is kept).
+    pub fn add(&self, name: &str) -> Result<String> {
+        crate::queue::check_name("app", name).map_err(Error::Invalid)?;
+        let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
+        if apps.contains_key(name) {
+            return Err(Error::Invalid(format!(
+                "app `{name}` exists already: remove it first to issue a new token"
+            )));
+        }
+        let mut raw = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let token = hex::encode(raw);
+        let h = hash(&token);
+        self.store
+            .insert(APPS, name.as_bytes(), &encode_value(FORMAT, &h))?;
+        self.store.flush()?;
+        apps.insert(
+            name.to_owned(),
+            App {
+                token_hash: h,
+                source: "rpc",
+                grants: BTreeMap::new(),
+            },
+        );
+        Ok(token)
+    }
+
+    /// Removes an app added over RPC, with its grants.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
+        match apps.get(name) {
+            None => return Err(Error::Invalid(format!("no app `{name}`"))),
+            Some(a) if a.source == "config" => {
+                return Err(Error::Invalid(format!(
+                    "app `{name}` is defined in config: remove it there"
+                )))
+            }
+            Some(a) => {
+                for g in a.grants.keys() {
+                    self.store.remove(GRANTS, &grant_key(name, g))?;
+                }
+            }
+        }
+        self.store.remove(APPS, name.as_bytes())?;
+        self.store.flush()?;
+        apps.remove(name);
+        Ok(())
+    }
+
+    /// Whether `token` is `app`'s (constant-time comparison of hashes).
+    pub fn authenticate(&self, app: &str, token: &str) -> bool {
+        let apps = self.apps.read().unwrap_or_else(|p| p.into_inner());
+        let given = hash(token);
+        apps.get(app).is_some_and(|a| {
+            a.token_hash
+                .iter()
+                .zip(given)
+                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                == 0
+        })
+    }
+
+    /// Grants `verb` on `pattern` to `app`; false when it already had it.
+    pub fn grant(&self, app: &str, verb: Verb, pattern: &str) -> Result<bool> {
+        check_pattern(pattern)?;
+        let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
+        let a = apps
+            .get_mut(app)
+            .ok_or_else(|| Error::Invalid(format!("no app `{app}`: add it with bus_app_add first")))?;
+        let g = Grant {
+            verb,
+            pattern: pattern.to_owned(),
+        };
+        if a.grants.contains_key(&g) {
+            return Ok(false);
+        }
+        self.store.insert(GRANTS, &grant_key(app, &g), &[])?;
+        self.store.flush()?;
+        a.grants.insert(g, "rpc");
+        Ok(true)
+    }
+
+    /// Revokes a grant made over RPC.
+    pub fn revoke(&self, app: &str, verb: Verb, pattern: &str) -> Result<()> {
+        let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
+        let a = apps
+            .get_mut(app)
+            .ok_or_else(|| Error::Invalid(format!("no app `{app}`")))?;
+        let g = Grant {
+            verb,
+            pattern: pattern.to_owned(),
+        };
+        match a.grants.get(&g) {
+            None => Err(Error::Invalid(format!(
+                "app `{app}` has no grant {}:{pattern}",
+                verb.as_str()
+            ))),
+            Some(&"config") => Err(Error::Invalid(format!(
+                "grant {}:{pattern} of `{app}` is in config: remove it there",
+                verb.as_str()
+            ))),
+            Some(_) => {
+                self.store.remove(GRANTS, &grant_key(app, &g))?;
+                self.store.flush()?;
+                a.grants.remove(&g);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether `app` may `verb` on `name` (a topic, a pattern, an action or `app.action`).
+    pub fn allowed(&self, app: &str, verb: Verb, name: &str) -> bool {
+        let apps = self.apps.read().unwrap_or_else(|p| p.into_inner());
+        apps.get(app).is_some_and(|a| {
+            a.grants
+                .keys()
+                .any(|g| g.verb == verb && covers(&g.pattern, name))
+        })
+    }
+
+    /// Every app with its grants.
+    pub fn list(&self) -> Vec<AppInfo> {
+        let apps = self.apps.read().unwrap_or_else(|p| p.into_inner());
+        apps.iter()
+            .map(|(name, a)| AppInfo {
+                name: name.clone(),
+                source: a.source,
+                grants: a
+                    .grants
+                    .iter()
+                    .map(|(g, src)| (format!("{}:{}", g.verb.as_str(), g.pattern), *src))
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_allowed_until_granted_and_grants_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let apps = Apps::open(store.clone(), &[]).unwrap();
+        let token = apps.add("shop").unwrap();
+        assert!(apps.authenticate("shop", &token));
+        assert!(!apps.authenticate("shop", "guess"));
+        assert!(!apps.authenticate("nobody", &token));
+        assert!(!apps.allowed("shop", Verb::Publish, "orders.new"));
+        assert!(apps.grant("shop", Verb::Publish, "orders.*").unwrap());
+        assert!(!apps.grant("shop", Verb::Publish, "orders.*").unwrap());
+        assert!(apps.allowed("shop", Verb::Publish, "orders.new"));
+        assert!(
+            apps.allowed("shop", Verb::Publish, "orders.eu.*"),
+            "a narrower pattern is covered"
+        );
+        assert!(!apps.allowed("shop", Verb::Publish, "ordersx"));
+        assert!(!apps.allowed("shop", Verb::Subscribe, "orders.new"), "per verb");
+        drop(apps);
+        let apps = Apps::open(store, &[]).unwrap();
+        assert!(apps.authenticate("shop", &token));
+        assert!(apps.allowed("shop", Verb::Publish, "orders.new"));
+        apps.revoke("shop", Verb::Publish, "orders.*").unwrap();
+        assert!(!apps.allowed("shop", Verb::Publish, "orders.new"));
+        assert!(apps.grant("shop", Verb::Publish, "bad pattern").is_err());
+    }
+
+    #[test]
+    fn config_apps_and_grants_are_fixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let cfg = AppConfig {
+            name: "cfg".into(),
+            token_blake3: token_hash_hex("t0k"),
+            grants: vec!["subscribe:*".into()],
+        };
+        let apps = Apps::open(store, &[cfg]).unwrap();
+        assert!(apps.authenticate("cfg", "t0k"));
+        assert!(apps.allowed("cfg", Verb::Subscribe, "anything"));
+        assert!(apps
+            .revoke("cfg", Verb::Subscribe, "*")
+            .unwrap_err()
+            .to_string()
+            .contains("in config"));
+        assert!(apps.remove("cfg").unwrap_err().to_string().contains("in config"));
+    }
+}

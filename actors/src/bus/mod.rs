@@ -1,0 +1,199 @@
+//! The inter-application bus (anchor: OpenFin InterApplicationBus).
+//!
+//! Local apps connect over WebSocket (`bus.addr`, loopback) or the Unix socket
+//! `DATA_DIR/bus.sock`, say `hello` with their name and token, then use the
+//! verbs `publish`, `send`, `subscribe`, `request`/`serve`/`reply`, and settle
+//! durable deliveries with `ack`, `nak`, `term`, `in_progress`. The node stamps
+//! the sender on every message; permissions are per app, verb and topic
+//! pattern, granted by the operator and never by default; every grant, revoke,
+//! denial and violation goes to the audit log. Durable topics use the
+//! [`crate::queue`] engine; topics matching `bus.ephemeral_topics` are
+//! at-most-once and never touch disk. The wire protocol is in `docs/bus.md`.
+
+mod apps;
+mod router;
+mod server;
+mod session;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+pub use apps::{check_pattern, covers, token_hash_hex, AppConfig, AppInfo, Apps, Grant, Verb};
+pub use server::{start, RunningBus};
+
+use crate::audit::Audit;
+use crate::queue::Queues;
+use crate::Result;
+use router::Router;
+
+/// Settings of the bus, from the node's `[bus]` config.
+#[derive(Debug, Clone)]
+pub struct BusSettings {
+    /// WebSocket address (loopback).
+    pub addr: SocketAddr,
+    /// Unix socket path, if enabled.
+    pub unix_socket: Option<PathBuf>,
+    /// Largest frame accepted, bytes.
+    pub max_frame_bytes: usize,
+    /// Topics (`name` or `prefix.*`) that are ephemeral: at-most-once, never on disk.
+    pub ephemeral_topics: Vec<String>,
+    /// Frames queued to one slow app before live messages to it are dropped.
+    pub outbound_queue: usize,
+    /// Time an app has to say `hello`.
+    pub hello_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct SessionInfo {
+    app: String,
+    tx: mpsc::Sender<String>,
+    serves: HashSet<String>,
+}
+
+type ReplySlot = oneshot::Sender<std::result::Result<Vec<u8>, String>>;
+
+#[derive(Debug, Default)]
+struct State {
+    router: Router,
+    sessions: HashMap<u64, SessionInfo>,
+    next_session: u64,
+    next_rid: u64,
+    /// rid -> (serving session, the requester's answer slot).
+    requests: HashMap<u64, (u64, ReplySlot)>,
+}
+
+/// One live topic or pattern and its subscribers.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveTopic {
+    /// Topic or `prefix.*` pattern.
+    pub topic: String,
+    /// Live subscriptions on it.
+    pub subscribers: usize,
+}
+
+/// The bus: apps, routing, and the durable queues behind it.
+#[derive(Debug)]
+pub struct Bus {
+    settings: BusSettings,
+    queues: Arc<Queues>,
+    apps: Apps,
+    audit: Audit,
+    state: Mutex<State>,
+}
+
+impl Bus {
+    /// A bus over `queues`, with `apps` and writing to `audit`.
+    pub fn new(settings: BusSettings, queues: Arc<Queues>, apps: Apps, audit: Audit) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            queues,
+            apps,
+            audit,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The queue engine.
+    pub fn queues(&self) -> &Arc<Queues> {
+        &self.queues
+    }
+
+    /// The app table.
+    pub fn apps(&self) -> &Apps {
+        &self.apps
+    }
+
+    /// Whether `topic` is ephemeral.
+    pub fn is_ephemeral(&self, topic: &str) -> bool {
+        self.settings.ephemeral_topics.iter().any(|p| covers(p, topic))
+    }
+
+    /// Appends to the audit log; a failure is logged, never hidden.
+    pub fn audit(&self, who: &str, action: &str, detail: serde_json::Value) {
+        if let Err(e) = self.audit.append(who, action, detail) {
+            tracing::error!(error = %e, action, "cannot write the audit log");
+        }
+    }
+
+    /// Operator grant (audited).
+    pub fn grant(&self, app: &str, verb: Verb, pattern: &str) -> Result<bool> {
+        let new = self.apps.grant(app, verb, pattern)?;
+        self.audit(
+            "rpc",
+            "bus.grant",
+            serde_json::json!({ "app": app, "verb": verb, "pattern": pattern, "new": new }),
+        );
+        Ok(new)
+    }
+
+    /// Operator revoke (audited).
+    pub fn revoke(&self, app: &str, verb: Verb, pattern: &str) -> Result<()> {
+        self.apps.revoke(app, verb, pattern)?;
+        self.audit(
+            "rpc",
+            "bus.revoke",
+            serde_json::json!({ "app": app, "verb": verb, "pattern": pattern }),
+        );
+        Ok(())
+    }
+
+    /// Operator: new app, returns its token (audited, token not logged).
+    pub fn add_app(&self, name: &str) -> Result<String> {
+        let token = self.apps.add(name)?;
+        self.audit("rpc", "bus.app_add", serde_json::json!({ "app": name }));
+        Ok(token)
+    }
+
+    /// Operator: remove an app (audited); its sessions are closed.
+    pub fn remove_app(&self, name: &str) -> Result<()> {
+        self.apps.remove(name)?;
+        self.audit("rpc", "bus.app_remove", serde_json::json!({ "app": name }));
+        let mut st = self.state();
+        let ids: Vec<u64> = st
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.app == name)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            st.sessions.remove(&id);
+            st.router.remove_session(id);
+        }
+        Ok(())
+    }
+
+    /// Live topics and patterns with their subscriber counts.
+    pub fn live_topics(&self) -> Vec<LiveTopic> {
+        self.state()
+            .router
+            .table()
+            .into_iter()
+            .map(|(topic, subscribers)| LiveTopic { topic, subscribers })
+            .collect()
+    }
+
+    /// Live subscriptions in the table (0 once every app is gone).
+    pub fn live_subscriptions(&self) -> usize {
+        self.state().router.len()
+    }
+
+    /// Connected sessions per app.
+    pub fn connected(&self) -> HashMap<String, usize> {
+        let mut m = HashMap::new();
+        for s in self.state().sessions.values() {
+            *m.entry(s.app.clone()).or_insert(0) += 1;
+        }
+        m
+    }
+}

@@ -1,0 +1,198 @@
+//! Listeners: WebSocket on `bus.addr` and newline-delimited JSON on the Unix socket.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::wire::FrameError;
+use super::{session, Bus};
+use crate::{Error, Result};
+
+/// The bus listeners; dropping it (or [`RunningBus::stop`]) stops accepting.
+#[derive(Debug)]
+pub struct RunningBus {
+    /// WebSocket address actually bound.
+    pub ws_addr: SocketAddr,
+    /// Unix socket path, if enabled.
+    pub unix_path: Option<PathBuf>,
+    stop: watch::Sender<bool>,
+}
+
+impl RunningBus {
+    /// Stops accepting connections and removes the Unix socket file.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+        if let Some(p) = &self.unix_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for RunningBus {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Binds the listeners and starts accepting on the current tokio runtime.
+pub async fn start(bus: Arc<Bus>) -> Result<RunningBus> {
+    let addr = bus.settings.addr;
+    let tcp = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::RpcBind { addr, source })?;
+    let ws_addr = tcp
+        .local_addr()
+        .map_err(|source| Error::RpcBind { addr, source })?;
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(accept_ws(bus.clone(), tcp, stopped.clone()));
+    let unix_path = match &bus.settings.unix_socket {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            let listener = UnixListener::bind(path).map_err(|source| Error::Write {
+                path: path.clone(),
+                source,
+            })?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+                Error::Write {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            tokio::spawn(accept_unix(bus.clone(), listener, stopped));
+            Some(path.clone())
+        }
+        None => None,
+    };
+    tracing::info!(ws = %ws_addr, unix = ?unix_path, "bus listening");
+    Ok(RunningBus {
+        ws_addr,
+        unix_path,
+        stop,
+    })
+}
+
+async fn accept_ws(bus: Arc<Bus>, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => { tokio::spawn(ws_conn(bus.clone(), stream, peer)); }
+                Err(e) => tracing::warn!(error = %e, "bus accept failed"),
+            }
+        }
+    }
+}
+
+async fn ws_conn(bus: Arc<Bus>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    let max = bus.settings.max_frame_bytes;
+    // Frames a little over the limit still reach us so the error can name the
+    // limit; far larger ones are cut by the WebSocket layer itself.
+    let cfg = WebSocketConfig::default()
+        .max_message_size(Some(max * 2 + 4096))
+        .max_frame_size(Some(max * 2 + 4096));
+    let ws = match tokio_tungstenite::accept_async_with_config(stream, Some(cfg)).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "not a WebSocket handshake");
+            return;
+        }
+    };
+    let (mut write, read) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<String>(bus.settings.outbound_queue);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if write.send(Message::text(frame)).await.is_err() {
+                break;
+            }
+        }
+        let _ = write.close().await;
+    });
+    let frames = read
+        .take_while(|m| futures::future::ready(matches!(m, Ok(m) if !m.is_close())))
+        .filter_map(|m| {
+            futures::future::ready(match m {
+                Ok(Message::Text(t)) => Some(Ok(t.as_str().to_owned())),
+                Ok(Message::Binary(_)) => Some(Err(FrameError::new(
+                    "bad_frame",
+                    "binary WebSocket frames are not supported: send JSON text",
+                ))),
+                _ => None,
+            })
+        });
+    session::run(bus, Box::pin(frames), tx, peer.to_string()).await;
+    let _ = writer.await;
+}
+
+async fn accept_unix(bus: Arc<Bus>, listener: UnixListener, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            r = listener.accept() => match r {
+                Ok((stream, _)) => { tokio::spawn(unix_conn(bus.clone(), stream)); }
+                Err(e) => tracing::warn!(error = %e, "bus unix accept failed"),
+            }
+        }
+    }
+}
+
+async fn unix_conn(bus: Arc<Bus>, stream: tokio::net::UnixStream) {
+    let max = bus.settings.max_frame_bytes;
+    let (read, mut write) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<String>(bus.settings.outbound_queue);
+    let writer = tokio::spawn(async move {
+        while let Some(mut frame) = rx.recv().await {
+            frame.push('\n');
+            if write.write_all(frame.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    });
+    // Lines longer than the limit are reported and skipped, never buffered whole.
+    let lines = futures::stream::unfold(BufReader::new(read), move |mut r| async move {
+        let mut buf = Vec::new();
+        let mut too_long = false;
+        loop {
+            let chunk = match r.fill_buf().await {
+                Ok([]) => return None,
+                Ok(c) => c,
+                Err(_) => return None,
+            };
+            let (line_end, take) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (true, i + 1),
+                None => (false, chunk.len()),
+            };
+            if !too_long {
+                buf.extend_from_slice(&chunk[..take]);
+                if buf.len() > max + 1 {
+                    too_long = true;
+                    buf.clear();
+                }
+            }
+            r.consume(take);
+            if line_end {
+                break;
+            }
+        }
+        let item = if too_long {
+            Err(FrameError::new(
+                "oversized",
+                format!("frame is over the limit (bus.max_frame_bytes) of {max} bytes"),
+            ))
+        } else {
+            String::from_utf8(buf)
+                .map(|s| s.trim_end().to_owned())
+                .map_err(|_| FrameError::new("malformed", "frame is not UTF-8"))
+        };
+        Some((item, r))
+    });
+    session::run(bus, Box::pin(lines), tx, "unix".into()).await;
+    let _ = writer.await;
+}

@@ -1,0 +1,692 @@
+//! One connected app: authentication, then its frames, one at a time.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::router::Sink;
+use super::wire::{self, put_payload, FrameError, In};
+use super::{Bus, SessionInfo, Verb};
+use crate::queue::{check_name, Delivery, Publish, HDR_MSG_ID};
+
+type Unacked = Arc<Mutex<HashSet<u64>>>;
+
+enum Sub {
+    Live,
+    Durable {
+        topic: String,
+        group: String,
+        task: JoinHandle<()>,
+        unacked: Unacked,
+    },
+}
+
+struct Session {
+    bus: Arc<Bus>,
+    id: u64,
+    app: String,
+    out: mpsc::Sender<String>,
+    subs: HashMap<u64, Sub>,
+    next_sub: u64,
+}
+
+fn ok(id: u64, extra: Value) -> String {
+    let mut v = json!({ "op": "ok", "id": id });
+    if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    v.to_string()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs a session over a stream of frames; answers go to `out`.
+pub(crate) async fn run<S>(bus: Arc<Bus>, mut frames: S, out: mpsc::Sender<String>, peer: String)
+where
+    S: Stream<Item = Result<String, FrameError>> + Unpin,
+{
+    let max = bus.settings.max_frame_bytes;
+    let first = tokio::time::timeout(bus.settings.hello_timeout, frames.next()).await;
+    let refuse = |id, e: FrameError| {
+        let out = out.clone();
+        async move {
+            metrics::counter!(crate::metrics::BUS_ERRORS, "code" => e.code).increment(1);
+            let _ = out.send(wire::error_frame(id, &e)).await;
+        }
+    };
+    let app = match first {
+        Err(_) => return refuse(None, FrameError::new("unauthorized", "no hello within bus.hello_timeout: send {\"op\":\"hello\",\"app\":NAME,\"token\":TOKEN} first")).await,
+        Ok(None) => return,
+        Ok(Some(Err(e))) => return refuse(None, e).await,
+        Ok(Some(Ok(text))) => match wire::parse(&text, max) {
+            Ok(In::Hello { app, token }) if bus.apps.authenticate(&app, &token) => app,
+            Ok(In::Hello { app, .. }) => {
+                bus.audit(&app, "bus.auth_failed", json!({ "app": app, "peer": peer }));
+                return refuse(None, FrameError::new("unauthorized", format!("wrong token for app `{app}` (or no such app): ask the operator for a token (vigilctl bus app-add)"))).await;
+            }
+            Ok(_) => return refuse(None, FrameError::new("unauthorized", "the first frame must be hello")).await,
+            Err((id, e)) => return refuse(id, e).await,
+        },
+    };
+    let id = {
+        let mut st = bus.state();
+        st.next_session += 1;
+        let id = st.next_session;
+        st.sessions.insert(
+            id,
+            SessionInfo {
+                app: app.clone(),
+                tx: out.clone(),
+                serves: HashSet::new(),
+            },
+        );
+        id
+    };
+    metrics::gauge!(crate::metrics::BUS_SESSIONS).increment(1.0);
+    tracing::info!(app = %app, session = id, %peer, "app connected");
+    let _ = out
+        .send(json!({ "op": "welcome", "app": app, "session": id }).to_string())
+        .await;
+    let mut s = Session {
+        bus,
+        id,
+        app,
+        out,
+        subs: HashMap::new(),
+        next_sub: 1,
+    };
+    while let Some(item) = frames.next().await {
+        match item.map(|t| wire::parse(&t, max)) {
+            Ok(Ok(frame)) => {
+                let fid = frame.id();
+                if let Err(e) = s.handle(frame).await {
+                    s.error(fid, e).await;
+                }
+            }
+            Ok(Err((id, e))) => s.error(id, e).await,
+            Err(e) => s.error(None, e).await,
+        }
+    }
+    s.cleanup().await;
+}
+
+impl Session {
+    async fn send(&self, frame: String) {
+        let _ = self.out.send(frame).await;
+    }
+
+    async fn error(&self, id: Option<u64>, e: FrameError) {
+        metrics::counter!(crate::metrics::BUS_ERRORS, "code" => e.code).increment(1);
+        self.send(wire::error_frame(id, &e)).await;
+    }
+
+    fn check(&self, verb: Verb, name: &str) -> Result<(), FrameError> {
+        if self.bus.apps.allowed(&self.app, verb, name) {
+            return Ok(());
+        }
+        self.bus.audit(
+            &self.app,
+            "bus.denied",
+            json!({ "app": self.app, "verb": verb, "name": name }),
+        );
+        Err(FrameError::new(
+            "forbidden",
+            format!("app `{}` may not {} `{name}`: the operator grants it with `vigilctl bus grant {} {} PATTERN`", self.app, verb_str(verb), self.app, verb_str(verb)),
+        ))
+    }
+
+    fn forged(&self, claimed: &Option<String>) {
+        if let Some(c) = claimed {
+            self.bus.audit(
+                &self.app,
+                "bus.violation",
+                json!({ "app": self.app, "claimed_sender": c }),
+            );
+            tracing::warn!(app = %self.app, claimed = %c, "sender field ignored: the node stamps the sender");
+        }
+    }
+
+    fn msg_frame(
+        &self,
+        sub: u64,
+        topic: &str,
+        seq: Option<u64>,
+        correlation: &str,
+        payload: &[u8],
+        extra: Value,
+    ) -> String {
+        let mut v = json!({ "op": "msg", "sub": sub, "topic": topic, "sender": self.app, "correlation": correlation });
+        if let Some(seq) = seq {
+            v["seq"] = seq.into();
+        }
+        if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        put_payload(&mut v, payload);
+        v.to_string()
+    }
+
+    /// Copies to live subscribers (at most once: a full queue drops the copy).
+    fn fan_out(&self, sinks: &[Sink], frame_for: impl Fn(u64) -> String) -> usize {
+        let mut n = 0;
+        for s in sinks {
+            if s.tx.try_send(frame_for(s.sub)).is_ok() {
+                n += 1;
+            } else {
+                metrics::counter!(crate::metrics::BUS_DROPPED).increment(1);
+            }
+        }
+        n
+    }
+
+    async fn handle(&mut self, f: In) -> Result<(), FrameError> {
+        metrics::counter!(crate::metrics::BUS_FRAMES).increment(1);
+        match f {
+            In::Hello { .. } => Err(FrameError::new(
+                "bad_frame",
+                "already authenticated: hello comes once",
+            )),
+            In::Publish {
+                id,
+                topic,
+                body,
+                headers,
+                correlation,
+                msg_id,
+                sender,
+            } => {
+                check_name("topic", &topic).map_err(|m| FrameError::new("bad_frame", m))?;
+                self.check(Verb::Publish, &topic)?;
+                self.forged(&sender);
+                let payload = body.bytes().map_err(|m| FrameError::new("bad_frame", m))?;
+                let correlation = correlation.unwrap_or_default();
+                let span = tracing::info_span!("bus_msg", correlation = %correlation, app = %self.app, topic = %topic);
+                let sinks = self.bus.state().router.route(&topic);
+                if self.bus.is_ephemeral(&topic) {
+                    let n = self.fan_out(&sinks, |sub| {
+                        self.msg_frame(sub, &topic, None, &correlation, &payload, json!({}))
+                    });
+                    span.in_scope(|| tracing::debug!(delivered = n, "ephemeral publish"));
+                    self.send(ok(id, json!({ "delivered": n }))).await;
+                    return Ok(());
+                }
+                let mut hdrs: std::collections::BTreeMap<String, Vec<u8>> =
+                    headers.into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+                if let Some(m) = msg_id {
+                    hdrs.insert(HDR_MSG_ID.into(), m.into_bytes());
+                }
+                let p = Publish {
+                    sender: self.app.clone(),
+                    correlation: correlation.clone(),
+                    headers: hdrs,
+                    payload: payload.clone(),
+                };
+                let (published, ticket) = self
+                    .bus
+                    .queues
+                    .publish_nowait(&topic, p)
+                    .map_err(|e| FrameError::new("rejected", e.to_string()))?;
+                if !published.duplicate {
+                    self.fan_out(&sinks, |sub| {
+                        self.msg_frame(
+                            sub,
+                            &topic,
+                            Some(published.seq),
+                            &correlation,
+                            &payload,
+                            json!({ "live": true }),
+                        )
+                    });
+                }
+                // Confirm off the read loop so an app can pipeline publishes.
+                let (bus, out) = (self.bus.clone(), self.out.clone());
+                tokio::spawn(
+                    async move {
+                        let t0 = std::time::Instant::now();
+                        bus.queues.confirmed(ticket).await;
+                        metrics::histogram!(crate::metrics::QUEUE_CONFIRM_DURATION)
+                            .record(t0.elapsed().as_secs_f64());
+                        tracing::debug!(seq = published.seq, "confirmed");
+                        let _ = out
+                            .send(ok(
+                                id,
+                                json!({ "seq": published.seq, "duplicate": published.duplicate }),
+                            ))
+                            .await;
+                    }
+                    .instrument(span),
+                );
+                Ok(())
+            }
+            In::Send {
+                id,
+                app,
+                topic,
+                body,
+                correlation,
+                sender,
+            } => {
+                check_name("topic", &topic).map_err(|m| FrameError::new("bad_frame", m))?;
+                self.check(Verb::Send, &topic)?;
+                self.forged(&sender);
+                let payload = body.bytes().map_err(|m| FrameError::new("bad_frame", m))?;
+                let (connected, sinks) = {
+                    let st = self.bus.state();
+                    let connected = st.sessions.values().any(|s| s.app == app);
+                    let sinks: Vec<Sink> = st
+                        .router
+                        .route(&topic)
+                        .into_iter()
+                        .filter(|s| s.app == app)
+                        .collect();
+                    (connected, sinks)
+                };
+                if !connected {
+                    return Err(FrameError::new(
+                        "not_connected",
+                        format!("app `{app}` is not connected"),
+                    ));
+                }
+                let c = correlation.unwrap_or_default();
+                let n = self.fan_out(&sinks, |sub| {
+                    self.msg_frame(sub, &topic, None, &c, &payload, json!({ "to": app }))
+                });
+                self.send(ok(id, json!({ "delivered": n }))).await;
+                Ok(())
+            }
+            In::Subscribe {
+                id,
+                topic,
+                pattern,
+                group,
+                auto_ack,
+                max_in_flight,
+            } => {
+                let sub = self.next_sub;
+                match (topic, pattern) {
+                    (Some(_), Some(_)) | (None, None) => {
+                        return Err(FrameError::new(
+                            "bad_frame",
+                            "subscribe takes `topic` or `pattern` (prefix.*), one of them",
+                        ))
+                    }
+                    (None, Some(p)) => {
+                        super::check_pattern(&p).map_err(|e| FrameError::new("bad_frame", e.to_string()))?;
+                        self.check(Verb::Subscribe, &p)?;
+                        self.live(&p, sub);
+                    }
+                    (Some(t), None) if self.bus.is_ephemeral(&t) => {
+                        check_name("topic", &t).map_err(|m| FrameError::new("bad_frame", m))?;
+                        self.check(Verb::Subscribe, &t)?;
+                        self.live(&t, sub);
+                    }
+                    (Some(t), None) => {
+                        check_name("topic", &t).map_err(|m| FrameError::new("bad_frame", m))?;
+                        self.check(Verb::Subscribe, &t)?;
+                        let group = group.unwrap_or_else(|| self.app.clone());
+                        check_name("group", &group).map_err(|m| FrameError::new("bad_frame", m))?;
+                        let unacked: Unacked = Arc::default();
+                        let credit = max_in_flight.unwrap_or(256).clamp(1, 10_000) as usize;
+                        let task = tokio::spawn(consume(
+                            self.bus.clone(),
+                            t.clone(),
+                            group.clone(),
+                            sub,
+                            self.out.clone(),
+                            unacked.clone(),
+                            auto_ack,
+                            credit,
+                        ));
+                        self.subs.insert(
+                            sub,
+                            Sub::Durable {
+                                topic: t,
+                                group,
+                                task,
+                                unacked,
+                            },
+                        );
+                    }
+                }
+                self.next_sub += 1;
+                self.send(ok(id, json!({ "sub": sub }))).await;
+                Ok(())
+            }
+            In::Unsubscribe { id, sub } => {
+                let s = self
+                    .subs
+                    .remove(&sub)
+                    .ok_or_else(|| FrameError::new("not_found", format!("no subscription {sub}")))?;
+                self.end_sub(sub, s);
+                self.send(ok(id, json!({}))).await;
+                Ok(())
+            }
+            In::Ack { id, sub, seq } => self.settle(id, sub, seq, |b, t, g| b.queues.ack(t, g, seq)).await,
+            In::Nak {
+                id,
+                sub,
+                seq,
+                delay_ms,
+            } => {
+                self.settle(id, sub, seq, |b, t, g| {
+                    b.queues.nak(t, g, seq, Duration::from_millis(delay_ms))
+                })
+                .await
+            }
+            In::Term { id, sub, seq, reason } => {
+                let r = reason.unwrap_or_else(|| "terminated by the consumer".into());
+                self.settle(id, sub, seq, |b, t, g| b.queues.term(t, g, seq, &r))
+                    .await
+            }
+            In::InProgress { id, sub, seq } => {
+                // Keeps it unacked: only extends the lease.
+                let (t, g, _) = self.durable(sub)?;
+                self.bus
+                    .queues
+                    .in_progress(&t, &g, seq)
+                    .map_err(|e| FrameError::new("not_pending", e.to_string()))?;
+                self.send(ok(id, json!({}))).await;
+                Ok(())
+            }
+            In::Request {
+                id,
+                app,
+                action,
+                body,
+                deadline_ms,
+                correlation,
+            } => {
+                self.request(id, app, action, body, deadline_ms, correlation)
+                    .await
+            }
+            In::Serve { id, action } => {
+                check_name("action", &action).map_err(|m| FrameError::new("bad_frame", m))?;
+                self.check(Verb::Serve, &action)?;
+                if let Some(s) = self.bus.state().sessions.get_mut(&self.id) {
+                    s.serves.insert(action);
+                }
+                self.send(ok(id, json!({}))).await;
+                Ok(())
+            }
+            In::Reply { id, rid, body, error } => {
+                let waiter = {
+                    let mut st = self.bus.state();
+                    match st.requests.get(&rid) {
+                        Some((server, _)) if *server == self.id => st.requests.remove(&rid).map(|(_, tx)| tx),
+                        _ => None,
+                    }
+                };
+                let tx = waiter.ok_or_else(|| {
+                    FrameError::new(
+                        "not_found",
+                        format!("request {rid} is not pending here (its deadline may have passed)"),
+                    )
+                })?;
+                let answer = match error {
+                    Some(e) => Err(e),
+                    None => body
+                        .bytes()
+                        .map_err(|m| format!("the server's reply was malformed: {m}")),
+                };
+                let _ = tx.send(answer);
+                self.send(ok(id, json!({}))).await;
+                Ok(())
+            }
+        }
+    }
+
+    fn live(&mut self, name: &str, sub: u64) {
+        let sink = Sink {
+            app: self.app.clone(),
+            session: self.id,
+            sub,
+            tx: self.out.clone(),
+        };
+        self.bus.state().router.add(name, sink);
+        self.subs.insert(sub, Sub::Live);
+    }
+
+    fn durable(&self, sub: u64) -> Result<(String, String, Unacked), FrameError> {
+        match self.subs.get(&sub) {
+            Some(Sub::Durable {
+                topic,
+                group,
+                unacked,
+                ..
+            }) => Ok((topic.clone(), group.clone(), unacked.clone())),
+            Some(Sub::Live) => Err(FrameError::new(
+                "bad_frame",
+                format!("subscription {sub} is live: nothing to settle"),
+            )),
+            None => Err(FrameError::new("not_found", format!("no subscription {sub}"))),
+        }
+    }
+
+    async fn settle(
+        &self,
+        id: u64,
+        sub: u64,
+        seq: u64,
+        op: impl FnOnce(&Bus, &str, &str) -> crate::Result<()>,
+    ) -> Result<(), FrameError> {
+        let (t, g, unacked) = self.durable(sub)?;
+        op(&self.bus, &t, &g).map_err(|e| FrameError::new("not_pending", e.to_string()))?;
+        lock(&unacked).remove(&seq);
+        self.send(ok(id, json!({}))).await;
+        Ok(())
+    }
+
+    async fn request(
+        &self,
+        id: u64,
+        app: String,
+        action: String,
+        body: wire::Body,
+        deadline_ms: u64,
+        correlation: Option<String>,
+    ) -> Result<(), FrameError> {
+        let target = format!("{app}.{action}");
+        self.check(Verb::Request, &target)?;
+        let payload = body.bytes().map_err(|m| FrameError::new("bad_frame", m))?;
+        let (rid, server_tx, rx) = {
+            let mut st = self.bus.state();
+            let server = st
+                .sessions
+                .iter()
+                .find(|(_, s)| s.app == app && s.serves.contains(&action))
+                .map(|(sid, s)| (*sid, s.tx.clone()));
+            let Some((server_id, server_tx)) = server else {
+                return Err(FrameError::new(
+                    "no_server",
+                    format!("no connected app `{app}` serves `{action}`"),
+                ));
+            };
+            st.next_rid += 1;
+            let rid = st.next_rid;
+            let (tx, rx) = oneshot::channel();
+            st.requests.insert(rid, (server_id, tx));
+            (rid, server_tx, rx)
+        };
+        let mut frame = json!({ "op": "request", "rid": rid, "from": self.app, "action": action, "deadline_ms": deadline_ms, "correlation": correlation.unwrap_or_default() });
+        put_payload(&mut frame, &payload);
+        if server_tx.try_send(frame.to_string()).is_err() {
+            self.bus.state().requests.remove(&rid);
+            return Err(FrameError::new(
+                "no_server",
+                format!("app `{app}` is not keeping up; try again"),
+            ));
+        }
+        let (bus, out) = (self.bus.clone(), self.out.clone());
+        tokio::spawn(async move {
+            let answer = match tokio::time::timeout(Duration::from_millis(deadline_ms), rx).await {
+                Ok(Ok(Ok(bytes))) => {
+                    let mut v = json!({ "op": "reply", "id": id });
+                    put_payload(&mut v, &bytes);
+                    v.to_string()
+                }
+                Ok(Ok(Err(e))) => wire::error_frame(
+                    Some(id),
+                    &FrameError::new("failed", format!("`{app}` answered with an error: {e}")),
+                ),
+                Ok(Err(_)) => wire::error_frame(
+                    Some(id),
+                    &FrameError::new("no_server", format!("`{app}` disconnected before answering")),
+                ),
+                Err(_) => {
+                    bus.state().requests.remove(&rid);
+                    wire::error_frame(
+                        Some(id),
+                        &FrameError::new(
+                            "deadline",
+                            format!("no answer from `{app}` within {deadline_ms} ms"),
+                        ),
+                    )
+                }
+            };
+            let _ = out.send(answer).await;
+        });
+        Ok(())
+    }
+
+    fn end_sub(&self, sub: u64, s: Sub) {
+        match s {
+            Sub::Live => self.bus.state().router.remove(self.id, sub),
+            Sub::Durable {
+                topic,
+                group,
+                task,
+                unacked,
+            } => {
+                task.abort();
+                // Release the leases at once: the messages go to the group's other consumers.
+                for seq in lock(&unacked).drain() {
+                    let _ = self.bus.queues.nak(&topic, &group, seq, Duration::ZERO);
+                }
+            }
+        }
+    }
+
+    async fn cleanup(mut self) {
+        for (sub, s) in std::mem::take(&mut self.subs) {
+            self.end_sub(sub, s);
+        }
+        let mut st = self.bus.state();
+        st.router.remove_session(self.id);
+        st.sessions.remove(&self.id);
+        st.requests.retain(|_, (server, _)| *server != self.id);
+        drop(st);
+        metrics::gauge!(crate::metrics::BUS_SESSIONS).decrement(1.0);
+        tracing::info!(app = %self.app, session = self.id, "app disconnected");
+    }
+}
+
+fn verb_str(v: Verb) -> &'static str {
+    match v {
+        Verb::Publish => "publish",
+        Verb::Send => "send",
+        Verb::Subscribe => "subscribe",
+        Verb::Request => "request",
+        Verb::Serve => "serve",
+    }
+}
+
+fn delivery_frame(sub: u64, d: &Delivery) -> String {
+    let e = &d.envelope;
+    let headers: serde_json::Map<String, Value> = e
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(String::from_utf8_lossy(v).into_owned())))
+        .collect();
+    let mut v = json!({
+        "op": "msg", "sub": sub, "topic": e.topic, "seq": e.seq, "sender": e.sender,
+        "correlation": e.correlation, "headers": headers, "ts_us": e.timestamp_us,
+        "delivery_count": d.delivery_count,
+    });
+    put_payload(&mut v, &e.payload);
+    v.to_string()
+}
+
+/// Delivers a durable subscription: fetch within the credit, send, wait for more.
+#[allow(clippy::too_many_arguments)]
+async fn consume(
+    bus: Arc<Bus>,
+    topic: String,
+    group: String,
+    sub: u64,
+    out: mpsc::Sender<String>,
+    unacked: Unacked,
+    auto_ack: bool,
+    credit: usize,
+) {
+    let waker = match bus.queues.waker(&topic) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = out
+                .send(wire::error_frame(
+                    None,
+                    &FrameError::new("rejected", e.to_string()),
+                ))
+                .await;
+            return;
+        }
+    };
+    loop {
+        let notified = waker.notified();
+        let room = if auto_ack {
+            credit
+        } else {
+            credit.saturating_sub(lock(&unacked).len())
+        };
+        let fetched = if room == 0 {
+            Ok((Vec::new(), None))
+        } else {
+            bus.queues.fetch(&topic, &group, room.min(256))
+        };
+        match fetched {
+            Ok((ds, wake)) if ds.is_empty() => {
+                let until = wake
+                    .map(tokio::time::Instant::from_std)
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1));
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep_until(until) => {}
+                }
+            }
+            Ok((ds, _)) => {
+                for d in &ds {
+                    let span = tracing::debug_span!("bus_msg", correlation = %d.envelope.correlation, topic = %topic, group = %group);
+                    span.in_scope(|| {
+                        tracing::debug!(seq = d.envelope.seq, count = d.delivery_count, "deliver")
+                    });
+                    if !auto_ack {
+                        lock(&unacked).insert(d.envelope.seq);
+                    }
+                    if out.send(delivery_frame(sub, d)).await.is_err() {
+                        return;
+                    }
+                }
+                if auto_ack {
+                    let seqs: Vec<u64> = ds.iter().map(|d| d.envelope.seq).collect();
+                    let _ = bus.queues.ack_many(&topic, &group, &seqs);
+                }
+            }
+            Err(e) => {
+                let _ = out
+                    .send(wire::error_frame(
+                        None,
+                        &FrameError::new("rejected", e.to_string()),
+                    ))
+                    .await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}

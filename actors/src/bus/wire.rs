@@ -1,0 +1,279 @@
+//! Bus frames: one JSON object per WebSocket text message (or per line on the
+//! Unix socket), tagged by `op`. `docs/bus.md` is the reference for apps.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Every op an app may send.
+pub const OPS: [&str; 12] = [
+    "hello",
+    "publish",
+    "send",
+    "subscribe",
+    "unsubscribe",
+    "ack",
+    "nak",
+    "term",
+    "in_progress",
+    "request",
+    "serve",
+    "reply",
+];
+
+/// A payload as text (`payload`) or base64 (`payload_b64`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Body {
+    /// UTF-8 payload.
+    #[serde(default)]
+    pub payload: Option<String>,
+    /// Binary payload, standard base64.
+    #[serde(default)]
+    pub payload_b64: Option<String>,
+}
+
+impl Body {
+    /// The payload bytes; an error names the bad field.
+    pub fn bytes(&self) -> Result<Vec<u8>, String> {
+        match (&self.payload, &self.payload_b64) {
+            (Some(_), Some(_)) => Err("give `payload` or `payload_b64`, not both".into()),
+            (Some(t), None) => Ok(t.as_bytes().to_vec()),
+            (None, Some(b)) => base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map_err(|e| format!("`payload_b64` is not standard base64: {e}")),
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+}
+
+/// A frame from an app.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum In {
+    /// First frame: who the app is.
+    Hello { app: String, token: String },
+    /// Publish to a topic (fan-out).
+    Publish {
+        id: u64,
+        topic: String,
+        #[serde(flatten)]
+        body: Body,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        #[serde(default)]
+        correlation: Option<String>,
+        #[serde(default)]
+        msg_id: Option<String>,
+        /// Ignored: the node stamps the sender. Present = a forgery attempt.
+        #[serde(default)]
+        sender: Option<String>,
+    },
+    /// Send to one app's subscriptions of a topic.
+    Send {
+        id: u64,
+        app: String,
+        topic: String,
+        #[serde(flatten)]
+        body: Body,
+        #[serde(default)]
+        correlation: Option<String>,
+        #[serde(default)]
+        sender: Option<String>,
+    },
+    /// Subscribe to a topic (durable with `group`) or a `prefix.*` pattern.
+    Subscribe {
+        id: u64,
+        #[serde(default)]
+        topic: Option<String>,
+        #[serde(default)]
+        pattern: Option<String>,
+        #[serde(default)]
+        group: Option<String>,
+        #[serde(default)]
+        auto_ack: bool,
+        #[serde(default)]
+        max_in_flight: Option<u32>,
+    },
+    /// End a subscription.
+    Unsubscribe { id: u64, sub: u64 },
+    /// Settle a durable delivery.
+    Ack { id: u64, sub: u64, seq: u64 },
+    /// Deliver again after `delay_ms`.
+    Nak {
+        id: u64,
+        sub: u64,
+        seq: u64,
+        #[serde(default)]
+        delay_ms: u64,
+    },
+    /// Dead-letter now.
+    Term {
+        id: u64,
+        sub: u64,
+        seq: u64,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Extend the lease.
+    InProgress { id: u64, sub: u64, seq: u64 },
+    /// Ask an app to perform an action.
+    Request {
+        id: u64,
+        app: String,
+        action: String,
+        #[serde(flatten)]
+        body: Body,
+        #[serde(default = "default_deadline")]
+        deadline_ms: u64,
+        #[serde(default)]
+        correlation: Option<String>,
+    },
+    /// Declare that this session serves `action`.
+    Serve { id: u64, action: String },
+    /// Answer a request the node forwarded (`rid`).
+    Reply {
+        id: u64,
+        rid: u64,
+        #[serde(flatten)]
+        body: Body,
+        #[serde(default)]
+        error: Option<String>,
+    },
+}
+
+fn default_deadline() -> u64 {
+    5_000
+}
+
+impl In {
+    /// The frame's `id`, echoed by the node's answer.
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            In::Hello { .. } => None,
+            In::Publish { id, .. }
+            | In::Send { id, .. }
+            | In::Subscribe { id, .. }
+            | In::Unsubscribe { id, .. }
+            | In::Ack { id, .. }
+            | In::Nak { id, .. }
+            | In::Term { id, .. }
+            | In::InProgress { id, .. }
+            | In::Request { id, .. }
+            | In::Serve { id, .. }
+            | In::Reply { id, .. } => Some(*id),
+        }
+    }
+}
+
+/// Why a frame was refused: a stable code and a message that names the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    /// Stable code (`malformed`, `unknown_op`, `forbidden`, ...).
+    pub code: &'static str,
+    /// What was wrong and what is allowed.
+    pub message: String,
+}
+
+impl FrameError {
+    /// A new error.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses one frame, naming what is wrong: not JSON, no or unknown `op`, bad fields.
+pub fn parse(text: &str, max_bytes: usize) -> Result<In, (Option<u64>, FrameError)> {
+    if text.len() > max_bytes {
+        return Err((
+            None,
+            FrameError::new(
+                "oversized",
+                format!(
+                    "frame is {} bytes; the limit (bus.max_frame_bytes) is {max_bytes}",
+                    text.len()
+                ),
+            ),
+        ));
+    }
+    let v: Value = serde_json::from_str(text).map_err(|e| {
+        (
+            None,
+            FrameError::new("malformed", format!("frame is not a JSON object: {e}")),
+        )
+    })?;
+    let id = v.get("id").and_then(Value::as_u64);
+    let op = v
+        .get("op")
+        .and_then(Value::as_str)
+        .ok_or_else(|| (id, FrameError::new("bad_frame", "frame has no string field `op`")))?
+        .to_owned();
+    if !OPS.contains(&op.as_str()) {
+        return Err((
+            id,
+            FrameError::new(
+                "unknown_op",
+                format!("unknown op `{op}`; allowed: {}", OPS.join(", ")),
+            ),
+        ));
+    }
+    serde_json::from_value(v)
+        .map_err(|e| (id, FrameError::new("bad_frame", format!("bad `{op}` frame: {e}"))))
+}
+
+/// The node's error frame.
+pub fn error_frame(id: Option<u64>, e: &FrameError) -> String {
+    json!({ "op": "error", "id": id, "code": e.code, "message": e.message }).to_string()
+}
+
+/// Puts `bytes` into `obj` as `payload` (UTF-8) or `payload_b64`.
+pub fn put_payload(obj: &mut Value, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(t) => obj["payload"] = Value::String(t.to_owned()),
+        Err(_) => obj["payload_b64"] = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bad_frame_names_its_problem() {
+        let e = |t: &str| parse(t, 100).unwrap_err().1;
+        assert_eq!(e("{nope").code, "malformed");
+        assert_eq!(e(&"x".repeat(101)).code, "oversized");
+        assert_eq!(e(r#"{"id":1}"#).code, "bad_frame");
+        let u = e(r#"{"op":"explode","id":3}"#);
+        assert_eq!(u.code, "unknown_op");
+        assert!(u.message.contains("publish"), "{}", u.message);
+        let b = parse(r#"{"op":"publish","id":4}"#, 100).unwrap_err();
+        assert_eq!(b.0, Some(4));
+        assert!(b.1.message.contains("topic"), "{}", b.1.message);
+        assert!(matches!(
+            parse(r#"{"op":"publish","id":5,"topic":"t","payload":"hi"}"#, 100),
+            Ok(In::Publish { .. })
+        ));
+    }
+
+    #[test]
+    fn payload_is_text_or_base64() {
+        let b = Body {
+            payload_b64: Some("AAEC".into()),
+            ..Body::default()
+        };
+        assert_eq!(b.bytes().unwrap(), [0, 1, 2]);
+        let bad = Body {
+            payload_b64: Some("***".into()),
+            ..Body::default()
+        };
+        assert!(bad.bytes().unwrap_err().contains("base64"));
+        let mut v = json!({});
+        put_payload(&mut v, &[0xff, 0]);
+        assert_eq!(v["payload_b64"], "/wA=");
+    }
+}
