@@ -19,6 +19,8 @@ pub use load::{load, ConfigError, Overrides};
 
 /// Default admin RPC port.
 pub const DEFAULT_RPC_PORT: u16 = 8645;
+/// Default bus (WebSocket) port.
+pub const DEFAULT_BUS_PORT: u16 = 8646;
 /// Default p2p port.
 pub const DEFAULT_P2P_PORT: u16 = 30345;
 
@@ -38,6 +40,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// `[supervision]`: restarts of crashed actors.
     pub supervision: SupervisionConfig,
+    /// `[bus]`: the inter-application bus and durable queues.
+    pub bus: BusConfig,
     /// `[debug]`: switches for testing; all off by default.
     pub debug: DebugConfig,
 }
@@ -184,6 +188,70 @@ impl Default for SupervisionConfig {
             backoff_initial_ms: 100,
             backoff_max_ms: 30_000,
             stable_after_secs: 10,
+        }
+    }
+}
+
+/// When a durable publish is confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfirmSetting {
+    /// After an fsync covering it (group commit).
+    Always,
+    /// After the next periodic fsync (`bus.confirm_interval_ms`).
+    Interval,
+    /// At once; a crash may lose it.
+    None,
+}
+
+/// `[bus]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// Run the bus.
+    pub enabled: bool,
+    /// WebSocket address; loopback only.
+    pub addr: SocketAddr,
+    /// Also listen on `DATA_DIR/bus.sock` (mode 0600).
+    pub unix_socket: bool,
+    /// Largest frame, bytes.
+    pub max_frame_bytes: u64,
+    /// Largest payload, bytes.
+    pub max_payload_bytes: u64,
+    /// Confirm mode of durable publishes.
+    pub confirm: ConfirmSetting,
+    /// Period of `interval` confirms, ms.
+    pub confirm_interval_ms: u64,
+    /// Topics (`name` or `prefix.*`) that are ephemeral: at-most-once, never on disk.
+    pub ephemeral_topics: Vec<String>,
+    /// Frames queued to one app before live copies to it are dropped.
+    pub outbound_queue: u32,
+    /// Time an app has to say hello, ms.
+    pub hello_timeout_ms: u64,
+    /// Settings of topics created on first use.
+    pub topic_defaults: vigil_actors::queue::TopicConfig,
+    /// Durable topics with their own settings.
+    pub topics: Vec<vigil_actors::queue::TopicConfig>,
+    /// Apps defined in config (more can be added with `bus_app_add`).
+    pub apps: Vec<vigil_actors::bus::AppConfig>,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_BUS_PORT)),
+            unix_socket: true,
+            max_frame_bytes: 2 << 20,
+            max_payload_bytes: 1 << 20,
+            confirm: ConfirmSetting::Always,
+            confirm_interval_ms: 10,
+            ephemeral_topics: vec!["live.*".into()],
+            outbound_queue: 1024,
+            hello_timeout_ms: 10_000,
+            topic_defaults: vigil_actors::queue::TopicConfig::default(),
+            topics: Vec::new(),
+            apps: Vec::new(),
         }
     }
 }

@@ -16,6 +16,9 @@ use anyhow::{bail, Context, Result};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
+use vigil_actors::audit::Audit;
+use vigil_actors::bus::{self, Apps, Bus, BusActor, BusSettings};
+use vigil_actors::queue::{ConfirmMode, QueueConfig, Queues};
 use vigil_actors::rpc::{self, NodeContext, NodeInfo, RpcActor, RpcSettings, ShutdownReason};
 use vigil_actors::store::{open_node_db, OpenMode, SledStore, Store, StoreActor, StoreOptions};
 use vigil_actors::supervision::{
@@ -24,7 +27,7 @@ use vigil_actors::supervision::{
 use vigil_genesis::Genesis;
 use zeroize::Zeroizing;
 
-use crate::config::{Config, SupervisionConfig};
+use crate::config::{Config, ConfirmSetting, SupervisionConfig};
 use crate::datadir::DataDir;
 use crate::keys::{self, LoadedKey};
 
@@ -143,6 +146,11 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         );
     }
     let registry = Registry::with_store(p.db.clone());
+    let audit = Audit::open(p.db.clone()).context("cannot open the audit log")?;
+    let bus = match opts.config.bus.enabled {
+        true => Some(open_bus(&opts, &p.db, &audit)?),
+        false => None,
+    };
     let ctx = Arc::new(NodeContext {
         info: NodeInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -159,6 +167,8 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         metrics: Some(metrics),
         registry: registry.clone(),
         fault_injection: opts.config.debug.fault_injection,
+        bus: bus.clone(),
+        audit,
     });
     if ctx.fault_injection {
         tracing::warn!("debug.fault_injection is on: actors_inject_panic can crash actors");
@@ -176,8 +186,22 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
 
     let db = p.db.clone();
     let rpc_ctx = ctx.clone();
-    let spec = root_spec(&opts.config.supervision)
-        .child(ChildSpec::actor("store", move || StoreActor::new(db)).shutdown(timeout))
+    let mut spec = root_spec(&opts.config.supervision)
+        .child(ChildSpec::actor("store", move || StoreActor::new(db)).shutdown(timeout));
+    if let Some(bus) = bus {
+        let listeners = bus::start(bus.clone(), opts.config.bus.addr).await.map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "the bus cannot listen on {}: pick a free address with bus.addr (port 0 picks one)",
+                opts.config.bus.addr
+            ))
+        })?;
+        let url = format!("ws://{}", listeners.ws_addr);
+        std::fs::write(opts.dir.root().join(BUS_URL_FILE), format!("{url}\n"))
+            .context("cannot write bus.url")?;
+        tracing::info!(%url, "bus started");
+        spec = spec.child(ChildSpec::actor("bus", move || BusActor::new(bus, listeners)).shutdown(timeout));
+    }
+    let spec = spec
         .child(ChildSpec::actor("rpc", move || RpcActor::new(server, settings, rpc_ctx)).shutdown(timeout));
     let mut tree = start_tree(spec, registry).map_err(anyhow::Error::msg)?;
 
@@ -208,6 +232,35 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
             bail!("the actor tree gave up: {why}")
         }
     }
+}
+
+/// File with the bus WebSocket URL, in the data dir.
+pub const BUS_URL_FILE: &str = "bus.url";
+
+fn open_bus(opts: &RunOptions, db: &SledStore, audit: &Audit) -> Result<Arc<Bus>> {
+    let c = &opts.config.bus;
+    let confirm = match c.confirm {
+        ConfirmSetting::Always => ConfirmMode::Always,
+        ConfirmSetting::Interval => ConfirmMode::Interval(c.confirm_interval_ms),
+        ConfirmSetting::None => ConfirmMode::None,
+    };
+    let qc = QueueConfig {
+        confirm,
+        max_payload_bytes: c.max_payload_bytes as usize,
+        topics: c.topics.clone(),
+        defaults: c.topic_defaults.clone(),
+    };
+    let queues = Queues::open(db.clone(), qc).context("cannot open the durable queues")?;
+    let apps = Apps::open(db.clone(), &c.apps).context("cannot load the bus apps")?;
+    let settings = BusSettings {
+        addr: c.addr,
+        unix_socket: c.unix_socket.then(|| opts.dir.root().join("bus.sock")),
+        max_frame_bytes: c.max_frame_bytes as usize,
+        ephemeral_topics: c.ephemeral_topics.clone(),
+        outbound_queue: c.outbound_queue as usize,
+        hello_timeout: Duration::from_millis(c.hello_timeout_ms),
+    };
+    Ok(Bus::new(settings, queues, apps, audit.clone()))
 }
 
 fn root_spec(s: &SupervisionConfig) -> SupervisorSpec {

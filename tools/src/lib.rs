@@ -12,4 +12,5 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod bench;
+pub mod bus;
 pub mod client;

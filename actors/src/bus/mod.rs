@@ -10,6 +10,7 @@
 //! [`crate::queue`] engine; topics matching `bus.ephemeral_topics` are
 //! at-most-once and never touch disk. The wire protocol is in `docs/bus.md`.
 
+mod actor;
 mod apps;
 mod router;
 mod server;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+pub use actor::BusActor;
 pub use apps::{check_pattern, covers, token_hash_hex, AppConfig, AppInfo, Apps, Grant, Verb};
 pub use server::{start, RunningBus};
 
@@ -107,6 +109,16 @@ impl Bus {
     /// The queue engine.
     pub fn queues(&self) -> &Arc<Queues> {
         &self.queues
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &BusSettings {
+        &self.settings
+    }
+
+    /// The audit log.
+    pub fn audit_log(&self) -> &Audit {
+        &self.audit
     }
 
     /// The app table.

@@ -42,9 +42,8 @@ impl Drop for RunningBus {
     }
 }
 
-/// Binds the listeners and starts accepting on the current tokio runtime.
-pub async fn start(bus: Arc<Bus>) -> Result<RunningBus> {
-    let addr = bus.settings.addr;
+/// Binds the listeners (WebSocket on `addr`) and starts accepting on the current tokio runtime.
+pub async fn start(bus: Arc<Bus>, addr: SocketAddr) -> Result<RunningBus> {
     let tcp = TcpListener::bind(addr)
         .await
         .map_err(|source| Error::RpcBind { addr, source })?;

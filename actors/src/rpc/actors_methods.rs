@@ -54,6 +54,9 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
         .register_async_method("actors_restart", |params, ctx, _| async move {
             let name = name_param(&params)?;
             tracing::warn!(actor = %name, "restart requested over RPC");
+            let _ = ctx
+                .audit
+                .append("rpc", "actors.restart", json!({ "actor": name }));
             ctx.registry
                 .restart(&name)
                 .await
@@ -71,6 +74,7 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
                 ));
             }
             tracing::warn!(actor = %name, "panic injected over RPC");
+            let _ = ctx.audit.append("rpc", "actors.inject_panic", json!({ "actor": name }));
             ctx.registry.inject_panic(&name).await.map_err(|e| err(ACTOR_ERROR, e))?;
             Ok(json!({ "injected": name }))
         })

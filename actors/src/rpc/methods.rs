@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{NodeContext, ShutdownReason};
 
 /// Every method the admin RPC serves.
-pub const METHODS: [&str; 7] = [
+pub const METHODS: [&str; 18] = [
     "node_info",
     "node_health",
     "node_shutdown",
@@ -17,10 +17,30 @@ pub const METHODS: [&str; 7] = [
     "actors_restart",
     "actors_inject_panic",
     "actors_dead_letters",
+    "bus_topics",
+    "bus_apps",
+    "bus_app_add",
+    "bus_app_remove",
+    "bus_grant",
+    "bus_revoke",
+    "queue_stats",
+    "queue_dlq",
+    "queue_dlq_replay",
+    "audit_list",
+    "audit_verify",
 ];
 /// Methods that change state: they need the `operator` or `admin` role once
 /// API keys exist; with the cookie (full access) they are allowed.
-pub const UNSAFE_METHODS: [&str; 3] = ["node_shutdown", "actors_restart", "actors_inject_panic"];
+pub const UNSAFE_METHODS: [&str; 8] = [
+    "node_shutdown",
+    "actors_restart",
+    "actors_inject_panic",
+    "bus_app_add",
+    "bus_app_remove",
+    "bus_grant",
+    "bus_revoke",
+    "queue_dlq_replay",
+];
 
 /// Error code: the node is shutting down already.
 const SHUTTING_DOWN: i32 = -32010;
@@ -29,6 +49,7 @@ pub(super) fn module(ctx: Arc<NodeContext>) -> RpcModule<NodeContext> {
     let mut module = RpcModule::from_arc(ctx);
     register(&mut module);
     super::actors_methods::register(&mut module);
+    super::bus_methods::register(&mut module);
     module
 }
 
@@ -52,6 +73,7 @@ fn register(module: &mut RpcModule<NodeContext>) {
     module
         .register_method("node_shutdown", |_, ctx, _| -> Result<&str, ErrorObjectOwned> {
             tracing::warn!("shutdown requested over RPC");
+            let _ = ctx.audit.append("rpc", "node.shutdown", json!({}));
             ctx.shutdown.try_send(ShutdownReason::Rpc).map_err(|_| {
                 ErrorObjectOwned::owned(SHUTTING_DOWN, "the node is already shutting down", None::<()>)
             })?;

@@ -9,6 +9,7 @@
 
 mod actor;
 mod actors_methods;
+mod bus_methods;
 mod cookie;
 mod http;
 mod methods;
@@ -91,6 +92,10 @@ pub struct NodeContext {
     pub registry: Registry,
     /// Whether `actors_inject_panic` is allowed (config `debug.fault_injection`).
     pub fault_injection: bool,
+    /// The bus, when enabled.
+    pub bus: Option<Arc<crate::bus::Bus>>,
+    /// The audit log.
+    pub audit: crate::audit::Audit,
 }
 
 impl NodeContext {

@@ -89,6 +89,82 @@ impl Config {
                 );
             }
         }
+        let bus = &self.bus;
+        if !bus.addr.ip().is_loopback() {
+            bad(
+                "bus.addr",
+                bus.addr.to_string(),
+                "a loopback address (127.0.0.0/8 or [::1]): apps authenticate with tokens, not TLS".into(),
+            );
+        }
+        let bus_ranges: [(&str, u64, u64, u64); 5] = [
+            ("bus.max_frame_bytes", bus.max_frame_bytes, 1024, 64 << 20),
+            (
+                "bus.max_payload_bytes",
+                bus.max_payload_bytes,
+                1,
+                bus.max_frame_bytes,
+            ),
+            ("bus.confirm_interval_ms", bus.confirm_interval_ms, 1, 10_000),
+            ("bus.outbound_queue", bus.outbound_queue.into(), 16, 1_000_000),
+            ("bus.hello_timeout_ms", bus.hello_timeout_ms, 100, 600_000),
+        ];
+        for (field, v, lo, hi) in bus_ranges {
+            if !(lo..=hi).contains(&v) {
+                bad(field, v.to_string(), format!("{lo}..={hi}"));
+            }
+        }
+        for (i, p) in bus.ephemeral_topics.iter().enumerate() {
+            if let Err(e) = vigil_actors::bus::check_pattern(p) {
+                bad(
+                    &format!("bus.ephemeral_topics[{i}]"),
+                    format!("{p:?}"),
+                    e.to_string(),
+                );
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in bus.topics.iter().enumerate() {
+            if let Err(e) = vigil_actors::queue::check_name("topic", &t.name) {
+                bad(&format!("bus.topics[{i}].name"), format!("{:?}", t.name), e);
+            } else if !names.insert(t.name.clone()) {
+                bad(
+                    &format!("bus.topics[{i}].name"),
+                    format!("{:?}", t.name),
+                    "a name not used by another [[bus.topics]]".into(),
+                );
+            }
+            if t.ack_wait_ms == 0 || t.max_in_flight == 0 {
+                bad(
+                    &format!("bus.topics[{i}]"),
+                    format!(
+                        "ack_wait_ms = {}, max_in_flight = {}",
+                        t.ack_wait_ms, t.max_in_flight
+                    ),
+                    "both at least 1".into(),
+                );
+            }
+        }
+        for (i, a) in bus.apps.iter().enumerate() {
+            if let Err(e) = vigil_actors::queue::check_name("app", &a.name) {
+                bad(&format!("bus.apps[{i}].name"), format!("{:?}", a.name), e);
+            }
+            if a.token_blake3.len() != 64 || hex::decode(&a.token_blake3).is_err() {
+                bad(
+                    &format!("bus.apps[{i}].token_blake3"),
+                    format!("{:?}", a.token_blake3),
+                    "64 hex characters: the BLAKE3 hash of the app's token".into(),
+                );
+            }
+            for (j, g) in a.grants.iter().enumerate() {
+                let ok = g.split_once(':').is_some_and(|(v, p)| {
+                    vigil_actors::bus::Verb::parse(v).is_ok() && vigil_actors::bus::check_pattern(p).is_ok()
+                });
+                if !ok {
+                    bad(&format!("bus.apps[{i}].grants[{j}]"), format!("{g:?}"), "verb:pattern with verb publish|send|subscribe|request|serve and pattern *, name or prefix.*".into());
+                }
+            }
+        }
         if let Err(e) = EnvFilter::try_new(&self.log.level) {
             bad(
                 "log.level",

@@ -26,7 +26,9 @@ pub fn vigil(args: &[&str]) -> Command {
     c.args(args)
         .env_remove("VIGIL_PASSPHRASE")
         .env_remove("RUST_LOG")
-        .env_remove("VIGIL_DATA_DIR");
+        .env_remove("VIGIL_DATA_DIR")
+        // Tests run nodes side by side: every node's bus takes a free port.
+        .env("VIGIL_BUS__ADDR", "127.0.0.1:0");
     c
 }
 

@@ -1,0 +1,154 @@
+//! The `bus_*`, `queue_*` and `audit_*` methods.
+
+use std::sync::Arc;
+
+use jsonrpsee::types::{ErrorObjectOwned, Params};
+use jsonrpsee::RpcModule;
+use serde_json::{json, Value};
+
+use super::NodeContext;
+use crate::bus::{Bus, Verb};
+
+/// Error code: the bus is disabled.
+const BUS_OFF: i32 = -32030;
+/// Error code: the request was refused (bad name, unknown app, ...).
+const BUS_REFUSED: i32 = -32031;
+
+fn refused(e: impl ToString) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(BUS_REFUSED, e.to_string(), None::<()>)
+}
+
+fn bus(ctx: &NodeContext) -> Result<&Arc<Bus>, ErrorObjectOwned> {
+    ctx.bus.as_ref().ok_or_else(|| {
+        ErrorObjectOwned::owned(BUS_OFF, "the bus is disabled (bus.enabled = false)", None::<()>)
+    })
+}
+
+fn strings<const N: usize>(p: &Params<'_>, usage: &str) -> Result<[String; N], ErrorObjectOwned> {
+    let v: Vec<String> = p.parse().map_err(|_| params_error(usage))?;
+    v.try_into().map_err(|_| params_error(usage))
+}
+
+fn params_error(usage: &str) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(
+        jsonrpsee::types::error::INVALID_PARAMS_CODE,
+        format!("expected params {usage}"),
+        None::<()>,
+    )
+}
+
+fn grant_args(p: &Params<'_>) -> Result<(String, Verb, String), ErrorObjectOwned> {
+    let [app, verb, pattern] = strings::<3>(
+        p,
+        "[app, verb, pattern], e.g. [\"shop\", \"publish\", \"orders.*\"]",
+    )?;
+    Ok((app, Verb::parse(&verb).map_err(refused)?, pattern))
+}
+
+pub(super) fn register(module: &mut RpcModule<NodeContext>) {
+    let m = module;
+    m.register_method("bus_topics", |_, ctx, _| -> Result<Value, ErrorObjectOwned> {
+        let b = bus(ctx)?;
+        let durable: Vec<Value> = b
+            .queues()
+            .stats()
+            .into_iter()
+            .map(|s| json!({ "topic": s.topic, "kind": s.kind, "depth": s.depth, "groups": s.groups.len() }))
+            .collect();
+        Ok(json!({ "live": b.live_topics(), "durable": durable, "ephemeral_patterns": b.settings().ephemeral_topics }))
+    })
+    .expect("unique");
+    m.register_method("bus_apps", |_, ctx, _| -> Result<Value, ErrorObjectOwned> {
+        let b = bus(ctx)?;
+        let connected = b.connected();
+        let apps: Vec<Value> = b
+            .apps()
+            .list()
+            .into_iter()
+            .map(|a| json!({ "name": a.name, "source": a.source, "grants": a.grants, "sessions": connected.get(&a.name).copied().unwrap_or(0) }))
+            .collect();
+        Ok(Value::Array(apps))
+    })
+    .expect("unique");
+    m.register_method("bus_app_add", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
+        let [name] = strings::<1>(&p, "[name]")?;
+        let token = bus(ctx)?.add_app(&name).map_err(refused)?;
+        Ok(json!({ "app": name, "token": token, "note": "shown once: only its hash is stored" }))
+    })
+    .expect("unique");
+    m.register_method("bus_app_remove", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
+        let [name] = strings::<1>(&p, "[name]")?;
+        bus(ctx)?.remove_app(&name).map_err(refused)?;
+        Ok(json!({ "removed": name }))
+    })
+    .expect("unique");
+    m.register_method("bus_grant", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
+        let (app, verb, pattern) = grant_args(&p)?;
+        let new = bus(ctx)?.grant(&app, verb, &pattern).map_err(refused)?;
+        Ok(json!({ "app": app, "verb": verb, "pattern": pattern, "new": new }))
+    })
+    .expect("unique");
+    m.register_method("bus_revoke", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
+        let (app, verb, pattern) = grant_args(&p)?;
+        bus(ctx)?.revoke(&app, verb, &pattern).map_err(refused)?;
+        Ok(json!({ "app": app, "verb": verb, "pattern": pattern, "revoked": true }))
+    })
+    .expect("unique");
+    m.register_method("queue_stats", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
+        let only: Option<String> = p.parse::<Vec<String>>().ok().and_then(|v| v.into_iter().next());
+        let stats: Vec<_> = bus(ctx)?
+            .queues()
+            .stats()
+            .into_iter()
+            .filter(|s| only.as_ref().is_none_or(|t| &s.topic == t))
+            .collect();
+        serde_json::to_value(stats).map_err(refused)
+    })
+    .expect("unique");
+    m.register_method("queue_dlq", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
+        let [topic] = strings::<1>(&p, "[topic]")?;
+        let list = bus(ctx)?.queues().dlq_list(&topic, 1000).map_err(refused)?;
+        let items: Vec<Value> = list
+            .into_iter()
+            .map(|e| {
+                let headers: serde_json::Map<String, Value> = e
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned().into()))
+                    .collect();
+                let mut v =
+                    json!({ "seq": e.seq, "sender": e.sender, "ts_us": e.timestamp_us, "headers": headers });
+                crate::bus::wire::put_payload(&mut v, &e.payload);
+                v
+            })
+            .collect();
+        Ok(Value::Array(items))
+    })
+    .expect("unique");
+    m.register_async_method("queue_dlq_replay", |p, ctx, _| async move {
+        let [topic] = strings::<1>(&p, "[topic]")?;
+        let b = bus(&ctx)?.clone();
+        let moved = b.queues().dlq_replay(&topic).await.map_err(refused)?;
+        b.audit(
+            "rpc",
+            "queue.dlq_replay",
+            json!({ "topic": topic, "moved": moved }),
+        );
+        Ok::<_, ErrorObjectOwned>(json!({ "topic": topic, "replayed": moved }))
+    })
+    .expect("unique");
+    m.register_method("audit_list", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
+        let args: Vec<u64> = p.parse().unwrap_or_default();
+        let from = args.first().copied().unwrap_or(0);
+        let limit = args.get(1).copied().unwrap_or(1000).min(10_000) as usize;
+        serde_json::to_value(ctx.audit.list(from, limit).map_err(refused)?).map_err(refused)
+    })
+    .expect("unique");
+    m.register_method("audit_verify", |_, ctx, _| -> Result<Value, ErrorObjectOwned> {
+        Ok(match ctx.audit.verify().map_err(refused)? {
+            Ok(n) => json!({ "ok": true, "entries": n }),
+            Err(why) => json!({ "ok": false, "error": why }),
+        })
+    })
+    .expect("unique");
+}

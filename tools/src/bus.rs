@@ -1,0 +1,273 @@
+//! A small client of the vigil bus (the wire protocol of `docs/bus.md`) over
+//! WebSocket. Used by `vigilctl bus ...`, the tests and the benchmarks.
+//!
+//! ```no_run
+//! # async fn f() -> anyhow::Result<()> {
+//! use vigil_tools::bus::BusClient;
+//! let mut c = BusClient::connect("ws://127.0.0.1:8646", "shop", "TOKEN").await?;
+//! let seq = c.publish("orders", b"hello").await?;
+//! let sub = c.subscribe("orders", Some("billing")).await?;
+//! let msg = c.next_msg(std::time::Duration::from_secs(5)).await.expect("a message");
+//! c.ack(sub, msg["seq"].as_u64().unwrap()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use base64::Engine as _;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+/// An error frame from the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusError {
+    /// Stable code (`forbidden`, `malformed`, ...).
+    pub code: String,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl fmt::Display for BusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for BusError {}
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
+
+/// A connected app.
+#[derive(Debug)]
+pub struct BusClient {
+    out: mpsc::Sender<String>,
+    waiters: Waiters,
+    msgs: mpsc::Receiver<Value>,
+    requests: mpsc::Receiver<Value>,
+    next_id: AtomicU64,
+    /// The session id the node gave this connection.
+    pub session: u64,
+}
+
+fn error_of(v: &Value) -> Option<BusError> {
+    (v["op"] == "error").then(|| BusError {
+        code: v["code"].as_str().unwrap_or("?").to_owned(),
+        message: v["message"].as_str().unwrap_or("").to_owned(),
+    })
+}
+
+/// The payload bytes of a `msg`, `request` or `reply` frame.
+pub fn payload(v: &Value) -> Vec<u8> {
+    if let Some(t) = v["payload"].as_str() {
+        return t.as_bytes().to_vec();
+    }
+    v["payload_b64"]
+        .as_str()
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .unwrap_or_default()
+}
+
+fn with_payload(mut v: Value, bytes: &[u8]) -> Value {
+    match std::str::from_utf8(bytes) {
+        Ok(t) => v["payload"] = t.into(),
+        Err(_) => v["payload_b64"] = base64::engine::general_purpose::STANDARD.encode(bytes).into(),
+    }
+    v
+}
+
+impl BusClient {
+    /// Connects and says hello; fails with the node's reason.
+    pub async fn connect(url: &str, app: &str, token: &str) -> Result<Self> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.with_context(|| {
+            format!("cannot connect to the bus at {url}: is the node running with the bus enabled?")
+        })?;
+        let (mut write, mut read) = ws.split();
+        let (out, mut out_rx) = mpsc::channel::<String>(1024);
+        tokio::spawn(async move {
+            while let Some(f) = out_rx.recv().await {
+                if write.send(Message::text(f)).await.is_err() {
+                    break;
+                }
+            }
+            let _ = write.close().await;
+        });
+        out.send(json!({ "op": "hello", "app": app, "token": token }).to_string())
+            .await?;
+        let first = tokio::time::timeout(Duration::from_secs(10), read.next())
+            .await
+            .map_err(|_| anyhow!("no answer to hello within 10 s"))?
+            .ok_or_else(|| anyhow!("the bus closed the connection"))??;
+        let v: Value = serde_json::from_str(first.to_text()?)?;
+        if let Some(e) = error_of(&v) {
+            return Err(e.into());
+        }
+        let session = v["session"].as_u64().unwrap_or(0);
+        let waiters: Waiters = Arc::default();
+        let (msg_tx, msgs) = mpsc::channel(4096);
+        let (req_tx, requests) = mpsc::channel(1024);
+        let w = waiters.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = read.next().await {
+                let Ok(text) = m.to_text() else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(text) else {
+                    continue;
+                };
+                let op = v["op"].as_str().unwrap_or("");
+                let id = v["id"].as_u64();
+                match (op, id) {
+                    ("ok" | "error" | "reply", Some(id)) => {
+                        if let Some(tx) = w.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
+                            let _ = tx.send(v);
+                        }
+                    }
+                    ("request", _) => {
+                        let _ = req_tx.send(v).await;
+                    }
+                    _ => {
+                        let _ = msg_tx.send(v).await;
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            out,
+            waiters,
+            msgs,
+            requests,
+            next_id: AtomicU64::new(1),
+            session,
+        })
+    }
+
+    /// Sends a frame (an `id` is added) and returns a future of the node's answer.
+    pub fn start(&self, mut frame: Value) -> impl std::future::Future<Output = Result<Value>> + 'static {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        frame["id"] = id.into();
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        let out = self.out.clone();
+        async move {
+            out.send(frame.to_string())
+                .await
+                .map_err(|_| anyhow!("the bus connection is closed"))?;
+            let v = rx
+                .await
+                .map_err(|_| anyhow!("the bus connection closed before the answer"))?;
+            match error_of(&v) {
+                Some(e) => Err(e.into()),
+                None => Ok(v),
+            }
+        }
+    }
+
+    /// Sends a frame and waits for the answer.
+    pub async fn call(&self, frame: Value) -> Result<Value> {
+        self.start(frame).await
+    }
+
+    /// Sends raw text (for testing the node's handling of bad frames).
+    pub async fn send_raw(&self, text: String) -> Result<()> {
+        self.out
+            .send(text)
+            .await
+            .map_err(|_| anyhow!("the bus connection is closed"))
+    }
+
+    /// Publishes and waits for the confirm; returns the sequence number.
+    pub async fn publish(&self, topic: &str, bytes: &[u8]) -> Result<u64> {
+        let v = self
+            .call(with_payload(json!({ "op": "publish", "topic": topic }), bytes))
+            .await?;
+        Ok(v["seq"].as_u64().unwrap_or(0))
+    }
+
+    /// A publish future, for pipelining several before awaiting them.
+    pub fn publish_start(
+        &self,
+        topic: &str,
+        bytes: &[u8],
+    ) -> impl std::future::Future<Output = Result<Value>> + 'static {
+        self.start(with_payload(json!({ "op": "publish", "topic": topic }), bytes))
+    }
+
+    /// Subscribes to a topic (durable, with `group`; default group = app name); returns the sub id.
+    pub async fn subscribe(&self, topic: &str, group: Option<&str>) -> Result<u64> {
+        let mut f = json!({ "op": "subscribe", "topic": topic });
+        if let Some(g) = group {
+            f["group"] = g.into();
+        }
+        Ok(self.call(f).await?["sub"].as_u64().unwrap_or(0))
+    }
+
+    /// Subscribes to a `prefix.*` pattern (live copies).
+    pub async fn subscribe_pattern(&self, pattern: &str) -> Result<u64> {
+        Ok(self
+            .call(json!({ "op": "subscribe", "pattern": pattern }))
+            .await?["sub"]
+            .as_u64()
+            .unwrap_or(0))
+    }
+
+    /// Acks a durable delivery.
+    pub async fn ack(&self, sub: u64, seq: u64) -> Result<()> {
+        self.call(json!({ "op": "ack", "sub": sub, "seq": seq }))
+            .await
+            .map(|_| ())
+    }
+
+    /// Naks a durable delivery.
+    pub async fn nak(&self, sub: u64, seq: u64, delay_ms: u64) -> Result<()> {
+        self.call(json!({ "op": "nak", "sub": sub, "seq": seq, "delay_ms": delay_ms }))
+            .await
+            .map(|_| ())
+    }
+
+    /// The next `msg` frame (or unsolicited error frame), if one comes within `timeout`.
+    pub async fn next_msg(&mut self, timeout: Duration) -> Option<Value> {
+        tokio::time::timeout(timeout, self.msgs.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Declares that this session serves `action`.
+    pub async fn serve(&self, action: &str) -> Result<()> {
+        self.call(json!({ "op": "serve", "action": action }))
+            .await
+            .map(|_| ())
+    }
+
+    /// The next request forwarded to this session.
+    pub async fn next_request(&mut self, timeout: Duration) -> Option<Value> {
+        tokio::time::timeout(timeout, self.requests.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Answers request `rid`.
+    pub async fn reply(&self, rid: u64, bytes: &[u8]) -> Result<()> {
+        self.call(with_payload(json!({ "op": "reply", "rid": rid }), bytes))
+            .await
+            .map(|_| ())
+    }
+
+    /// Asks `app` to perform `action`; returns the reply's payload.
+    pub async fn request(&self, app: &str, action: &str, bytes: &[u8], deadline_ms: u64) -> Result<Vec<u8>> {
+        let f = with_payload(
+            json!({ "op": "request", "app": app, "action": action, "deadline_ms": deadline_ms }),
+            bytes,
+        );
+        Ok(payload(&self.call(f).await?))
+    }
+}
