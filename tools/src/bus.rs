@@ -123,8 +123,15 @@ impl BusClient {
                 let id = v["id"].as_u64();
                 match (op, id) {
                     ("ok" | "error" | "reply", Some(id)) => {
-                        if let Some(tx) = w.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
-                            let _ = tx.send(v);
+                        let waiter = w.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                        match waiter {
+                            Some(tx) => {
+                                let _ = tx.send(v);
+                            }
+                            // An answer to a frame sent with send_raw: hand it to the reader.
+                            None => {
+                                let _ = msg_tx.send(v).await;
+                            }
                         }
                     }
                     ("request", _) => {

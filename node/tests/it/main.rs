@@ -4,6 +4,7 @@
 
 mod actors;
 mod bad_input;
+mod bus;
 mod config_cli;
 mod genesis_cli;
 mod lifecycle;

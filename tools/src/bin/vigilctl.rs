@@ -47,6 +47,25 @@ enum Command {
         #[command(subcommand)]
         cmd: Option<ActorsCmd>,
     },
+    /// The inter-application bus: topics, apps, grants; publish and consume.
+    Bus {
+        #[command(subcommand)]
+        cmd: BusCmd,
+    },
+    /// Durable queues: stats and dead letters.
+    Queue {
+        #[command(subcommand)]
+        cmd: QueueCmd,
+    },
+    /// The audit log (a hash chain): list entries, or verify the chain.
+    Audit {
+        /// Check every hash link instead of listing.
+        #[arg(long)]
+        verify: bool,
+        /// First entry to list.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+    },
     /// Call any RPC method; PARAMS is a JSON array.
     Call {
         /// Method name, e.g. node_info.
@@ -71,6 +90,341 @@ enum ActorsCmd {
     },
     /// Messages that crashed their handler too often.
     DeadLetters,
+}
+
+#[derive(Debug, Subcommand)]
+enum BusCmd {
+    /// Live topics and patterns, and durable topics.
+    Topics,
+    /// Apps, their grants and connected sessions.
+    Apps,
+    /// Create an app; prints its token once.
+    AppAdd { name: String },
+    /// Remove an app created with app-add.
+    AppRemove { name: String },
+    /// Grant VERB (publish|send|subscribe|request|serve) on PATTERN (*, name, prefix.*) to APP.
+    Grant {
+        app: String,
+        verb: String,
+        pattern: String,
+    },
+    /// Revoke a grant.
+    Revoke {
+        app: String,
+        verb: String,
+        pattern: String,
+    },
+    /// Publish each line of stdin as one durable message; prints how many were confirmed.
+    Publish {
+        topic: String,
+        #[command(flatten)]
+        who: AppFlags,
+    },
+    /// Print each message's payload as one line.
+    Consume {
+        topic: String,
+        /// Consumer group (default: the app name).
+        #[arg(long)]
+        group: Option<String>,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Ack each message after printing it (else it is delivered again later).
+        #[arg(long)]
+        ack: bool,
+        /// Stop after this long without a message, ms.
+        #[arg(long, default_value_t = 2000)]
+        idle_ms: u64,
+        #[command(flatten)]
+        who: AppFlags,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct AppFlags {
+    /// App name to connect as.
+    #[arg(long)]
+    app: String,
+    /// The app's token (else --token-file, else VIGIL_BUS_TOKEN).
+    #[arg(long, env = "VIGIL_BUS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the app's token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Bus URL (default: DIR/bus.url).
+    #[arg(long)]
+    bus: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCmd {
+    /// Depth, in flight, acked, redelivered, dead-lettered per topic and group.
+    Stats { topic: Option<String> },
+    /// Messages in TOPIC's dead-letter topic; --replay moves them back.
+    Dlq {
+        topic: String,
+        #[arg(long)]
+        replay: bool,
+    },
+}
+
+async fn connect_app(
+    who: &AppFlags,
+    data_dir: Option<&std::path::Path>,
+) -> Result<vigil_tools::bus::BusClient> {
+    let token = match (&who.token, &who.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?.trim().to_owned(),
+        (None, None) => anyhow::bail!("no token: pass --token, --token-file or set VIGIL_BUS_TOKEN (the operator creates one with `vigilctl bus app-add NAME`)"),
+    };
+    let url = match &who.bus {
+        Some(u) => u.clone(),
+        None => {
+            let dir = data_dir.unwrap_or(std::path::Path::new(".vigil-dev"));
+            std::fs::read_to_string(dir.join("bus.url"))
+                .map(|s| s.trim().to_owned())
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "is the node running with the bus? no bus.url in {} (pass --bus URL)",
+                        dir.display()
+                    )
+                })?
+        }
+    };
+    vigil_tools::bus::BusClient::connect(&url, &who.app, &token).await
+}
+
+async fn bus_cmd(
+    ep: &Endpoint,
+    cmd: BusCmd,
+    json_out: bool,
+    data_dir: Option<&std::path::Path>,
+) -> Result<()> {
+    let rpc = |m: &'static str, p: Value| async move { ep.call(m, p).await };
+    match cmd {
+        BusCmd::Topics => {
+            let r = rpc("bus_topics", json!([])).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("{:<40} {:>8} {:>8}", "DURABLE TOPIC", "DEPTH", "GROUPS");
+                for t in r["durable"].as_array().cloned().unwrap_or_default() {
+                    println!(
+                        "{:<40} {:>8} {:>8}",
+                        t["topic"].as_str().unwrap_or("?"),
+                        t["depth"],
+                        t["groups"]
+                    );
+                }
+                println!("{:<40} {:>8}", "LIVE TOPIC / PATTERN", "SUBS");
+                for t in r["live"].as_array().cloned().unwrap_or_default() {
+                    println!(
+                        "{:<40} {:>8}",
+                        t["topic"].as_str().unwrap_or("?"),
+                        t["subscribers"]
+                    );
+                }
+            }
+        }
+        BusCmd::Apps => {
+            let r = rpc("bus_apps", json!([])).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for a in r.as_array().cloned().unwrap_or_default() {
+                    let grants: Vec<String> = a["grants"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|g| g[0].as_str().unwrap_or("?").to_owned())
+                        .collect();
+                    println!(
+                        "{} ({}; {} sessions): {}",
+                        a["name"].as_str().unwrap_or("?"),
+                        a["source"].as_str().unwrap_or("?"),
+                        a["sessions"],
+                        if grants.is_empty() {
+                            "no grants".into()
+                        } else {
+                            grants.join(", ")
+                        }
+                    );
+                }
+            }
+        }
+        BusCmd::AppAdd { name } => {
+            let r = rpc("bus_app_add", json!([name])).await?;
+            if json_out {
+                println!("{r}");
+            } else {
+                println!("{}", r["token"].as_str().unwrap_or(""));
+                eprintln!("token for app `{name}` (shown once; grant it rights with `vigilctl bus grant {name} VERB PATTERN`)");
+            }
+        }
+        BusCmd::AppRemove { name } => {
+            rpc("bus_app_remove", json!([name])).await?;
+            println!("removed {name}");
+        }
+        BusCmd::Grant { app, verb, pattern } => {
+            let r = rpc("bus_grant", json!([app, verb, pattern])).await?;
+            if json_out {
+                println!("{r}")
+            } else {
+                println!("granted {verb}:{pattern} to {app}")
+            }
+        }
+        BusCmd::Revoke { app, verb, pattern } => {
+            rpc("bus_revoke", json!([app, verb, pattern])).await?;
+            println!("revoked {verb}:{pattern} from {app}");
+        }
+        BusCmd::Publish { topic, who } => {
+            let client = connect_app(&who, data_dir).await?;
+            let mut pending = std::collections::VecDeque::new();
+            let (mut published, mut confirmed, mut failed) = (0u64, 0u64, Vec::new());
+            let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
+            while let Some(line) = lines.next_line().await? {
+                pending.push_back(client.publish_start(&topic, line.as_bytes()));
+                published += 1;
+                if pending.len() >= 256 {
+                    match pending.pop_front().expect("non-empty").await {
+                        Ok(_) => confirmed += 1,
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+            }
+            for p in pending {
+                match p.await {
+                    Ok(_) => confirmed += 1,
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            if json_out {
+                println!(
+                    "{}",
+                    json!({ "published": published, "confirmed": confirmed, "errors": failed })
+                );
+            } else {
+                println!("confirmed {confirmed} of {published} messages on {topic}");
+                for e in failed.iter().take(5) {
+                    eprintln!("error: {e}");
+                }
+            }
+            anyhow::ensure!(failed.is_empty(), "{} messages were not confirmed", failed.len());
+        }
+        BusCmd::Consume {
+            topic,
+            group,
+            count,
+            ack,
+            idle_ms,
+            who,
+        } => {
+            let mut client = connect_app(&who, data_dir).await?;
+            let sub = client.subscribe(&topic, group.as_deref()).await?;
+            let mut n = 0usize;
+            while count.is_none_or(|c| n < c) {
+                let Some(m) = client.next_msg(std::time::Duration::from_millis(idle_ms)).await else {
+                    break;
+                };
+                if m["op"] == "error" {
+                    anyhow::bail!(
+                        "{}: {}",
+                        m["code"].as_str().unwrap_or("?"),
+                        m["message"].as_str().unwrap_or("")
+                    );
+                }
+                if json_out {
+                    println!("{m}");
+                } else {
+                    println!("{}", String::from_utf8_lossy(&vigil_tools::bus::payload(&m)));
+                }
+                if ack {
+                    client.ack(sub, m["seq"].as_u64().unwrap_or(0)).await?;
+                }
+                n += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn queue_cmd(ep: &Endpoint, cmd: QueueCmd, json_out: bool) -> Result<()> {
+    match cmd {
+        QueueCmd::Stats { topic } => {
+            let params = topic.map(|t| json!([t])).unwrap_or(json!([]));
+            let r = ep.call("queue_stats", params).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!(
+                "{:<30} {:<8} {:>8} {:<16} {:>8} {:>9} {:>9} {:>11} {:>13}",
+                "TOPIC",
+                "KIND",
+                "DEPTH",
+                "GROUP",
+                "PENDING",
+                "DELIVERED",
+                "ACKED",
+                "REDELIVERED",
+                "DEAD-LETTERED"
+            );
+            for t in r.as_array().cloned().unwrap_or_default() {
+                let groups = t["groups"].as_array().cloned().unwrap_or_default();
+                if groups.is_empty() {
+                    println!(
+                        "{:<30} {:<8} {:>8} {:<16}",
+                        t["topic"].as_str().unwrap_or("?"),
+                        t["kind"].as_str().unwrap_or("?"),
+                        t["depth"],
+                        "-"
+                    );
+                }
+                for g in groups {
+                    println!(
+                        "{:<30} {:<8} {:>8} {:<16} {:>8} {:>9} {:>9} {:>11} {:>13}",
+                        t["topic"].as_str().unwrap_or("?"),
+                        t["kind"].as_str().unwrap_or("?"),
+                        t["depth"],
+                        g["group"].as_str().unwrap_or("?"),
+                        g["pending"],
+                        g["delivered"],
+                        g["acked"],
+                        g["redelivered"],
+                        g["dead_lettered"]
+                    );
+                }
+            }
+        }
+        QueueCmd::Dlq { topic, replay } => {
+            if replay {
+                let r = ep.call("queue_dlq_replay", json!([topic])).await?;
+                if json_out {
+                    println!("{r}")
+                } else {
+                    println!("replayed {} messages back to {topic}", r["replayed"])
+                }
+            } else {
+                let r = ep.call("queue_dlq", json!([topic])).await?;
+                if json_out {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    for m in r.as_array().cloned().unwrap_or_default() {
+                        println!(
+                            "seq {} from {} ({} after {} deliveries): {}",
+                            m["seq"],
+                            m["sender"].as_str().unwrap_or("?"),
+                            m["headers"]["dlq-reason"].as_str().unwrap_or("?"),
+                            m["headers"]["dlq-deliveries"].as_str().unwrap_or("?"),
+                            String::from_utf8_lossy(&vigil_tools::bus::payload(&m))
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -132,6 +486,35 @@ async fn run(cli: Cli) -> Result<()> {
                         println!("panic injected into {name}; see `vigilctl actors`")
                     }
                     Some(ActorsCmd::DeadLetters) => print_dead_letters(&r),
+                }
+            }
+        }
+        Command::Bus { cmd } => bus_cmd(&ep, cmd, cli.json, cli.data_dir.as_deref()).await?,
+        Command::Queue { cmd } => queue_cmd(&ep, cmd, cli.json).await?,
+        Command::Audit { verify, from } => {
+            if verify {
+                let r = ep.call("audit_verify", json!([])).await?;
+                if cli.json {
+                    println!("{r}");
+                } else if r["ok"] == true {
+                    println!("audit chain intact: {} entries", r["entries"]);
+                } else {
+                    anyhow::bail!("audit chain broken: {}", r["error"].as_str().unwrap_or("?"));
+                }
+            } else {
+                let r = ep.call("audit_list", json!([from, 1000])).await?;
+                if cli.json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    for e in r.as_array().cloned().unwrap_or_default() {
+                        println!(
+                            "{:>6}  {}  {:<24} {}",
+                            e["seq"],
+                            e["who"].as_str().unwrap_or("?"),
+                            e["action"].as_str().unwrap_or("?"),
+                            e["detail"]
+                        );
+                    }
                 }
             }
         }

@@ -1,0 +1,333 @@
+//! The bus through the real binary and the client library.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vigil_tools::bus::{payload, BusClient};
+
+use crate::util::*;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn dev(tmp: &tempfile::TempDir, env: &[(&str, &str)]) -> Node {
+    let data = tmp.path().join("dev");
+    let mut cmd = vigil(&["dev", "--data-dir", s(&data), "--rpc-addr", "127.0.0.1:0"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut node = Node::spawn(cmd, &data);
+    node.wait_ready();
+    node
+}
+
+fn bus_url(node: &Node) -> String {
+    std::fs::read_to_string(node.dir.join("bus.url"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn ctl(node: &Node, args: &[&str]) -> std::process::Output {
+    let mut a = vec!["--data-dir", s(&node.dir)];
+    a.extend_from_slice(args);
+    vigilctl(&a)
+}
+
+/// Creates an app with these grants (`verb:pattern`); returns its token.
+fn app(node: &Node, name: &str, grants: &[&str]) -> String {
+    let o = ctl(node, &["bus", "app-add", name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for g in grants {
+        let (verb, pattern) = g.split_once(':').unwrap();
+        let o = ctl(node, &["bus", "grant", name, verb, pattern]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    stdout(&o).trim().to_owned()
+}
+
+fn audit(node: &Node) -> Vec<Value> {
+    let o = ctl(node, &["audit", "--json"]);
+    serde_json::from_str::<Value>(&stdout(&o))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn err_code(e: &anyhow::Error) -> String {
+    e.downcast_ref::<vigil_tools::bus::BusError>()
+        .map(|b| b.code.clone())
+        .unwrap_or_else(|| e.to_string())
+}
+
+#[test]
+fn permissions_are_never_implicit_senders_cannot_be_forged_and_all_is_audited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = dev(&tmp, &[]);
+    let url = bus_url(&node);
+    let alice_token = app(&node, "alice", &[]);
+    let bob_token = app(&node, "bob", &["subscribe:orders.*"]);
+    rt().block_on(async {
+        let e = BusClient::connect(&url, "alice", "not-the-token").await.unwrap_err();
+        assert_eq!(err_code(&e), "unauthorized", "{e}");
+
+        let alice = BusClient::connect(&url, "alice", &alice_token).await.unwrap();
+        let mut bob = BusClient::connect(&url, "bob", &bob_token).await.unwrap();
+        let e = alice.publish("orders.new", b"x").await.unwrap_err();
+        assert_eq!(err_code(&e), "forbidden");
+        assert!(e.to_string().contains("vigilctl bus grant alice publish"), "{e}");
+
+        assert!(ctl(&node, &["bus", "grant", "alice", "publish", "orders.*"]).status.success());
+        let sub = bob.subscribe("orders.new", Some("billing")).await.unwrap();
+        let forged = json!({ "op": "publish", "topic": "orders.new", "payload": "42 apples", "sender": "bob", "correlation": "c-1" });
+        let ok = alice.call(forged).await.unwrap();
+        assert_eq!(ok["seq"], 0);
+        let m = bob.next_msg(Duration::from_secs(5)).await.expect("delivered");
+        assert_eq!(m["sender"], "alice", "the node stamps the sender");
+        assert_eq!(m["correlation"], "c-1");
+        assert_eq!(payload(&m), b"42 apples");
+        bob.ack(sub, 0).await.unwrap();
+
+        assert!(ctl(&node, &["bus", "revoke", "alice", "publish", "orders.*"]).status.success());
+        assert_eq!(err_code(&alice.publish("orders.new", b"y").await.unwrap_err()), "forbidden");
+        // bob may subscribe but not publish.
+        assert_eq!(err_code(&bob.publish("orders.new", b"z").await.unwrap_err()), "forbidden");
+    });
+    let log = audit(&node);
+    let actions: Vec<&str> = log.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for a in [
+        "bus.app_add",
+        "bus.grant",
+        "bus.auth_failed",
+        "bus.denied",
+        "bus.violation",
+        "bus.revoke",
+    ] {
+        assert!(
+            actions.contains(&a),
+            "{a} missing from the audit log: {actions:?}"
+        );
+    }
+    let denied = log.iter().find(|e| e["action"] == "bus.denied").unwrap();
+    assert_eq!(denied["detail"]["app"], "alice");
+    assert_eq!(denied["detail"]["name"], "orders.new");
+    let v = ctl(&node, &["audit", "--verify"]);
+    assert!(stdout(&v).contains("audit chain intact"), "{}", stdout(&v));
+}
+
+#[test]
+fn bad_frames_get_named_errors_and_hurt_nobody() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = dev(
+        &tmp,
+        &[
+            ("VIGIL_BUS__MAX_FRAME_BYTES", "4096"),
+            ("VIGIL_BUS__MAX_PAYLOAD_BYTES", "1000"),
+        ],
+    );
+    let url = bus_url(&node);
+    let token = app(&node, "app", &["publish:*", "subscribe:*"]);
+    rt().block_on(async {
+        let mut c = BusClient::connect(&url, "app", &token).await.unwrap();
+        let other = BusClient::connect(&url, "app", &token).await.unwrap();
+        assert_eq!(c.publish("t", b"kept").await.unwrap(), 0);
+        let cases: [(String, &str, &str); 6] = [
+            ("{not json".into(), "malformed", "not a JSON object"),
+            (
+                json!({ "op": "explode", "id": 1 }).to_string(),
+                "unknown_op",
+                "allowed: hello, publish",
+            ),
+            (json!({ "id": 2 }).to_string(), "bad_frame", "`op`"),
+            (
+                json!({ "op": "publish", "id": 3, "topic": "bad topic" }).to_string(),
+                "bad_frame",
+                "A-Z a-z 0-9",
+            ),
+            (
+                json!({ "op": "publish", "id": 4, "topic": "t", "payload": "x".repeat(2000) }).to_string(),
+                "rejected",
+                "limit (bus.max_payload_bytes) is 1000",
+            ),
+            (
+                json!({ "op": "publish", "id": 5, "topic": "t", "payload": "x".repeat(5000) }).to_string(),
+                "oversized",
+                "limit (bus.max_frame_bytes) is 4096",
+            ),
+        ];
+        for (frame, code, text) in cases {
+            c.send_raw(frame.clone()).await.unwrap();
+            let e = c.next_msg(Duration::from_secs(5)).await.expect("an error frame");
+            assert_eq!(e["op"], "error", "{frame:.60}");
+            assert_eq!(e["code"], code, "{frame:.60}: {e}");
+            assert!(e["message"].as_str().unwrap().contains(text), "{e}");
+        }
+        // The connection, the other session and the confirmed message are all fine.
+        assert_eq!(c.publish("t", b"after").await.unwrap(), 1);
+        assert_eq!(other.publish("t", b"other").await.unwrap(), 2);
+        let mut reader = BusClient::connect(&url, "app", &token).await.unwrap();
+        let sub = reader.subscribe("t", Some("check")).await.unwrap();
+        let mut got = Vec::new();
+        while let Some(m) = reader.next_msg(Duration::from_secs(2)).await {
+            got.push(String::from_utf8(payload(&m)).unwrap());
+            reader.ack(sub, m["seq"].as_u64().unwrap()).await.unwrap();
+            if got.len() == 3 {
+                break;
+            }
+        }
+        assert_eq!(got, ["kept", "after", "other"]);
+    });
+}
+
+#[test]
+fn send_request_reply_and_ephemeral_topics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = dev(&tmp, &[]);
+    let url = bus_url(&node);
+    let a = app(&node, "a", &["request:b.*", "send:*", "publish:live.*"]);
+    let b = app(&node, "b", &["serve:price", "subscribe:*"]);
+    rt().block_on(async {
+        let ca = BusClient::connect(&url, "a", &a).await.unwrap();
+        let mut cb = BusClient::connect(&url, "b", &b).await.unwrap();
+        cb.serve("price").await.unwrap();
+        let server = tokio::spawn(async move {
+            let r = cb.next_request(Duration::from_secs(5)).await.expect("a request");
+            assert_eq!(r["from"], "a");
+            let answer = format!("price of {}", String::from_utf8_lossy(&payload(&r)));
+            cb.reply(r["rid"].as_u64().unwrap(), answer.as_bytes())
+                .await
+                .unwrap();
+            // Now never answer: the next request hits its deadline.
+            let _late = cb
+                .next_request(Duration::from_secs(5))
+                .await
+                .expect("second request");
+            cb.subscribe_pattern("live.*").await.unwrap();
+            cb.subscribe_pattern("direct.*").await.unwrap();
+            let m1 = cb.next_msg(Duration::from_secs(5)).await.expect("live message");
+            let m2 = cb.next_msg(Duration::from_secs(5)).await.expect("sent message");
+            (m1, m2)
+        });
+        assert_eq!(
+            ca.request("b", "price", b"apples", 2000).await.unwrap(),
+            b"price of apples"
+        );
+        let t0 = Instant::now();
+        let e = ca.request("b", "price", b"pears", 300).await.unwrap_err();
+        assert_eq!(err_code(&e), "deadline");
+        assert!(t0.elapsed() >= Duration::from_millis(300));
+        let t0 = Instant::now();
+        let e = ca.request("b", "stock", b"", 5000).await.unwrap_err();
+        assert_eq!(
+            err_code(&e),
+            "no_server",
+            "immediate error when nobody serves the action"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_millis(300)).await; // b subscribes
+        let ok = ca
+            .call(json!({ "op": "publish", "topic": "live.prices", "payload": "tick" }))
+            .await
+            .unwrap();
+        assert_eq!(ok["delivered"], 1);
+        let ok = ca
+            .call(json!({ "op": "send", "app": "b", "topic": "direct.note", "payload": "hi b" }))
+            .await
+            .unwrap();
+        assert_eq!(ok["delivered"], 1);
+        let e = ca
+            .call(json!({ "op": "send", "app": "nobody", "topic": "direct.note", "payload": "?" }))
+            .await
+            .unwrap_err();
+        assert_eq!(err_code(&e), "not_connected");
+        let (m1, m2) = server.await.unwrap();
+        assert_eq!(
+            (m1["topic"].as_str(), payload(&m1)),
+            (Some("live.prices"), b"tick".to_vec())
+        );
+        assert!(m1.get("seq").is_none(), "ephemeral messages are not stored");
+        assert_eq!(payload(&m2), b"hi b");
+    });
+    // Nothing of live.* touched the disk.
+    let o = ctl(&node, &["queue", "stats", "--json"]);
+    let stats: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(
+        stats
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| !t["topic"].as_str().unwrap().starts_with("live")),
+        "{stats}"
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn ten_thousand_connect_subscribe_disconnect_cycles_leave_the_table_and_memory_flat() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = dev(&tmp, &[]);
+    let url = bus_url(&node);
+    let token = app(&node, "churn", &["subscribe:*"]);
+    let cycles = |n: usize| {
+        let (url, token) = (url.clone(), token.clone());
+        rt().block_on(async move {
+            let tasks: Vec<_> = (0..8)
+                .map(|t| {
+                    let (url, token) = (url.clone(), token.clone());
+                    tokio::spawn(async move {
+                        for i in 0..n / 8 {
+                            let c = BusClient::connect(&url, "churn", &token).await.unwrap();
+                            if i % 2 == 0 {
+                                c.subscribe_pattern(&format!("t{t}.*")).await.unwrap();
+                            } else {
+                                c.subscribe(&format!("live.t{t}"), None).await.unwrap();
+                            }
+                            drop(c);
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+    };
+    cycles(1_000); // warm up allocator and caches
+    let before = rss_kib(node.child.id());
+    cycles(10_000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = ctl(&node, &["bus", "topics", "--json"]);
+        let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        if v["live"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "subscriptions left behind: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = rss_kib(node.child.id());
+    assert!(
+        after < before + 16 * 1024,
+        "RSS grew from {before} KiB to {after} KiB over 10,000 cycles"
+    );
+    let apps: Value = serde_json::from_str(&stdout(&ctl(&node, &["bus", "apps", "--json"]))).unwrap();
+    assert_eq!(apps[0]["sessions"], 0);
+}
