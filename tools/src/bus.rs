@@ -52,6 +52,7 @@ pub struct BusClient {
     msgs: mpsc::Receiver<Value>,
     requests: mpsc::Receiver<Value>,
     next_id: AtomicU64,
+    closed: Arc<std::sync::atomic::AtomicBool>,
     /// The session id the node gave this connection.
     pub session: u64,
 }
@@ -85,9 +86,11 @@ fn with_payload(mut v: Value, bytes: &[u8]) -> Value {
 impl BusClient {
     /// Connects and says hello; fails with the node's reason.
     pub async fn connect(url: &str, app: &str, token: &str) -> Result<Self> {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.with_context(|| {
-            format!("cannot connect to the bus at {url}: is the node running with the bus enabled?")
-        })?;
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+            .await
+            .with_context(|| {
+                format!("cannot connect to the bus at {url}: is the node running with the bus enabled?")
+            })?;
         let (mut write, mut read) = ws.split();
         let (out, mut out_rx) = mpsc::channel::<String>(1024);
         tokio::spawn(async move {
@@ -113,6 +116,8 @@ impl BusClient {
         let (msg_tx, msgs) = mpsc::channel(4096);
         let (req_tx, requests) = mpsc::channel(1024);
         let w = waiters.clone();
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let c = closed.clone();
         tokio::spawn(async move {
             while let Some(Ok(m)) = read.next().await {
                 let Ok(text) = m.to_text() else { continue };
@@ -142,6 +147,9 @@ impl BusClient {
                     }
                 }
             }
+            // Connection gone: every waiting call fails instead of hanging.
+            c.store(true, Ordering::SeqCst);
+            w.lock().unwrap_or_else(|p| p.into_inner()).clear();
         });
         Ok(Self {
             out,
@@ -149,6 +157,7 @@ impl BusClient {
             msgs,
             requests,
             next_id: AtomicU64::new(1),
+            closed,
             session,
         })
     }
@@ -162,6 +171,10 @@ impl BusClient {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
+        if self.closed.load(Ordering::SeqCst) {
+            // The connection is gone: dropping the slot makes the call fail at once.
+            self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        }
         let out = self.out.clone();
         async move {
             out.send(frame.to_string())

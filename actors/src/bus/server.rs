@@ -92,6 +92,8 @@ async fn accept_ws(bus: Arc<Bus>, listener: TcpListener, mut stopped: watch::Rec
 
 async fn ws_conn(bus: Arc<Bus>, stream: tokio::net::TcpStream, peer: SocketAddr) {
     let max = bus.settings.max_frame_bytes;
+    // Small request/answer frames: Nagle's algorithm would hold them back.
+    let _ = stream.set_nodelay(true);
     // Frames a little over the limit still reach us so the error can name the
     // limit; far larger ones are cut by the WebSocket layer itself.
     let cfg = WebSocketConfig::default()

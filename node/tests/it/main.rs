@@ -6,6 +6,7 @@ mod actors;
 mod bad_input;
 mod bus;
 mod config_cli;
+mod crash;
 mod genesis_cli;
 mod lifecycle;
 mod rpc;
