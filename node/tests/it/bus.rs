@@ -331,3 +331,70 @@ fn ten_thousand_connect_subscribe_disconnect_cycles_leave_the_table_and_memory_f
     let apps: Value = serde_json::from_str(&stdout(&ctl(&node, &["bus", "apps", "--json"]))).unwrap();
     assert_eq!(apps[0]["sessions"], 0);
 }
+
+#[test]
+fn the_unix_socket_speaks_the_same_frames_and_metrics_count_them() {
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let node = dev(&tmp, &[]);
+    let token = app(&node, "local", &["publish:jobs"]);
+    let sock = node.dir.join("bus.sock");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let stream = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    let mut frame = |w: &mut std::os::unix::net::UnixStream, r: &mut BufReader<_>, text: String| -> Value {
+        writeln!(w, "{text}").unwrap();
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    };
+    let hello = frame(
+        &mut w,
+        &mut r,
+        json!({ "op": "hello", "app": "local", "token": token }).to_string(),
+    );
+    assert_eq!(hello["op"], "welcome");
+    let ok = frame(
+        &mut w,
+        &mut r,
+        json!({ "op": "publish", "id": 1, "topic": "jobs", "payload": "one" }).to_string(),
+    );
+    assert_eq!((ok["op"].as_str(), ok["seq"].as_u64()), (Some("ok"), Some(0)));
+    let bad = frame(&mut w, &mut r, "{oops".into());
+    assert_eq!(bad["code"], "malformed");
+    let huge = format!(
+        "{{\"op\":\"publish\",\"id\":2,\"topic\":\"jobs\",\"payload\":\"{}\"}}",
+        "x".repeat(3 << 20)
+    );
+    let too_big = frame(&mut w, &mut r, huge);
+    assert_eq!(too_big["code"], "oversized");
+    let ok = frame(
+        &mut w,
+        &mut r,
+        json!({ "op": "publish", "id": 3, "topic": "jobs", "payload": "two" }).to_string(),
+    );
+    assert_eq!(ok["seq"], 1, "the session survives an oversized line");
+
+    let url = std::fs::read_to_string(node.dir.join("rpc.url"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let text = body(&http_get(&format!("{url}/metrics")).1);
+    assert!(
+        text.contains("vigil_queue_published_total{topic=\"jobs\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("vigil_queue_depth{topic=\"jobs\"} 2"), "{text}");
+    assert!(
+        text.contains("vigil_bus_errors_total{code=\"malformed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vigil_queue_confirm_duration_seconds_bucket"),
+        "{text}"
+    );
+}

@@ -1,6 +1,8 @@
 //! `vigil-bench queue`: durable publish -> confirm with an fsync per confirm.
 //!
 //! Measured side by side in one run, same payload size and concurrency:
+//! - vigil over its bus: each publisher is a WebSocket client on 127.0.0.1 of a
+//!   bus server started in this process (`vigil-bus` rows), like Redis clients;
 //! - vigil's queue engine in-process (`Queues::publish`, confirm mode `always`);
 //! - Redis Streams (`XADD`, `appendfsync always`) on a `redis-server` this
 //!   benchmark starts on 127.0.0.1 and stops, when one is installed;
@@ -52,7 +54,7 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Publish -> deliver -> ack, messages per second (16 publishers, one consumer).
     pub end_to_end_msgs_per_sec: f64,
-    /// vigil / Redis throughput at each publisher count, when Redis ran.
+    /// vigil over the bus / Redis throughput at each publisher count, when Redis ran.
     pub ratio_vs_redis: Vec<(usize, f64)>,
     /// Why Redis did not run, if it did not.
     pub redis_note: Option<String>,
@@ -106,6 +108,77 @@ async fn vigil_row(publishers: usize, per: usize, payload: usize) -> Row {
         system: "vigil".into(),
         publishers,
         msgs_per_sec: (publishers * per) as f64 / secs,
+        confirm: Percentiles::from_nanos(all),
+    }
+}
+
+/// A bus server on 127.0.0.1:0 over a fresh engine, with one app allowed to publish.
+async fn bus_server(dir: &std::path::Path) -> (vigil_actors::bus::RunningBus, String, String) {
+    use vigil_actors::bus::{Apps, Bus, BusSettings, Verb};
+    let store = SledStore::open(dir, 256 << 20, None).expect("open sled");
+    let queues = Queues::open(
+        store.clone(),
+        QueueConfig {
+            confirm: ConfirmMode::Always,
+            ..QueueConfig::default()
+        },
+    )
+    .expect("queues");
+    let apps = Apps::open(store.clone(), &[]).expect("apps");
+    let audit = vigil_actors::audit::Audit::open(store).expect("audit");
+    let settings = BusSettings {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        unix_socket: None,
+        max_frame_bytes: 1 << 20,
+        ephemeral_topics: vec![],
+        outbound_queue: 4096,
+        hello_timeout: Duration::from_secs(10),
+    };
+    let bus = Bus::new(settings, queues, apps, audit);
+    let token = bus.add_app("bench").expect("app");
+    bus.grant("bench", Verb::Publish, "*").expect("grant");
+    let running = vigil_actors::bus::start(bus.clone(), "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bus listens");
+    let url = format!("ws://{}", running.ws_addr);
+    (running, url, token)
+}
+
+async fn bus_row(publishers: usize, per: usize, payload: usize) -> Row {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_running, url, token) = bus_server(dir.path()).await;
+    let mut clients = Vec::new();
+    for _ in 0..publishers {
+        clients.push(
+            crate::bus::BusClient::connect(&url, "bench", &token)
+                .await
+                .expect("connect"),
+        );
+    }
+    let t0 = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|c| {
+            tokio::spawn(async move {
+                let body = vec![b'x'; payload];
+                let mut lat = Vec::with_capacity(per);
+                for _ in 0..per {
+                    let t = Instant::now();
+                    c.publish("bench", &body).await.expect("publish");
+                    lat.push(t.elapsed().as_nanos() as u64);
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("publisher task"));
+    }
+    Row {
+        system: "vigil-bus".into(),
+        publishers,
+        msgs_per_sec: (publishers * per) as f64 / t0.elapsed().as_secs_f64(),
         confirm: Percentiles::from_nanos(all),
     }
 }
@@ -272,7 +345,9 @@ pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> Report {
             Some(Ok(_)) => None,
         };
         for &n in &opts.publishers {
-            progress(&format!("vigil, {n} publishers"));
+            progress(&format!("vigil over the bus, {n} publishers"));
+            rows.push(bus_row(n, opts.per_publisher, opts.payload).await);
+            progress(&format!("vigil engine in-process, {n} publishers"));
             rows.push(vigil_row(n, opts.per_publisher, opts.payload).await);
             if let Some(Ok(server)) = &redis {
                 progress(&format!("redis, {n} publishers"));
@@ -289,7 +364,9 @@ pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> Report {
             .publishers
             .iter()
             .filter_map(|&n| {
-                let v = rows.iter().find(|r| r.system == "vigil" && r.publishers == n)?;
+                let v = rows
+                    .iter()
+                    .find(|r| r.system == "vigil-bus" && r.publishers == n)?;
                 let r = rows.iter().find(|r| r.system == "redis" && r.publishers == n)?;
                 Some((n, v.msgs_per_sec / r.msgs_per_sec))
             })

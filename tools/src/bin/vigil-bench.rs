@@ -72,12 +72,12 @@ fn main() {
                     r.payload
                 );
                 println!(
-                    "  {:<7} {:>10} {:>14} {:>10} {:>10}",
+                    "  {:<10} {:>10} {:>14} {:>10} {:>10}",
                     "system", "publishers", "msg/s", "p50 ms", "p99 ms"
                 );
                 for row in &r.rows {
                     println!(
-                        "  {:<7} {:>10} {:>14.0} {:>10.3} {:>10.3}",
+                        "  {:<10} {:>10} {:>14.0} {:>10.3} {:>10.3}",
                         row.system,
                         row.publishers,
                         row.msgs_per_sec,
@@ -86,7 +86,7 @@ fn main() {
                     );
                 }
                 for (n, ratio) in &r.ratio_vs_redis {
-                    println!("  vigil / redis at {n} publishers: {ratio:.2}x");
+                    println!("  vigil over the bus / redis at {n} publishers: {ratio:.2}x");
                 }
                 if let Some(note) = &r.redis_note {
                     println!("  redis: {note}");
