@@ -398,3 +398,86 @@ fn the_unix_socket_speaks_the_same_frames_and_metrics_count_them() {
         "{text}"
     );
 }
+
+#[test]
+fn vigilctl_publishes_stdin_consumes_and_manages_the_dead_letter_topic() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let node = dev(&tmp, &[]);
+    let token = app(&node, "ops", &["publish:jobs", "subscribe:jobs"]);
+    let token_file = tmp.path().join("ops.token");
+    std::fs::write(&token_file, &token).unwrap();
+    let who = ["--app", "ops", "--token-file", s(&token_file)];
+
+    let mut args = vec!["--data-dir", s(&node.dir), "bus", "publish", "jobs"];
+    args.extend_from_slice(&who);
+    let mut child = std::process::Command::new(vigilctl_bin())
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = (0..500).map(|i| format!("job {i}\n")).collect();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("confirmed 500 of 500 messages on jobs"),
+        "{}",
+        stdout(&o)
+    );
+
+    let mut args = vec![
+        "bus", "consume", "jobs", "--group", "workers", "--count", "3", "--ack",
+    ];
+    args.extend_from_slice(&who);
+    let o = ctl(&node, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "job 0\njob 1\njob 2\n");
+
+    // Park one message in the DLQ through the protocol's `term`, then replay it.
+    rt().block_on(async {
+        let url = bus_url(&node);
+        let mut c = BusClient::connect(&url, "ops", &token).await.unwrap();
+        let sub = c.subscribe("jobs", Some("workers")).await.unwrap();
+        let m = c.next_msg(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(payload(&m), b"job 3");
+        c.call(json!({ "op": "term", "sub": sub, "seq": m["seq"], "reason": "cannot parse" }))
+            .await
+            .unwrap();
+    });
+    let o = ctl(&node, &["queue", "dlq", "jobs"]);
+    assert!(
+        stdout(&o).contains("term: cannot parse") && stdout(&o).contains("job 3"),
+        "{}",
+        stdout(&o)
+    );
+    let stats: Value =
+        serde_json::from_str(&stdout(&ctl(&node, &["queue", "stats", "jobs", "--json"]))).unwrap();
+    let g = &stats[0]["groups"][0];
+    assert_eq!(
+        (
+            g["group"].as_str(),
+            g["acked"].as_u64(),
+            g["dead_lettered"].as_u64()
+        ),
+        (Some("workers"), Some(3), Some(1))
+    );
+    let o = ctl(&node, &["queue", "dlq", "jobs", "--replay"]);
+    assert!(
+        stdout(&o).contains("replayed 1 messages back to jobs"),
+        "{}",
+        stdout(&o)
+    );
+    let table = stdout(&ctl(&node, &["queue", "stats"]));
+    assert!(
+        table.contains("DEAD-LETTERED") && table.contains("workers"),
+        "{table}"
+    );
+    let actions: Vec<String> = audit(&node)
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(actions.contains(&"queue.dlq_replay".to_owned()), "{actions:?}");
+}
