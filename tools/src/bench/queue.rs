@@ -2,7 +2,8 @@
 //!
 //! Measured side by side in one run, same payload size and concurrency:
 //! - vigil over its bus: each publisher is a WebSocket client on 127.0.0.1 of a
-//!   bus server started in this process (`vigil-bus` rows), like Redis clients;
+//!   real `vigil dev` node process started by the benchmark (`vigil-node` rows),
+//!   as Redis's clients talk to a `redis-server` process;
 //! - vigil's queue engine in-process (`Queues::publish`, confirm mode `always`);
 //! - Redis Streams (`XADD`, `appendfsync always`) on a `redis-server` this
 //!   benchmark starts on 127.0.0.1 and stops, when one is installed;
@@ -144,9 +145,79 @@ async fn bus_server(dir: &std::path::Path) -> (vigil_actors::bus::RunningBus, St
     (running, url, token)
 }
 
+/// A real `vigil dev` node process (the binary beside this one), killed on drop.
+struct NodeProcess {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `vigil dev` on temp dirs and free ports; returns it, the bus URL and an app token.
+async fn node_process() -> Result<(NodeProcess, String, String), String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("vigil");
+    if !exe.exists() {
+        return Err(format!(
+            "{} not found: build it with `cargo build --release --bin vigil`",
+            exe.display()
+        ));
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let data = dir.path().join("node");
+    let child = Command::new(&exe)
+        .args(["dev", "--data-dir"])
+        .arg(&data)
+        .args(["--rpc-addr", "127.0.0.1:0"])
+        .env("VIGIL_BUS__ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let node = NodeProcess { child, _dir: dir };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let bus_url = loop {
+        if let (Ok(u), true) = (
+            std::fs::read_to_string(data.join("bus.url")),
+            data.join("rpc.url").exists(),
+        ) {
+            break u.trim().to_owned();
+        }
+        if Instant::now() > deadline {
+            return Err("the vigil node did not start within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ep = crate::client::Endpoint::resolve(Some(&data), None, None).map_err(|e| e.to_string())?;
+    let added = ep
+        .call("bus_app_add", serde_json::json!(["bench"]))
+        .await
+        .map_err(|e| e.to_string())?;
+    ep.call("bus_grant", serde_json::json!(["bench", "publish", "*"]))
+        .await
+        .map_err(|e| e.to_string())?;
+    let token = added["token"].as_str().unwrap_or_default().to_owned();
+    Ok((node, bus_url, token))
+}
+
 async fn bus_row(publishers: usize, per: usize, payload: usize) -> Row {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_running, url, token) = bus_server(dir.path()).await;
+    // A real node process, like redis-server; in-process only if the binary is missing.
+    let (system, _node, _running, url, token) = match node_process().await {
+        Ok((node, url, token)) => ("vigil-node", Some(node), None, url, token),
+        Err(why) => {
+            eprintln!("note: {why}; measuring an in-process bus instead");
+            let (running, url, token) = bus_server(dir.path()).await;
+            ("vigil-bus", None, Some(running), url, token)
+        }
+    };
     let mut clients = Vec::new();
     for _ in 0..publishers {
         clients.push(
@@ -176,7 +247,7 @@ async fn bus_row(publishers: usize, per: usize, payload: usize) -> Row {
         all.extend(t.await.expect("publisher task"));
     }
     Row {
-        system: "vigil-bus".into(),
+        system: system.into(),
         publishers,
         msgs_per_sec: (publishers * per) as f64 / t0.elapsed().as_secs_f64(),
         confirm: Percentiles::from_nanos(all),
@@ -366,7 +437,7 @@ pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> Report {
             .filter_map(|&n| {
                 let v = rows
                     .iter()
-                    .find(|r| r.system == "vigil-bus" && r.publishers == n)?;
+                    .find(|r| r.system.starts_with("vigil-") && r.publishers == n)?;
                 let r = rows.iter().find(|r| r.system == "redis" && r.publishers == n)?;
                 Some((n, v.msgs_per_sec / r.msgs_per_sec))
             })
