@@ -12,6 +12,7 @@
 
 mod actor;
 mod apps;
+mod consumer;
 mod router;
 mod server;
 mod session;

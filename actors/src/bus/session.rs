@@ -10,12 +10,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::consumer::consume;
 use super::router::Sink;
 use super::wire::{self, put_payload, FrameError, In};
 use super::{Bus, SessionInfo, Verb};
-use crate::queue::{check_name, Delivery, Publish, HDR_MSG_ID};
+use crate::queue::{check_name, Publish, HDR_MSG_ID};
 
-type Unacked = Arc<Mutex<HashSet<u64>>>;
+pub(super) type Unacked = Arc<Mutex<HashSet<u64>>>;
 
 enum Sub {
     Live,
@@ -44,7 +45,7 @@ fn ok(id: u64, extra: Value) -> String {
     v.to_string()
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -595,98 +596,5 @@ fn verb_str(v: Verb) -> &'static str {
         Verb::Subscribe => "subscribe",
         Verb::Request => "request",
         Verb::Serve => "serve",
-    }
-}
-
-fn delivery_frame(sub: u64, d: &Delivery) -> String {
-    let e = &d.envelope;
-    let headers: serde_json::Map<String, Value> = e
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(String::from_utf8_lossy(v).into_owned())))
-        .collect();
-    let mut v = json!({
-        "op": "msg", "sub": sub, "topic": e.topic, "seq": e.seq, "sender": e.sender,
-        "correlation": e.correlation, "headers": headers, "ts_us": e.timestamp_us,
-        "delivery_count": d.delivery_count,
-    });
-    put_payload(&mut v, &e.payload);
-    v.to_string()
-}
-
-/// Delivers a durable subscription: fetch within the credit, send, wait for more.
-#[allow(clippy::too_many_arguments)]
-async fn consume(
-    bus: Arc<Bus>,
-    topic: String,
-    group: String,
-    sub: u64,
-    out: mpsc::Sender<String>,
-    unacked: Unacked,
-    auto_ack: bool,
-    credit: usize,
-) {
-    let waker = match bus.queues.waker(&topic) {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = out
-                .send(wire::error_frame(
-                    None,
-                    &FrameError::new("rejected", e.to_string()),
-                ))
-                .await;
-            return;
-        }
-    };
-    loop {
-        let notified = waker.notified();
-        let room = if auto_ack {
-            credit
-        } else {
-            credit.saturating_sub(lock(&unacked).len())
-        };
-        let fetched = if room == 0 {
-            Ok((Vec::new(), None))
-        } else {
-            bus.queues.fetch(&topic, &group, room.min(256))
-        };
-        match fetched {
-            Ok((ds, wake)) if ds.is_empty() => {
-                let until = wake
-                    .map(tokio::time::Instant::from_std)
-                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1));
-                tokio::select! {
-                    _ = notified => {}
-                    _ = tokio::time::sleep_until(until) => {}
-                }
-            }
-            Ok((ds, _)) => {
-                for d in &ds {
-                    let span = tracing::debug_span!("bus_msg", correlation = %d.envelope.correlation, topic = %topic, group = %group);
-                    span.in_scope(|| {
-                        tracing::debug!(seq = d.envelope.seq, count = d.delivery_count, "deliver")
-                    });
-                    if !auto_ack {
-                        lock(&unacked).insert(d.envelope.seq);
-                    }
-                    if out.send(delivery_frame(sub, d)).await.is_err() {
-                        return;
-                    }
-                }
-                if auto_ack {
-                    let seqs: Vec<u64> = ds.iter().map(|d| d.envelope.seq).collect();
-                    let _ = bus.queues.ack_many(&topic, &group, &seqs);
-                }
-            }
-            Err(e) => {
-                let _ = out
-                    .send(wire::error_frame(
-                        None,
-                        &FrameError::new("rejected", e.to_string()),
-                    ))
-                    .await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
     }
 }

@@ -1,0 +1,300 @@
+//! `vigilctl`: the admin RPC client of a vigil node.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use vigil_tools::client::Endpoint;
+
+mod bus;
+use bus::{bus_cmd, queue_cmd, BusCmd, QueueCmd};
+
+/// Talk to a running vigil node over its admin RPC.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vigilctl",
+    version,
+    about = "Talk to a running vigil node over its admin RPC",
+    long_about = "Talk to a running vigil node over its admin RPC.\n\n\
+        The node writes its RPC URL to DIR/rpc.url and an auth cookie to DIR/.cookie at start;\n\
+        vigilctl reads both from --data-dir (default .vigil-dev, the `vigil dev` data dir).\n\n\
+        Examples:\n  vigilctl --data-dir /var/lib/vigil status\n  vigilctl status --json | jq .info.peer_id\n  vigilctl call node_info"
+)]
+struct Cli {
+    /// Data dir of the node (finds rpc.url and .cookie there).
+    #[arg(long, global = true, env = "VIGIL_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// RPC URL (overrides DIR/rpc.url).
+    #[arg(long, global = true, value_name = "URL")]
+    rpc: Option<String>,
+    /// Cookie file (overrides DIR/.cookie).
+    #[arg(long, global = true, value_name = "FILE")]
+    cookie: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Summary of the node: identity, genesis, uptime, health.
+    Status,
+    /// Ask the node to shut down cleanly.
+    Stop,
+    /// The supervision tree; `restart NAME`, `panic NAME`, `dead-letters`.
+    Actors {
+        #[command(subcommand)]
+        cmd: Option<ActorsCmd>,
+    },
+    /// The inter-application bus: topics, apps, grants; publish and consume.
+    Bus {
+        #[command(subcommand)]
+        cmd: BusCmd,
+    },
+    /// Durable queues: stats and dead letters.
+    Queue {
+        #[command(subcommand)]
+        cmd: QueueCmd,
+    },
+    /// The audit log (a hash chain): list entries, or verify the chain.
+    Audit {
+        /// Check every hash link instead of listing.
+        #[arg(long)]
+        verify: bool,
+        /// First entry to list.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+    },
+    /// Call any RPC method; PARAMS is a JSON array.
+    Call {
+        /// Method name, e.g. node_info.
+        method: String,
+        /// Positional params as a JSON array.
+        #[arg(default_value = "[]")]
+        params: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ActorsCmd {
+    /// Stop and restart one actor (or a supervisor and its children).
+    Restart {
+        /// Actor name, as shown by `vigilctl actors`.
+        name: String,
+    },
+    /// Make an actor panic (needs `debug.fault_injection = true` on the node).
+    Panic {
+        /// Actor name, as shown by `vigilctl actors`.
+        name: String,
+    },
+    /// Messages that crashed their handler too often.
+    DeadLetters,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let ep = Endpoint::resolve(cli.data_dir.as_deref(), cli.rpc.as_deref(), cli.cookie.as_deref())?;
+    match cli.command {
+        Command::Status => {
+            let info = ep.call("node_info", json!([])).await?;
+            let health = ep.call("node_health", json!([])).await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "rpc": ep.url, "info": info, "health": health }))?
+                );
+            } else {
+                print_status(&ep.url, &info, &health);
+            }
+        }
+        Command::Stop => {
+            let r = ep.call("node_shutdown", json!([])).await?;
+            if cli.json {
+                println!("{}", json!({ "result": r }));
+            } else {
+                println!("node at {}: {}", ep.url, r.as_str().unwrap_or("shutting down"));
+            }
+        }
+        Command::Actors { cmd } => {
+            let (method, params) = match &cmd {
+                None => ("actors_tree", json!([])),
+                Some(ActorsCmd::Restart { name }) => ("actors_restart", json!([name])),
+                Some(ActorsCmd::Panic { name }) => ("actors_inject_panic", json!([name])),
+                Some(ActorsCmd::DeadLetters) => ("actors_dead_letters", json!([])),
+            };
+            let r = ep.call(method, params).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                match cmd {
+                    None => print_tree(&r),
+                    Some(ActorsCmd::Restart { name }) => println!("restarted {name}"),
+                    Some(ActorsCmd::Panic { name }) => {
+                        println!("panic injected into {name}; see `vigilctl actors`")
+                    }
+                    Some(ActorsCmd::DeadLetters) => print_dead_letters(&r),
+                }
+            }
+        }
+        Command::Bus { cmd } => bus_cmd(&ep, cmd, cli.json, cli.data_dir.as_deref()).await?,
+        Command::Queue { cmd } => queue_cmd(&ep, cmd, cli.json).await?,
+        Command::Audit { verify, from } => {
+            if verify {
+                let r = ep.call("audit_verify", json!([])).await?;
+                if cli.json {
+                    println!("{r}");
+                } else if r["ok"] == true {
+                    println!("audit chain intact: {} entries", r["entries"]);
+                } else {
+                    anyhow::bail!("audit chain broken: {}", r["error"].as_str().unwrap_or("?"));
+                }
+            } else {
+                let r = ep.call("audit_list", json!([from, 1000])).await?;
+                if cli.json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    for e in r.as_array().cloned().unwrap_or_default() {
+                        println!(
+                            "{:>6}  {}  {:<24} {}",
+                            e["seq"],
+                            e["who"].as_str().unwrap_or("?"),
+                            e["action"].as_str().unwrap_or("?"),
+                            e["detail"]
+                        );
+                    }
+                }
+            }
+        }
+        Command::Call { method, params } => {
+            let params: Value =
+                serde_json::from_str(&params).context("PARAMS must be a JSON array, e.g. '[1, \"x\"]'")?;
+            let r = ep.call(&method, params).await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+    }
+    Ok(())
+}
+
+fn print_status(url: &str, info: &Value, health: &Value) {
+    let s = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+    let hash = s(&info["genesis_hash"]);
+    let uptime = info["uptime_secs"].as_u64().unwrap_or(0);
+    let ready = if health["ready"].as_bool() == Some(true) {
+        "ready"
+    } else {
+        "not ready"
+    };
+    println!("node      vigil {}", s(&info["version"]));
+    println!("peer id   {}", s(&info["peer_id"]));
+    println!(
+        "genesis   {} ({})",
+        s(&info["genesis_name"]),
+        hash.get(..16).unwrap_or(&hash)
+    );
+    println!("health    {}, {ready}", s(&health["status"]));
+    println!(
+        "uptime    {}h {}m {}s",
+        uptime / 3600,
+        uptime / 60 % 60,
+        uptime % 60
+    );
+    println!("rpc       {url}");
+    println!("data dir  {}", s(&info["data_dir"]));
+    if let Some(addrs) = info["listen_addrs"].as_array() {
+        let list: Vec<String> = addrs.iter().map(s).collect();
+        println!("listen    {} (configured)", list.join(", "));
+    }
+    if info["insecure_key"].as_bool() == Some(true) {
+        println!("WARNING   node key is stored unencrypted (dev data dir)");
+    }
+}
+
+fn print_tree(tree: &Value) {
+    let nodes = tree.as_array().cloned().unwrap_or_default();
+    let depth = |name: &str| -> usize {
+        let mut d = 0;
+        let mut cur = name.to_owned();
+        while let Some(parent) = nodes
+            .iter()
+            .find(|n| n["name"] == cur.as_str())
+            .and_then(|n| n["parent"].as_str())
+        {
+            d += 1;
+            cur = parent.to_owned();
+        }
+        d
+    };
+    println!(
+        "{:<20} {:<10} {:<13} {:<9} {:<10} {:>8} {:>10}  LAST PANIC",
+        "NAME", "KIND", "STRATEGY", "RESTART", "STATUS", "RESTARTS", "UPTIME"
+    );
+    for n in &nodes {
+        let name = n["name"].as_str().unwrap_or("?");
+        let text = |k: &str| n[k].as_str().unwrap_or("-").to_owned();
+        let uptime = n["uptime_secs"]
+            .as_f64()
+            .map(|s| format!("{s:.1}s"))
+            .unwrap_or_else(|| "-".into());
+        let mut panic = n["last_panic"].as_str().unwrap_or("-").replace('\n', " ");
+        if panic.len() > 60 {
+            panic.truncate(
+                panic
+                    .char_indices()
+                    .nth(57)
+                    .map(|(i, _)| i)
+                    .unwrap_or(panic.len()),
+            );
+            panic.push_str("...");
+        }
+        println!(
+            "{:<20} {:<10} {:<13} {:<9} {:<10} {:>8} {:>10}  {}",
+            format!("{}{}", "  ".repeat(depth(name)), name),
+            text("kind"),
+            text("strategy"),
+            text("restart"),
+            text("status"),
+            n["restarts"].as_u64().unwrap_or(0),
+            uptime,
+            panic
+        );
+    }
+}
+
+fn print_dead_letters(list: &Value) {
+    let items = list.as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        println!("no dead letters");
+        return;
+    }
+    for d in items {
+        println!(
+            "{}  {}  {}  after {} crashes: {}",
+            d["actor"].as_str().unwrap_or("?"),
+            d["message_type"].as_str().unwrap_or("?"),
+            d["message"].as_str().unwrap_or("?"),
+            d["attempts"],
+            d["panic"].as_str().unwrap_or("?")
+        );
+    }
+}
