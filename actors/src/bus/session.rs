@@ -8,7 +8,6 @@ use futures::{Stream, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::Instrument;
 
 use super::consumer::consume;
 use super::router::Sink;
@@ -35,6 +34,35 @@ struct Session {
     out: mpsc::Sender<String>,
     subs: HashMap<u64, Sub>,
     next_sub: u64,
+    confirms: mpsc::Sender<Confirm>,
+}
+
+/// A publish waiting for its fsync, and the answer to send then.
+struct Confirm {
+    ticket: u64,
+    frame: String,
+    t0: std::time::Instant,
+    span: tracing::Span,
+}
+
+/// Sends confirms in publish order; one flush wait covers every confirm queued meanwhile.
+async fn confirmer(bus: Arc<Bus>, mut rx: mpsc::Receiver<Confirm>, out: mpsc::Sender<String>) {
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let last = batch.iter().map(|c| c.ticket).max().unwrap_or(0);
+        bus.queues.confirmed(last).await;
+        for c in batch.drain(..) {
+            metrics::histogram!(crate::metrics::QUEUE_CONFIRM_DURATION).record(c.t0.elapsed().as_secs_f64());
+            c.span.in_scope(|| tracing::debug!("confirmed"));
+            if out.send(c.frame).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 fn ok(id: u64, extra: Value) -> String {
@@ -96,6 +124,8 @@ where
     let _ = out
         .send(json!({ "op": "welcome", "app": app, "session": id }).to_string())
         .await;
+    let (confirms, confirm_rx) = mpsc::channel(bus.settings.outbound_queue);
+    let confirm_task = tokio::spawn(confirmer(bus.clone(), confirm_rx, out.clone()));
     let mut s = Session {
         bus,
         id,
@@ -103,6 +133,7 @@ where
         out,
         subs: HashMap::new(),
         next_sub: 1,
+        confirms,
     };
     while let Some(item) = frames.next().await {
         match item.map(|t| wire::parse(&t, max)) {
@@ -117,6 +148,8 @@ where
         }
     }
     s.cleanup().await;
+    // Confirms already queued are still sent (the connection may be half-closed).
+    let _ = confirm_task.await;
 }
 
 impl Session {
@@ -209,6 +242,7 @@ impl Session {
                 self.forged(&sender);
                 let payload = body.bytes().map_err(|m| FrameError::new("bad_frame", m))?;
                 let correlation = correlation.unwrap_or_default();
+                let t0 = std::time::Instant::now();
                 let span = tracing::info_span!("bus_msg", correlation = %correlation, app = %self.app, topic = %topic);
                 let sinks = self.bus.state().router.route(&topic);
                 if self.bus.is_ephemeral(&topic) {
@@ -247,24 +281,21 @@ impl Session {
                         )
                     });
                 }
-                // Confirm off the read loop so an app can pipeline publishes.
-                let (bus, out) = (self.bus.clone(), self.out.clone());
-                tokio::spawn(
-                    async move {
-                        let t0 = std::time::Instant::now();
-                        bus.queues.confirmed(ticket).await;
-                        metrics::histogram!(crate::metrics::QUEUE_CONFIRM_DURATION)
-                            .record(t0.elapsed().as_secs_f64());
-                        tracing::debug!(seq = published.seq, "confirmed");
-                        let _ = out
-                            .send(ok(
-                                id,
-                                json!({ "seq": published.seq, "duplicate": published.duplicate }),
-                            ))
-                            .await;
-                    }
-                    .instrument(span),
+                // Confirmed off the read loop, in order, by the session's confirmer:
+                // an app can pipeline publishes, and one wait covers a whole batch.
+                let frame = ok(
+                    id,
+                    json!({ "seq": published.seq, "duplicate": published.duplicate }),
                 );
+                let _ = self
+                    .confirms
+                    .send(Confirm {
+                        ticket,
+                        frame,
+                        t0,
+                        span,
+                    })
+                    .await;
                 Ok(())
             }
             In::Send {
