@@ -175,11 +175,21 @@ impl BusClient {
             // The connection is gone: dropping the slot makes the call fail at once.
             self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         }
+        // Sent now, not when the future is first polled, so that several calls
+        // started before awaiting any are really in flight together.
+        let unsent = match self.out.try_send(frame.to_string()) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(f)) => Some(f),
+            Err(mpsc::error::TrySendError::Closed(_)) => Some(String::new()),
+        };
         let out = self.out.clone();
         async move {
-            out.send(frame.to_string())
-                .await
-                .map_err(|_| anyhow!("the bus connection is closed"))?;
+            if let Some(f) = unsent {
+                anyhow::ensure!(!f.is_empty(), "the bus connection is closed");
+                out.send(f)
+                    .await
+                    .map_err(|_| anyhow!("the bus connection is closed"))?;
+            }
             let v = rx
                 .await
                 .map_err(|_| anyhow!("the bus connection closed before the answer"))?;

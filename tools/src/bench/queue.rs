@@ -33,6 +33,8 @@ pub struct Options {
     pub payload: usize,
     /// Compare with Redis (needs `redis-server` on PATH).
     pub redis: bool,
+    /// Publishes each publisher keeps in flight over the wire (1 = wait for each confirm).
+    pub window: usize,
 }
 
 /// One (system, publishers) measurement.
@@ -61,6 +63,8 @@ pub struct Report {
     pub redis_note: Option<String>,
     /// Payload bytes.
     pub payload: usize,
+    /// Publishes in flight per publisher over the wire (vigil node and Redis alike).
+    pub window: usize,
 }
 
 fn engine(dir: &std::path::Path) -> Arc<Queues> {
@@ -207,7 +211,7 @@ async fn node_process() -> Result<(NodeProcess, String, String), String> {
     Ok((node, bus_url, token))
 }
 
-async fn bus_row(publishers: usize, per: usize, payload: usize) -> Row {
+async fn bus_row(publishers: usize, per: usize, payload: usize, window: usize) -> Row {
     let dir = tempfile::tempdir().expect("temp dir");
     // A real node process, like redis-server; in-process only if the binary is missing.
     let (system, _node, _running, url, token) = match node_process().await {
@@ -233,10 +237,16 @@ async fn bus_row(publishers: usize, per: usize, payload: usize) -> Row {
             tokio::spawn(async move {
                 let body = vec![b'x'; payload];
                 let mut lat = Vec::with_capacity(per);
-                for _ in 0..per {
-                    let t = Instant::now();
-                    c.publish("bench", &body).await.expect("publish");
-                    lat.push(t.elapsed().as_nanos() as u64);
+                let mut in_flight = std::collections::VecDeque::new();
+                for i in 0..per {
+                    in_flight.push_back((Instant::now(), c.publish_start("bench", &body)));
+                    if in_flight.len() >= window || i + 1 == per {
+                        while in_flight.len() >= window.max(1) || (i + 1 == per && !in_flight.is_empty()) {
+                            let (t, f) = in_flight.pop_front().expect("non-empty");
+                            f.await.expect("publish");
+                            lat.push(t.elapsed().as_nanos() as u64);
+                        }
+                    }
                 }
                 lat
             })
@@ -352,7 +362,13 @@ fn start_redis() -> Result<RedisServer, String> {
     Ok(server)
 }
 
-async fn redis_row(port: u16, publishers: usize, per: usize, payload: usize) -> Result<Row, String> {
+async fn redis_row(
+    port: u16,
+    publishers: usize,
+    per: usize,
+    payload: usize,
+    window: usize,
+) -> Result<Row, String> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).map_err(|e| e.to_string())?;
     let mut conns = Vec::new();
     for _ in 0..publishers {
@@ -367,21 +383,32 @@ async fn redis_row(port: u16, publishers: usize, per: usize, payload: usize) -> 
     let t0 = Instant::now();
     let tasks: Vec<_> = conns
         .into_iter()
-        .map(|mut c| {
+        .map(|c| {
             let key = key.clone();
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(per);
                 let body = vec![b'x'; payload];
-                for _ in 0..per {
-                    let t = Instant::now();
-                    let _: String = redis::cmd("XADD")
-                        .arg(&key)
-                        .arg("*")
-                        .arg("p")
-                        .arg(&body)
-                        .query_async(&mut c)
-                        .await?;
-                    lat.push(t.elapsed().as_nanos() as u64);
+                let mut in_flight = std::collections::VecDeque::new();
+                for i in 0..per {
+                    // A multiplexed connection pipelines concurrent commands on one socket.
+                    let (mut c, key, body) = (c.clone(), key.clone(), body.clone());
+                    // Spawned so the command is sent now, like the vigil client's.
+                    let f = tokio::spawn(async move {
+                        redis::cmd("XADD")
+                            .arg(&key)
+                            .arg("*")
+                            .arg("p")
+                            .arg(&body)
+                            .query_async::<String>(&mut c)
+                            .await
+                    });
+                    in_flight.push_back((Instant::now(), f));
+                    while in_flight.len() >= window.max(1) || (i + 1 == per && !in_flight.is_empty()) {
+                        let (t, f) = in_flight.pop_front().expect("non-empty");
+                        f.await
+                            .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))??;
+                        lat.push(t.elapsed().as_nanos() as u64);
+                    }
                 }
                 Ok::<_, redis::RedisError>(lat)
             })
@@ -417,12 +444,12 @@ pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> Report {
         };
         for &n in &opts.publishers {
             progress(&format!("vigil over the bus, {n} publishers"));
-            rows.push(bus_row(n, opts.per_publisher, opts.payload).await);
+            rows.push(bus_row(n, opts.per_publisher, opts.payload, opts.window).await);
             progress(&format!("vigil engine in-process, {n} publishers"));
             rows.push(vigil_row(n, opts.per_publisher, opts.payload).await);
             if let Some(Ok(server)) = &redis {
                 progress(&format!("redis, {n} publishers"));
-                match redis_row(server.port, n, opts.per_publisher, opts.payload).await {
+                match redis_row(server.port, n, opts.per_publisher, opts.payload, opts.window).await {
                     Ok(r) => rows.push(r),
                     Err(e) => redis_note = Some(e),
                 }
@@ -448,6 +475,7 @@ pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> Report {
             ratio_vs_redis,
             redis_note,
             payload: opts.payload,
+            window: opts.window,
         }
     })
 }

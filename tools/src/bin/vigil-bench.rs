@@ -41,6 +41,9 @@ enum Area {
         /// Skip the Redis comparison.
         #[arg(long)]
         no_redis: bool,
+        /// Publishes each publisher keeps in flight over the wire (vigil node and Redis alike).
+        #[arg(long, default_value_t = 1)]
+        window: usize,
     },
 }
 
@@ -56,20 +59,22 @@ fn main() {
             per_publisher,
             payload,
             no_redis,
+            window,
         } => {
             let opts = queue::Options {
                 per_publisher,
                 publishers: vec![1, 16],
                 payload: payload.max(8),
                 redis: !no_redis,
+                window: window.max(1),
             };
             let r = queue::run(&opts, &progress);
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
             } else {
                 println!(
-                    "queue: durable publish -> confirm, fsync per confirm, {}-byte payloads",
-                    r.payload
+                    "queue: durable publish -> confirm, fsync per confirm, {}-byte payloads, {} in flight per publisher over the wire",
+                    r.payload, r.window
                 );
                 println!(
                     "  {:<10} {:>10} {:>14} {:>10} {:>10}",
