@@ -49,9 +49,11 @@ pub enum Error {
         /// What was wrong.
         why: String,
     },
-    /// The RPC server could not bind.
-    #[error("cannot bind the admin RPC to {addr}: {source}")]
-    RpcBind {
+    /// A listener (admin RPC or bus) could not bind.
+    #[error("cannot bind the {what} to {addr}: {source}")]
+    Bind {
+        /// Which listener: `admin RPC`, `bus`.
+        what: &'static str,
         /// The address asked for.
         addr: SocketAddr,
         /// The cause.

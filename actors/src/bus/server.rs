@@ -44,12 +44,16 @@ impl Drop for RunningBus {
 
 /// Binds the listeners (WebSocket on `addr`) and starts accepting on the current tokio runtime.
 pub async fn start(bus: Arc<Bus>, addr: SocketAddr) -> Result<RunningBus> {
-    let tcp = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::RpcBind { addr, source })?;
-    let ws_addr = tcp
-        .local_addr()
-        .map_err(|source| Error::RpcBind { addr, source })?;
+    let tcp = TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+        what: "bus",
+        addr,
+        source,
+    })?;
+    let ws_addr = tcp.local_addr().map_err(|source| Error::Bind {
+        what: "bus",
+        addr,
+        source,
+    })?;
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(accept_ws(bus.clone(), tcp, stopped.clone()));
     let unix_path = match &bus.settings.unix_socket {

@@ -136,11 +136,13 @@ pub async fn start(settings: &RpcSettings, ctx: Arc<NodeContext>) -> Result<Runn
         .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(middleware::Metered::new))
         .build(settings.addr)
         .await
-        .map_err(|source| Error::RpcBind {
+        .map_err(|source| Error::Bind {
+            what: "admin RPC",
             addr: settings.addr,
             source,
         })?;
-    let local_addr = server.local_addr().map_err(|source| Error::RpcBind {
+    let local_addr = server.local_addr().map_err(|source| Error::Bind {
+        what: "admin RPC",
         addr: settings.addr,
         source,
     })?;
