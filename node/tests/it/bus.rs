@@ -481,3 +481,61 @@ fn vigilctl_publishes_stdin_consumes_and_manages_the_dead_letter_topic() {
         .collect();
     assert!(actions.contains(&"queue.dlq_replay".to_owned()), "{actions:?}");
 }
+
+#[test]
+fn a_correlation_id_can_be_followed_through_the_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("dev");
+    let mut cmd = vigil(&[
+        "dev",
+        "--data-dir",
+        s(&data),
+        "--rpc-addr",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ]);
+    cmd.env("RUST_LOG", "info,vigil_actors::bus=debug");
+    let mut node = Node::spawn(cmd, &data);
+    node.wait_ready();
+    let token = app(&node, "tracer", &["publish:traced", "subscribe:traced"]);
+    let url = bus_url(&node);
+    rt().block_on(async {
+        let mut c = BusClient::connect(&url, "tracer", &token).await.unwrap();
+        let sub = c.subscribe("traced", None).await.unwrap();
+        c.call(json!({ "op": "publish", "topic": "traced", "payload": "x", "correlation": "trace-me-42" }))
+            .await
+            .unwrap();
+        let m = c.next_msg(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(m["correlation"], "trace-me-42");
+        c.ack(sub, m["seq"].as_u64().unwrap()).await.unwrap();
+    });
+    node.signal("TERM");
+    assert!(node.wait_exit(20).success());
+    let lines: Vec<Value> = node
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let traced: Vec<&Value> = lines
+        .iter()
+        .filter(|l| {
+            l["span"]["correlation"] == "trace-me-42"
+                || l["spans"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s["correlation"] == "trace-me-42"))
+        })
+        .collect();
+    let messages: Vec<&str> = traced
+        .iter()
+        .filter_map(|l| l["fields"]["message"].as_str().or(l["message"].as_str()))
+        .collect();
+    assert!(
+        messages.contains(&"confirmed"),
+        "publish side not traced: {messages:?}"
+    );
+    assert!(
+        messages.contains(&"deliver"),
+        "delivery side not traced: {messages:?}"
+    );
+}
