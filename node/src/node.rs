@@ -188,6 +188,7 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
     let rpc_ctx = ctx.clone();
     let mut spec = root_spec(&opts.config.supervision)
         .child(ChildSpec::actor("store", move || StoreActor::new(db)).shutdown(timeout));
+    let mut bus_url = None;
     if let Some(bus) = bus {
         let listeners = bus::start(bus.clone(), opts.config.bus.addr).await.map_err(|e| {
             anyhow::Error::new(e).context(format!(
@@ -199,6 +200,7 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         std::fs::write(opts.dir.root().join(BUS_URL_FILE), format!("{url}\n"))
             .context("cannot write bus.url")?;
         tracing::info!(%url, "bus started");
+        bus_url = Some(url);
         spec = spec.child(ChildSpec::actor("bus", move || BusActor::new(bus, listeners)).shutdown(timeout));
     }
     let spec = spec
@@ -208,7 +210,13 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
     ctx.set_ready(true);
     tracing::info!(%peer_id, genesis = %p.genesis.hash().short(), rpc = %url, "node started");
     if opts.dev_banner {
-        print_banner(&peer_id.to_string(), &url, &opts.dir, !p.key.encrypted);
+        print_banner(
+            &peer_id.to_string(),
+            &url,
+            bus_url.as_deref(),
+            &opts.dir,
+            !p.key.encrypted,
+        );
     }
 
     let outcome = tokio::select! {
@@ -281,7 +289,7 @@ fn bind_hint(addr: SocketAddr) -> String {
     format!("the admin RPC cannot listen on {addr}: is another node running? pick a free address with --rpc-addr or rpc.addr (port 0 picks one)")
 }
 
-fn print_banner(peer_id: &str, url: &str, dir: &DataDir, insecure_key: bool) {
+fn print_banner(peer_id: &str, url: &str, bus_url: Option<&str>, dir: &DataDir, insecure_key: bool) {
     let d = dir.root().display();
     let key = if insecure_key {
         "unencrypted throwaway key"
@@ -293,6 +301,12 @@ fn print_banner(peer_id: &str, url: &str, dir: &DataDir, insecure_key: bool) {
     println!("  rpc       {url}");
     println!("  cookie    {}", dir.cookie().display());
     println!("  metrics   {url}/metrics");
+    if let Some(bus) = bus_url {
+        println!(
+            "  bus       {bus} (and {}/bus.sock; apps: vigilctl bus app-add NAME)",
+            dir.root().display()
+        );
+    }
     println!("  data dir  {d}");
     println!("  try       vigilctl --data-dir {d} status");
 }
