@@ -127,8 +127,8 @@ pub(crate) async fn bus_cmd(
                     println!(
                         "{:<40} {:>8} {:>8}",
                         t["topic"].as_str().unwrap_or("?"),
-                        t["depth"],
-                        t["groups"]
+                        t["depth"].as_u64().unwrap_or(0),
+                        t["groups"].as_u64().unwrap_or(0)
                     );
                 }
                 println!("{:<40} {:>8}", "LIVE TOPIC / PATTERN", "SUBS");
@@ -136,7 +136,7 @@ pub(crate) async fn bus_cmd(
                     println!(
                         "{:<40} {:>8}",
                         t["topic"].as_str().unwrap_or("?"),
-                        t["subscribers"]
+                        t["subscribers"].as_u64().unwrap_or(0)
                     );
                 }
             }
@@ -292,7 +292,7 @@ pub(crate) async fn queue_cmd(ep: &Endpoint, cmd: QueueCmd, json_out: bool) -> R
                         "{:<30} {:<8} {:>8} {:<16}",
                         t["topic"].as_str().unwrap_or("?"),
                         t["kind"].as_str().unwrap_or("?"),
-                        t["depth"],
+                        t["depth"].as_u64().unwrap_or(0),
                         "-"
                     );
                 }
@@ -301,13 +301,13 @@ pub(crate) async fn queue_cmd(ep: &Endpoint, cmd: QueueCmd, json_out: bool) -> R
                         "{:<30} {:<8} {:>8} {:<16} {:>8} {:>9} {:>9} {:>11} {:>13}",
                         t["topic"].as_str().unwrap_or("?"),
                         t["kind"].as_str().unwrap_or("?"),
-                        t["depth"],
+                        t["depth"].as_u64().unwrap_or(0),
                         g["group"].as_str().unwrap_or("?"),
-                        g["pending"],
-                        g["delivered"],
-                        g["acked"],
-                        g["redelivered"],
-                        g["dead_lettered"]
+                        g["pending"].as_u64().unwrap_or(0),
+                        g["delivered"].as_u64().unwrap_or(0),
+                        g["acked"].as_u64().unwrap_or(0),
+                        g["redelivered"].as_u64().unwrap_or(0),
+                        g["dead_lettered"].as_u64().unwrap_or(0)
                     );
                 }
             }
