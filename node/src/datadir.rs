@@ -138,8 +138,13 @@ fn create(dir: &DataDir, genesis: &Genesis, protection: KeyProtection<'_>) -> Re
     );
     fs::write(dir.genesis(), genesis_text).context("cannot write genesis.toml")?;
     fs::write(dir.config(), commented_template()).context("cannot write config.toml")?;
-    let db = open_node_db(&dir.db(), hash, OpenMode::Create, &StoreOptions::default())
-        .context("cannot create the database")?;
+    // No background flusher: it would hold the database briefly after the drop
+    // below, and `vigil dev` opens it again at once. Create flushes explicitly.
+    let opts = StoreOptions {
+        flush_every_ms: None,
+        ..StoreOptions::default()
+    };
+    let db = open_node_db(&dir.db(), hash, OpenMode::Create, &opts).context("cannot create the database")?;
     drop(db);
     let keypair = Keypair::generate_ed25519();
     match protection {

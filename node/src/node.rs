@@ -145,11 +145,15 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
             "node key is stored UNENCRYPTED (dev key): never use this data dir for a real network"
         );
     }
-    let registry = Registry::with_store(p.db.clone());
     let audit = Audit::open(p.db.clone()).context("cannot open the audit log")?;
     let bus = match opts.config.bus.enabled {
         true => Some(open_bus(&opts, &p.db, &audit)?),
         false => None,
+    };
+    // Actor dead letters are events like any other: on the bus when it runs.
+    let registry = match &bus {
+        Some(b) => Registry::with_queues(b.queues().clone()),
+        None => Registry::with_store(p.db.clone()),
     };
     let ctx = Arc::new(NodeContext {
         info: NodeInfo {

@@ -114,7 +114,10 @@ mod tests {
         let path = dir.path().join("db");
         let a = GenesisHash([1; 32]);
         let b = GenesisHash([2; 32]);
-        let opts = StoreOptions::default();
+        let opts = StoreOptions {
+            flush_every_ms: None,
+            ..StoreOptions::default()
+        };
         assert!(matches!(
             open_node_db(&path, a, OpenMode::Existing, &opts),
             Err(Error::NotInitialized { .. })
@@ -131,7 +134,10 @@ mod tests {
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let a = GenesisHash([1; 32]);
-        let opts = StoreOptions::default();
+        let opts = StoreOptions {
+            flush_every_ms: None,
+            ..StoreOptions::default()
+        };
         {
             let s = open_node_db(dir.path(), a, OpenMode::Create, &opts).unwrap();
             s.insert(META, KEY_SCHEMA, &encode_value(FORMAT, &9u32.to_be_bytes()))

@@ -14,6 +14,20 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (or creates) the database in `path`.
     pub fn open(path: &Path, cache_capacity_bytes: u64, flush_every_ms: Option<u64>) -> Result<Self> {
+        // sled's background flusher of a handle dropped a moment ago may still
+        // hold the lock: retry briefly before calling it another process.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match Self::open_once(path, cache_capacity_bytes, flush_every_ms) {
+                Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path, cache_capacity_bytes: u64, flush_every_ms: Option<u64>) -> Result<Self> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_capacity_bytes)

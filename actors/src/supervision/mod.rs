@@ -20,7 +20,8 @@
 //!   100 ms doubling to 30 s, with ±20% jitter;
 //! - poison messages: [`SupervisedAddr::call`] resends a message whose handler
 //!   crashed, and after `K` crashes (default 3) writes it to the dead-letter
-//!   store with the panic message instead of retrying forever;
+//!   store (the bus topic `actors.dead-letters` in the node) with the panic
+//!   message instead of retrying forever;
 //! - a [`Registry`] of named actors that always returns the live address;
 //! - stop in reverse start order with per-child timeouts;
 //! - metrics `vigil_actor_restarts_total`, `vigil_actor_up`,
@@ -60,7 +61,7 @@ mod worker;
 
 pub use self::core::{Core, Decision, Intensity, Restart, Strategy};
 pub use catch::{catch, install_panic_hook};
-pub use dead_letter::{DeadLetter, DLQ_TREE};
+pub use dead_letter::{DeadLetter, DLQ_TOPIC, DLQ_TREE};
 pub use registry::{ActorEntry, CallError, ChildKind, Registry, Status, SupervisedAddr};
 pub use spec::{Backoff, ChildSpec, SupervisorSpec};
 pub use supervisor::{start_tree, TreeHandle};

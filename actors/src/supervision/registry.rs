@@ -183,9 +183,18 @@ impl fmt::Debug for Registry {
 impl Registry {
     /// A registry whose dead letters are persisted in `store` (tree `dlq/actors`).
     pub fn with_store(store: SledStore) -> Self {
+        Self::with_sink(super::dead_letter::Sink::Tree(store))
+    }
+
+    /// A registry whose dead letters go to the durable bus topic `actors.dead-letters`.
+    pub fn with_queues(queues: Arc<crate::queue::Queues>) -> Self {
+        Self::with_sink(super::dead_letter::Sink::Topic(queues))
+    }
+
+    fn with_sink(sink: super::dead_letter::Sink) -> Self {
         Self {
             inner: Arc::new(Inner {
-                dead: DeadLetters::new(Some(store)),
+                dead: DeadLetters::new(sink),
                 ..Inner::default()
             }),
         }

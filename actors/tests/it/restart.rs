@@ -296,3 +296,35 @@ async fn a_child_that_will_not_stop_costs_only_its_own_timeout() {
         "the children around the stuck one still stopped in order"
     );
 }
+
+#[actix_rt::test]
+async fn with_the_bus_dead_letters_go_to_a_durable_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+    let queues = vigil_actors::queue::Queues::open(store, Default::default()).unwrap();
+    let log = SharedLog::default();
+    let l = log.clone();
+    let spec = SupervisorSpec::new("root", Strategy::OneForOne)
+        .intensity(Intensity {
+            max_restarts: 10,
+            period: Duration::from_secs(5),
+        })
+        .backoff(Backoff::none())
+        .child(ChildSpec::actor("p", move || Probe::new("p", l)));
+    let reg = Registry::with_queues(queues.clone());
+    let _tree = start_tree(spec, reg.clone()).unwrap();
+    let p = reg.get::<Probe>("p").unwrap();
+    assert!(matches!(
+        p.call(Add(13)).await,
+        Err(CallError::DeadLettered { .. })
+    ));
+    let (d, _) = queues.fetch(DLQ_TOPIC, "ops", 10).unwrap();
+    assert_eq!(d.len(), 1);
+    let letter: DeadLetter = serde_json::from_slice(&d[0].envelope.payload).unwrap();
+    assert_eq!(letter.actor, "p");
+    assert!(
+        letter.panic.contains("unlucky 13") && letter.message.contains("Add(13)"),
+        "{letter:?}"
+    );
+    assert_eq!(d[0].envelope.sender, "node");
+}
