@@ -82,7 +82,7 @@ impl Audit {
     pub fn append(&self, who: &str, action: &str, detail: Value) -> Result<u64> {
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         let (seq, prev) = *head;
-        let ts_us = crate::queue::now_us_pub();
+        let ts_us = crate::queue::now_us();
         let hash = digest(&prev, seq, ts_us, who, action, &detail);
         let e = AuditEntry {
             seq,

@@ -41,15 +41,11 @@ pub(super) async fn consume(
     auto_ack: bool,
     credit: usize,
 ) {
+    let reject = |e: crate::Error| wire::error_frame(None, &FrameError::new("rejected", e.to_string()));
     let waker = match bus.queues.waker(&topic) {
         Ok(w) => w,
         Err(e) => {
-            let _ = out
-                .send(wire::error_frame(
-                    None,
-                    &FrameError::new("rejected", e.to_string()),
-                ))
-                .await;
+            let _ = out.send(reject(e)).await;
             return;
         }
     };
@@ -94,12 +90,7 @@ pub(super) async fn consume(
                 }
             }
             Err(e) => {
-                let _ = out
-                    .send(wire::error_frame(
-                        None,
-                        &FrameError::new("rejected", e.to_string()),
-                    ))
-                    .await;
+                let _ = out.send(reject(e)).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }

@@ -40,12 +40,8 @@ use crate::metrics as m;
 use crate::store::{Batch, SledStore, Store};
 use crate::{Error, Result};
 use flusher::Flusher;
-use topic::{group_tree, msg_tree, now_us, pending_key_of, DeadLetter, TopicState};
-
-/// Microseconds since the Unix epoch (the queue's clock).
-pub fn now_us_pub() -> u64 {
-    now_us()
-}
+pub use topic::now_us;
+use topic::{group_tree, msg_tree, pending_key_of, DeadLetter, TopicState};
 
 /// Header: publisher-chosen id for deduplication.
 pub const HDR_MSG_ID: &str = "msg-id";

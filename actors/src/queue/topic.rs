@@ -32,7 +32,8 @@ fn pending_key(seq: u64) -> Vec<u8> {
     k
 }
 
-pub(crate) fn now_us() -> u64 {
+/// Microseconds since the Unix epoch (the queue's clock).
+pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)

@@ -120,11 +120,6 @@ impl Core {
         }
     }
 
-    /// Restarts counted in the current window.
-    pub fn recent_restarts(&self) -> usize {
-        self.history.len()
-    }
-
     /// Marks every child stopped (supervisor stopped or gave up); keeps removals.
     pub fn stop_all(&mut self) {
         for s in &mut self.slots {

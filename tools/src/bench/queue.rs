@@ -67,6 +67,15 @@ pub struct Report {
     pub window: usize,
 }
 
+/// Every publisher's latency samples, in nanoseconds.
+async fn join_latencies(tasks: Vec<tokio::task::JoinHandle<Vec<u64>>>) -> Vec<u64> {
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("publisher task"));
+    }
+    all
+}
+
 fn engine(dir: &std::path::Path) -> Arc<Queues> {
     let store = SledStore::open(dir, 256 << 20, None).expect("open sled");
     Queues::open(
@@ -104,10 +113,7 @@ async fn vigil_row(publishers: usize, per: usize, payload: usize) -> Row {
             })
         })
         .collect();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("publisher task"));
-    }
+    let all = join_latencies(tasks).await;
     let secs = t0.elapsed().as_secs_f64();
     Row {
         system: "vigil".into(),
@@ -240,22 +246,17 @@ async fn bus_row(publishers: usize, per: usize, payload: usize, window: usize) -
                 let mut in_flight = std::collections::VecDeque::new();
                 for i in 0..per {
                     in_flight.push_back((Instant::now(), c.publish_start("bench", &body)));
-                    if in_flight.len() >= window || i + 1 == per {
-                        while in_flight.len() >= window.max(1) || (i + 1 == per && !in_flight.is_empty()) {
-                            let (t, f) = in_flight.pop_front().expect("non-empty");
-                            f.await.expect("publish");
-                            lat.push(t.elapsed().as_nanos() as u64);
-                        }
+                    while in_flight.len() >= window.max(1) || (i + 1 == per && !in_flight.is_empty()) {
+                        let (t, f) = in_flight.pop_front().expect("non-empty");
+                        f.await.expect("publish");
+                        lat.push(t.elapsed().as_nanos() as u64);
                     }
                 }
                 lat
             })
         })
         .collect();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("publisher task"));
-    }
+    let all = join_latencies(tasks).await;
     Row {
         system: system.into(),
         publishers,
