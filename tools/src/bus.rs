@@ -20,10 +20,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use base64::Engine as _;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
 
 /// An error frame from the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,16 +90,9 @@ impl BusClient {
             .with_context(|| {
                 format!("cannot connect to the bus at {url}: is the node running with the bus enabled?")
             })?;
-        let (mut write, mut read) = ws.split();
-        let (out, mut out_rx) = mpsc::channel::<String>(1024);
-        tokio::spawn(async move {
-            while let Some(f) = out_rx.recv().await {
-                if write.send(Message::text(f)).await.is_err() {
-                    break;
-                }
-            }
-            let _ = write.close().await;
-        });
+        let (write, mut read) = ws.split();
+        let (out, out_rx) = mpsc::channel::<String>(1024);
+        tokio::spawn(vigil_actors::bus::wire::write_frames(write, out_rx));
         out.send(json!({ "op": "hello", "app": app, "token": token }).to_string())
             .await?;
         let first = tokio::time::timeout(Duration::from_secs(10), read.next())

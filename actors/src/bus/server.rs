@@ -5,8 +5,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use futures::StreamExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -110,16 +110,9 @@ async fn ws_conn(bus: Arc<Bus>, stream: tokio::net::TcpStream, peer: SocketAddr)
             return;
         }
     };
-    let (mut write, read) = ws.split();
-    let (tx, mut rx) = mpsc::channel::<String>(bus.settings.outbound_queue);
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if write.send(Message::text(frame)).await.is_err() {
-                break;
-            }
-        }
-        let _ = write.close().await;
-    });
+    let (write, read) = ws.split();
+    let (tx, rx) = mpsc::channel::<String>(bus.settings.outbound_queue);
+    let writer = tokio::spawn(super::wire::write_frames(write, rx));
     let frames = read
         .take_while(|m| futures::future::ready(matches!(m, Ok(m) if !m.is_close())))
         .filter_map(|m| {
@@ -150,12 +143,18 @@ async fn accept_unix(bus: Arc<Bus>, listener: UnixListener, mut stopped: watch::
 
 async fn unix_conn(bus: Arc<Bus>, stream: tokio::net::UnixStream) {
     let max = bus.settings.max_frame_bytes;
-    let (read, mut write) = stream.into_split();
+    let (read, write) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<String>(bus.settings.outbound_queue);
     let writer = tokio::spawn(async move {
-        while let Some(mut frame) = rx.recv().await {
-            frame.push('\n');
-            if write.write_all(frame.as_bytes()).await.is_err() {
+        // Lines queued together go out in one write.
+        let mut write = BufWriter::new(write);
+        'outer: while let Some(frame) = rx.recv().await {
+            for f in std::iter::once(frame).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                if write.write_all(f.as_bytes()).await.is_err() || write.write_all(b"\n").await.is_err() {
+                    break 'outer;
+                }
+            }
+            if write.flush().await.is_err() {
                 break;
             }
         }
