@@ -242,6 +242,32 @@ pub fn put_payload(obj: &mut Value, bytes: &[u8]) {
     }
 }
 
+/// Writes queued frames to a WebSocket until the queue closes or the socket
+/// fails, then closes the socket. Frames already queued when the writer wakes
+/// go out in one flush (one `send` syscall for a burst of confirms, not one
+/// per frame).
+pub async fn write_frames<S>(mut sink: S, mut rx: tokio::sync::mpsc::Receiver<String>)
+where
+    S: futures::Sink<tokio_tungstenite::tungstenite::Message> + Unpin,
+{
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    'outer: while let Some(frame) = rx.recv().await {
+        if sink.feed(Message::text(frame)).await.is_err() {
+            break;
+        }
+        while let Ok(more) = rx.try_recv() {
+            if sink.feed(Message::text(more)).await.is_err() {
+                break 'outer;
+            }
+        }
+        if sink.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,30 +306,4 @@ mod tests {
         put_payload(&mut v, &[0xff, 0]);
         assert_eq!(v["payload_b64"], "/wA=");
     }
-}
-
-/// Writes queued frames to a WebSocket until the queue closes or the socket
-/// fails, then closes the socket. Frames already queued when the writer wakes
-/// go out in one flush (one `send` syscall for a burst of confirms, not one
-/// per frame).
-pub async fn write_frames<S>(mut sink: S, mut rx: tokio::sync::mpsc::Receiver<String>)
-where
-    S: futures::Sink<tokio_tungstenite::tungstenite::Message> + Unpin,
-{
-    use futures::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
-    'outer: while let Some(frame) = rx.recv().await {
-        if sink.feed(Message::text(frame)).await.is_err() {
-            break;
-        }
-        while let Ok(more) = rx.try_recv() {
-            if sink.feed(Message::text(more)).await.is_err() {
-                break 'outer;
-            }
-        }
-        if sink.flush().await.is_err() {
-            break;
-        }
-    }
-    let _ = sink.close().await;
 }
