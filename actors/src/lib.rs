@@ -19,6 +19,7 @@ pub mod audit;
 pub mod bus;
 mod error;
 pub mod metrics;
+pub mod net;
 pub mod queue;
 pub mod rpc;
 pub mod store;

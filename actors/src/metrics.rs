@@ -59,6 +59,31 @@ pub const SECONDS_BUCKETS: [f64; 14] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0,
 ];
 
+/// Connected peers, labelled `direction` (`inbound` | `outbound`).
+pub const NET_PEERS: &str = "vigil_net_peers";
+/// Outbound dials started.
+pub const NET_DIALS: &str = "vigil_net_dials_total";
+/// Outbound dials that failed.
+pub const NET_DIAL_FAILURES: &str = "vigil_net_dial_failures_total";
+/// Inbound connections refused (limits, bans) or failed in the handshake.
+pub const NET_INCOMING_REFUSED: &str = "vigil_net_incoming_refused_total";
+/// Bytes of vigil protocol frames and gossip, labelled `protocol` and `direction`.
+pub const NET_BYTES: &str = "vigil_net_bytes_total";
+/// Gossip messages, labelled `topic` and `result` (`published` | `accepted` | `rejected`).
+pub const NET_GOSSIP: &str = "vigil_net_gossip_messages_total";
+/// Scores of connected peers, sampled every tick.
+pub const NET_PEER_SCORE: &str = "vigil_net_peer_score";
+/// Offences scored, labelled `offence`.
+pub const NET_OFFENCES: &str = "vigil_net_offences_total";
+/// Bans issued (scoring and operator).
+pub const NET_BANS: &str = "vigil_net_bans_total";
+/// Bans in force.
+pub const NET_BANNED: &str = "vigil_net_banned_peers";
+/// Peers disconnected for being on another genesis.
+pub const NET_FOREIGN: &str = "vigil_net_foreign_peers_total";
+/// Buckets of [`NET_PEER_SCORE`].
+pub const SCORE_BUCKETS: [f64; 9] = [-50.0, -20.0, -10.0, -1.0, 0.0, 1.0, 10.0, 20.0, 50.0];
+
 /// Registers descriptions and the build-info gauge. Call once after installing the recorder.
 pub fn describe(version: &'static str, genesis_short: String) {
     metrics::describe_counter!(RPC_REQUESTS, "Admin RPC calls by method and result.");
@@ -88,6 +113,20 @@ pub fn describe(version: &'static str, genesis_short: String) {
         ACTOR_DEAD_LETTERS,
         "Messages dead-lettered after crashing their handler."
     );
+    metrics::describe_gauge!(NET_PEERS, "Connected peers by direction.");
+    metrics::describe_counter!(NET_DIALS, "Outbound dials started.");
+    metrics::describe_counter!(NET_DIAL_FAILURES, "Outbound dials that failed.");
+    metrics::describe_counter!(NET_INCOMING_REFUSED, "Inbound connections refused or failed.");
+    metrics::describe_counter!(
+        NET_BYTES,
+        "Bytes of vigil protocol frames and gossip by protocol and direction."
+    );
+    metrics::describe_counter!(NET_GOSSIP, "Gossip messages by topic and result.");
+    metrics::describe_histogram!(NET_PEER_SCORE, "Scores of connected peers, sampled.");
+    metrics::describe_counter!(NET_OFFENCES, "Peer offences scored, by offence.");
+    metrics::describe_counter!(NET_BANS, "Peer bans issued.");
+    metrics::describe_gauge!(NET_BANNED, "Peer bans in force.");
+    metrics::describe_counter!(NET_FOREIGN, "Peers disconnected for being on another genesis.");
     metrics::describe_counter!(QUEUE_PUBLISHED, "Messages stored in durable topics.");
     metrics::describe_counter!(QUEUE_DELIVERED, "Deliveries, first and repeated.");
     metrics::describe_counter!(QUEUE_ACKED, "Acknowledged deliveries.");

@@ -72,20 +72,56 @@ impl Default for RpcConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
+    /// Run the p2p network.
+    pub enabled: bool,
     /// p2p listen multiaddrs.
     pub listen: Vec<String>,
     /// Extra bootnodes, besides the genesis ones.
     pub bootnodes: Vec<String>,
+    /// Established inbound connections allowed.
+    pub max_inbound: u32,
+    /// Established outbound connections allowed.
+    pub max_outbound: u32,
+    /// Inbound connections in their handshake allowed.
+    pub max_pending: u32,
+    /// Connections per peer allowed.
+    pub max_per_peer: u32,
+    /// Peers the node dials towards.
+    pub target_peers: u32,
+    /// Close a connection idle this long, seconds.
+    pub idle_timeout_secs: u64,
+    /// Disconnect a peer whose score falls below this.
+    pub score_disconnect: i32,
+    /// Ban a peer whose score falls below this.
+    pub score_ban: i32,
+    /// How long a ban lasts, seconds.
+    pub ban_secs: u64,
+    /// First reconnection delay, ms; doubles per failure.
+    pub reconnect_initial_ms: u64,
+    /// Largest reconnection delay, ms.
+    pub reconnect_max_ms: u64,
 }
 
 impl Default for NetworkConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             listen: vec![
                 format!("/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}"),
                 format!("/ip4/0.0.0.0/udp/{DEFAULT_P2P_PORT}/quic-v1"),
             ],
             bootnodes: Vec::new(),
+            max_inbound: 64,
+            max_outbound: 32,
+            max_pending: 32,
+            max_per_peer: 2,
+            target_peers: 16,
+            idle_timeout_secs: 60,
+            score_disconnect: -20,
+            score_ban: -50,
+            ban_secs: 12 * 3600,
+            reconnect_initial_ms: 1000,
+            reconnect_max_ms: 60_000,
         }
     }
 }

@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use multiaddr::Multiaddr;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use vigil_actors::audit::Audit;
 use vigil_actors::bus::{self, Apps, Bus, BusActor, BusSettings};
+use vigil_actors::net::{NetActor, NetSettings, Network, ScoreParams};
 use vigil_actors::queue::{ConfirmMode, QueueConfig, Queues};
 use vigil_actors::rpc::{self, NodeContext, NodeInfo, RpcActor, RpcSettings, ShutdownReason};
 use vigil_actors::store::{open_node_db, OpenMode, SledStore, Store, StoreActor, StoreOptions};
@@ -150,6 +152,10 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         true => Some(open_bus(&opts, &p.db, &audit)?),
         false => None,
     };
+    let net = match opts.config.network.enabled {
+        true => Some(launch_network(&opts, &p, &audit).await?),
+        false => None,
+    };
     // Actor dead letters are events like any other: on the bus when it runs.
     let registry = match &bus {
         Some(b) => Registry::with_queues(b.queues().clone()),
@@ -162,7 +168,10 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
             genesis_name: p.genesis.network.clone(),
             genesis_hash: p.genesis.hash().to_hex(),
             data_dir: opts.dir.root().to_owned(),
-            listen_addrs: opts.config.network.listen.clone(),
+            listen_addrs: match &net {
+                Some((n, _)) => n.dial_addrs().iter().map(|a| a.to_string()).collect(),
+                None => Vec::new(),
+            },
             insecure_key: !p.key.encrypted,
         },
         started,
@@ -173,6 +182,8 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         fault_injection: opts.config.debug.fault_injection,
         bus: bus.clone(),
         audit,
+        net: net.as_ref().map(|(n, _)| n.clone()),
+        ready_alone: p.genesis.bootnodes.is_empty() && opts.config.network.bootnodes.is_empty(),
     });
     if ctx.fault_injection {
         tracing::warn!("debug.fault_injection is on: actors_inject_panic can crash actors");
@@ -206,6 +217,9 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         tracing::info!(%url, "bus started");
         bus_url = Some(url);
         spec = spec.child(ChildSpec::actor("bus", move || BusActor::new(bus, listeners)).shutdown(timeout));
+    }
+    if let Some((net, task)) = net {
+        spec = spec.child(ChildSpec::actor("net", move || NetActor::new(net, task)).shutdown(timeout));
     }
     let spec = spec
         .child(ChildSpec::actor("rpc", move || RpcActor::new(server, settings, rpc_ctx)).shutdown(timeout));
@@ -273,6 +287,59 @@ fn open_bus(opts: &RunOptions, db: &SledStore, audit: &Audit) -> Result<Arc<Bus>
         hello_timeout: Duration::from_millis(c.hello_timeout_ms),
     };
     Ok(Bus::new(settings, queues, apps, audit.clone()))
+}
+
+async fn launch_network(
+    opts: &RunOptions,
+    p: &Prepared,
+    audit: &Audit,
+) -> Result<(Network, tokio::task::JoinHandle<()>)> {
+    let c = &opts.config.network;
+    let parse = |what: &str, a: &String| {
+        a.parse::<Multiaddr>()
+            .with_context(|| format!("{what} `{a}` is not a multiaddr"))
+    };
+    let listen = c
+        .listen
+        .iter()
+        .map(|a| parse("network.listen", a))
+        .collect::<Result<_>>()?;
+    let bootnodes = p
+        .genesis
+        .bootnodes
+        .iter()
+        .map(|a| parse("genesis bootnode", a))
+        .chain(c.bootnodes.iter().map(|a| parse("network.bootnodes", a)))
+        .collect::<Result<_>>()?;
+    let settings = NetSettings {
+        listen,
+        bootnodes,
+        max_inbound: c.max_inbound,
+        max_outbound: c.max_outbound,
+        max_pending: c.max_pending,
+        max_per_peer: c.max_per_peer,
+        target_peers: c.target_peers as usize,
+        idle_timeout: Duration::from_secs(c.idle_timeout_secs),
+        score: ScoreParams {
+            disconnect_below: c.score_disconnect.into(),
+            ban_below: c.score_ban.into(),
+            ban_for: Duration::from_secs(c.ban_secs),
+            ..ScoreParams::default()
+        },
+        reconnect_initial: Duration::from_millis(c.reconnect_initial_ms),
+        reconnect_max: Duration::from_millis(c.reconnect_max_ms),
+        ..NetSettings::default()
+    };
+    let net = Network::new(
+        p.key.keypair.clone(),
+        p.genesis.hash().0,
+        settings,
+        p.db.clone(),
+        Some(audit.clone()),
+    );
+    let task = net.launch().await.context("cannot start the p2p network")?;
+    tracing::info!(addrs = ?net.dial_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(), "p2p network listening");
+    Ok((net, task))
 }
 
 fn root_spec(s: &SupervisionConfig) -> SupervisorSpec {

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{NodeContext, ShutdownReason};
 
 /// Every method the admin RPC serves.
-pub const METHODS: [&str; 18] = [
+pub const METHODS: [&str; 26] = [
     "node_info",
     "node_health",
     "node_shutdown",
@@ -28,10 +28,18 @@ pub const METHODS: [&str; 18] = [
     "queue_dlq_replay",
     "audit_list",
     "audit_verify",
+    "net_info",
+    "net_peers",
+    "net_bans",
+    "net_ban",
+    "net_unban",
+    "net_dial",
+    "net_probe",
+    "net_probes",
 ];
 /// Methods that change state: they need the `operator` or `admin` role once
 /// API keys exist; with the cookie (full access) they are allowed.
-pub const UNSAFE_METHODS: [&str; 8] = [
+pub const UNSAFE_METHODS: [&str; 12] = [
     "node_shutdown",
     "actors_restart",
     "actors_inject_panic",
@@ -40,6 +48,10 @@ pub const UNSAFE_METHODS: [&str; 8] = [
     "bus_grant",
     "bus_revoke",
     "queue_dlq_replay",
+    "net_ban",
+    "net_unban",
+    "net_dial",
+    "net_probe",
 ];
 
 /// Error code: the node is shutting down already.
@@ -50,6 +62,7 @@ pub(super) fn module(ctx: Arc<NodeContext>) -> RpcModule<NodeContext> {
     register(&mut module);
     super::actors_methods::register(&mut module);
     super::bus_methods::register(&mut module);
+    super::net_methods::register(&mut module);
     module
 }
 

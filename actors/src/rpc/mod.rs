@@ -14,6 +14,7 @@ mod cookie;
 mod http;
 mod methods;
 mod middleware;
+mod net_methods;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,6 +97,11 @@ pub struct NodeContext {
     pub bus: Option<Arc<crate::bus::Bus>>,
     /// The audit log.
     pub audit: crate::audit::Audit,
+    /// The p2p network, when enabled.
+    pub net: Option<crate::net::Network>,
+    /// Whether the node is ready without peers (no bootnodes at all: the
+    /// first node of a network, e.g. `vigil dev`).
+    pub ready_alone: bool,
 }
 
 impl NodeContext {
@@ -104,9 +110,11 @@ impl NodeContext {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    /// Whether `/ready` answers 200.
+    /// Whether `/ready` answers 200: started, and connected to at least one
+    /// peer of its genesis unless it may be alone.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+            && (self.ready_alone || self.net.as_ref().is_none_or(|n| n.peer_count() > 0))
     }
 }
 

@@ -25,7 +25,7 @@ impl Config {
             );
         }
         let sup = &self.supervision;
-        let ranges: [(&str, u64, u64, u64); 11] = [
+        let ranges: [(&str, u64, u64, u64); 20] = [
             ("supervision.max_restarts", sup.max_restarts.into(), 0, 1000),
             ("supervision.period_secs", sup.period_secs, 1, 3600),
             (
@@ -62,6 +62,40 @@ impl Config {
                 600_000,
             ),
             ("network.listen (count)", self.network.listen.len() as u64, 0, 64),
+            ("network.max_inbound", self.network.max_inbound.into(), 0, 100_000),
+            (
+                "network.max_outbound",
+                self.network.max_outbound.into(),
+                1,
+                100_000,
+            ),
+            ("network.max_pending", self.network.max_pending.into(), 1, 100_000),
+            ("network.max_per_peer", self.network.max_per_peer.into(), 1, 16),
+            (
+                "network.target_peers",
+                self.network.target_peers.into(),
+                1,
+                self.network.max_outbound.into(),
+            ),
+            (
+                "network.idle_timeout_secs",
+                self.network.idle_timeout_secs,
+                1,
+                86_400,
+            ),
+            ("network.ban_secs", self.network.ban_secs, 1, 365 * 86_400),
+            (
+                "network.reconnect_initial_ms",
+                self.network.reconnect_initial_ms,
+                10,
+                600_000,
+            ),
+            (
+                "network.reconnect_max_ms",
+                self.network.reconnect_max_ms,
+                self.network.reconnect_initial_ms,
+                3_600_000,
+            ),
         ];
         for (field, v, lo, hi) in ranges {
             if !(lo..=hi).contains(&v) {
@@ -88,6 +122,21 @@ impl Config {
                     "a multiaddr ending in /p2p/<peer id>".into(),
                 );
             }
+        }
+        let n = &self.network;
+        if !(-100..=-1).contains(&n.score_disconnect) {
+            bad(
+                "network.score_disconnect",
+                n.score_disconnect.to_string(),
+                "-100..=-1".into(),
+            );
+        }
+        if !(-100..=n.score_disconnect).contains(&n.score_ban) {
+            bad(
+                "network.score_ban",
+                n.score_ban.to_string(),
+                format!("-100..={} (at most network.score_disconnect)", n.score_disconnect),
+            );
         }
         let bus = &self.bus;
         if !bus.addr.ip().is_loopback() {

@@ -28,7 +28,8 @@ pub fn vigil(args: &[&str]) -> Command {
         .env_remove("RUST_LOG")
         .env_remove("VIGIL_DATA_DIR")
         // Tests run nodes side by side: every node's bus takes a free port.
-        .env("VIGIL_BUS__ADDR", "127.0.0.1:0");
+        .env("VIGIL_BUS__ADDR", "127.0.0.1:0")
+        .env("VIGIL_NETWORK__LISTEN", "/ip4/127.0.0.1/tcp/0");
     c
 }
 

@@ -1,0 +1,112 @@
+//! The composed libp2p behaviour and the swarm built from it.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    allow_block_list, connection_limits, gossipsub, identify, kad, noise, ping, request_response, tcp, yamux,
+    StreamProtocol, Swarm, SwarmBuilder,
+};
+
+use super::codec::{FrameCodec, Status, STATUS_MAX};
+use super::NetSettings;
+use crate::{Error, Result};
+
+/// Every behaviour of a vigil node. `limits` is the first field so its
+/// verdict on a connection comes before any other behaviour sees it.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub limits: connection_limits::Behaviour,
+    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub gossipsub: gossipsub::Behaviour,
+    pub status: request_response::Behaviour<FrameCodec<Status, Status>>,
+}
+
+/// Protocol names and topics of one genesis: `/vigil/<g8>/...`.
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// The genesis hash prefix (16 hex chars).
+    pub g8: String,
+    /// Identify's `protocol_version`; a peer announcing another is on another genesis.
+    pub protocol_version: String,
+    /// `/vigil/<g8>/kad/1`.
+    pub kad: StreamProtocol,
+    /// `/vigil/<g8>/status/1`.
+    pub status: StreamProtocol,
+    /// Gossip topic of operator probes, `/vigil/<g8>/probe/1`.
+    pub probe_topic: gossipsub::IdentTopic,
+}
+
+impl Names {
+    /// The names for genesis prefix `g8`.
+    pub fn new(g8: &str) -> Self {
+        let p = |s: &str| StreamProtocol::try_from_owned(format!("/vigil/{g8}/{s}")).expect("starts with /");
+        Self {
+            g8: g8.to_owned(),
+            protocol_version: format!("/vigil/{g8}/1"),
+            kad: p("kad/1"),
+            status: p("status/1"),
+            probe_topic: gossipsub::IdentTopic::new(format!("/vigil/{g8}/probe/1")),
+        }
+    }
+}
+
+pub(crate) fn build(key: &Keypair, names: &Names, s: &NetSettings) -> Result<Swarm<Behaviour>> {
+    let err = |what: &str, e: &dyn std::fmt::Display| Error::Invalid(format!("cannot build the {what}: {e}"));
+    let peer_id = key.public().to_peer_id();
+    let gossip_cfg = gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(Duration::from_millis(700))
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(s.max_gossip_bytes)
+        .build()
+        .map_err(|e| err("gossipsub config", &e))?;
+    let gossipsub =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_cfg)
+            .map_err(|e| err("gossipsub behaviour", &e))?;
+    let mut kad_cfg = kad::Config::new(names.kad.clone());
+    kad_cfg.set_query_timeout(Duration::from_secs(30));
+    let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
+    // On loopback and LANs kad would stay a client and the DHT empty.
+    kad.set_mode(Some(kad::Mode::Server));
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_pending_incoming(Some(s.max_pending))
+        .with_max_established_incoming(Some(s.max_inbound))
+        .with_max_established_outgoing(Some(s.max_outbound))
+        .with_max_established_per_peer(Some(s.max_per_peer));
+    let behaviour = Behaviour {
+        limits: connection_limits::Behaviour::new(limits),
+        blocked: allow_block_list::Behaviour::default(),
+        identify: identify::Behaviour::new(
+            identify::Config::new(names.protocol_version.clone(), key.public())
+                .with_agent_version(s.agent.clone()),
+        ),
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(10))),
+        kad,
+        gossipsub,
+        status: request_response::Behaviour::with_codec(
+            FrameCodec::new(STATUS_MAX, STATUS_MAX),
+            [(names.status.clone(), request_response::ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+        ),
+    };
+    let idle = s.idle_timeout;
+    let swarm = SwarmBuilder::with_existing_identity(key.clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| err("TCP transport", &e))?
+        .with_quic()
+        .with_behaviour(|_| behaviour)
+        .map_err(|e| err("behaviour", &e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build();
+    Ok(swarm)
+}

@@ -1,0 +1,364 @@
+//! The libp2p network: a swarm on its own tokio task (TCP + QUIC, Noise,
+//! Yamux; connection limits, bans, identify, ping, Kademlia in server mode,
+//! gossipsub, request-response with [`codec::FrameCodec`]), owned by the
+//! supervised [`NetActor`].
+//!
+//! Every vigil protocol and topic carries the genesis prefix
+//! (`/vigil/<g8>/...`, see [`Names`]); identify and ping keep their standard
+//! ids so any libp2p implementation can reach the node, and a peer whose
+//! identify `protocol_version` names another genesis is disconnected and
+//! forgotten. Peers are scored ([`score`]); bans and the addresses of peers
+//! met are kept in sled ([`book`]), so a restarted node reconnects even when
+//! every bootnode is down.
+//!
+//! [`Network`] is the handle the RPC and other actors use: reads come from a
+//! snapshot the swarm task keeps current, changes go to the task as commands.
+
+mod actor;
+pub mod behaviour;
+pub mod book;
+pub mod codec;
+pub mod score;
+mod swarm;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+pub use actor::NetActor;
+pub use behaviour::Names;
+pub use book::{Ban, PeerBook};
+pub use score::{Offence, ScoreParams};
+
+use crate::audit::Audit;
+use crate::store::SledStore;
+use crate::{Error, Result};
+
+/// Settings of the network, from the node's `[network]` config.
+#[derive(Debug, Clone)]
+pub struct NetSettings {
+    /// Listen multiaddrs (TCP and/or QUIC).
+    pub listen: Vec<Multiaddr>,
+    /// Bootnodes (genesis and config), ending in `/p2p/<peer id>`.
+    pub bootnodes: Vec<Multiaddr>,
+    /// Established inbound connections allowed.
+    pub max_inbound: u32,
+    /// Established outbound connections allowed.
+    pub max_outbound: u32,
+    /// Inbound connections still handshaking allowed.
+    pub max_pending: u32,
+    /// Connections per peer allowed.
+    pub max_per_peer: u32,
+    /// Peers the node dials towards (from the peer book and the DHT).
+    pub target_peers: usize,
+    /// A connection with no stream open this long is closed.
+    pub idle_timeout: Duration,
+    /// Score thresholds and ban length.
+    pub score: ScoreParams,
+    /// First reconnection delay; doubles per failure.
+    pub reconnect_initial: Duration,
+    /// Largest reconnection delay.
+    pub reconnect_max: Duration,
+    /// Largest gossip message, bytes.
+    pub max_gossip_bytes: usize,
+    /// Identify's agent version, e.g. `vigil/0.1.0`.
+    pub agent: String,
+}
+
+impl Default for NetSettings {
+    fn default() -> Self {
+        Self {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid")],
+            bootnodes: Vec::new(),
+            max_inbound: 64,
+            max_outbound: 32,
+            max_pending: 32,
+            max_per_peer: 2,
+            target_peers: 16,
+            idle_timeout: Duration::from_secs(60),
+            score: ScoreParams::default(),
+            reconnect_initial: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(60),
+            max_gossip_bytes: 1 << 20,
+            agent: format!("vigil/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// One connected peer, as `net_peers` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerInfo {
+    /// Peer id.
+    pub peer_id: String,
+    /// Remote addresses of its connections.
+    pub addresses: Vec<String>,
+    /// `inbound` or `outbound` (of its first connection).
+    pub direction: &'static str,
+    /// Last ping round trip, ms.
+    pub latency_ms: Option<f64>,
+    /// Current score (-100..=100).
+    pub score: f64,
+    /// Identify's agent version.
+    pub agent: Option<String>,
+    /// Protocols it announced.
+    pub protocols: Vec<String>,
+    /// Whether identify confirmed it is on our genesis.
+    pub identified: bool,
+    /// Its epoch head from the status exchange.
+    pub head: Option<u64>,
+    /// Open connections.
+    pub connections: usize,
+    /// Seconds since its first connection.
+    pub connected_secs: u64,
+    #[serde(skip)]
+    since: Option<Instant>,
+}
+
+/// What `net_info` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetInfo {
+    /// Local peer id.
+    pub peer_id: String,
+    /// Addresses the swarm listens on.
+    pub listen_addrs: Vec<String>,
+    /// Addresses peers observed us at (identify).
+    pub external_addrs: Vec<String>,
+    /// Genesis-scoped protocol and topic names.
+    pub protocols: Vec<String>,
+    /// Identified peers connected.
+    pub peers: usize,
+    /// Bans in force.
+    pub banned: usize,
+}
+
+/// A gossip probe this node saw (its own or a peer's).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeSeen {
+    /// Probe id.
+    pub id: u64,
+    /// Peer that published it.
+    pub origin: String,
+    /// Sender's clock at publish, Unix µs.
+    pub sent_at_us: u64,
+    /// Our clock at receipt, Unix µs.
+    pub received_at_us: u64,
+}
+
+/// Probes kept.
+const PROBES_KEPT: usize = 1024;
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    listen: Vec<Multiaddr>,
+    external: Vec<Multiaddr>,
+    peers: HashMap<PeerId, PeerInfo>,
+    probes: VecDeque<ProbeSeen>,
+    running: bool,
+}
+
+pub(crate) enum Command {
+    Dial(Multiaddr, oneshot::Sender<std::result::Result<(), String>>),
+    Ban {
+        peer: PeerId,
+        secs: u64,
+        reason: String,
+        by: String,
+        reply: oneshot::Sender<std::result::Result<(), String>>,
+    },
+    Unban(PeerId, oneshot::Sender<std::result::Result<bool, String>>),
+    Probe(oneshot::Sender<std::result::Result<u64, String>>),
+    Penalize(PeerId, Offence),
+}
+
+#[derive(Debug)]
+struct Inner {
+    key: Keypair,
+    genesis: [u8; 32],
+    names: Names,
+    settings: Mutex<NetSettings>,
+    book: PeerBook,
+    audit: Option<Audit>,
+    snapshot: Mutex<Snapshot>,
+    cmd: Mutex<Option<mpsc::Sender<Command>>>,
+}
+
+/// Handle to the network; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Network {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Network {
+    /// A network for genesis `genesis` (full hash); nothing runs until [`Network::launch`].
+    pub fn new(
+        key: Keypair,
+        genesis: [u8; 32],
+        settings: NetSettings,
+        store: SledStore,
+        audit: Option<Audit>,
+    ) -> Self {
+        let names = Names::new(&hex::encode(&genesis[..8]));
+        Self {
+            inner: Arc::new(Inner {
+                key,
+                genesis,
+                names,
+                settings: Mutex::new(settings),
+                book: PeerBook::new(store),
+                audit,
+                snapshot: Mutex::new(Snapshot::default()),
+                cmd: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Builds the swarm, binds every listen address (an address that cannot
+    /// be bound is an error naming it), and runs the swarm on its own task.
+    /// Addresses bound to port 0 keep their port across relaunches.
+    pub async fn launch(&self) -> Result<tokio::task::JoinHandle<()>> {
+        swarm::launch(self.clone()).await
+    }
+
+    /// Local peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.key.public().to_peer_id()
+    }
+
+    /// Protocol names of this genesis.
+    pub fn names(&self) -> &Names {
+        &self.inner.names
+    }
+
+    /// Listen addresses, with `/p2p/<peer id>` appended (what another node dials).
+    pub fn dial_addrs(&self) -> Vec<Multiaddr> {
+        let me = self.peer_id();
+        lock(&self.inner.snapshot)
+            .listen
+            .iter()
+            .map(|a| a.clone().with(libp2p::multiaddr::Protocol::P2p(me)))
+            .collect()
+    }
+
+    /// Identified peers connected.
+    pub fn peer_count(&self) -> usize {
+        lock(&self.inner.snapshot)
+            .peers
+            .values()
+            .filter(|p| p.identified)
+            .count()
+    }
+
+    /// Connected peers, best score first.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        let mut v: Vec<PeerInfo> = lock(&self.inner.snapshot)
+            .peers
+            .values()
+            .cloned()
+            .map(|mut p| {
+                p.connected_secs = p.since.map_or(0, |s| s.elapsed().as_secs());
+                p
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.peer_id.cmp(&b.peer_id))
+        });
+        v
+    }
+
+    /// Bans in force.
+    pub fn bans(&self) -> Result<Vec<Ban>> {
+        self.inner.book.bans()
+    }
+
+    /// What `net_info` shows.
+    pub fn info(&self) -> NetInfo {
+        let banned = self.bans().map(|b| b.len()).unwrap_or(0);
+        let s = lock(&self.inner.snapshot);
+        let n = &self.inner.names;
+        NetInfo {
+            peer_id: self.peer_id().to_string(),
+            listen_addrs: s.listen.iter().map(|a| a.to_string()).collect(),
+            external_addrs: s.external.iter().map(|a| a.to_string()).collect(),
+            protocols: vec![
+                n.kad.to_string(),
+                n.status.to_string(),
+                n.probe_topic.to_string(),
+                n.protocol_version.clone(),
+            ],
+            peers: s.peers.values().filter(|p| p.identified).count(),
+            banned,
+        }
+    }
+
+    /// Probes seen, newest last.
+    pub fn probes(&self) -> Vec<ProbeSeen> {
+        lock(&self.inner.snapshot).probes.iter().cloned().collect()
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<std::result::Result<T, String>>) -> Command,
+    ) -> Result<T> {
+        let tx = lock(&self.inner.cmd)
+            .clone()
+            .ok_or_else(|| Error::Invalid("the network is not running (restarting?): try again".into()))?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(make(reply))
+            .await
+            .map_err(|_| Error::Invalid("the network stopped: try again".into()))?;
+        rx.await
+            .map_err(|_| Error::Invalid("the network stopped before answering".into()))?
+            .map_err(Error::Invalid)
+    }
+
+    /// Dials an address (`/p2p/<id>` optional).
+    pub async fn dial(&self, addr: Multiaddr) -> Result<()> {
+        self.ask(|r| Command::Dial(addr, r)).await
+    }
+
+    /// Bans a peer for `secs` (0 = the configured ban length); persists it and disconnects.
+    pub async fn ban(&self, peer: PeerId, secs: u64, reason: String, by: String) -> Result<()> {
+        self.ask(|reply| Command::Ban {
+            peer,
+            secs,
+            reason,
+            by,
+            reply,
+        })
+        .await
+    }
+
+    /// Lifts a ban and resets the peer's score; false when it was not banned.
+    pub async fn unban(&self, peer: PeerId) -> Result<bool> {
+        self.ask(|r| Command::Unban(peer, r)).await
+    }
+
+    /// Publishes a gossip probe; returns its id (see [`Network::probes`] on every node).
+    pub async fn probe(&self) -> Result<u64> {
+        self.ask(Command::Probe).await
+    }
+
+    /// Lowers a peer's score for an offence seen outside the network (a failed proof).
+    pub async fn penalize(&self, peer: PeerId, offence: Offence) {
+        let tx = lock(&self.inner.cmd).clone();
+        if let Some(tx) = tx {
+            let _ = tx.send(Command::Penalize(peer, offence)).await;
+        }
+    }
+
+    /// Whether the swarm task runs.
+    pub fn is_running(&self) -> bool {
+        lock(&self.inner.snapshot).running
+    }
+}

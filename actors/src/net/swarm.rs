@@ -1,0 +1,713 @@
+//! The swarm task: one loop over swarm events, commands from [`Network`] and
+//! a maintenance tick (reconnection with backoff, DHT walks, ban expiry,
+//! metrics).
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{gossipsub, identify, kad, ping, request_response, Multiaddr, PeerId, Swarm};
+use rand::Rng;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::behaviour::{build, Behaviour, BehaviourEvent};
+use super::book::unix_now;
+use super::codec::{Frame, Status, WireError};
+use super::score::{Merit, Offence, Scores, Verdict};
+use super::{lock, Command, Network, PeerInfo, ProbeSeen, PROBES_KEPT};
+use crate::metrics as m;
+use crate::{Error, Result};
+
+struct Retry {
+    next: Instant,
+    delay: Duration,
+}
+
+struct Loop {
+    net: Network,
+    swarm: Swarm<Behaviour>,
+    cmds: mpsc::Receiver<Command>,
+    scores: Scores,
+    /// Addresses to reach peers by: bootnodes, the peer book, the DHT.
+    known: HashMap<PeerId, Vec<Multiaddr>>,
+    bootnodes: HashSet<PeerId>,
+    retry: HashMap<PeerId, Retry>,
+    dialing: HashSet<PeerId>,
+    foreign: HashSet<PeerId>,
+    banned: HashMap<PeerId, u64>,
+    last_walk: Instant,
+    walk_every: Duration,
+}
+
+fn now_us() -> u64 {
+    crate::queue::now_us()
+}
+
+/// A multiaddr without its trailing `/p2p/<id>`, and that id.
+fn split_p2p(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
+    let mut a = addr.clone();
+    match a.pop() {
+        Some(Protocol::P2p(id)) => (a, Some(id)),
+        Some(other) => {
+            a.push(other);
+            (a, None)
+        }
+        None => (a, None),
+    }
+}
+
+/// Addresses worth storing and dialing: not unspecified, not relayed.
+fn dialable(a: &Multiaddr) -> bool {
+    !a.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        Protocol::P2pCircuit => true,
+        _ => false,
+    })
+}
+
+pub(super) async fn launch(net: Network) -> Result<tokio::task::JoinHandle<()>> {
+    let settings = lock(&net.inner.settings).clone();
+    let mut swarm = build(&net.inner.key, &net.inner.names, &settings)?;
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&net.inner.names.probe_topic)
+        .map_err(|e| Error::Invalid(format!("cannot subscribe to the probe topic: {e}")))?;
+    // Bind every listen address before serving: a bad one fails the start.
+    let mut pending = HashMap::new();
+    for addr in &settings.listen {
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| Error::Invalid(format!("cannot listen on {addr}: {e}")))?;
+        pending.insert(id, addr.clone());
+    }
+    let mut bound = Vec::new();
+    let deadline = tokio::time::sleep(Duration::from_secs(10));
+    tokio::pin!(deadline);
+    while !pending.is_empty() {
+        tokio::select! {
+            _ = &mut deadline => {
+                return Err(Error::Invalid(format!("listening on {:?} took over 10 s", pending.values().collect::<Vec<_>>())));
+            }
+            ev = swarm.select_next_some() => match ev {
+                SwarmEvent::NewListenAddr { listener_id, address } => {
+                    if let Some(asked) = pending.remove(&listener_id) {
+                        bound.push((asked, address.clone()));
+                    }
+                    lock(&net.inner.snapshot).listen.push(address);
+                }
+                SwarmEvent::ListenerError { listener_id, error } | SwarmEvent::ListenerClosed { listener_id, reason: Err(error), .. } => {
+                    let asked = pending.remove(&listener_id).map(|a| a.to_string()).unwrap_or_default();
+                    return Err(Error::Invalid(format!(
+                        "cannot listen on {asked}: {error}: pick a free port with network.listen or --listen (port 0 picks one)"
+                    )));
+                }
+                _ => {}
+            }
+        }
+    }
+    // A relaunch binds the same ports, so addresses peers stored stay valid.
+    {
+        let mut s = lock(&net.inner.settings);
+        s.listen = settings
+            .listen
+            .iter()
+            .map(|asked| pin_port(asked, &bound))
+            .collect();
+    }
+    let (tx, rx) = mpsc::channel(256);
+    let mut lp = Loop {
+        scores: super::score::Scores::new(settings.score),
+        net: net.clone(),
+        swarm,
+        cmds: rx,
+        known: HashMap::new(),
+        bootnodes: HashSet::new(),
+        retry: HashMap::new(),
+        dialing: HashSet::new(),
+        foreign: HashSet::new(),
+        banned: HashMap::new(),
+        last_walk: Instant::now(),
+        walk_every: Duration::from_secs(1),
+    };
+    lp.load(&settings.bootnodes)?;
+    *lock(&net.inner.cmd) = Some(tx);
+    lock(&net.inner.snapshot).running = true;
+    Ok(tokio::spawn(lp.run()))
+}
+
+/// `asked` with port 0 replaced by the port actually bound for it.
+fn pin_port(asked: &Multiaddr, bound: &[(Multiaddr, Multiaddr)]) -> Multiaddr {
+    let Some((_, got)) = bound.iter().find(|(a, _)| a == asked) else {
+        return asked.clone();
+    };
+    let port_of = |a: &Multiaddr| {
+        a.iter().find_map(|p| match p {
+            Protocol::Tcp(p) | Protocol::Udp(p) => Some(p),
+            _ => None,
+        })
+    };
+    let Some(port) = port_of(got) else {
+        return asked.clone();
+    };
+    asked
+        .iter()
+        .map(|p| match p {
+            Protocol::Tcp(0) => Protocol::Tcp(port),
+            Protocol::Udp(0) => Protocol::Udp(port),
+            other => other,
+        })
+        .collect()
+}
+
+impl Loop {
+    fn load(&mut self, bootnodes: &[Multiaddr]) -> Result<()> {
+        let me = self.net.peer_id();
+        for b in &self.net.inner.book.bans()? {
+            if let Ok(p) = b.peer.parse::<PeerId>() {
+                self.swarm.behaviour_mut().blocked.block_peer(p);
+                self.banned.insert(p, b.until_unix);
+            }
+        }
+        for (peer, addrs) in self.net.inner.book.known()? {
+            if peer != me {
+                self.learn(peer, &addrs);
+            }
+        }
+        for b in bootnodes {
+            match split_p2p(b) {
+                (addr, Some(peer)) if peer != me => {
+                    self.bootnodes.insert(peer);
+                    self.learn(peer, &[addr]);
+                }
+                (_, Some(_)) => {}
+                (addr, None) => {
+                    tracing::warn!(%addr, "bootnode without /p2p/<peer id> is dialed once");
+                    let _ = self.swarm.dial(addr);
+                }
+            }
+        }
+        self.publish_gauges();
+        Ok(())
+    }
+
+    fn learn(&mut self, peer: PeerId, addrs: &[Multiaddr]) {
+        let entry = self.known.entry(peer).or_default();
+        for a in addrs.iter().filter(|a| dialable(a)) {
+            let (a, _) = split_p2p(a);
+            if !entry.contains(&a) {
+                entry.insert(0, a.clone());
+                self.swarm.behaviour_mut().kad.add_address(&peer, a);
+            }
+        }
+        entry.truncate(8);
+    }
+
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_event(ev),
+                cmd = self.cmds.recv() => match cmd {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                _ = tick.tick() => self.maintain(),
+            }
+        }
+        lock(&self.net.inner.snapshot).running = false;
+    }
+
+    fn connected(&self) -> usize {
+        self.swarm.connected_peers().count()
+    }
+
+    fn maintain(&mut self) {
+        let now = Instant::now();
+        // Bans end.
+        let ended: Vec<PeerId> = self
+            .banned
+            .iter()
+            .filter(|(_, until)| **until <= unix_now())
+            .map(|(p, _)| *p)
+            .collect();
+        for p in ended {
+            self.banned.remove(&p);
+            self.swarm.behaviour_mut().blocked.unblock_peer(p);
+            let _ = self.net.inner.book.unban(&p);
+            tracing::info!(peer = %p, "ban ended");
+        }
+        // Reconnect: bootnodes first, then the book and the DHT, while below target.
+        let target = lock(&self.net.inner.settings).target_peers;
+        let mut candidates: Vec<PeerId> = self
+            .known
+            .keys()
+            .filter(|p| !self.swarm.is_connected(p))
+            .filter(|p| {
+                !self.dialing.contains(p) && !self.banned.contains_key(p) && !self.foreign.contains(p)
+            })
+            .filter(|p| self.retry.get(p).is_none_or(|r| r.next <= now))
+            .copied()
+            .collect();
+        candidates.sort_by_key(|p| !self.bootnodes.contains(p));
+        let room = target.saturating_sub(self.connected() + self.dialing.len());
+        for peer in candidates.into_iter().take(room) {
+            let addrs = self.known.get(&peer).cloned().unwrap_or_default();
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            metrics::counter!(m::NET_DIALS).increment(1);
+            if self.swarm.dial(opts).is_ok() {
+                self.dialing.insert(peer);
+            } else {
+                self.backoff(peer);
+            }
+        }
+        // Walk the DHT to find peers beyond the bootnodes: soon after the
+        // first connections, then less often (every 1, 2, 4 ... 60 s).
+        if now.duration_since(self.last_walk) > self.walk_every && self.connected() > 0 {
+            self.last_walk = now;
+            self.walk_every = (self.walk_every * 2).min(Duration::from_secs(60));
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+        // Scores heal: refresh them in the snapshot and the histogram.
+        let connected: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
+        self.scores.prune(now, |p| connected.contains(p));
+        let mut snap = lock(&self.net.inner.snapshot);
+        for (p, info) in snap.peers.iter_mut() {
+            info.score = self.scores.get(p, now);
+        }
+        drop(snap);
+        self.publish_gauges();
+    }
+
+    fn backoff(&mut self, peer: PeerId) {
+        let s = lock(&self.net.inner.settings);
+        let (initial, max) = (s.reconnect_initial, s.reconnect_max);
+        drop(s);
+        let r = self.retry.entry(peer).or_insert(Retry {
+            next: Instant::now(),
+            delay: Duration::ZERO,
+        });
+        r.delay = if r.delay.is_zero() {
+            initial
+        } else {
+            (r.delay * 2).min(max)
+        };
+        let jitter = rand::thread_rng().gen_range(0.8..1.2);
+        r.next = Instant::now() + r.delay.mul_f64(jitter);
+    }
+
+    fn publish_gauges(&self) {
+        let snap = lock(&self.net.inner.snapshot);
+        let inbound = snap.peers.values().filter(|p| p.direction == "inbound").count();
+        let outbound = snap.peers.len() - inbound;
+        for p in snap.peers.values() {
+            metrics::histogram!(m::NET_PEER_SCORE).record(p.score);
+        }
+        drop(snap);
+        metrics::gauge!(m::NET_PEERS, "direction" => "inbound").set(inbound as f64);
+        metrics::gauge!(m::NET_PEERS, "direction" => "outbound").set(outbound as f64);
+        metrics::gauge!(m::NET_BANNED).set(self.banned.len() as f64);
+    }
+
+    fn on_command(&mut self, c: Command) {
+        match c {
+            Command::Dial(addr, reply) => {
+                let (bare, peer) = split_p2p(&addr);
+                if let Some(p) = peer {
+                    self.learn(p, &[bare]);
+                    self.retry.remove(&p);
+                }
+                metrics::counter!(m::NET_DIALS).increment(1);
+                let r = self
+                    .swarm
+                    .dial(addr.clone())
+                    .map_err(|e| format!("cannot dial {addr}: {e}"));
+                let _ = reply.send(r);
+            }
+            Command::Ban {
+                peer,
+                secs,
+                reason,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.ban(peer, secs, &reason, &by).map_err(|e| e.to_string()));
+            }
+            Command::Unban(peer, reply) => {
+                let r = self.net.inner.book.unban(&peer).map_err(|e| e.to_string());
+                self.banned.remove(&peer);
+                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+                self.scores.reset(&peer);
+                self.retry.remove(&peer);
+                let _ = reply.send(r);
+            }
+            Command::Probe(reply) => {
+                let id: u64 = rand::thread_rng().gen();
+                let sent = now_us();
+                let mut data = id.to_be_bytes().to_vec();
+                data.extend_from_slice(&sent.to_be_bytes());
+                let topic = self.net.inner.names.probe_topic.clone();
+                let r = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(topic, data)
+                    .map(|_| id)
+                    .map_err(|e| format!("cannot publish the probe: {e}"));
+                if r.is_ok() {
+                    metrics::counter!(m::NET_GOSSIP, "topic" => "probe", "result" => "published")
+                        .increment(1);
+                    self.record_probe(ProbeSeen {
+                        id,
+                        origin: self.net.peer_id().to_string(),
+                        sent_at_us: sent,
+                        received_at_us: sent,
+                    });
+                }
+                let _ = reply.send(r);
+            }
+            Command::Penalize(peer, offence) => self.penalize(peer, offence),
+        }
+    }
+
+    fn ban(&mut self, peer: PeerId, secs: u64, reason: &str, by: &str) -> Result<()> {
+        let secs = if secs == 0 {
+            lock(&self.net.inner.settings).score.ban_for.as_secs()
+        } else {
+            secs
+        };
+        let until = unix_now() + secs;
+        self.net.inner.book.ban(&peer, until, reason)?;
+        self.net.inner.book.forget(&peer)?;
+        self.known.remove(&peer);
+        self.banned.insert(peer, until);
+        self.swarm.behaviour_mut().blocked.block_peer(peer);
+        self.swarm.behaviour_mut().kad.remove_peer(&peer);
+        metrics::counter!(m::NET_BANS).increment(1);
+        tracing::warn!(%peer, secs, reason, by, "peer banned");
+        if let Some(a) = &self.net.inner.audit {
+            let _ = a.append(
+                by,
+                "net.ban",
+                json!({ "peer": peer.to_string(), "secs": secs, "reason": reason }),
+            );
+        }
+        Ok(())
+    }
+
+    fn penalize(&mut self, peer: PeerId, offence: Offence) {
+        let (score, verdict) = self.scores.penalize(peer, offence, Instant::now());
+        metrics::counter!(m::NET_OFFENCES, "offence" => offence.as_str()).increment(1);
+        tracing::info!(%peer, offence = offence.as_str(), score, "peer scored down");
+        if let Some(p) = lock(&self.net.inner.snapshot).peers.get_mut(&peer) {
+            p.score = score;
+        }
+        match verdict {
+            Verdict::Keep => {}
+            Verdict::Disconnect => {
+                tracing::warn!(%peer, score, "disconnecting a peer below the disconnect threshold");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Verdict::Ban => {
+                let reason = format!("score {score:.1} after {}", offence.as_str());
+                if let Err(e) = self.ban(peer, 0, &reason, "scoring") {
+                    tracing::error!(%peer, error = %e, "cannot persist a ban");
+                }
+            }
+        }
+    }
+
+    fn reward(&mut self, peer: PeerId, merit: Merit) {
+        let s = self.scores.reward(peer, merit, Instant::now());
+        if let Some(p) = lock(&self.net.inner.snapshot).peers.get_mut(&peer) {
+            p.score = s;
+        }
+    }
+
+    fn record_probe(&self, p: ProbeSeen) {
+        let mut snap = lock(&self.net.inner.snapshot);
+        if snap.probes.len() == PROBES_KEPT {
+            snap.probes.pop_front();
+        }
+        snap.probes.push_back(p);
+    }
+
+    fn on_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                self.dialing.remove(&peer_id);
+                self.retry.remove(&peer_id);
+                let (direction, addr) = match &endpoint {
+                    ConnectedPoint::Dialer { address, .. } => ("outbound", address.clone()),
+                    ConnectedPoint::Listener { send_back_addr, .. } => ("inbound", send_back_addr.clone()),
+                };
+                let score = self.scores.get(&peer_id, Instant::now());
+                let mut snap = lock(&self.net.inner.snapshot);
+                let e = snap.peers.entry(peer_id).or_insert_with(|| PeerInfo {
+                    peer_id: peer_id.to_string(),
+                    addresses: Vec::new(),
+                    direction,
+                    latency_ms: None,
+                    score,
+                    agent: None,
+                    protocols: Vec::new(),
+                    identified: false,
+                    head: None,
+                    connections: 0,
+                    connected_secs: 0,
+                    since: Some(Instant::now()),
+                });
+                e.connections += 1;
+                e.addresses.push(addr.to_string());
+                drop(snap);
+                tracing::debug!(peer = %peer_id, direction, %addr, "connected");
+                self.publish_gauges();
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let mut snap = lock(&self.net.inner.snapshot);
+                if num_established == 0 {
+                    snap.peers.remove(&peer_id);
+                } else if let Some(e) = snap.peers.get_mut(&peer_id) {
+                    e.connections = num_established as usize;
+                    let gone = endpoint.get_remote_address().to_string();
+                    if let Some(i) = e.addresses.iter().position(|a| *a == gone) {
+                        e.addresses.remove(i);
+                    }
+                }
+                drop(snap);
+                if num_established == 0 {
+                    tracing::debug!(peer = %peer_id, "disconnected");
+                    // Back off before redialing a peer that just went away.
+                    self.backoff(peer_id);
+                }
+                self.publish_gauges();
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                metrics::counter!(m::NET_DIAL_FAILURES).increment(1);
+                if let Some(p) = peer_id {
+                    self.dialing.remove(&p);
+                    tracing::debug!(peer = %p, error = %error, "dial failed");
+                    self.backoff(p);
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
+                metrics::counter!(m::NET_INCOMING_REFUSED).increment(1);
+                tracing::debug!(from = %send_back_addr, error = %error, "inbound connection failed or refused");
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let mut snap = lock(&self.net.inner.snapshot);
+                if !snap.listen.contains(&address) {
+                    snap.listen.push(address);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                lock(&self.net.inner.snapshot).listen.retain(|a| *a != address);
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                let mut snap = lock(&self.net.inner.snapshot);
+                if !snap.external.contains(&address) {
+                    snap.external.push(address);
+                }
+            }
+            SwarmEvent::Behaviour(b) => self.on_behaviour(b),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour(&mut self, ev: BehaviourEvent) {
+        match ev {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                self.on_identify(peer_id, info)
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
+                if let Some(p) = lock(&self.net.inner.snapshot).peers.get_mut(&peer) {
+                    p.latency_ms = Some(rtt.as_secs_f64() * 1000.0);
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, addresses, .. })
+                if peer != self.net.peer_id() && !self.foreign.contains(&peer) =>
+            {
+                let entry = self.known.entry(peer).or_default();
+                for a in addresses.iter().filter(|a| dialable(a)) {
+                    if !entry.contains(a) {
+                        entry.push(a.clone());
+                    }
+                }
+                entry.truncate(8);
+            }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => self.on_gossip(propagation_source, message_id, message),
+            BehaviourEvent::Status(e) => self.on_status(e),
+            _ => {}
+        }
+    }
+
+    fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
+        let ours = &self.net.inner.names.protocol_version;
+        if info.protocol_version != *ours {
+            tracing::warn!(
+                %peer,
+                theirs = %info.protocol_version,
+                ours = %ours,
+                agent = %info.agent_version,
+                "peer is on another genesis: disconnecting and forgetting it"
+            );
+            metrics::counter!(m::NET_FOREIGN).increment(1);
+            self.foreign.insert(peer);
+            self.known.remove(&peer);
+            let _ = self.net.inner.book.forget(&peer);
+            self.swarm.behaviour_mut().kad.remove_peer(&peer);
+            lock(&self.net.inner.snapshot).peers.remove(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return;
+        }
+        let addrs: Vec<Multiaddr> = info
+            .listen_addrs
+            .iter()
+            .filter(|a| dialable(a))
+            .cloned()
+            .collect();
+        self.learn(peer, &addrs);
+        if let Err(e) = self.net.inner.book.remember(&peer, &addrs) {
+            tracing::warn!(%peer, error = %e, "cannot store the peer's addresses");
+        }
+        if let Some(p) = lock(&self.net.inner.snapshot).peers.get_mut(&peer) {
+            p.identified = true;
+            p.agent = Some(info.agent_version.clone());
+            p.protocols = info.protocols.iter().map(|p| p.to_string()).collect();
+        }
+        let status = self.our_status();
+        self.swarm
+            .behaviour_mut()
+            .status
+            .send_request(&peer, Frame::Valid(status));
+        self.publish_gauges();
+    }
+
+    fn our_status(&self) -> Status {
+        Status {
+            genesis: self.net.inner.genesis,
+            head: 0,
+            agent: lock(&self.net.inner.settings).agent.clone(),
+        }
+    }
+
+    fn on_status(&mut self, ev: request_response::Event<Frame<Status>, Frame<Status>>) {
+        use request_response::{Event, Message};
+        match ev {
+            Event::Message {
+                peer,
+                message: Message::Request { request, channel, .. },
+                ..
+            } => match request {
+                Frame::Valid(s) if s.genesis == self.net.inner.genesis => {
+                    let status = self.our_status();
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .status
+                        .send_response(channel, Frame::Valid(status));
+                }
+                Frame::Valid(_) => {
+                    self.bad_frame(peer, WireError::Malformed("status of another genesis".into()))
+                }
+                // Dropping the channel closes the stream unanswered.
+                Frame::Invalid(e) => self.bad_frame(peer, e),
+            },
+            Event::Message {
+                peer,
+                message: Message::Response { response, .. },
+                ..
+            } => match response {
+                Frame::Valid(s) if s.genesis == self.net.inner.genesis => {
+                    if let Some(p) = lock(&self.net.inner.snapshot).peers.get_mut(&peer) {
+                        p.head = Some(s.head);
+                    }
+                    self.reward(peer, Merit::GoodResponse);
+                }
+                Frame::Valid(_) => {
+                    self.bad_frame(peer, WireError::Malformed("status of another genesis".into()))
+                }
+                Frame::Invalid(e) => self.bad_frame(peer, e),
+            },
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound status request failed");
+            }
+            Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "outbound status request failed");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn bad_frame(&mut self, peer: PeerId, e: WireError) {
+        tracing::info!(%peer, error = %e, "bad frame from peer");
+        let offence = match e {
+            WireError::Oversized { .. } => Offence::Oversized,
+            WireError::Malformed(_) => Offence::Malformed,
+        };
+        self.penalize(peer, offence);
+    }
+
+    fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, msg: gossipsub::Message) {
+        let probe_topic = self.net.inner.names.probe_topic.hash();
+        let valid = if msg.topic == probe_topic && msg.data.len() == 16 {
+            let pid = u64::from_be_bytes(msg.data[..8].try_into().unwrap_or_default());
+            let sent = u64::from_be_bytes(msg.data[8..].try_into().unwrap_or_default());
+            self.record_probe(ProbeSeen {
+                id: pid,
+                origin: msg.source.map(|p| p.to_string()).unwrap_or_default(),
+                sent_at_us: sent,
+                received_at_us: now_us(),
+            });
+            true
+        } else {
+            false
+        };
+        let acceptance = if valid {
+            metrics::counter!(m::NET_GOSSIP, "topic" => "probe", "result" => "accepted").increment(1);
+            metrics::counter!(m::NET_BYTES, "protocol" => "gossip", "direction" => "in")
+                .increment(msg.data.len() as u64);
+            self.reward(source, Merit::ValidGossip);
+            gossipsub::MessageAcceptance::Accept
+        } else {
+            metrics::counter!(m::NET_GOSSIP, "topic" => "probe", "result" => "rejected").increment(1);
+            tracing::info!(peer = %source, topic = %msg.topic, len = msg.data.len(), "invalid gossip");
+            self.penalize(source, Offence::InvalidGossip);
+            gossipsub::MessageAcceptance::Reject
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id, &source, acceptance);
+    }
+}
