@@ -83,6 +83,17 @@ pub struct InitReport {
 /// Creates a data dir: genesis, config template, database, key. Refuses a
 /// non-empty dir; on failure removes what it created.
 pub fn init(dir: &DataDir, genesis: &Genesis, protection: KeyProtection<'_>) -> Result<InitReport> {
+    init_with_key(dir, genesis, protection, Keypair::generate_ed25519())
+}
+
+/// [`init`] with a key made beforehand (`vigil-testnet` needs the peer ids
+/// of its bootnodes before it writes their genesis).
+pub fn init_with_key(
+    dir: &DataDir,
+    genesis: &Genesis,
+    protection: KeyProtection<'_>,
+    keypair: Keypair,
+) -> Result<InitReport> {
     let root = dir.root();
     let existed = root.exists();
     if existed {
@@ -101,7 +112,7 @@ pub fn init(dir: &DataDir, genesis: &Genesis, protection: KeyProtection<'_>) -> 
             );
         }
     }
-    let result = create(dir, genesis, protection);
+    let result = create(dir, genesis, protection, keypair);
     if result.is_err() {
         // Leave nothing half-made: remove what this call created.
         if existed {
@@ -122,7 +133,12 @@ pub fn init(dir: &DataDir, genesis: &Genesis, protection: KeyProtection<'_>) -> 
     result
 }
 
-fn create(dir: &DataDir, genesis: &Genesis, protection: KeyProtection<'_>) -> Result<InitReport> {
+fn create(
+    dir: &DataDir,
+    genesis: &Genesis,
+    protection: KeyProtection<'_>,
+    keypair: Keypair,
+) -> Result<InitReport> {
     let root = dir.root();
     fs::DirBuilder::new()
         .recursive(true)
@@ -146,7 +162,6 @@ fn create(dir: &DataDir, genesis: &Genesis, protection: KeyProtection<'_>) -> Re
     };
     let db = open_node_db(&dir.db(), hash, OpenMode::Create, &opts).context("cannot create the database")?;
     drop(db);
-    let keypair = Keypair::generate_ed25519();
     match protection {
         KeyProtection::Passphrase(p, kdf) => keys::save_encrypted(&dir.key(), &keypair, p, kdf)?,
         KeyProtection::Plaintext => keys::save_plaintext(&dir.key(), &keypair)?,

@@ -15,6 +15,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cli;
+pub mod client;
 pub mod commands;
 pub mod config;
 pub mod datadir;

@@ -13,4 +13,4 @@
 
 pub mod bench;
 pub mod bus;
-pub mod client;
+pub use vigil_node::client;

@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 use vigil_tools::client::Endpoint;
 
 mod bus;
+mod net;
 use bus::{bus_cmd, queue_cmd, BusCmd, QueueCmd};
+use net::NetCmd;
 
 /// Talk to a running vigil node over its admin RPC.
 #[derive(Debug, Parser)]
@@ -49,6 +51,13 @@ enum Command {
     Actors {
         #[command(subcommand)]
         cmd: Option<ActorsCmd>,
+    },
+    /// Connected peers: id, direction, ping, score, agent, address.
+    Peers,
+    /// The p2p network: info, bans, ban/unban, dial, gossip probes.
+    Net {
+        #[command(subcommand)]
+        cmd: NetCmd,
     },
     /// The inter-application bus: topics, apps, grants; publish and consume.
     Bus {
@@ -157,6 +166,8 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Peers => net::peers(&ep, cli.json).await?,
+        Command::Net { cmd } => net::net_cmd(&ep, cmd, cli.json).await?,
         Command::Bus { cmd } => bus_cmd(&ep, cmd, cli.json, cli.data_dir.as_deref()).await?,
         Command::Queue { cmd } => queue_cmd(&ep, cmd, cli.json).await?,
         Command::Audit { verify, from } => {

@@ -1,0 +1,445 @@
+//! A local vigil testnet: N nodes of one fresh genesis on 127.0.0.1, each a
+//! real `vigil run` process with its own data dir under one folder.
+//!
+//! Layout of `DIR`: `testnet.json` (the manifest), `genesis.toml`,
+//! `passphrase` (0600; local testnets only), and `node-<i>/` data dirs, each
+//! with `node.log` and `vigil.pid`. The integration tests and
+//! `vigil-bench network` drive testnets through this library.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use libp2p_identity::Keypair;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use vigil_genesis::Genesis;
+use vigil_node::client::Endpoint;
+use vigil_node::datadir::{self, DataDir, KeyProtection};
+use vigil_node::keys::KdfParams;
+
+/// The manifest file in the testnet folder.
+pub const MANIFEST: &str = "testnet.json";
+
+/// One node of the testnet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeSpec {
+    /// `node-<i>`.
+    pub name: String,
+    /// Its data dir.
+    pub dir: PathBuf,
+    /// Its peer id.
+    pub peer_id: String,
+    /// Its p2p address, `/ip4/127.0.0.1/tcp/<port>/p2p/<peer id>`.
+    pub p2p_addr: String,
+}
+
+/// What `vigil-testnet up` made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The testnet folder.
+    pub dir: PathBuf,
+    /// Genesis hash (hex).
+    pub genesis_hash: String,
+    /// Nodes, bootnodes first.
+    pub nodes: Vec<NodeSpec>,
+}
+
+impl Manifest {
+    /// Reads `DIR/testnet.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let p = dir.join(MANIFEST);
+        let text = fs::read_to_string(&p).with_context(|| {
+            format!(
+                "no testnet in {} (no {MANIFEST}): run `vigil-testnet up --dir {}` first",
+                dir.display(),
+                dir.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a testnet manifest", p.display()))
+    }
+
+    /// The node called `name` (`node-3`) or numbered `name` (`3`).
+    pub fn node(&self, name: &str) -> Result<&NodeSpec> {
+        let want = if name.chars().all(|c| c.is_ascii_digit()) {
+            format!("node-{name}")
+        } else {
+            name.to_owned()
+        };
+        self.nodes.iter().find(|n| n.name == want).with_context(|| {
+            format!(
+                "no node `{name}` in this testnet (it has node-0 .. node-{})",
+                self.nodes.len().saturating_sub(1)
+            )
+        })
+    }
+
+    fn passphrase(&self) -> PathBuf {
+        self.dir.join("passphrase")
+    }
+}
+
+/// The `vigil` binary: `$VIGIL_BIN`, else beside this executable, else `vigil` on PATH.
+pub fn vigil_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("VIGIL_BIN") {
+        return p.into();
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(3) {
+            let c = dir.join("vigil");
+            if c.is_file() {
+                return c;
+            }
+        }
+    }
+    "vigil".into()
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Creates the testnet folder: keys, a genesis whose bootnodes are the first
+/// min(n, 3) nodes, and n data dirs with their config. Starts nothing.
+pub fn create(dir: &Path, n: usize, base_port: Option<u16>) -> Result<Manifest> {
+    if !(1..=100).contains(&n) {
+        bail!("-n {n}: a local testnet has 1..=100 nodes");
+    }
+    if dir.join(MANIFEST).exists() {
+        bail!(
+            "{} already holds a testnet: `vigil-testnet down --dir {}` and remove it, or pick another --dir",
+            dir.display(),
+            dir.display()
+        );
+    }
+    if dir.exists() && fs::read_dir(dir)?.next().is_some() {
+        bail!("{} is not empty: pick a new or empty --dir", dir.display());
+    }
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let pass: [u8; 16] = rand::thread_rng().gen();
+    let pass = hex::encode(pass);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.join("passphrase"))?
+        .write_all(pass.as_bytes())?;
+    let keys: Vec<Keypair> = (0..n).map(|_| Keypair::generate_ed25519()).collect();
+    let mut ports = Vec::with_capacity(n);
+    for i in 0..n {
+        ports.push(match base_port {
+            Some(b) => b.checked_add(i as u16).context("--base-port + n is over 65535")?,
+            None => free_port()?,
+        });
+    }
+    let addrs: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "/ip4/127.0.0.1/tcp/{}/p2p/{}",
+                ports[i],
+                keys[i].public().to_peer_id()
+            )
+        })
+        .collect();
+    let mut genesis = Genesis::load("testnet")?;
+    genesis.network = "vigil-local".into();
+    genesis.created_at = format_rfc3339_now();
+    genesis.bootnodes = addrs[..n.min(3)].to_vec();
+    fs::write(dir.join("genesis.toml"), genesis.to_toml())?;
+    let mut nodes = Vec::with_capacity(n);
+    for (i, key) in keys.into_iter().enumerate() {
+        let name = format!("node-{i}");
+        let dd = DataDir::new(dir.join(&name));
+        let peer_id = key.public().to_peer_id().to_string();
+        datadir::init_with_key(
+            &dd,
+            &genesis,
+            KeyProtection::Passphrase(pass.as_bytes(), KdfParams::default()),
+            key,
+        )
+        .with_context(|| format!("cannot create {name}"))?;
+        fs::write(
+            dd.config(),
+            format!(
+                "# written by vigil-testnet\n[rpc]\naddr = \"127.0.0.1:0\"\n\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nreconnect_max_ms = 10000\n\n[bus]\naddr = \"127.0.0.1:0\"\n",
+                ports[i]
+            ),
+        )?;
+        nodes.push(NodeSpec {
+            name,
+            dir: dd.root().to_owned(),
+            peer_id,
+            p2p_addr: addrs[i].clone(),
+        });
+    }
+    let m = Manifest {
+        dir: dir.clone(),
+        genesis_hash: genesis.hash().to_hex(),
+        nodes,
+    };
+    fs::write(dir.join(MANIFEST), serde_json::to_string_pretty(&m)?)?;
+    Ok(m)
+}
+
+fn format_rfc3339_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn pid_file(node: &NodeSpec) -> PathBuf {
+    node.dir.join("vigil.pid")
+}
+
+/// The node's pid if its process is alive.
+pub fn running_pid(node: &NodeSpec) -> Option<i32> {
+    let pid: i32 = fs::read_to_string(pid_file(node)).ok()?.trim().parse().ok()?;
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    // A killed child of this process stays a zombie until reaped: reap it if
+    // it is ours, and count a zombie as dead if it is not.
+    let mut status = 0;
+    // SAFETY: waitpid with WNOHANG on a pid never blocks; a non-child returns -1.
+    let reaped = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid;
+    let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')))
+        .unwrap_or(false);
+    let reaped = reaped || zombie;
+    (alive && !reaped).then_some(pid)
+}
+
+/// Starts `vigil run` for one node in its own process group, logging to `node.log`.
+pub fn start_node(m: &Manifest, node: &NodeSpec) -> Result<i32> {
+    if let Some(pid) = running_pid(node) {
+        bail!("{} already runs (pid {pid})", node.name);
+    }
+    // A stale rpc.url would point status at a dead port.
+    let _ = fs::remove_file(node.dir.join("rpc.url"));
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(node.dir.join("node.log"))?;
+    let child = Command::new(vigil_bin())
+        .arg("run")
+        .arg("--data-dir")
+        .arg(&node.dir)
+        .arg("--passphrase-file")
+        .arg(m.passphrase())
+        .env_remove("VIGIL_PASSPHRASE")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot start {} (is it built? set VIGIL_BIN)",
+                vigil_bin().display()
+            )
+        })?;
+    let pid = child.id() as i32;
+    fs::write(pid_file(node), pid.to_string())?;
+    Ok(pid)
+}
+
+/// Sends `sig` to the node's process.
+pub fn signal(node: &NodeSpec, sig: i32) -> Option<i32> {
+    let pid = running_pid(node)?;
+    // SAFETY: plain kill(2) on a pid this testnet started.
+    unsafe { libc::kill(pid, sig) };
+    Some(pid)
+}
+
+/// What `vigil-testnet status` shows for a node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    /// `node-<i>`.
+    pub name: String,
+    /// Peer id.
+    pub peer_id: String,
+    /// p2p address.
+    pub p2p_addr: String,
+    /// Admin RPC URL, once the node wrote it.
+    pub rpc_url: Option<String>,
+    /// Identified peers.
+    pub peers: Option<u64>,
+    /// `ready`, `not ready`, `starting`, `stopped`.
+    pub status: String,
+}
+
+/// Calls an RPC method on a node.
+pub async fn call(node: &NodeSpec, method: &str, params: Value) -> Result<Value> {
+    Endpoint::resolve(Some(&node.dir), None, None)?
+        .call(method, params)
+        .await
+}
+
+/// Status of every node.
+pub async fn status(m: &Manifest) -> Vec<NodeStatus> {
+    let mut out = Vec::new();
+    for n in &m.nodes {
+        let rpc_url = fs::read_to_string(n.dir.join("rpc.url"))
+            .ok()
+            .map(|s| s.trim().to_owned());
+        let (peers, status) = if running_pid(n).is_none() {
+            (None, "stopped".to_owned())
+        } else {
+            match (
+                call(n, "net_info", json!([])).await,
+                call(n, "node_health", json!([])).await,
+            ) {
+                (Ok(info), Ok(h)) => (
+                    info["peers"].as_u64(),
+                    if h["ready"] == true { "ready" } else { "not ready" }.to_owned(),
+                ),
+                _ => (None, "starting".to_owned()),
+            }
+        };
+        out.push(NodeStatus {
+            name: n.name.clone(),
+            peer_id: n.peer_id.clone(),
+            p2p_addr: n.p2p_addr.clone(),
+            rpc_url: if status == "stopped" { None } else { rpc_url },
+            peers,
+            status,
+        });
+    }
+    out
+}
+
+/// Waits until every node has at least `min_peers` peers; the error names the slow nodes.
+pub async fn wait_peers(m: &Manifest, min_peers: u64, timeout: Duration) -> Result<Duration> {
+    let t0 = Instant::now();
+    loop {
+        let st = status(m).await;
+        let slow: Vec<String> = st
+            .iter()
+            .filter(|s| s.peers.unwrap_or(0) < min_peers)
+            .map(|s| {
+                format!(
+                    "{} ({} peers, {})",
+                    s.name,
+                    s.peers.map_or("?".into(), |p| p.to_string()),
+                    s.status
+                )
+            })
+            .collect();
+        if slow.is_empty() {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > timeout {
+            bail!(
+                "after {:?} these nodes have fewer than {min_peers} peers: {}; see `vigil-testnet logs --dir {} NODE`",
+                timeout,
+                slow.join(", "),
+                m.dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates and starts a testnet and waits until each node has min(n-1, 3) peers.
+pub async fn up(
+    dir: &Path,
+    n: usize,
+    base_port: Option<u16>,
+    timeout: Duration,
+) -> Result<(Manifest, Duration)> {
+    let m = create(dir, n, base_port)?;
+    let t0 = Instant::now();
+    for node in &m.nodes {
+        start_node(&m, node)?;
+    }
+    let want = (n as u64 - 1).min(3);
+    if let Err(e) = wait_peers(&m, want, timeout).await {
+        let _ = down(&m, Duration::from_secs(5)).await;
+        return Err(e);
+    }
+    Ok((m, t0.elapsed()))
+}
+
+/// SIGTERM to every node, then SIGKILL to those still running after `timeout`.
+pub async fn down(m: &Manifest, timeout: Duration) -> Result<Vec<(String, &'static str)>> {
+    for n in &m.nodes {
+        signal(n, libc::SIGTERM);
+    }
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout && m.nodes.iter().any(|n| running_pid(n).is_some()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut out = Vec::new();
+    for n in &m.nodes {
+        let how = if signal(n, libc::SIGKILL).is_some() {
+            "killed"
+        } else {
+            "stopped"
+        };
+        let _ = fs::remove_file(pid_file(n));
+        out.push((n.name.clone(), how));
+    }
+    Ok(out)
+}
+
+/// What `chaos` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChaosReport {
+    /// Nodes killed with SIGKILL and restarted.
+    pub kills: Vec<String>,
+    /// Time until every node had a peer again after the last restart.
+    pub recovered_in_ms: u64,
+}
+
+/// SIGKILLs a random node every `kill_every` for `duration`, restarting each
+/// at once; then waits until every node has at least one peer.
+pub async fn chaos(m: &Manifest, duration: Duration, kill_every: Duration) -> Result<ChaosReport> {
+    let t0 = Instant::now();
+    let mut kills = Vec::new();
+    while t0.elapsed() < duration {
+        tokio::time::sleep(kill_every).await;
+        let i = rand::thread_rng().gen_range(0..m.nodes.len());
+        let node = &m.nodes[i];
+        if let Some(pid) = signal(node, libc::SIGKILL) {
+            let t = Instant::now();
+            while running_pid(node).is_some() && t.elapsed() < Duration::from_secs(5) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            eprintln!("chaos: SIGKILL {} (pid {pid}), restarting", node.name);
+            start_node(m, node)?;
+            kills.push(node.name.clone());
+        }
+    }
+    let took = wait_peers(m, 1, Duration::from_secs(60)).await?;
+    Ok(ChaosReport {
+        kills,
+        recovered_in_ms: took.as_millis() as u64,
+    })
+}

@@ -1,0 +1,195 @@
+//! `vigil-testnet`: start, watch, disturb and stop a local testnet.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use vigil_testnet::{chaos, down, status, up, Manifest};
+
+/// A local vigil testnet: N `vigil run` processes of one fresh genesis on 127.0.0.1.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vigil-testnet",
+    version,
+    about,
+    long_about = "A local vigil testnet: N `vigil run` processes of one fresh genesis on 127.0.0.1.\n\n\
+        Examples:\n  vigil-testnet up -n 5 --dir /tmp/tn\n  vigil-testnet status --dir /tmp/tn --json\n  \
+        vigil-testnet chaos --dir /tmp/tn --duration 60 --kill-every 10\n  vigil-testnet logs --dir /tmp/tn 2\n  \
+        vigil-testnet down --dir /tmp/tn\n\nThe `vigil` binary is taken from $VIGIL_BIN, beside this program, or PATH."
+)]
+struct Cli {
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create keys, genesis and data dirs, start the nodes, wait until they peer.
+    Up {
+        /// Number of nodes (1..=100).
+        #[arg(short, long, default_value_t = 4)]
+        n: usize,
+        /// Folder for the testnet (must be new or empty).
+        #[arg(long)]
+        dir: PathBuf,
+        /// p2p port of node 0; node i uses base + i (default: free ports).
+        #[arg(long)]
+        base_port: Option<u16>,
+        /// Seconds to wait for the nodes to peer.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Every node: peer id, p2p address, RPC URL, peers, status.
+    Status {
+        /// The testnet folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Stop every node (SIGTERM, then SIGKILL after --timeout seconds).
+    Down {
+        /// The testnet folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Seconds before SIGKILL.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// SIGKILL random nodes and restart them, then check the network heals.
+    Chaos {
+        /// The testnet folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Seconds of chaos.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Seconds between kills.
+        #[arg(long, default_value_t = 5)]
+        kill_every: u64,
+    },
+    /// Print a node's log (NODE is `2` or `node-2`).
+    Logs {
+        /// The testnet folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node.
+        node: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn print_status(m: &Manifest, json: bool) -> Result<()> {
+    let st = status(m).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(());
+    }
+    println!(
+        "{:<8} {:<54} {:<24} {:<24} {:>5}  status",
+        "node", "peer id", "p2p", "rpc", "peers"
+    );
+    for s in st {
+        let p2p = s.p2p_addr.split("/p2p/").next().unwrap_or("").to_owned();
+        println!(
+            "{:<8} {:<54} {:<24} {:<24} {:>5}  {}",
+            s.name,
+            s.peer_id,
+            p2p,
+            s.rpc_url.unwrap_or_else(|| "-".into()),
+            s.peers.map_or("-".into(), |p| p.to_string()),
+            s.status
+        );
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Up {
+            n,
+            dir,
+            base_port,
+            timeout,
+        } => {
+            let (m, took) = up(&dir, n, base_port, Duration::from_secs(timeout)).await?;
+            if !cli.json {
+                println!(
+                    "testnet of {n} nodes up in {:.1} s (genesis {})",
+                    took.as_secs_f64(),
+                    &m.genesis_hash[..16]
+                );
+            }
+            print_status(&m, cli.json).await?;
+            if !cli.json {
+                println!("stop it with: vigil-testnet down --dir {}", m.dir.display());
+            }
+        }
+        Cmd::Status { dir } => print_status(&Manifest::load(&dir)?, cli.json).await?,
+        Cmd::Down { dir, timeout } => {
+            let m = Manifest::load(&dir)?;
+            let r = down(&m, Duration::from_secs(timeout)).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for (name, how) in r {
+                    println!("{name}: {how}");
+                }
+            }
+        }
+        Cmd::Chaos {
+            dir,
+            duration,
+            kill_every,
+        } => {
+            let m = Manifest::load(&dir)?;
+            let r = chaos(
+                &m,
+                Duration::from_secs(duration),
+                Duration::from_secs(kill_every.max(1)),
+            )
+            .await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} kills ({}); every node had a peer again {} ms after the last",
+                    r.kills.len(),
+                    r.kills.join(", "),
+                    r.recovered_in_ms
+                );
+            }
+        }
+        Cmd::Logs { dir, node } => {
+            let m = Manifest::load(&dir)?;
+            let n = m.node(&node)?;
+            let p = n.dir.join("node.log");
+            print!(
+                "{}",
+                std::fs::read_to_string(&p)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! Real `vigil run` processes on 127.0.0.1, driven through the testnet library
+//! and the `vigil-testnet` binary.
+#![allow(unreachable_pub)]
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vigil_testnet::{call, down, running_pid, signal, start_node, up, wait_peers, Manifest};
+
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is not built: run `cargo build --workspace --bins` first",
+        p.display()
+    );
+    p
+}
+
+/// Stops the testnet whatever happens in the test.
+struct Guard(Manifest);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let m = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _ = rt.block_on(down(&m, Duration::from_secs(5)));
+        })
+        .join();
+    }
+}
+
+fn peers_of(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["peer_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_processes_mesh_gossip_resist_a_flood_reconnect_from_the_book_and_heal() {
+    std::env::set_var("VIGIL_BIN", bin("vigil"));
+    let dir = tempfile::tempdir().unwrap();
+    let (m, took) = up(&dir.path().join("tn"), 5, None, Duration::from_secs(30))
+        .await
+        .expect("up");
+    let g = Guard(m.clone());
+    eprintln!("5 nodes with >= 3 peers each in {took:?}");
+
+    // Gossip from node 0 reaches all within 2 s.
+    let id = call(&m.nodes[0], "net_probe", json!([])).await.unwrap()["probe"]
+        .as_u64()
+        .unwrap();
+    let t0 = Instant::now();
+    for n in &m.nodes[1..] {
+        loop {
+            let seen = call(n, "net_probes", json!([])).await.unwrap();
+            if seen
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["id"].as_u64() == Some(id))
+            {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "{} did not see the probe within 2 s",
+                n.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    eprintln!("probe reached 4 nodes in {:?}", t0.elapsed());
+
+    // A flood of 500 inbound connection attempts on node 0: limits hold, RPC answers.
+    let p2p_port: u16 = m.nodes[0].p2p_addr.split('/').nth(4).unwrap().parse().unwrap();
+    let before = peers_of(&call(&m.nodes[0], "net_peers", json!([])).await.unwrap());
+    let flood = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for _ in 0..500 {
+            if let Ok(s) =
+                TcpStream::connect_timeout(&([127, 0, 0, 1], p2p_port).into(), Duration::from_secs(2))
+            {
+                held.push(s);
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        held.len()
+    });
+    let t0 = Instant::now();
+    let mut calls = 0;
+    while !flood.is_finished() {
+        let h = tokio::time::timeout(
+            Duration::from_secs(2),
+            call(&m.nodes[0], "node_health", json!([])),
+        )
+        .await
+        .expect("the RPC stalled during the flood")
+        .unwrap();
+        assert_eq!(h["status"], "ok");
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let opened = flood.join().unwrap();
+    eprintln!(
+        "flood: {opened} TCP connections opened, {calls} RPC calls answered in {:?}",
+        t0.elapsed()
+    );
+    let peers = call(&m.nodes[0], "net_peers", json!([])).await.unwrap();
+    assert!(
+        peers.as_array().unwrap().len() <= 64,
+        "more peers than max_inbound + max_outbound allow"
+    );
+    let metrics = reqwest_metrics(&m.nodes[0]).await;
+    assert!(
+        metric(&metrics, "vigil_net_incoming_refused_total") > 0.0,
+        "no inbound connection was refused"
+    );
+    let after = peers_of(&peers);
+    assert!(
+        before.iter().all(|p| after.contains(p)),
+        "the flood cost node 0 a real peer"
+    );
+
+    // node 4 restarts with every bootnode down and reconnects from its peer book.
+    let n3 = m.nodes[3].peer_id.clone();
+    let t0 = Instant::now();
+    while !peers_of(&call(&m.nodes[4], "net_peers", json!([])).await.unwrap()).contains(&n3) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "node-4 never met node-3 through the DHT"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in &m.nodes[..3] {
+        signal(n, libc_sigkill());
+    }
+    signal(&m.nodes[4], libc_sigkill());
+    while running_pid(&m.nodes[4]).is_some() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start_node(&m, &m.nodes[4]).unwrap();
+    let t0 = Instant::now();
+    loop {
+        if let Ok(p) = call(&m.nodes[4], "net_peers", json!([])).await {
+            if peers_of(&p).contains(&n3) {
+                break;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "node-4 did not reconnect to node-3 from its peer book"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("node-4 reconnected from its peer book in {:?}", t0.elapsed());
+
+    // Bring the bootnodes back, then chaos through the binary; the network heals.
+    for n in &m.nodes[..3] {
+        start_node(&m, n).unwrap();
+    }
+    wait_peers(&m, 1, Duration::from_secs(30)).await.unwrap();
+    let out = Command::new(bin("vigil-testnet"))
+        .args(["chaos", "--json", "--duration", "4", "--kill-every", "1", "--dir"])
+        .arg(&m.dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chaos failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!r["kills"].as_array().unwrap().is_empty());
+    let st = Command::new(bin("vigil-testnet"))
+        .args(["status", "--json", "--dir"])
+        .arg(&m.dir)
+        .output()
+        .unwrap();
+    let st: Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st.as_array().unwrap().len(), 5);
+    assert!(
+        st.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["peers"].as_u64().unwrap_or(0) >= 1),
+        "{st}"
+    );
+
+    // down stops every process.
+    let out = Command::new(bin("vigil-testnet"))
+        .args(["down", "--dir"])
+        .arg(&m.dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(m.nodes.iter().all(|n| running_pid(n).is_none()));
+    drop(g);
+}
+
+fn libc_sigkill() -> i32 {
+    9
+}
+
+async fn reqwest_metrics(node: &vigil_testnet::NodeSpec) -> String {
+    let url = std::fs::read_to_string(node.dir.join("rpc.url")).unwrap();
+    let addr = url.trim().trim_start_matches("http://").to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn bad_input_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("vigil-testnet"))
+        .args(["up", "-n", "0", "--dir"])
+        .arg(dir.path().join("x"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1..=100 nodes"));
+    let out = Command::new(bin("vigil-testnet"))
+        .args(["status", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("vigil-testnet up --dir"));
+}
