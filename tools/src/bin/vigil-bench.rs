@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
-use vigil_tools::bench::{queue, supervision};
+use vigil_tools::bench::{network, queue, supervision};
 
 /// Benchmarks of vigil's parts; every comparison is measured side by side in one run.
 #[derive(Debug, Parser)]
@@ -30,6 +30,15 @@ enum Area {
         #[arg(long, default_value_t = 7)]
         rounds: usize,
     },
+    /// Local testnets of real nodes: mesh formation (5, 10, 20), gossip propagation, idle RSS.
+    Network {
+        /// Probes published for the propagation percentiles.
+        #[arg(long, default_value_t = 20)]
+        probes: usize,
+        /// Testnet sizes, comma separated.
+        #[arg(long, default_value = "5,10,20", value_delimiter = ',')]
+        sizes: Vec<usize>,
+    },
     /// Durable publish -> confirm (fsync per confirm) vs Redis Streams, and end to end.
     Queue {
         /// Messages per publisher.
@@ -55,6 +64,32 @@ fn main() {
         }
     };
     match cli.area {
+        Area::Network { probes, sizes } => {
+            let r = match network::run(&network::Options { sizes, probes }, &progress) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::exit(1);
+                }
+            };
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
+            } else {
+                println!("network: local testnets of real `vigil run` processes on 127.0.0.1");
+                println!("  {:>6} {:>16} {:>16}", "nodes", "mesh formed ms", "idle RSS MiB");
+                for m in &r.meshes {
+                    println!("  {:>6} {:>16} {:>16.1}", m.nodes, m.formed_ms, m.idle_rss_mib);
+                }
+                let p = &r.propagation;
+                println!(
+                    "  gossip publish -> receipt across {} nodes ({} receipts): p50 {:.2} ms, p99 {:.2} ms",
+                    r.propagation_nodes,
+                    p.n,
+                    p.p50_us / 1000.0,
+                    p.p99_us / 1000.0
+                );
+            }
+        }
         Area::Queue {
             per_publisher,
             payload,
