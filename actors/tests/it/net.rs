@@ -342,3 +342,33 @@ async fn a_peer_sending_malformed_and_oversized_frames_is_banned_across_restarts
     assert!(n.net.unban(hid).await.unwrap());
     assert!(n.net.bans().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_connect_over_quic() {
+    let dir = tempfile::tempdir().unwrap();
+    let quic = |store| {
+        let settings = NetSettings {
+            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+            ..NetSettings::default()
+        };
+        Network::new(
+            Keypair::generate_ed25519(),
+            genesis_hash(1),
+            settings,
+            store,
+            None,
+        )
+    };
+    let a = quic(db(&dir.path().join("a"), OpenMode::Create));
+    let ta = a.launch().await.unwrap();
+    assert!(a.dial_addrs()[0].to_string().contains("/quic-v1/p2p/"));
+    let b = quic(db(&dir.path().join("b"), OpenMode::Create));
+    let tb = b.launch().await.unwrap();
+    b.dial(a.dial_addrs()[0].clone()).await.unwrap();
+    let (a, b) = (Node { net: a, task: ta }, Node { net: b, task: tb });
+    wait_until("a QUIC connection", 15, || {
+        connected_to(&a, &b) && connected_to(&b, &a)
+    })
+    .await;
+    assert!(a.net.peers()[0].addresses[0].contains("quic-v1"));
+}

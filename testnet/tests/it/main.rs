@@ -197,6 +197,11 @@ async fn five_processes_mesh_gossip_resist_a_flood_reconnect_from_the_book_and_h
             .all(|s| s["peers"].as_u64().unwrap_or(0) >= 1),
         "{st}"
     );
+    // Their genesis has bootnodes, so each is ready only because it has peers.
+    assert!(
+        st.as_array().unwrap().iter().all(|s| s["status"] == "ready"),
+        "{st}"
+    );
 
     // down stops every process.
     let out = Command::new(bin("vigil-testnet"))
