@@ -151,7 +151,7 @@ pub fn create(dir: &Path, n: usize, base_port: Option<u16>) -> Result<Manifest> 
         .collect();
     let mut genesis = Genesis::load("testnet")?;
     genesis.network = "vigil-local".into();
-    genesis.created_at = format_rfc3339_now();
+    genesis.created_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     genesis.bootnodes = addrs[..n.min(3)].to_vec();
     fs::write(dir.join("genesis.toml"), genesis.to_toml())?;
     let mut nodes = Vec::with_capacity(n);
@@ -187,31 +187,6 @@ pub fn create(dir: &Path, n: usize, base_port: Option<u16>) -> Result<Manifest> 
     };
     fs::write(dir.join(MANIFEST), serde_json::to_string_pretty(&m)?)?;
     Ok(m)
-}
-
-fn format_rfc3339_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 fn pid_file(node: &NodeSpec) -> PathBuf {

@@ -81,7 +81,6 @@ impl Actor for NetActor {
 impl NetActor {
     fn stop_task(&mut self) {
         *lock(&self.net.inner.cmd) = None;
-        lock(&self.net.inner.snapshot).running = false;
         lock(&self.net.inner.snapshot).peers.clear();
         if let Some(a) = self.abort.take() {
             a.abort();

@@ -158,7 +158,6 @@ struct Snapshot {
     external: Vec<Multiaddr>,
     peers: HashMap<PeerId, PeerInfo>,
     probes: VecDeque<ProbeSeen>,
-    running: bool,
 }
 
 pub(crate) enum Command {
@@ -355,10 +354,5 @@ impl Network {
         if let Some(tx) = tx {
             let _ = tx.send(Command::Penalize(peer, offence)).await;
         }
-    }
-
-    /// Whether the swarm task runs.
-    pub fn is_running(&self) -> bool {
-        lock(&self.inner.snapshot).running
     }
 }

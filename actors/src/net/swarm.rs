@@ -79,6 +79,12 @@ pub(super) async fn launch(net: Network) -> Result<tokio::task::JoinHandle<()>> 
         .gossipsub
         .subscribe(&net.inner.names.probe_topic)
         .map_err(|e| Error::Invalid(format!("cannot subscribe to the probe topic: {e}")))?;
+    {
+        // A relaunch (actor restart) lists what the new swarm binds, not the old one's.
+        let mut snap = lock(&net.inner.snapshot);
+        snap.listen.clear();
+        snap.external.clear();
+    }
     // Bind every listen address before serving: a bad one fails the start.
     let mut pending = HashMap::new();
     for addr in &settings.listen {
@@ -138,7 +144,6 @@ pub(super) async fn launch(net: Network) -> Result<tokio::task::JoinHandle<()>> 
     };
     lp.load(&settings.bootnodes)?;
     *lock(&net.inner.cmd) = Some(tx);
-    lock(&net.inner.snapshot).running = true;
     Ok(tokio::spawn(lp.run()))
 }
 
@@ -222,7 +227,6 @@ impl Loop {
                 _ = tick.tick() => self.maintain(),
             }
         }
-        lock(&self.net.inner.snapshot).running = false;
     }
 
     fn connected(&self) -> usize {
@@ -284,6 +288,7 @@ impl Loop {
         let mut snap = lock(&self.net.inner.snapshot);
         for (p, info) in snap.peers.iter_mut() {
             info.score = self.scores.get(p, now);
+            metrics::histogram!(m::NET_PEER_SCORE).record(info.score);
         }
         drop(snap);
         self.publish_gauges();
@@ -310,9 +315,6 @@ impl Loop {
         let snap = lock(&self.net.inner.snapshot);
         let inbound = snap.peers.values().filter(|p| p.direction == "inbound").count();
         let outbound = snap.peers.len() - inbound;
-        for p in snap.peers.values() {
-            metrics::histogram!(m::NET_PEER_SCORE).record(p.score);
-        }
         drop(snap);
         metrics::gauge!(m::NET_PEERS, "direction" => "inbound").set(inbound as f64);
         metrics::gauge!(m::NET_PEERS, "direction" => "outbound").set(outbound as f64);

@@ -58,6 +58,18 @@ async fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) -> Dura
     t0.elapsed()
 }
 
+/// A node with a new key and database `dir/name`.
+async fn fresh(dir: &Path, name: &str, genesis: u8, bootnodes: Vec<Multiaddr>) -> Node {
+    let store = db(&dir.join(name), OpenMode::Create);
+    start(
+        Keypair::generate_ed25519(),
+        genesis_hash(genesis),
+        store,
+        bootnodes,
+    )
+    .await
+}
+
 fn connected_to(n: &Node, other: &Node) -> bool {
     let id = other.net.peer_id().to_string();
     n.net.peers().iter().any(|p| p.peer_id == id && p.identified)
@@ -69,8 +81,7 @@ async fn five_nodes_form_a_mesh_and_gossip_reaches_all() {
     let mut nodes: Vec<Node> = Vec::new();
     for i in 0..5 {
         let boot: Vec<Multiaddr> = nodes.iter().take(3).flat_map(|n| n.net.dial_addrs()).collect();
-        let store = db(&dir.path().join(format!("n{i}")), OpenMode::Create);
-        nodes.push(start(Keypair::generate_ed25519(), genesis_hash(1), store, boot).await);
+        nodes.push(fresh(dir.path(), &format!("n{i}"), 1, boot).await);
     }
     let took = wait_until("every node to have >= 3 peers", 30, || {
         nodes.iter().all(|n| n.net.peer_count() >= 3)
@@ -114,30 +125,12 @@ async fn five_nodes_form_a_mesh_and_gossip_reaches_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_of_another_genesis_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start(
-        Keypair::generate_ed25519(),
-        genesis_hash(1),
-        db(&dir.path().join("a"), OpenMode::Create),
-        vec![],
-    )
-    .await;
-    let b = start(
-        Keypair::generate_ed25519(),
-        genesis_hash(1),
-        db(&dir.path().join("b"), OpenMode::Create),
-        a.net.dial_addrs(),
-    )
-    .await;
+    let a = fresh(dir.path(), "a", 1, vec![]).await;
+    let b = fresh(dir.path(), "b", 1, a.net.dial_addrs()).await;
     wait_until("a and b to connect", 15, || connected_to(&a, &b)).await;
     let mut boot = a.net.dial_addrs();
     boot.extend(b.net.dial_addrs());
-    let x = start(
-        Keypair::generate_ed25519(),
-        genesis_hash(2),
-        db(&dir.path().join("x"), OpenMode::Create),
-        boot,
-    )
-    .await;
+    let x = fresh(dir.path(), "x", 2, boot).await;
     // x dials both (it is told their addresses) and is dropped at identify; it keeps retrying with backoff.
     let xid = x.net.peer_id().to_string();
     let t0 = Instant::now();
@@ -158,20 +151,8 @@ async fn a_node_of_another_genesis_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_reconnects_from_its_peer_book_with_bootnodes_down() {
     let dir = tempfile::tempdir().unwrap();
-    let boot = start(
-        Keypair::generate_ed25519(),
-        genesis_hash(1),
-        db(&dir.path().join("boot"), OpenMode::Create),
-        vec![],
-    )
-    .await;
-    let c = start(
-        Keypair::generate_ed25519(),
-        genesis_hash(1),
-        db(&dir.path().join("c"), OpenMode::Create),
-        boot.net.dial_addrs(),
-    )
-    .await;
+    let boot = fresh(dir.path(), "boot", 1, vec![]).await;
+    let c = fresh(dir.path(), "c", 1, boot.net.dial_addrs()).await;
     let b_key = Keypair::generate_ed25519();
     let b_path = dir.path().join("b");
     let b = start(

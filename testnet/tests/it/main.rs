@@ -122,7 +122,7 @@ async fn five_processes_mesh_gossip_resist_a_flood_reconnect_from_the_book_and_h
         peers.as_array().unwrap().len() <= 64,
         "more peers than max_inbound + max_outbound allow"
     );
-    let metrics = reqwest_metrics(&m.nodes[0]).await;
+    let metrics = fetch_metrics(&m.nodes[0]).await;
     assert!(
         metric(&metrics, "vigil_net_incoming_refused_total") > 0.0,
         "no inbound connection was refused"
@@ -144,9 +144,9 @@ async fn five_processes_mesh_gossip_resist_a_flood_reconnect_from_the_book_and_h
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for n in &m.nodes[..3] {
-        signal(n, libc_sigkill());
+        signal(n, libc::SIGKILL);
     }
-    signal(&m.nodes[4], libc_sigkill());
+    signal(&m.nodes[4], libc::SIGKILL);
     while running_pid(&m.nodes[4]).is_some() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -214,11 +214,7 @@ async fn five_processes_mesh_gossip_resist_a_flood_reconnect_from_the_book_and_h
     drop(g);
 }
 
-fn libc_sigkill() -> i32 {
-    9
-}
-
-async fn reqwest_metrics(node: &vigil_testnet::NodeSpec) -> String {
+async fn fetch_metrics(node: &vigil_testnet::NodeSpec) -> String {
     let url = std::fs::read_to_string(node.dir.join("rpc.url")).unwrap();
     let addr = url.trim().trim_start_matches("http://").to_owned();
     tokio::task::spawn_blocking(move || {
