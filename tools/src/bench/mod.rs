@@ -4,6 +4,7 @@
 pub mod network;
 pub mod queue;
 pub mod supervision;
+pub mod vdf;
 
 use serde::Serialize;
 

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
-use vigil_tools::bench::{network, queue, supervision};
+use vigil_tools::bench::{network, queue, supervision, vdf};
 
 /// Benchmarks of vigil's parts; every comparison is measured side by side in one run.
 #[derive(Debug, Parser)]
@@ -53,6 +53,27 @@ enum Area {
         /// Publishes each publisher keeps in flight over the wire (vigil node and Redis alike).
         #[arg(long, default_value_t = 1)]
         window: usize,
+    },
+    /// VDF: evaluation vs the raw SHA-256 chain, memory-hard rate, full and sampled verification.
+    Vdf {
+        /// Iterations per hash-mode measurement.
+        #[arg(long, default_value_t = 50_000_000)]
+        iterations: u64,
+        /// Iterations of the memory-hard measurement.
+        #[arg(long, default_value_t = 15_000_000)]
+        mem_iterations: u64,
+        /// Memory-hard dataset, MiB (the testnet preset's figure).
+        #[arg(long, default_value_t = 256)]
+        memory_mib: u32,
+        /// Rounds of the side-by-side comparison (medians reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Segments the sampled verification recomputes (node default: vdf.samples).
+        #[arg(long, default_value_t = 8)]
+        samples: u32,
+        /// Skip computing a real testnet-preset epoch (about 40 s).
+        #[arg(long)]
+        skip_epoch: bool,
     },
 }
 
@@ -137,6 +158,35 @@ fn main() {
                 );
             }
         }
+        Area::Vdf {
+            iterations,
+            mem_iterations,
+            memory_mib,
+            rounds,
+            samples,
+            skip_epoch,
+        } => {
+            let opts = vdf::Options {
+                iterations,
+                mem_iterations,
+                memory_mib,
+                rounds: rounds.max(1),
+                samples,
+                skip_epoch,
+            };
+            let r = match vdf::run(&opts, &progress) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::exit(1);
+                }
+            };
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
+            } else {
+                print_vdf(&opts, &r);
+            }
+        }
         Area::Supervision {
             crashes,
             messages,
@@ -177,5 +227,60 @@ fn main() {
                 );
             }
         }
+    }
+}
+
+fn print_vdf(o: &vdf::Options, r: &vdf::Report) {
+    println!(
+        "vdf: {} M iterations hash mode, {} M memory-hard over {} MiB, {} verification threads",
+        o.iterations / 1_000_000,
+        o.mem_iterations / 1_000_000,
+        o.memory_mib,
+        r.threads
+    );
+    println!(
+        "  raw SHA-256 chain (Sha256::digest)     {:>8.2} M it/s",
+        r.raw_digest_mips
+    );
+    println!(
+        "  raw SHA-256 chain (compress256)        {:>8.2} M it/s",
+        r.raw_compress_mips
+    );
+    println!(
+        "  Vdf::evaluate, hash mode, 256 ckpts    {:>8.2} M it/s",
+        r.eval_mips
+    );
+    println!("  evaluation / raw chain                 {:>8.3}", r.eval_vs_raw);
+    println!(
+        "  memory-hard dataset fill               {:>8.3} s",
+        r.mem_fill_secs
+    );
+    println!(
+        "  memory-hard evaluation                 {:>8.2} M it/s",
+        r.mem_mips
+    );
+    println!(
+        "  full verification speedup, hash        {:>8.2}x",
+        r.full_verify_speedup
+    );
+    println!(
+        "  full verification speedup, memory-hard {:>8.2}x",
+        r.mem_full_verify_speedup
+    );
+    if let Some(e) = &r.epoch {
+        println!(
+            "  testnet epoch: {} M iterations, {} segments, evaluated in {:.1} s",
+            e.iterations / 1_000_000,
+            e.segments,
+            e.eval_secs
+        );
+        println!(
+            "  sampled verification ({} segments)     {:>8.3} s",
+            e.samples, e.sampled_verify_secs
+        );
+        println!(
+            "  full verification                      {:>8.3} s",
+            e.full_verify_secs
+        );
     }
 }
