@@ -110,7 +110,7 @@ mod tests {
             vdf_checkpoints = 256
             vdf_memory_mib = 256
             vdf_mode = 'memory-hard'
-            vdf_iterations = 400_000_000
+            vdf_iterations = 140_000_000
             epoch_target_secs = 40
         "#;
         let head = "network = \"vigil-testnet\"\ncreated_at = \"2026-11-01T00:00:00Z\"\n";
