@@ -5,6 +5,7 @@
 //!   and the `meta` checks (schema version, genesis hash) done at open.
 //! - [`rpc`]: the admin JSON-RPC server (HTTP + WebSocket on one address) with
 //!   cookie auth, `/health`, `/ready` and `/metrics`.
+//! - [`net`]: the libp2p network; [`epoch`]: the VDF worker and the epoch chain.
 //! - [`supervision`]: restart-on-crash supervision with OTP semantics: the
 //!   actor tree, its registry, poison-message handling and workers.
 //!
@@ -17,6 +18,7 @@
 
 pub mod audit;
 pub mod bus;
+pub mod epoch;
 mod error;
 pub mod metrics;
 pub mod net;

@@ -81,6 +81,21 @@ pub const NET_BANS: &str = "vigil_net_bans_total";
 pub const NET_BANNED: &str = "vigil_net_banned_peers";
 /// Peers disconnected for being on another genesis.
 pub const NET_FOREIGN: &str = "vigil_net_foreign_peers_total";
+/// Highest epoch held.
+pub const EPOCH_HEAD: &str = "vigil_epoch_head";
+/// Epochs appended to the chain, labelled `origin` (`local` | `gossip` | `sync`).
+pub const EPOCH_ACCEPTED: &str = "vigil_epoch_accepted_total";
+/// Epochs refused, labelled `reason` (`malformed` | `invalid` | `conflict`).
+pub const EPOCH_REJECTED: &str = "vigil_epoch_rejected_total";
+/// Epochs the best peer holds beyond our head (0 when synced).
+pub const EPOCH_SYNC_REMAINING: &str = "vigil_epoch_sync_remaining";
+/// Verification time of one epoch, seconds.
+pub const EPOCH_VERIFY_DURATION: &str = "vigil_epoch_verify_duration_seconds";
+/// VDF steps computed by this node's worker.
+pub const VDF_ITERATIONS: &str = "vigil_vdf_iterations_total";
+/// The worker's rate over its last checkpoint, steps per second.
+pub const VDF_RATE: &str = "vigil_vdf_rate_iterations_per_second";
+
 /// Buckets of [`NET_PEER_SCORE`].
 pub const SCORE_BUCKETS: [f64; 9] = [-50.0, -20.0, -10.0, -1.0, 0.0, 1.0, 10.0, 20.0, 50.0];
 
@@ -123,6 +138,19 @@ pub fn describe(version: &'static str, genesis_short: String) {
     );
     metrics::describe_counter!(NET_GOSSIP, "Gossip messages by topic and result.");
     metrics::describe_histogram!(NET_PEER_SCORE, "Scores of connected peers, sampled.");
+    metrics::describe_gauge!(EPOCH_HEAD, "Highest epoch held.");
+    metrics::describe_counter!(
+        EPOCH_ACCEPTED,
+        "Epochs appended, by origin (local, gossip, sync)."
+    );
+    metrics::describe_counter!(EPOCH_REJECTED, "Epochs refused, by reason.");
+    metrics::describe_gauge!(
+        EPOCH_SYNC_REMAINING,
+        "Epochs the best peer holds beyond our head."
+    );
+    metrics::describe_histogram!(EPOCH_VERIFY_DURATION, "Verification time of one epoch.");
+    metrics::describe_counter!(VDF_ITERATIONS, "VDF steps computed by this node.");
+    metrics::describe_gauge!(VDF_RATE, "VDF worker rate over its last checkpoint.");
     metrics::describe_counter!(NET_OFFENCES, "Peer offences scored, by offence.");
     metrics::describe_counter!(NET_BANS, "Peer bans issued.");
     metrics::describe_gauge!(NET_BANNED, "Peer bans in force.");

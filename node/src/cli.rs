@@ -39,6 +39,48 @@ pub enum Command {
     /// Create, show and hash genesis files.
     #[command(subcommand)]
     Genesis(GenesisCommand),
+    /// The VDF: `calibrate` measures this machine's rate.
+    #[command(subcommand)]
+    Vdf(VdfCommand),
+}
+
+/// `vigil vdf ...`
+#[derive(Debug, Subcommand)]
+pub enum VdfCommand {
+    /// Measure this machine's VDF rate and print the vdf_iterations that make
+    /// an epoch last the target time here (the figure a genesis holds).
+    Calibrate(CalibrateArgs),
+}
+
+/// `vigil vdf calibrate`
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// Genesis whose mode, dataset size and epoch_target_secs are the defaults.
+    #[arg(long, default_value = "testnet", value_name = "dev|testnet|PATH")]
+    pub genesis: String,
+    /// Step construction (default: the genesis's).
+    #[arg(long, value_parser = parse_mode, value_name = "hash|memory-hard")]
+    pub mode: Option<vigil_genesis::VdfMode>,
+    /// Dataset MiB in memory-hard mode (default: the genesis's).
+    #[arg(long, value_name = "MIB")]
+    pub memory_mib: Option<u32>,
+    /// Target epoch time, seconds (default: the genesis's epoch_target_secs).
+    #[arg(long, value_name = "SECS")]
+    pub target_secs: Option<u32>,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub secs: u64,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_mode(s: &str) -> Result<vigil_genesis::VdfMode, String> {
+    match s {
+        "hash" => Ok(vigil_genesis::VdfMode::Hash),
+        "memory-hard" => Ok(vigil_genesis::VdfMode::MemoryHard),
+        other => Err(format!("`{other}`: allowed hash, memory-hard")),
+    }
 }
 
 /// `vigil init`

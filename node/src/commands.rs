@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use vigil_genesis::Genesis;
 
-use crate::cli::{Command, GenesisCommand, InitArgs, NodeFlags};
+use crate::cli::{Command, GenesisCommand, InitArgs, NodeFlags, VdfCommand};
 use crate::config::{self, Config, Overrides};
 use crate::datadir::{self, DataDir, KeyProtection};
 use crate::keys::{read_passphrase, KdfParams};
@@ -18,6 +18,7 @@ pub fn dispatch(command: Command) -> Result<()> {
         Command::Run(args) => run_node(DataDir::new(args.data_dir), args.flags, false),
         Command::Dev(args) => dev(DataDir::new(args.data_dir), args.flags),
         Command::Genesis(cmd) => genesis(cmd),
+        Command::Vdf(VdfCommand::Calibrate(args)) => crate::calibrate::run(args),
     }
 }
 

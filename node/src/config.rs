@@ -42,8 +42,48 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     /// `[bus]`: the inter-application bus and durable queues.
     pub bus: BusConfig,
+    /// `[vdf]`: the VDF worker and epoch verification.
+    pub vdf: VdfConfig,
     /// `[debug]`: switches for testing; all off by default.
     pub debug: DebugConfig,
+}
+
+/// How received epochs are verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifySetting {
+    /// Recompute every segment (in parallel): certain, costs T / cores.
+    Full,
+    /// Recompute `vdf.samples` segments chosen by this node's randomness.
+    Sampled,
+}
+
+/// `[vdf]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VdfConfig {
+    /// Run a VDF worker; a follower (false) verifies and adopts peers' epochs only.
+    pub compute: bool,
+    /// Verification of gossiped and synced epochs.
+    pub verify: VerifySetting,
+    /// Segments recomputed per epoch in `sampled` mode.
+    pub samples: u32,
+    /// Epochs asked of one peer per sync request.
+    pub sync_batch: u32,
+    /// Peers asked in parallel while syncing.
+    pub sync_peers: u32,
+}
+
+impl Default for VdfConfig {
+    fn default() -> Self {
+        Self {
+            compute: true,
+            verify: VerifySetting::Full,
+            samples: 8,
+            sync_batch: 64,
+            sync_peers: 3,
+        }
+    }
 }
 
 /// `[rpc]`

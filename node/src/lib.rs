@@ -14,6 +14,7 @@
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod calibrate;
 pub mod cli;
 pub mod client;
 pub mod commands;

@@ -3,8 +3,9 @@
 //! The actor tree (root: `one_for_one`, intensity and backoff from
 //! `[supervision]`), in start order; it stops in reverse: `store` (the sled
 //! handle; flushed last) then `rpc` (admin RPC; stopped first so no request
-//! races shutdown). Later issues add network, bus, vdf, challenges, chain,
-//! layer2 between them. When the root gives up, the node flushes sled and
+//! races shutdown); between them `bus`, `net`, `epochs` (gossip, sync, bus
+//! delivery of epochs) and the `vdf` worker (unless `vdf.compute = false`).
+//! Later issues add challenges, chain and layer2. When the root gives up, the node flushes sled and
 //! exits non-zero, naming the actor and its last panic.
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use vigil_actors::audit::Audit;
 use vigil_actors::bus::{self, Apps, Bus, BusActor, BusSettings};
+use vigil_actors::epoch::{self, Chain, EpochActor, EpochSettings, EpochStore, VerifyMode};
 use vigil_actors::net::{NetActor, NetSettings, Network, ScoreParams};
 use vigil_actors::queue::{ConfirmMode, QueueConfig, Queues};
 use vigil_actors::rpc::{self, NodeContext, NodeInfo, RpcActor, RpcSettings, ShutdownReason};
@@ -29,7 +31,7 @@ use vigil_actors::supervision::{
 use vigil_genesis::Genesis;
 use zeroize::Zeroizing;
 
-use crate::config::{Config, ConfirmSetting, SupervisionConfig};
+use crate::config::{Config, ConfirmSetting, SupervisionConfig, VerifySetting};
 use crate::datadir::DataDir;
 use crate::keys::{self, LoadedKey};
 
@@ -156,6 +158,7 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         true => Some(launch_network(&opts, &p, &audit).await?),
         false => None,
     };
+    let chain = open_chain(&opts, &p, net.as_ref().map(|(n, _)| n.clone()), bus.as_ref())?;
     // Actor dead letters are events like any other: on the bus when it runs.
     let registry = match &bus {
         Some(b) => Registry::with_queues(b.queues().clone()),
@@ -184,6 +187,7 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         audit,
         net: net.as_ref().map(|(n, _)| n.clone()),
         ready_alone: p.genesis.bootnodes.is_empty() && opts.config.network.bootnodes.is_empty(),
+        epochs: Some(chain.clone()),
     });
     if ctx.fault_injection {
         tracing::warn!("debug.fault_injection is on: actors_inject_panic can crash actors");
@@ -220,6 +224,12 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
     }
     if let Some((net, task)) = net {
         spec = spec.child(ChildSpec::actor("net", move || NetActor::new(net, task)).shutdown(timeout));
+    }
+    let c = chain.clone();
+    spec = spec.child(ChildSpec::actor("epochs", move || EpochActor::new(c.clone())).shutdown(timeout));
+    if opts.config.vdf.compute {
+        let c = chain.clone();
+        spec = spec.child(ChildSpec::worker("vdf", move |ctx| epoch::worker::run(&c, ctx)).shutdown(timeout));
     }
     let spec = spec
         .child(ChildSpec::actor("rpc", move || RpcActor::new(server, settings, rpc_ctx)).shutdown(timeout));
@@ -287,6 +297,36 @@ fn open_bus(opts: &RunOptions, db: &SledStore, audit: &Audit) -> Result<Arc<Bus>
         hello_timeout: Duration::from_millis(c.hello_timeout_ms),
     };
     Ok(Bus::new(settings, queues, apps, audit.clone()))
+}
+
+fn open_chain(
+    opts: &RunOptions,
+    p: &Prepared,
+    net: Option<Network>,
+    bus: Option<&Arc<Bus>>,
+) -> Result<Chain> {
+    use std::io::IsTerminal;
+    let c = &opts.config.vdf;
+    let settings = EpochSettings {
+        compute: c.compute,
+        verify: match c.verify {
+            VerifySetting::Full => VerifyMode::Full,
+            VerifySetting::Sampled => VerifyMode::Sampled(c.samples),
+        },
+        sync_batch: c.sync_batch,
+        sync_peers: c.sync_peers as usize,
+        progress_bar: std::io::stderr().is_terminal(),
+    };
+    let params = vigil_protocols::vdf::VdfParams::from_genesis(&p.genesis.params);
+    Chain::open(
+        p.genesis.hash().0,
+        params,
+        settings,
+        EpochStore::new(p.db.clone()),
+        net,
+        bus.map(|b| b.queues().clone()),
+    )
+    .context("cannot open the epoch chain")
 }
 
 async fn launch_network(

@@ -106,9 +106,37 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// What [`create`] builds.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Nodes (1..=100).
+    pub n: usize,
+    /// p2p port of node 0; node i uses base + i (default: free ports).
+    pub base_port: Option<u16>,
+    /// Genesis preset the local genesis derives from (`testnet` or `dev`).
+    pub preset: String,
+    /// Overrides the preset's `vdf_iterations` (shorter epochs for tests).
+    pub vdf_iterations: Option<u64>,
+    /// Nodes that run a VDF worker (the first ones); the rest follow.
+    pub timelords: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            n: 4,
+            base_port: None,
+            preset: "testnet".into(),
+            vdf_iterations: None,
+            timelords: 1,
+        }
+    }
+}
+
 /// Creates the testnet folder: keys, a genesis whose bootnodes are the first
 /// min(n, 3) nodes, and n data dirs with their config. Starts nothing.
-pub fn create(dir: &Path, n: usize, base_port: Option<u16>) -> Result<Manifest> {
+pub fn create(dir: &Path, o: &Options) -> Result<Manifest> {
+    let (n, base_port) = (o.n, o.base_port);
     if !(1..=100).contains(&n) {
         bail!("-n {n}: a local testnet has 1..=100 nodes");
     }
@@ -149,7 +177,14 @@ pub fn create(dir: &Path, n: usize, base_port: Option<u16>) -> Result<Manifest> 
             )
         })
         .collect();
-    let mut genesis = Genesis::load("testnet")?;
+    let mut genesis = Genesis::load(&o.preset)?;
+    if let Some(t) = o.vdf_iterations {
+        genesis.params.vdf_iterations = t;
+    }
+    let problems = genesis.problems();
+    if let Some(p) = problems.first() {
+        bail!("the testnet genesis is invalid: {p}");
+    }
     genesis.network = "vigil-local".into();
     genesis.created_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     genesis.bootnodes = addrs[..n.min(3)].to_vec();
@@ -169,8 +204,10 @@ pub fn create(dir: &Path, n: usize, base_port: Option<u16>) -> Result<Manifest> 
         fs::write(
             dd.config(),
             format!(
-                "# written by vigil-testnet\n[rpc]\naddr = \"127.0.0.1:0\"\n\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nreconnect_max_ms = 10000\n\n[bus]\naddr = \"127.0.0.1:0\"\n",
-                ports[i]
+                "# written by vigil-testnet\n[rpc]\naddr = \"127.0.0.1:0\"\n\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nreconnect_max_ms = 10000\n\n[bus]\naddr = \"127.0.0.1:0\"\n\n[vdf]\n# node-0 .. node-{} compute the VDF; the others verify and follow\ncompute = {}\n",
+                ports[i],
+                o.timelords.max(1) - 1,
+                i < o.timelords
             ),
         )?;
         nodes.push(NodeSpec {
@@ -343,13 +380,9 @@ pub async fn wait_peers(m: &Manifest, min_peers: u64, timeout: Duration) -> Resu
 }
 
 /// Creates and starts a testnet and waits until each node has min(n-1, 3) peers.
-pub async fn up(
-    dir: &Path,
-    n: usize,
-    base_port: Option<u16>,
-    timeout: Duration,
-) -> Result<(Manifest, Duration)> {
-    let m = create(dir, n, base_port)?;
+pub async fn up(dir: &Path, o: &Options, timeout: Duration) -> Result<(Manifest, Duration)> {
+    let n = o.n;
+    let m = create(dir, o)?;
     let t0 = Instant::now();
     for node in &m.nodes {
         start_node(&m, node)?;

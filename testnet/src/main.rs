@@ -43,6 +43,15 @@ enum Cmd {
         /// Seconds to wait for the nodes to peer.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Genesis preset the local genesis derives from.
+        #[arg(long, default_value = "testnet", value_name = "testnet|dev")]
+        preset: String,
+        /// Override the preset's vdf_iterations (e.g. 5000000 for sub-second epochs).
+        #[arg(long, value_name = "N")]
+        vdf_iterations: Option<u64>,
+        /// Nodes that compute the VDF (node-0 first); the others verify and follow.
+        #[arg(long, default_value_t = 1)]
+        timelords: usize,
     },
     /// Every node: peer id, p2p address, RPC URL, peers, status.
     Status {
@@ -131,8 +140,18 @@ async fn run(cli: Cli) -> Result<()> {
             dir,
             base_port,
             timeout,
+            preset,
+            vdf_iterations,
+            timelords,
         } => {
-            let (m, took) = up(&dir, n, base_port, Duration::from_secs(timeout)).await?;
+            let o = vigil_testnet::Options {
+                n,
+                base_port,
+                preset,
+                vdf_iterations,
+                timelords,
+            };
+            let (m, took) = up(&dir, &o, Duration::from_secs(timeout)).await?;
             if !cli.json {
                 println!(
                     "testnet of {n} nodes up in {:.1} s (genesis {})",

@@ -10,6 +10,7 @@ use libp2p::{
 };
 
 use super::codec::{FrameCodec, Status, STATUS_MAX};
+use super::sync::{SyncRequest, SyncResponse, SYNC_REQUEST_MAX, SYNC_RESPONSE_MAX};
 use super::NetSettings;
 use crate::{Error, Result};
 
@@ -24,6 +25,7 @@ pub(crate) struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub gossipsub: gossipsub::Behaviour,
     pub status: request_response::Behaviour<FrameCodec<Status, Status>>,
+    pub sync: request_response::Behaviour<FrameCodec<SyncRequest, SyncResponse>>,
 }
 
 /// Protocol names and topics of one genesis: `/vigil/<g8>/...`.
@@ -37,8 +39,12 @@ pub struct Names {
     pub kad: StreamProtocol,
     /// `/vigil/<g8>/status/1`.
     pub status: StreamProtocol,
+    /// `/vigil/<g8>/sync/1`: epochs by range.
+    pub sync: StreamProtocol,
     /// Gossip topic of operator probes, `/vigil/<g8>/probe/1`.
     pub probe_topic: gossipsub::IdentTopic,
+    /// Gossip topic of new epochs, `/vigil/<g8>/epochs`.
+    pub epoch_topic: gossipsub::IdentTopic,
 }
 
 impl Names {
@@ -50,7 +56,9 @@ impl Names {
             protocol_version: format!("/vigil/{g8}/1"),
             kad: p("kad/1"),
             status: p("status/1"),
+            sync: p("sync/1"),
             probe_topic: gossipsub::IdentTopic::new(format!("/vigil/{g8}/probe/1")),
+            epoch_topic: gossipsub::IdentTopic::new(format!("/vigil/{g8}/epochs")),
         }
     }
 }
@@ -92,6 +100,11 @@ pub(crate) fn build(key: &Keypair, names: &Names, s: &NetSettings) -> Result<Swa
             FrameCodec::new(STATUS_MAX, STATUS_MAX),
             [(names.status.clone(), request_response::ProtocolSupport::Full)],
             request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+        ),
+        sync: request_response::Behaviour::with_codec(
+            FrameCodec::new(SYNC_REQUEST_MAX, SYNC_RESPONSE_MAX),
+            [(names.sync.clone(), request_response::ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
         ),
     };
     let idle = s.idle_timeout;

@@ -20,6 +20,7 @@ pub mod book;
 pub mod codec;
 pub mod score;
 mod swarm;
+pub mod sync;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,6 +35,7 @@ pub use actor::NetActor;
 pub use behaviour::Names;
 pub use book::{Ban, PeerBook};
 pub use score::{Offence, ScoreParams};
+pub use sync::{EpochSource, GossipVerdict, SyncRequest, SyncResponse};
 
 use crate::audit::Audit;
 use crate::store::SledStore;
@@ -172,6 +174,13 @@ pub(crate) enum Command {
     Unban(PeerId, oneshot::Sender<std::result::Result<bool, String>>),
     Probe(oneshot::Sender<std::result::Result<u64, String>>),
     Penalize(PeerId, Offence),
+    PublishEpoch(Vec<u8>, oneshot::Sender<std::result::Result<(), String>>),
+    ReportEpoch(libp2p::gossipsub::MessageId, PeerId, GossipVerdict),
+    Sync(
+        PeerId,
+        SyncRequest,
+        oneshot::Sender<std::result::Result<SyncResponse, String>>,
+    ),
 }
 
 #[derive(Debug)]
@@ -184,6 +193,7 @@ struct Inner {
     audit: Option<Audit>,
     snapshot: Mutex<Snapshot>,
     cmd: Mutex<Option<mpsc::Sender<Command>>>,
+    epochs: Mutex<Option<Arc<dyn EpochSource>>>,
 }
 
 /// Handle to the network; cheap to clone.
@@ -216,6 +226,7 @@ impl Network {
                 audit,
                 snapshot: Mutex::new(Snapshot::default()),
                 cmd: Mutex::new(None),
+                epochs: Mutex::new(None),
             }),
         }
     }
@@ -292,7 +303,9 @@ impl Network {
             protocols: vec![
                 n.kad.to_string(),
                 n.status.to_string(),
+                n.sync.to_string(),
                 n.probe_topic.to_string(),
+                n.epoch_topic.to_string(),
                 n.protocol_version.clone(),
             ],
             peers: s.peers.values().filter(|p| p.identified).count(),
@@ -346,6 +359,43 @@ impl Network {
     /// Publishes a gossip probe; returns its id (see [`Network::probes`] on every node).
     pub async fn probe(&self) -> Result<u64> {
         self.ask(Command::Probe).await
+    }
+
+    /// Serves epochs from `source` (sync requests, status head) and hands it
+    /// epoch gossip. Set before [`Network::launch`]; survives relaunches.
+    pub fn set_epoch_source(&self, source: Arc<dyn EpochSource>) {
+        *lock(&self.inner.epochs) = Some(source);
+    }
+
+    fn epoch_source(&self) -> Option<Arc<dyn EpochSource>> {
+        lock(&self.inner.epochs).clone()
+    }
+
+    /// Gossips an encoded epoch on `/vigil/<g8>/epochs`.
+    pub async fn publish_epoch(&self, bytes: Vec<u8>) -> Result<()> {
+        self.ask(|r| Command::PublishEpoch(bytes, r)).await
+    }
+
+    /// Tells gossipsub what became of an epoch handed to [`EpochSource::gossip`].
+    pub async fn report_epoch(&self, id: libp2p::gossipsub::MessageId, from: PeerId, verdict: GossipVerdict) {
+        let tx = lock(&self.inner.cmd).clone();
+        if let Some(tx) = tx {
+            let _ = tx.send(Command::ReportEpoch(id, from, verdict)).await;
+        }
+    }
+
+    /// Asks `peer` for epochs by range (`/vigil/<g8>/sync/1`).
+    pub async fn sync_range(&self, peer: PeerId, req: SyncRequest) -> Result<SyncResponse> {
+        self.ask(|r| Command::Sync(peer, req, r)).await
+    }
+
+    /// Identified peers, best score first (ids only).
+    pub fn peer_ids(&self) -> Vec<PeerId> {
+        self.peers()
+            .into_iter()
+            .filter(|p| p.identified)
+            .filter_map(|p| p.peer_id.parse().ok())
+            .collect()
     }
 
     /// Lowers a peer's score for an offence seen outside the network (a failed proof).

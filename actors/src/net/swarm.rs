@@ -2,6 +2,8 @@
 //! a maintenance tick (reconnection with backoff, DHT walks, ban expiry,
 //! metrics).
 
+mod epochs;
+
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -42,6 +44,7 @@ struct Loop {
     banned: HashMap<PeerId, u64>,
     last_walk: Instant,
     walk_every: Duration,
+    pending_sync: HashMap<request_response::OutboundRequestId, epochs::SyncReply>,
 }
 
 fn now_us() -> u64 {
@@ -79,6 +82,11 @@ pub(super) async fn launch(net: Network) -> Result<tokio::task::JoinHandle<()>> 
         .gossipsub
         .subscribe(&net.inner.names.probe_topic)
         .map_err(|e| Error::Invalid(format!("cannot subscribe to the probe topic: {e}")))?;
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&net.inner.names.epoch_topic)
+        .map_err(|e| Error::Invalid(format!("cannot subscribe to the epoch topic: {e}")))?;
     {
         // A relaunch (actor restart) lists what the new swarm binds, not the old one's.
         let mut snap = lock(&net.inner.snapshot);
@@ -141,6 +149,7 @@ pub(super) async fn launch(net: Network) -> Result<tokio::task::JoinHandle<()>> 
         banned: HashMap::new(),
         last_walk: Instant::now(),
         walk_every: Duration::from_secs(1),
+        pending_sync: HashMap::new(),
     };
     lp.load(&settings.bootnodes)?;
     *lock(&net.inner.cmd) = Some(tx);
@@ -379,6 +388,11 @@ impl Loop {
                 let _ = reply.send(r);
             }
             Command::Penalize(peer, offence) => self.penalize(peer, offence),
+            Command::PublishEpoch(bytes, reply) => {
+                let _ = reply.send(self.publish_epoch(bytes));
+            }
+            Command::ReportEpoch(id, from, verdict) => self.report_epoch(id, from, verdict),
+            Command::Sync(peer, req, reply) => self.request_sync(peer, req, reply),
         }
     }
 
@@ -568,6 +582,7 @@ impl Loop {
                 message,
             }) => self.on_gossip(propagation_source, message_id, message),
             BehaviourEvent::Status(e) => self.on_status(e),
+            BehaviourEvent::Sync(e) => self.on_sync(e),
             _ => {}
         }
     }
@@ -617,7 +632,7 @@ impl Loop {
     fn our_status(&self) -> Status {
         Status {
             genesis: self.net.inner.genesis,
-            head: 0,
+            head: self.net.epoch_source().map_or(0, |s| s.head()),
             agent: lock(&self.net.inner.settings).agent.clone(),
         }
     }
@@ -680,6 +695,9 @@ impl Loop {
     }
 
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, msg: gossipsub::Message) {
+        if msg.topic == self.net.inner.names.epoch_topic.hash() {
+            return self.on_epoch_gossip(source, id, msg.data);
+        }
         let probe_topic = self.net.inner.names.probe_topic.hash();
         let valid = if msg.topic == probe_topic && msg.data.len() == 16 {
             let pid = u64::from_be_bytes(msg.data[..8].try_into().unwrap_or_default());

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{NodeContext, ShutdownReason};
 
 /// Every method the admin RPC serves.
-pub const METHODS: [&str; 26] = [
+pub const METHODS: [&str; 29] = [
     "node_info",
     "node_health",
     "node_shutdown",
@@ -36,6 +36,9 @@ pub const METHODS: [&str; 26] = [
     "net_dial",
     "net_probe",
     "net_probes",
+    "epoch_head",
+    "epoch_get",
+    "vdf_status",
 ];
 /// Methods that change state: they need the `operator` or `admin` role once
 /// API keys exist; with the cookie (full access) they are allowed.
@@ -63,6 +66,7 @@ pub(super) fn module(ctx: Arc<NodeContext>) -> RpcModule<NodeContext> {
     super::actors_methods::register(&mut module);
     super::bus_methods::register(&mut module);
     super::net_methods::register(&mut module);
+    super::epoch_methods::register(&mut module);
     module
 }
 

@@ -11,6 +11,7 @@ mod actor;
 mod actors_methods;
 mod bus_methods;
 mod cookie;
+mod epoch_methods;
 mod http;
 mod methods;
 mod middleware;
@@ -102,6 +103,8 @@ pub struct NodeContext {
     /// Whether the node is ready without peers (no bootnodes at all: the
     /// first node of a network, e.g. `vigil dev`).
     pub ready_alone: bool,
+    /// The epoch chain, when it runs.
+    pub epochs: Option<crate::epoch::Chain>,
 }
 
 impl NodeContext {
@@ -115,6 +118,7 @@ impl NodeContext {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
             && (self.ready_alone || self.net.as_ref().is_none_or(|n| n.peer_count() > 0))
+            && self.epochs.as_ref().is_none_or(|c| c.synced())
     }
 }
 

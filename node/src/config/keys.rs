@@ -47,6 +47,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("bus.topic_defaults", "settings of durable topics created on first publish: kind (queue|stream), max_deliver, ack_wait_ms, max_in_flight, max_msgs, max_bytes, max_age_secs, dedupe_window_secs"),
     ("bus.topics", "[[bus.topics]] durable topics with their own settings (name plus the keys of topic_defaults)"),
     ("bus.apps", "[[bus.apps]] apps defined in config: name, token_blake3 (hex), grants = [\"verb:pattern\"]"),
+    ("vdf.compute", "run a VDF worker that computes the next epoch (false: a follower that verifies and adopts its peers' epochs)"),
+    ("vdf.verify", "\"full\" recomputes every segment of a received epoch in parallel (certain; costs T / cores), \"sampled\" recomputes vdf.samples segments chosen by this node's randomness"),
+    ("vdf.samples", "segments recomputed per epoch in sampled mode (1..=4096)"),
+    ("vdf.sync_batch", "epochs asked of one peer per sync request (1..=512)"),
+    ("vdf.sync_peers", "peers asked in parallel while syncing (1..=16)"),
     ("debug.fault_injection", "allow actors_inject_panic over the admin RPC (chaos testing; never in production)"),
 ];
 

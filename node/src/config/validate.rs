@@ -158,6 +158,16 @@ impl Config {
             ("bus.outbound_queue", bus.outbound_queue.into(), 16, 1_000_000),
             ("bus.hello_timeout_ms", bus.hello_timeout_ms, 100, 600_000),
         ];
+        let vdf = &self.vdf;
+        for (field, v, lo, hi) in [
+            ("vdf.samples", vdf.samples, 1, 4096),
+            ("vdf.sync_batch", vdf.sync_batch, 1, 512),
+            ("vdf.sync_peers", vdf.sync_peers, 1, 16),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                bad(field, v.to_string(), format!("{lo}..={hi}"));
+            }
+        }
         for (field, v, lo, hi) in bus_ranges {
             if !(lo..=hi).contains(&v) {
                 bad(field, v.to_string(), format!("{lo}..={hi}"));

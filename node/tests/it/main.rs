@@ -7,6 +7,7 @@ mod bad_input;
 mod bus;
 mod config_cli;
 mod crash;
+mod epochs;
 mod genesis_cli;
 mod lifecycle;
 mod rpc;

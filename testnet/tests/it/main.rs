@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vigil_testnet::{call, down, running_pid, signal, start_node, up, wait_peers, Manifest};
+use vigil_testnet::{call, down, running_pid, signal, start_node, up, wait_peers, Manifest, Options};
 
 fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -51,9 +51,13 @@ fn peers_of(v: &Value) -> Vec<String> {
 async fn five_processes_mesh_gossip_resist_a_flood_reconnect_from_the_book_and_heal() {
     std::env::set_var("VIGIL_BIN", bin("vigil"));
     let dir = tempfile::tempdir().unwrap();
-    let (m, took) = up(&dir.path().join("tn"), 5, None, Duration::from_secs(30))
-        .await
-        .expect("up");
+    let (m, took) = up(
+        &dir.path().join("tn"),
+        &Options { n: 5, ..quick() },
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("up");
     let g = Guard(m.clone());
     eprintln!("5 nodes with >= 3 peers each in {took:?}");
 
@@ -253,4 +257,14 @@ fn bad_input_is_refused_with_what_to_do() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("vigil-testnet up --dir"));
+}
+
+/// Short hash-mode epochs (dev preset, ~0.25 s) so tests see epochs without
+/// a 40 s memory-hard testnet epoch.
+fn quick() -> Options {
+    Options {
+        preset: "dev".into(),
+        vdf_iterations: Some(5_000_000),
+        ..Options::default()
+    }
 }

@@ -62,7 +62,15 @@ pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> anyhow::Result<Report> {
         for &n in &opts.sizes {
             progress(&format!("a testnet of {n} nodes"));
             let dir = tempfile::tempdir()?;
-            let (m, formed) = up(&dir.path().join("tn"), n, None, Duration::from_secs(120)).await?;
+            let (m, formed) = up(
+                &dir.path().join("tn"),
+                &vigil_testnet::Options {
+                    n,
+                    ..Default::default()
+                },
+                Duration::from_secs(120),
+            )
+            .await?;
             let result = async {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 let mut rss: Vec<f64> = m.nodes.iter().filter_map(|n| rss_mib(running_pid(n)?)).collect();

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use vigil_tools::client::Endpoint;
 
 mod bus;
+mod epoch;
 mod net;
 use bus::{bus_cmd, queue_cmd, BusCmd, QueueCmd};
 use net::NetCmd;
@@ -54,6 +55,13 @@ enum Command {
     },
     /// Connected peers: id, direction, ping, score, agent, address.
     Peers,
+    /// The epoch chain: the head and sync state, or epoch N.
+    Epoch {
+        /// Epoch number (default: the head).
+        number: Option<u64>,
+    },
+    /// The VDF worker: mode, progress, rate, ETA.
+    Vdf,
     /// The p2p network: info, bans, ban/unban, dial, gossip probes.
     Net {
         #[command(subcommand)]
@@ -167,6 +175,8 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Peers => net::peers(&ep, cli.json).await?,
+        Command::Epoch { number } => epoch::epoch(&ep, number, cli.json).await?,
+        Command::Vdf => epoch::vdf(&ep, cli.json).await?,
         Command::Net { cmd } => net::net_cmd(&ep, cmd, cli.json).await?,
         Command::Bus { cmd } => bus_cmd(&ep, cmd, cli.json, cli.data_dir.as_deref()).await?,
         Command::Queue { cmd } => queue_cmd(&ep, cmd, cli.json).await?,

@@ -1,0 +1,434 @@
+//! The epoch chain: the node's clock and entropy.
+//!
+//! - [`store`]: epochs and the worker's checkpoints in sled.
+//! - [`worker`]: the VDF worker, a supervised dedicated thread that computes
+//!   the next epoch, saving its progress at every checkpoint.
+//! - [`service`]: the supervised `epochs` actor's task: verifies gossiped
+//!   epochs off the swarm task, syncs by range from several peers when
+//!   behind, gossips local epochs and publishes every epoch to the durable
+//!   bus topic `epoch.new`.
+//!
+//! [`Chain`] is the handle all of them (and the RPC) share.
+
+pub mod service;
+pub mod store;
+pub mod worker;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use libp2p::gossipsub::MessageId;
+use libp2p::PeerId;
+use serde::Serialize;
+use tokio::sync::{mpsc, Notify};
+use vigil_protocols::epoch::{Check, Epoch, EpochError};
+use vigil_protocols::vdf::{State, VdfParams};
+
+pub use service::EpochActor;
+pub use store::{AppendError, Appended, EpochStore};
+
+use crate::metrics as m;
+use crate::net::{EpochSource, Network};
+use crate::queue::Queues;
+use crate::Result;
+
+/// Bus topic every epoch is published on (durable).
+pub const BUS_TOPIC: &str = "epoch.new";
+
+/// How received epochs are verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyMode {
+    /// Every segment, in parallel.
+    Full,
+    /// This many segments chosen by the node's own randomness.
+    Sampled(u32),
+}
+
+/// The node's `[vdf]` settings.
+#[derive(Debug, Clone)]
+pub struct EpochSettings {
+    /// Run a VDF worker (a follower only verifies and adopts).
+    pub compute: bool,
+    /// Verification of gossiped and synced epochs.
+    pub verify: VerifyMode,
+    /// Epochs asked of one peer per sync request.
+    pub sync_batch: u32,
+    /// Peers asked in parallel when behind.
+    pub sync_peers: usize,
+    /// Draw a progress bar on stderr while syncing (a terminal); log lines otherwise.
+    pub progress_bar: bool,
+}
+
+impl Default for EpochSettings {
+    fn default() -> Self {
+        Self {
+            compute: true,
+            verify: VerifyMode::Full,
+            sync_batch: 64,
+            sync_peers: 3,
+            progress_bar: false,
+        }
+    }
+}
+
+/// One epoch as the RPC shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochView {
+    /// Number.
+    pub number: u64,
+    /// Input (hex).
+    pub input: String,
+    /// Output (hex): the epoch's entropy.
+    pub output: String,
+    /// External anchor (hex, empty for none).
+    pub anchor: String,
+    /// Checkpoints in the proof.
+    pub checkpoints: usize,
+    /// Encoded size, bytes.
+    pub bytes: usize,
+}
+
+/// What `vdf_status` shows.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct VdfStatus {
+    /// `hash` or `memory-hard`.
+    pub mode: &'static str,
+    /// Steps per epoch (genesis).
+    pub iterations: u64,
+    /// Segments per proof (genesis).
+    pub segments: u32,
+    /// Dataset MiB (memory-hard).
+    pub memory_mib: u32,
+    /// Whether this node runs a worker.
+    pub compute: bool,
+    /// Epoch being computed (0: idle).
+    pub computing: u64,
+    /// Segments done of it.
+    pub segments_done: u32,
+    /// Progress 0..=1.
+    pub progress: f64,
+    /// Steps per second over the last checkpoint.
+    pub rate: f64,
+    /// Seconds to the end of the epoch at that rate.
+    pub eta_secs: Option<f64>,
+    /// Whether the epoch resumed from a saved checkpoint.
+    pub resumed: bool,
+    /// Local head.
+    pub head: u64,
+    /// Best head a peer reported.
+    pub best_peer_head: u64,
+    /// Head >= every peer's head.
+    pub synced: bool,
+    /// Verification of received epochs.
+    pub verify: Option<VerifyMode>,
+}
+
+/// Where an appended epoch came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// This node's worker.
+    Local,
+    /// Gossip.
+    Gossip,
+    /// Range sync.
+    Sync,
+}
+
+impl Origin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Gossip => "gossip",
+            Self::Sync => "sync",
+        }
+    }
+}
+
+/// A gossiped epoch waiting for verification.
+pub(crate) type GossipItem = (PeerId, MessageId, Vec<u8>);
+
+#[derive(Debug)]
+struct Inner {
+    genesis: [u8; 32],
+    params: VdfParams,
+    settings: EpochSettings,
+    store: EpochStore,
+    head: AtomicU64,
+    best_peer_head: AtomicU64,
+    status: Mutex<VdfStatus>,
+    /// Local epochs waiting to be gossiped.
+    outbox: Mutex<Vec<Epoch>>,
+    /// Wakes the service: a new head (bus, gossip) or new work.
+    wake: Notify,
+    gossip: Mutex<Option<mpsc::Sender<GossipItem>>>,
+    net: Option<Network>,
+    queues: Option<Arc<Queues>>,
+}
+
+/// Handle to the epoch chain; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why a received epoch was not appended.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// Decoding or VDF verification failed: the sender is at fault.
+    #[error(transparent)]
+    Invalid(#[from] EpochError),
+    /// We do not hold its predecessor yet.
+    #[error("epoch {got} is ahead of our head {head}: sync first")]
+    Ahead {
+        /// Our head.
+        head: u64,
+        /// Offered.
+        got: u64,
+    },
+    /// Appending failed (conflict or store).
+    #[error(transparent)]
+    Append(#[from] AppendError),
+}
+
+impl Chain {
+    /// The chain of genesis `genesis` in `store`.
+    pub fn open(
+        genesis: [u8; 32],
+        params: VdfParams,
+        settings: EpochSettings,
+        store: EpochStore,
+        net: Option<Network>,
+        queues: Option<Arc<Queues>>,
+    ) -> Result<Self> {
+        let head = store.head()?;
+        metrics::gauge!(m::EPOCH_HEAD).set(head as f64);
+        let status = VdfStatus {
+            mode: params.mode_name(),
+            iterations: params.iterations,
+            segments: params.segments,
+            memory_mib: params.memory_mib,
+            compute: settings.compute,
+            verify: Some(settings.verify),
+            ..VdfStatus::default()
+        };
+        let chain = Self {
+            inner: Arc::new(Inner {
+                genesis,
+                params,
+                settings,
+                store,
+                head: AtomicU64::new(head),
+                best_peer_head: AtomicU64::new(0),
+                status: Mutex::new(status),
+                outbox: Mutex::new(Vec::new()),
+                wake: Notify::new(),
+                gossip: Mutex::new(None),
+                net,
+                queues,
+            }),
+        };
+        if let Some(n) = &chain.inner.net {
+            n.set_epoch_source(Arc::new(chain.clone()));
+        }
+        Ok(chain)
+    }
+
+    /// Genesis hash.
+    pub fn genesis(&self) -> &[u8; 32] {
+        &self.inner.genesis
+    }
+
+    /// VDF parameters.
+    pub fn params(&self) -> &VdfParams {
+        &self.inner.params
+    }
+
+    /// Settings.
+    pub fn settings(&self) -> &EpochSettings {
+        &self.inner.settings
+    }
+
+    /// The store.
+    pub fn store(&self) -> &EpochStore {
+        &self.inner.store
+    }
+
+    /// Highest epoch held (0: none).
+    pub fn head(&self) -> u64 {
+        self.inner.head.load(Ordering::Acquire)
+    }
+
+    /// Best head any peer reported.
+    pub fn best_peer_head(&self) -> u64 {
+        self.inner.best_peer_head.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn saw_peer_head(&self, h: u64) {
+        self.inner.best_peer_head.fetch_max(h, Ordering::AcqRel);
+    }
+
+    /// True when no peer reported a head beyond ours.
+    pub fn synced(&self) -> bool {
+        self.head() >= self.best_peer_head()
+    }
+
+    /// The output epoch `n` builds on (the genesis hash for epoch 1).
+    pub fn prev_output(&self, n: u64) -> Result<Option<State>> {
+        if n <= 1 {
+            return Ok(Some(self.inner.genesis));
+        }
+        Ok(self.inner.store.get(n - 1)?.map(|e| e.output))
+    }
+
+    /// Epoch `n` as the RPC shows it.
+    pub fn view(&self, n: u64) -> Result<Option<EpochView>> {
+        let Some(e) = self.inner.store.get(n)? else {
+            return Ok(None);
+        };
+        let prev = self.prev_output(n)?.unwrap_or([0; 32]);
+        Ok(Some(EpochView {
+            number: e.number,
+            input: hex::encode(e.input(&self.inner.genesis, &prev)),
+            output: hex::encode(e.output),
+            anchor: hex::encode(&e.anchor),
+            checkpoints: e.checkpoints.len(),
+            bytes: e.encode().len(),
+        }))
+    }
+
+    /// What `vdf_status` shows.
+    pub fn status(&self) -> VdfStatus {
+        let mut s = lock(&self.inner.status).clone();
+        s.head = self.head();
+        s.best_peer_head = self.best_peer_head();
+        s.synced = self.synced();
+        s
+    }
+
+    pub(crate) fn update_status(&self, f: impl FnOnce(&mut VdfStatus)) {
+        f(&mut lock(&self.inner.status));
+    }
+
+    /// Verifies `e` against its stored predecessor with the configured check.
+    pub fn verify(&self, e: &Epoch, prev_output: &State) -> std::result::Result<(), EpochError> {
+        let t = Instant::now();
+        let mut rng = rand::thread_rng();
+        let check = match self.inner.settings.verify {
+            VerifyMode::Full => Check::Full,
+            VerifyMode::Sampled(samples) => Check::Sampled {
+                samples,
+                rng: &mut rng,
+            },
+        };
+        // No external anchor is configured yet: every epoch must carry none.
+        let r = e.validate(
+            &self.inner.genesis,
+            &self.inner.params,
+            prev_output,
+            Some(&[]),
+            check,
+        );
+        metrics::histogram!(m::EPOCH_VERIFY_DURATION).record(t.elapsed().as_secs_f64());
+        r
+    }
+
+    /// Appends an epoch already verified (or computed here), then tells the
+    /// service (bus, gossip) and the worker (which moves on).
+    pub fn append(&self, e: Epoch, origin: Origin) -> std::result::Result<Appended, AppendError> {
+        let r = self.inner.store.append(&e)?;
+        if r == Appended::New {
+            self.inner.head.fetch_max(e.number, Ordering::AcqRel);
+            metrics::gauge!(m::EPOCH_HEAD).set(e.number as f64);
+            metrics::counter!(m::EPOCH_ACCEPTED, "origin" => origin.as_str()).increment(1);
+            tracing::info!(
+                epoch = e.number,
+                output = %hex::encode(&e.output[..8]),
+                origin = origin.as_str(),
+                "epoch appended"
+            );
+            if origin == Origin::Local {
+                lock(&self.inner.outbox).push(e);
+            }
+            self.inner.wake.notify_one();
+        }
+        Ok(r)
+    }
+
+    /// Decodes, checks and appends an epoch from a peer.
+    pub fn accept_bytes(&self, bytes: &[u8], origin: Origin) -> std::result::Result<Appended, AcceptError> {
+        let e = Epoch::decode(bytes).inspect_err(|_| {
+            metrics::counter!(m::EPOCH_REJECTED, "reason" => "malformed").increment(1);
+        })?;
+        self.accept(e, origin)
+    }
+
+    /// Checks and appends an epoch from a peer.
+    pub fn accept(&self, e: Epoch, origin: Origin) -> std::result::Result<Appended, AcceptError> {
+        let head = self.head();
+        if e.number <= head {
+            return match self.inner.store.get(e.number).map_err(AppendError::from)? {
+                Some(stored) if stored == e => Ok(Appended::Duplicate),
+                _ => {
+                    metrics::counter!(m::EPOCH_REJECTED, "reason" => "conflict").increment(1);
+                    Err(AppendError::Conflict(e.number).into())
+                }
+            };
+        }
+        if e.number > head + 1 {
+            self.saw_peer_head(e.number);
+            return Err(AcceptError::Ahead { head, got: e.number });
+        }
+        let prev = self
+            .prev_output(e.number)
+            .map_err(AppendError::from)?
+            .ok_or(AcceptError::Ahead { head, got: e.number })?;
+        if let Err(err) = self.verify(&e, &prev) {
+            metrics::counter!(m::EPOCH_REJECTED, "reason" => "invalid").increment(1);
+            return Err(err.into());
+        }
+        Ok(self.append(e, origin)?)
+    }
+
+    fn take_outbox(&self) -> Vec<Epoch> {
+        std::mem::take(&mut *lock(&self.inner.outbox))
+    }
+}
+
+impl EpochSource for Chain {
+    fn head(&self) -> u64 {
+        Chain::head(self)
+    }
+
+    fn range(&self, from: u64, count: u32, max_bytes: usize) -> Vec<Vec<u8>> {
+        self.inner
+            .store
+            .range_encoded(from, count, max_bytes)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read epochs to serve a sync request");
+                Vec::new()
+            })
+    }
+
+    fn gossip(&self, from: PeerId, id: MessageId, data: Vec<u8>) {
+        let tx = lock(&self.inner.gossip).clone();
+        let full = match tx {
+            Some(tx) => tx.try_send((from, id.clone(), data)).is_err(),
+            None => true,
+        };
+        if full {
+            // Nobody to verify it now: neither forwarded nor held against the peer.
+            if let Some(net) = self.inner.net.clone() {
+                tokio::spawn(async move {
+                    net.report_epoch(id, from, crate::net::GossipVerdict::Ignore)
+                        .await;
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The VDF worker: computes epoch `head + 1` on a dedicated thread, saving
+//! its progress at every checkpoint (flushed), so a crash or a kill resumes
+//! from the last checkpoint. When a peer's valid epoch for the same number
+//! arrives first, the head moves past the worker's target; it drops its work
+//! and starts on the next epoch.
+
+use std::time::Instant;
+
+use vigil_protocols::epoch::{self, Epoch};
+use vigil_protocols::vdf::{Outcome, Progress, Vdf};
+
+use super::store::SavedProgress;
+use super::{Chain, Origin};
+use crate::metrics as m;
+use crate::supervision::WorkerCtx;
+
+/// The worker body for `ChildSpec::worker("vdf", ...)`.
+pub fn run(chain: &Chain, ctx: &WorkerCtx) -> Result<(), String> {
+    while !ctx.should_stop() {
+        let target = chain.head() + 1;
+        let prev = chain
+            .prev_output(target)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("epoch {} is missing from the store", target - 1))?;
+        let input = epoch::input(chain.genesis(), target, &prev, &[]);
+        let saved = chain.store().load_progress().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring an unreadable VDF checkpoint");
+            None
+        });
+        let (from, resumed) = match saved {
+            Some(s) if s.number == target && s.input == input => (s.progress, true),
+            _ => (Progress::start(&input), false),
+        };
+        if resumed {
+            tracing::info!(
+                epoch = target,
+                segment = from.done,
+                "VDF worker resumes from its last checkpoint"
+            );
+        }
+        let params = *chain.params();
+        let vdf = Vdf::new(params, &input).map_err(|e| e.to_string())?;
+        chain.update_status(|s| {
+            s.computing = target;
+            s.segments_done = from.done;
+            s.progress = f64::from(from.done) / f64::from(params.segments);
+            s.resumed = resumed;
+        });
+        let mut last = Instant::now();
+        let mut save_err = None;
+        let outcome = vdf.evaluate(from, &|| ctx.should_stop() || chain.head() >= target, |p| {
+            let steps = params.segment_len(p.done - 1);
+            let rate = steps as f64 / last.elapsed().as_secs_f64().max(1e-9);
+            last = Instant::now();
+            metrics::counter!(m::VDF_ITERATIONS).increment(steps);
+            metrics::gauge!(m::VDF_RATE).set(rate);
+            let left = params.iterations - params.boundary(p.done);
+            // Saved before shown: a status never runs ahead of what a restart resumes from.
+            let saved = SavedProgress {
+                number: target,
+                input,
+                progress: p.clone(),
+            };
+            if let Err(e) = chain.store().save_progress(&saved) {
+                save_err.get_or_insert(e.to_string());
+            }
+            chain.update_status(|s| {
+                s.segments_done = p.done;
+                s.progress = f64::from(p.done) / f64::from(params.segments);
+                s.rate = rate;
+                s.eta_secs = Some(left as f64 / rate.max(1.0));
+            });
+        });
+        if let Some(e) = save_err {
+            // Losing checkpoints loses work after a crash, not correctness.
+            tracing::warn!(error = %e, "cannot save a VDF checkpoint");
+        }
+        match outcome {
+            Outcome::Done(proof) => {
+                let e = Epoch::from_proof(target, Vec::new(), proof);
+                match chain.append(e, Origin::Local) {
+                    Ok(_) => {}
+                    // A peer's epoch landed in between: it is the same epoch
+                    // (the VDF is deterministic) or the chain moved on.
+                    Err(super::AppendError::Conflict(n)) => {
+                        return Err(format!(
+                            "our epoch {n} differs from the stored one: VDF or store fault"
+                        ));
+                    }
+                    Err(super::AppendError::OutOfOrder { .. }) => {}
+                    Err(super::AppendError::Store(e)) => {
+                        return Err(format!("cannot store epoch {target}: {e}"))
+                    }
+                }
+                let _ = chain.store().clear_progress();
+            }
+            Outcome::Stopped(_) if chain.head() >= target => {
+                tracing::info!(epoch = target, "a peer's epoch arrived first: moving to the next");
+                let _ = chain.store().clear_progress();
+            }
+            Outcome::Stopped(_) => break,
+        }
+    }
+    chain.update_status(|s| s.computing = 0);
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! The epoch chain over real swarms on 127.0.0.1: forged epochs are rejected
+//! and their sender scored down until banned; a follower syncs a chain by
+//! range and verifies it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use libp2p::identity::Keypair;
+use libp2p::Multiaddr;
+use tokio::task::JoinHandle;
+use vigil_actors::epoch::{self, Chain, EpochSettings, EpochStore, Origin};
+use vigil_actors::net::{NetSettings, Network, ScoreParams};
+use vigil_actors::store::{open_node_db, OpenMode, StoreOptions};
+use vigil_genesis::VdfMode;
+use vigil_protocols::epoch::{input, Epoch};
+use vigil_protocols::vdf::{Vdf, VdfParams};
+
+const GENESIS: [u8; 32] = [0x61; 32];
+
+fn params() -> VdfParams {
+    VdfParams {
+        iterations: 40_000,
+        segments: 8,
+        mode: VdfMode::Hash,
+        memory_mib: 0,
+    }
+}
+
+/// Epochs 1..=n of the test genesis.
+fn epochs(n: u64) -> Vec<Epoch> {
+    let mut prev = GENESIS;
+    (1..=n)
+        .map(|i| {
+            let inp = input(&GENESIS, i, &prev, &[]);
+            let e = Epoch::from_proof(i, Vec::new(), Vdf::new(params(), &inp).unwrap().prove(&inp));
+            prev = e.output;
+            e
+        })
+        .collect()
+}
+
+struct Node {
+    net: Network,
+    chain: Option<Chain>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// A node; with `chain`, an epoch chain (follower) and its task.
+async fn node(dir: &Path, name: &str, bootnodes: Vec<Multiaddr>, chain: bool) -> Node {
+    let g = vigil_genesis::Genesis::load("dev").unwrap();
+    let store = open_node_db(
+        &dir.join(name),
+        g.hash(),
+        OpenMode::Create,
+        &StoreOptions::default(),
+    )
+    .unwrap();
+    let settings = NetSettings {
+        bootnodes,
+        reconnect_initial: Duration::from_millis(200),
+        reconnect_max: Duration::from_secs(1),
+        score: ScoreParams {
+            // Three failed proofs (-20 each) ban without an earlier disconnect.
+            disconnect_below: -50.0,
+            ban_below: -55.0,
+            ..ScoreParams::default()
+        },
+        ..NetSettings::default()
+    };
+    let net = Network::new(
+        Keypair::generate_ed25519(),
+        GENESIS,
+        settings,
+        store.clone(),
+        None,
+    );
+    let mut tasks = vec![net.launch().await.unwrap()];
+    let chain = chain.then(|| {
+        let settings = EpochSettings {
+            compute: false,
+            sync_batch: 4,
+            ..EpochSettings::default()
+        };
+        let c = Chain::open(
+            GENESIS,
+            params(),
+            settings,
+            EpochStore::new(store),
+            Some(net.clone()),
+            None,
+        )
+        .unwrap();
+        tasks.push(epoch::service::spawn(c.clone()));
+        c
+    });
+    Node { net, chain, tasks }
+}
+
+async fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs} s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn score_of(at: &Node, of: &Node) -> Option<f64> {
+    let id = of.net.peer_id().to_string();
+    at.net
+        .peers()
+        .into_iter()
+        .find(|p| p.peer_id == id)
+        .map(|p| p.score)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_epochs_are_rejected_and_their_sender_banned() {
+    let dir = tempfile::tempdir().unwrap();
+    let honest = node(dir.path(), "honest", vec![], true).await;
+    let boot = honest.net.dial_addrs()[0].clone();
+    let forger = node(dir.path(), "forger", vec![boot.clone()], false).await;
+    let chain = honest.chain.clone().unwrap();
+    wait_until("the forger to connect", 20, || {
+        score_of(&honest, &forger).is_some()
+    })
+    .await;
+
+    let good = epochs(1).remove(0);
+    let mut wrong_output = good.clone();
+    wrong_output.output[0] ^= 1;
+    let mut tampered = good.clone();
+    tampered.checkpoints[3][17] ^= 0x80;
+    // A genuine proof, but for another input (built on the wrong predecessor).
+    let other = input(&GENESIS, 1, &[0; 32], &[]);
+    let wrong_input = Epoch::from_proof(1, Vec::new(), Vdf::new(params(), &other).unwrap().prove(&other));
+
+    let forgeries = [
+        ("wrong output", wrong_output),
+        ("tampered checkpoint", tampered),
+        ("wrong input", wrong_input),
+    ];
+    for (i, (what, forged)) in forgeries.into_iter().enumerate() {
+        let expected = -20.0 * (i as f64 + 1.0) + 1.0;
+        let t0 = Instant::now();
+        // Gossip needs the mesh: publish again until the honest node has judged it.
+        loop {
+            forger.net.publish_epoch(forged.encode()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let banned = honest
+                .net
+                .bans()
+                .unwrap()
+                .iter()
+                .any(|b| b.peer == forger.net.peer_id().to_string());
+            if banned || score_of(&honest, &forger).is_some_and(|s| s <= expected) {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the {what} forgery was never judged"
+            );
+        }
+        assert_eq!(chain.head(), 0, "the {what} forgery was not appended");
+    }
+    wait_until("the forger to be banned", 10, || {
+        honest
+            .net
+            .bans()
+            .unwrap()
+            .iter()
+            .any(|b| b.peer == forger.net.peer_id().to_string())
+    })
+    .await;
+
+    // An honest peer's valid epoch is adopted.
+    let friend = node(dir.path(), "friend", vec![boot], false).await;
+    wait_until("the friend to connect", 20, || {
+        score_of(&honest, &friend).is_some()
+    })
+    .await;
+    let t0 = Instant::now();
+    while chain.head() == 0 {
+        friend.net.publish_epoch(good.encode()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the valid epoch was never adopted"
+        );
+    }
+    assert_eq!(chain.store().get(1).unwrap().unwrap(), good);
+    assert!(
+        score_of(&honest, &friend).unwrap() > 0.0,
+        "a valid epoch raises the score"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_syncs_the_chain_by_range_and_verifies_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(dir.path(), "a", vec![], true).await;
+    let chain_a = a.chain.clone().unwrap();
+    let all = epochs(20);
+    for e in &all {
+        chain_a.append(e.clone(), Origin::Local).unwrap();
+    }
+    let boot = a.net.dial_addrs()[0].clone();
+    let b = node(dir.path(), "b", vec![boot.clone()], true).await;
+    let c = node(dir.path(), "c", vec![boot], true).await;
+    let (chain_b, chain_c) = (b.chain.clone().unwrap(), c.chain.clone().unwrap());
+    wait_until("both followers to sync 20 epochs", 30, || {
+        chain_b.head() == 20 && chain_c.head() == 20
+    })
+    .await;
+    for (i, e) in all.iter().enumerate() {
+        let n = i as u64 + 1;
+        assert_eq!(&chain_b.store().get(n).unwrap().unwrap(), e);
+        assert_eq!(&chain_c.store().get(n).unwrap().unwrap(), e);
+    }
+    assert!(chain_b.synced() && chain_c.synced());
+    assert_eq!(chain_b.best_peer_head(), 20);
+}

@@ -1,0 +1,155 @@
+//! The epoch chain with real `vigil run` processes: determinism across nodes
+//! and thread counts, delivery on the bus, and a VDF worker that resumes from
+//! its last checkpoint after SIGKILL.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vigil_genesis::Preset;
+
+use crate::util::*;
+
+/// A genesis file like dev with `iterations` VDF steps per epoch.
+fn genesis_file(dir: &Path, iterations: u64) -> PathBuf {
+    let text = Preset::Dev
+        .toml()
+        .replace(
+            "vdf_iterations = 100000000",
+            &format!("vdf_iterations = {iterations}"),
+        )
+        .replace("vigil-dev", "vigil-epochs");
+    assert!(text.contains(&format!("vdf_iterations = {iterations}")));
+    let p = dir.join("genesis.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn call(url: &str, dir: &Path, method: &str, params: Value) -> Value {
+    let payload = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let (status, body) = rpc_raw(url, Some(&cookie(dir)), &payload);
+    assert_eq!(status, 200, "{method}: {body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v.get("error").is_none(), "{method}: {body}");
+    v["result"].clone()
+}
+
+fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn computing(data: &Path, pass: &Path, threads: &str) -> Node {
+    let mut cmd = vigil(&[
+        "run",
+        "--data-dir",
+        s(data),
+        "--passphrase-file",
+        s(pass),
+        "--rpc-addr",
+        "127.0.0.1:0",
+    ]);
+    cmd.env("VIGIL_VDF__COMPUTE", "true")
+        .env("VIGIL_NETWORK__ENABLED", "false")
+        .env("RAYON_NUM_THREADS", threads);
+    Node::spawn(cmd, data)
+}
+
+#[test]
+fn two_nodes_on_two_thread_counts_compute_identical_epochs_and_publish_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = genesis_file(tmp.path(), 3_000_000);
+    let pass = pass_file(tmp.path());
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    init(&a, s(&g), &pass);
+    init(&b, s(&g), &pass);
+    let mut na = computing(&a, &pass, "1");
+    let mut nb = computing(&b, &pass, "2");
+    let (ua, ub) = (na.wait_ready(), nb.wait_ready());
+    wait_for("three epochs on both nodes", 60, || {
+        call(&ua, &a, "epoch_head", json!([]))["head"].as_u64() >= Some(3)
+            && call(&ub, &b, "epoch_head", json!([]))["head"].as_u64() >= Some(3)
+    });
+    for n in 1..=3 {
+        let ea = call(&ua, &a, "epoch_get", json!([n]));
+        let eb = call(&ub, &b, "epoch_get", json!([n]));
+        assert_eq!(ea, eb, "epoch {n} differs between the nodes");
+        assert_eq!(ea["output"].as_str().unwrap().len(), 64);
+    }
+    // Bad params name what is allowed.
+    let payload = json!({"jsonrpc": "2.0", "id": 1, "method": "epoch_get", "params": [0]}).to_string();
+    let (_, body) = rpc_raw(&ua, Some(&cookie(&a)), &payload);
+    assert!(body.contains("number >= 1"), "{body}");
+    // Every epoch is a durable message on `epoch.new`.
+    wait_for("epochs on the bus", 20, || {
+        let stats = call(&ua, &a, "queue_stats", json!([]));
+        stats
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["topic"] == "epoch.new" && t["depth"].as_u64() >= Some(3))
+    });
+    let status = call(&ua, &a, "vdf_status", json!([]));
+    assert_eq!(status["mode"], "hash");
+    assert!(status["rate"].as_f64().unwrap() > 0.0, "{status}");
+    na.signal("TERM");
+    nb.signal("TERM");
+    assert!(na.wait_exit(20).success());
+    assert!(nb.wait_exit(20).success());
+}
+
+#[test]
+fn the_vdf_worker_resumes_from_its_last_checkpoint_after_sigkill() {
+    let tmp = tempfile::tempdir().unwrap();
+    // About 3 s per epoch at ~20 M steps/s: time to kill it mid-epoch.
+    let g = genesis_file(tmp.path(), 60_000_000);
+    let pass = pass_file(tmp.path());
+    let data = tmp.path().join("n");
+    init(&data, s(&g), &pass);
+    let mut node = computing(&data, &pass, "2");
+    let url = node.wait_ready();
+    let mut before = 0;
+    wait_for("the worker to pass segment 8 of epoch 1", 60, || {
+        let st = call(&url, &data, "vdf_status", json!([]));
+        before = st["segments_done"].as_u64().unwrap_or(0);
+        st["computing"] == 1 && before >= 8
+    });
+    node.signal("KILL");
+    node.wait_exit(10);
+    let mut node = computing(&data, &pass, "2");
+    let url = node.wait_ready();
+    let st = call(&url, &data, "vdf_status", json!([]));
+    assert_eq!(st["computing"], 1, "{st}");
+    assert_eq!(st["resumed"], true, "{st}");
+    assert!(
+        st["segments_done"].as_u64().unwrap() >= before,
+        "resumed at {} after reaching {before}: {st}",
+        st["segments_done"]
+    );
+    wait_for("epoch 1", 60, || {
+        call(&url, &data, "epoch_head", json!([]))["head"].as_u64() >= Some(1)
+    });
+    assert!(
+        node.log().contains("resumes from its last checkpoint"),
+        "{}",
+        node.log()
+    );
+    // The resumed epoch is the one an uninterrupted evaluation gives.
+    let genesis = vigil_genesis::Genesis::load_file(&g).unwrap();
+    let gh = genesis.hash().0;
+    let params = vigil_protocols::vdf::VdfParams::from_genesis(&genesis.params);
+    let input = vigil_protocols::epoch::input(&gh, 1, &gh, &[]);
+    let proof = vigil_protocols::vdf::Vdf::new(params, &input)
+        .unwrap()
+        .prove(&input);
+    let e1 = call(&url, &data, "epoch_get", json!([1]));
+    assert_eq!(e1["output"], hex::encode(proof.output));
+    node.signal("TERM");
+    assert!(node.wait_exit(20).success());
+}
