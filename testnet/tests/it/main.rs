@@ -187,25 +187,35 @@ async fn five_processes_mesh_gossip_resist_a_flood_reconnect_from_the_book_and_h
     );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(!r["kills"].as_array().unwrap().is_empty());
-    let st = Command::new(bin("vigil-testnet"))
-        .args(["status", "--json", "--dir"])
-        .arg(&m.dir)
-        .output()
-        .unwrap();
-    let st: Value = serde_json::from_slice(&st.stdout).unwrap();
-    assert_eq!(st.as_array().unwrap().len(), 5);
-    assert!(
-        st.as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["peers"].as_u64().unwrap_or(0) >= 1),
-        "{st}"
-    );
-    // Their genesis has bootnodes, so each is ready only because it has peers.
-    assert!(
-        st.as_array().unwrap().iter().all(|s| s["status"] == "ready"),
-        "{st}"
-    );
+    // A node just restarted by chaos is ready once it has peers and has
+    // synced the epochs it missed: wait for all five.
+    let t0 = Instant::now();
+    let st = loop {
+        let st = Command::new(bin("vigil-testnet"))
+            .args(["status", "--json", "--dir"])
+            .arg(&m.dir)
+            .output()
+            .unwrap();
+        let st: Value = serde_json::from_slice(&st.stdout).unwrap();
+        let all = st.as_array().unwrap();
+        assert_eq!(all.len(), 5);
+        // Their genesis has bootnodes, so each is ready only because it has peers.
+        if all.iter().all(|s| s["peers"].as_u64().unwrap_or(0) >= 1 && s["status"] == "ready") {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "not all ready in 30 s: {st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // One timelord (node-0); the followers adopted its epochs.
+    let _ = st;
+    for n in &m.nodes {
+        let r = call(n, "epoch_head", json!([])).await.unwrap();
+        assert!(r["head"].as_u64().unwrap() >= 1, "{}: {r}", n.name);
+    }
+    let e1 = call(&m.nodes[0], "epoch_get", json!([1])).await.unwrap();
+    for n in &m.nodes[1..] {
+        assert_eq!(call(n, "epoch_get", json!([1])).await.unwrap(), e1, "{}", n.name);
+    }
 
     // down stops every process.
     let out = Command::new(bin("vigil-testnet"))
