@@ -181,6 +181,8 @@ async fn publish_bus(chain: &Chain) {
 
 struct SyncState {
     rounds: u32,
+    /// Peers whose epochs this sync appended.
+    sources: std::collections::HashSet<PeerId>,
     bar: Option<ProgressBar>,
     started: Option<(Instant, u64)>,
     last_log: Instant,
@@ -190,6 +192,7 @@ impl SyncState {
     fn new(_: &Chain) -> Self {
         Self {
             rounds: 0,
+            sources: std::collections::HashSet::new(),
             bar: None,
             started: None,
             last_log: Instant::now(),
@@ -232,7 +235,8 @@ impl SyncState {
                 .filter(|p| p.identified && p.head.is_some_and(|h| h > before))
                 .filter_map(|p| p.peer_id.parse().ok())
                 .collect();
-            download(chain, &net, if ahead.is_empty() { &peers } else { &ahead }).await;
+            let from = download(chain, &net, if ahead.is_empty() { &peers } else { &ahead }).await;
+            self.sources.extend(from);
             if chain.head() == before {
                 break;
             }
@@ -250,8 +254,10 @@ impl SyncState {
                     epochs = head - from,
                     secs = t.elapsed().as_secs_f64(),
                     head,
+                    peers = self.sources.len(),
                     "epoch chain synced"
                 );
+                self.sources.clear();
             }
             if let Some(bar) = self.bar.take() {
                 bar.finish_and_clear();
@@ -286,7 +292,9 @@ impl SyncState {
 
 /// One download: ranges from up to `sync_peers` peers in parallel, decoded,
 /// verified in parallel, appended in order up to the first bad one.
-async fn download(chain: &Chain, net: &Network, peers: &[PeerId]) {
+/// Returns the peers whose epochs were appended.
+async fn download(chain: &Chain, net: &Network, peers: &[PeerId]) -> std::collections::HashSet<PeerId> {
+    let mut used = std::collections::HashSet::new();
     let s = chain.settings();
     let head = chain.head();
     let best = chain.best_peer_head();
@@ -342,7 +350,7 @@ async fn download(chain: &Chain, net: &Network, peers: &[PeerId]) {
         }
     }
     if batch.is_empty() {
-        return;
+        return used;
     }
     let c = chain.clone();
     let checked = tokio::task::spawn_blocking(move || {
@@ -368,7 +376,7 @@ async fn download(chain: &Chain, net: &Network, peers: &[PeerId]) {
     })
     .await;
     let Ok((batch, results)) = checked else {
-        return;
+        return used;
     };
     for ((peer, e), r) in batch.into_iter().zip(results) {
         let n = e.number;
@@ -382,5 +390,7 @@ async fn download(chain: &Chain, net: &Network, peers: &[PeerId]) {
             tracing::warn!(epoch = n, error = %err, "cannot append a synced epoch");
             break;
         }
+        used.insert(peer);
     }
+    used
 }

@@ -200,10 +200,16 @@ async fn five_processes_mesh_gossip_resist_a_flood_reconnect_from_the_book_and_h
         let all = st.as_array().unwrap();
         assert_eq!(all.len(), 5);
         // Their genesis has bootnodes, so each is ready only because it has peers.
-        if all.iter().all(|s| s["peers"].as_u64().unwrap_or(0) >= 1 && s["status"] == "ready") {
+        if all
+            .iter()
+            .all(|s| s["peers"].as_u64().unwrap_or(0) >= 1 && s["status"] == "ready")
+        {
             break st;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "not all ready in 30 s: {st}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "not all ready in 30 s: {st}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     // One timelord (node-0); the followers adopted its epochs.
@@ -277,4 +283,125 @@ fn quick() -> Options {
         vdf_iterations: Some(5_000_000),
         ..Options::default()
     }
+}
+
+async fn head_of(node: &vigil_testnet::NodeSpec) -> u64 {
+    match call(node, "epoch_head", json!([])).await {
+        Ok(r) => r["head"].as_u64().unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_syncs_from_several_peers_faster_than_the_epochs_were_computed() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        n: 4,
+        vdf_iterations: Some(10_000_000),
+        ..quick()
+    };
+    let m = vigil_testnet::create(&dir.path().join("tn"), &o).unwrap();
+    let _guard = Guard(m.clone());
+    for node in &m.nodes[..3] {
+        start_node(&m, node).unwrap();
+    }
+    // node-0 computes; time N epochs of it.
+    const N: u64 = 14;
+    let (mut first, t0) = (None, Instant::now());
+    loop {
+        let h = head_of(&m.nodes[0]).await;
+        if h >= 1 && first.is_none() {
+            first = Some((Instant::now(), h));
+        }
+        if h >= N {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "node-0 computed only {h} epochs in 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (t_first, h_first) = first.unwrap();
+    let per_epoch = t_first.elapsed().as_secs_f64() / (N - h_first).max(1) as f64;
+
+    // Freeze the chain: node-0 restarts as a follower, so the joiner's
+    // verification has the machine's cores to itself.
+    let cfg = m.nodes[0].dir.join("config.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("compute = true", "compute = false");
+    std::fs::write(&cfg, text).unwrap();
+    signal(&m.nodes[0], libc::SIGTERM);
+    while running_pid(&m.nodes[0]).is_some() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start_node(&m, &m.nodes[0]).unwrap();
+    let mut head = 0;
+    let t = Instant::now();
+    while head == 0 {
+        assert!(t.elapsed() < Duration::from_secs(30), "node-0 did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        head = head_of(&m.nodes[0]).await;
+    }
+    for node in &m.nodes[..3] {
+        let t = Instant::now();
+        while head_of(node).await < head {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{} did not reach {head}",
+                node.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // The late joiner asks 3 epochs per request, so the ranges spread over its peers.
+    let joiner = &m.nodes[3];
+    let cfg = joiner.dir.join("config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap() + "sync_batch = 3\n";
+    std::fs::write(&cfg, text).unwrap();
+    let t = Instant::now();
+    start_node(&m, joiner).unwrap();
+    while head_of(joiner).await < head {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the joiner did not sync {head} epochs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let synced = t.elapsed().as_secs_f64();
+    let computed = per_epoch * head as f64;
+    eprintln!(
+        "joiner synced and verified {head} epochs in {synced:.2} s (start included); computing them took {computed:.2} s ({per_epoch:.3} s each)"
+    );
+    assert!(
+        synced < computed,
+        "sync {synced:.2} s is not faster than computing {computed:.2} s"
+    );
+    for n in [1, head / 2, head] {
+        let a = call(&m.nodes[1], "epoch_get", json!([n])).await.unwrap();
+        assert_eq!(call(joiner, "epoch_get", json!([n])).await.unwrap(), a);
+    }
+    let jm = fetch_metrics(joiner).await;
+    assert_eq!(
+        metric(&jm, "vigil_epoch_accepted_total{origin=\"sync\"}"),
+        head as f64,
+        "{jm}"
+    );
+    let log = std::fs::read_to_string(joiner.dir.join("node.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("epoch chain synced"))
+        .unwrap_or_default()
+        .to_owned();
+    let servers: usize = line
+        .split("peers=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(servers >= 2, "ranges came from {servers} peer(s): {line}");
+    let ready = call(joiner, "node_health", json!([])).await.unwrap();
+    assert_eq!(ready["ready"], true, "{ready}");
 }
