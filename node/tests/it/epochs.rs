@@ -98,6 +98,33 @@ fn two_nodes_on_two_thread_counts_compute_identical_epochs_and_publish_them() {
     let status = call(&ua, &a, "vdf_status", json!([]));
     assert_eq!(status["mode"], "hash");
     assert!(status["rate"].as_f64().unwrap() > 0.0, "{status}");
+    // The operator's view of the same.
+    let o = vigilctl(&["--data-dir", s(&a), "epoch", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e2 = call(&ua, &a, "epoch_get", json!([2]));
+    assert!(
+        stdout(&o).contains(e2["output"].as_str().unwrap()),
+        "{}",
+        stdout(&o)
+    );
+    let o = vigilctl(&["--data-dir", s(&a), "vdf"]);
+    assert!(
+        stdout(&o).contains("M iterations/s") && stdout(&o).contains("hash"),
+        "{}",
+        stdout(&o)
+    );
+    let o = vigilctl(&["--data-dir", s(&a), "--json", "epoch"]);
+    let head: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        head["head"].as_u64().unwrap() >= 3 && head["synced"] == true,
+        "{head}"
+    );
+    let o = vigilctl(&["--data-dir", s(&a), "epoch", "999999"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("no epoch 999999"),
+        "{}",
+        stderr(&o)
+    );
     na.signal("TERM");
     nb.signal("TERM");
     assert!(na.wait_exit(20).success());
@@ -152,4 +179,23 @@ fn the_vdf_worker_resumes_from_its_last_checkpoint_after_sigkill() {
     assert_eq!(e1["output"], hex::encode(proof.output));
     node.signal("TERM");
     assert!(node.wait_exit(20).success());
+}
+
+#[test]
+fn calibrate_measures_and_suggests_iterations() {
+    let o = vigil(&["vdf", "calibrate", "--genesis", "dev", "--secs", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(c["mode"], "hash");
+    assert_eq!(c["target_secs"], 5);
+    let rate = c["iterations_per_sec"].as_f64().unwrap();
+    let its = c["iterations"].as_u64().unwrap();
+    assert!(rate > 100_000.0, "{c}");
+    // Two significant digits of rate x target, rounded down.
+    assert!(its as f64 <= rate * 5.0 && its as f64 > rate * 5.0 * 0.89, "{c}");
+    let o = vigil(&["vdf", "calibrate", "--mode", "aes"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("allowed hash, memory-hard"), "{}", stderr(&o));
 }

@@ -66,6 +66,8 @@ pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> anyhow::Result<Report> {
                 &dir.path().join("tn"),
                 &vigil_testnet::Options {
                     n,
+                    // No VDF worker: the figures are the network's alone, comparable across runs.
+                    timelords: 0,
                     ..Default::default()
                 },
                 Duration::from_secs(120),
