@@ -33,6 +33,16 @@ impl WorkerCtx {
     pub fn name(&self) -> &'static str {
         self.name
     }
+
+    /// A context outside any supervisor (tests, tools): the worker stops
+    /// when `stop` is set.
+    pub fn standalone(name: &'static str, stop: Arc<AtomicBool>) -> Self {
+        Self {
+            name,
+            stop,
+            inject: Arc::new(AtomicBool::new(false)),
+        }
+    }
 }
 
 pub(crate) fn spawn_worker(f: WorkerFn, launch: Launch) -> mpsc::Sender<Cmd> {

@@ -230,3 +230,59 @@ async fn a_follower_syncs_the_chain_by_range_and_verifies_it() {
     assert!(chain_b.synced() && chain_c.synced());
     assert_eq!(chain_b.best_peer_head(), 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_computing_node_adopts_a_peer_epoch_and_moves_on() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use vigil_actors::supervision::WorkerCtx;
+    let dir = tempfile::tempdir().unwrap();
+    // About 1.5 s per epoch: the peer's epoch lands while ours is in progress.
+    let slow = VdfParams {
+        iterations: 30_000_000,
+        segments: 30,
+        mode: VdfMode::Hash,
+        memory_mib: 0,
+    };
+    let inp = input(&GENESIS, 1, &GENESIS, &[]);
+    let theirs = Epoch::from_proof(1, Vec::new(), Vdf::new(slow, &inp).unwrap().prove(&inp));
+    let g = vigil_genesis::Genesis::load("dev").unwrap();
+    let store = open_node_db(
+        &dir.path().join("n"),
+        g.hash(),
+        OpenMode::Create,
+        &StoreOptions::default(),
+    )
+    .unwrap();
+    // Sampled verification keeps the adoption quick beside the busy worker.
+    let settings = EpochSettings {
+        verify: epoch::VerifyMode::Sampled(4),
+        ..EpochSettings::default()
+    };
+    let chain = Chain::open(GENESIS, slow, settings, EpochStore::new(store), None, None).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ctx = WorkerCtx::standalone("vdf", stop.clone());
+    let c = chain.clone();
+    let worker = std::thread::spawn(move || epoch::worker::run(&c, &ctx));
+    wait_until("the worker to start epoch 1", 10, || {
+        let s = chain.status();
+        s.computing == 1 && s.segments_done >= 1
+    })
+    .await;
+    let c = chain.clone();
+    let r = tokio::task::spawn_blocking(move || c.accept(theirs, Origin::Gossip))
+        .await
+        .unwrap();
+    // New, not Duplicate: the worker had not finished epoch 1 itself.
+    assert!(matches!(r, Ok(epoch::Appended::New)), "{r:?}");
+    // The worker drops epoch 1 at once (it looks every 2^20 steps) and starts epoch 2.
+    let t0 = Instant::now();
+    wait_until("the worker to move to epoch 2", 5, || {
+        chain.status().computing == 2
+    })
+    .await;
+    eprintln!("worker moved on {:?} after the adoption", t0.elapsed());
+    stop.store(true, Ordering::Release);
+    worker.join().unwrap().unwrap();
+    assert_eq!(chain.head(), 1);
+}

@@ -56,6 +56,7 @@ fn computing(data: &Path, pass: &Path, threads: &str) -> Node {
         "127.0.0.1:0",
     ]);
     cmd.env("VIGIL_VDF__COMPUTE", "true")
+        .env("VIGIL_DEBUG__FAULT_INJECTION", "true")
         .env("VIGIL_NETWORK__ENABLED", "false")
         .env("RAYON_NUM_THREADS", threads);
     Node::spawn(cmd, data)
@@ -134,8 +135,8 @@ fn two_nodes_on_two_thread_counts_compute_identical_epochs_and_publish_them() {
 #[test]
 fn the_vdf_worker_resumes_from_its_last_checkpoint_after_sigkill() {
     let tmp = tempfile::tempdir().unwrap();
-    // About 3 s per epoch at ~20 M steps/s: time to kill it mid-epoch.
-    let g = genesis_file(tmp.path(), 60_000_000);
+    // About 5 s per epoch at ~20 M steps/s: time to kill it and panic it mid-epoch.
+    let g = genesis_file(tmp.path(), 100_000_000);
     let pass = pass_file(tmp.path());
     let data = tmp.path().join("n");
     init(&data, s(&g), &pass);
@@ -159,11 +160,31 @@ fn the_vdf_worker_resumes_from_its_last_checkpoint_after_sigkill() {
         "resumed at {} after reaching {before}: {st}",
         st["segments_done"]
     );
+    // A panic in the worker thread: supervised, restarted, resumed again.
+    let before = call(&url, &data, "vdf_status", json!([]))["segments_done"]
+        .as_u64()
+        .unwrap();
+    call(&url, &data, "actors_inject_panic", json!(["vdf"]));
+    wait_for("the vdf worker to restart", 20, || {
+        let tree = call(&url, &data, "actors_tree", json!([]));
+        tree.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "vdf" && a["restarts"] == 1 && a["status"] == "running")
+    });
+    let st = call(&url, &data, "vdf_status", json!([]));
+    if st["computing"] == 1 {
+        assert_eq!(st["resumed"], true, "{st}");
+        assert!(
+            st["segments_done"].as_u64().unwrap() >= before.saturating_sub(1),
+            "{st}"
+        );
+    }
     wait_for("epoch 1", 60, || {
         call(&url, &data, "epoch_head", json!([]))["head"].as_u64() >= Some(1)
     });
     assert!(
-        node.log().contains("resumes from its last checkpoint"),
+        node.log().matches("resumes from its last checkpoint").count() >= 2,
         "{}",
         node.log()
     );
