@@ -17,5 +17,6 @@
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod availability;
 pub mod epoch;
 pub mod vdf;

@@ -203,3 +203,5 @@ fn memory_hard_forgeries_are_rejected() {
         .unwrap_err();
     assert!(matches!(err, EpochError::Vdf { .. }), "{err}");
 }
+
+mod availability;
