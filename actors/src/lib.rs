@@ -18,12 +18,14 @@
 
 pub mod audit;
 pub mod bus;
+pub mod challenge;
 pub mod epoch;
 mod error;
 pub mod metrics;
 pub mod net;
 pub mod queue;
 pub mod rpc;
+pub mod storage;
 pub mod store;
 pub mod supervision;
 

@@ -96,6 +96,17 @@ pub const VDF_ITERATIONS: &str = "vigil_vdf_iterations_total";
 /// The worker's rate over its last checkpoint, steps per second.
 pub const VDF_RATE: &str = "vigil_vdf_rate_iterations_per_second";
 
+/// Challenges issued, labelled `outcome`.
+pub const CHALLENGES: &str = "vigil_challenge_total";
+/// Round trip of `ok` challenges, seconds.
+pub const CHALLENGE_RTT: &str = "vigil_challenge_round_trip_seconds";
+/// Challenges answered, labelled `answer` (`proofs` | `missing` | `refused` | `audit`).
+pub const CHALLENGES_ANSWERED: &str = "vigil_challenge_answered_total";
+/// Attestations from other nodes recorded.
+pub const ATTESTATIONS: &str = "vigil_challenge_attestations_total";
+/// Audits issued, labelled `result` (`ok` | `failed`).
+pub const AUDITS: &str = "vigil_challenge_audits_total";
+
 /// Buckets of [`NET_PEER_SCORE`].
 pub const SCORE_BUCKETS: [f64; 9] = [-50.0, -20.0, -10.0, -1.0, 0.0, 1.0, 10.0, 20.0, 50.0];
 
@@ -139,6 +150,11 @@ pub fn describe(version: &'static str, genesis_short: String) {
     metrics::describe_counter!(NET_GOSSIP, "Gossip messages by topic and result.");
     metrics::describe_histogram!(NET_PEER_SCORE, "Scores of connected peers, sampled.");
     metrics::describe_gauge!(EPOCH_HEAD, "Highest epoch held.");
+    metrics::describe_counter!(CHALLENGES, "Challenges issued, by outcome.");
+    metrics::describe_histogram!(CHALLENGE_RTT, "Round trip of ok challenges.");
+    metrics::describe_counter!(CHALLENGES_ANSWERED, "Challenges answered, by answer.");
+    metrics::describe_counter!(ATTESTATIONS, "Attestations from other nodes recorded.");
+    metrics::describe_counter!(AUDITS, "Audits issued, by result.");
     metrics::describe_counter!(
         EPOCH_ACCEPTED,
         "Epochs appended, by origin (local, gossip, sync)."

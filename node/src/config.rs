@@ -44,8 +44,32 @@ pub struct Config {
     pub bus: BusConfig,
     /// `[vdf]`: the VDF worker and epoch verification.
     pub vdf: VdfConfig,
+    /// `[challenge]`: availability challenges of peers.
+    pub challenge: ChallengeConfig,
     /// `[debug]`: switches for testing; all off by default.
     pub debug: DebugConfig,
+}
+
+/// `[challenge]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChallengeConfig {
+    /// Challenge peers every epoch (answering is always on).
+    pub enabled: bool,
+    /// Leaves asked per challenge.
+    pub chunks: u32,
+    /// One audit (re-encoding one leaf) every this many epochs; 0 = never.
+    pub audit_every_epochs: u64,
+}
+
+impl Default for ChallengeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            chunks: 4,
+            audit_every_epochs: 10,
+        }
+    }
 }
 
 /// How received epochs are verified.
@@ -213,6 +237,8 @@ pub struct StorageConfig {
     pub cache_capacity_mb: u64,
     /// Background flush period, ms; 0 flushes only on explicit request and at shutdown.
     pub flush_every_ms: u64,
+    /// Largest dataset accepted by `storage_put`, MiB.
+    pub max_dataset_mb: u64,
 }
 
 impl Default for StorageConfig {
@@ -220,6 +246,7 @@ impl Default for StorageConfig {
         Self {
             cache_capacity_mb: 64,
             flush_every_ms: 500,
+            max_dataset_mb: 4096,
         }
     }
 }

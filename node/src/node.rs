@@ -20,10 +20,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use vigil_actors::audit::Audit;
 use vigil_actors::bus::{self, Apps, Bus, BusActor, BusSettings};
+use vigil_actors::challenge::{ChallengeActor, ChallengeSettings, Challenger};
 use vigil_actors::epoch::{self, Chain, EpochActor, EpochSettings, EpochStore, VerifyMode};
 use vigil_actors::net::{NetActor, NetSettings, Network, ScoreParams};
 use vigil_actors::queue::{ConfirmMode, QueueConfig, Queues};
 use vigil_actors::rpc::{self, NodeContext, NodeInfo, RpcActor, RpcSettings, ShutdownReason};
+use vigil_actors::storage::Storage;
 use vigil_actors::store::{open_node_db, OpenMode, SledStore, Store, StoreActor, StoreOptions};
 use vigil_actors::supervision::{
     start_tree, Backoff, ChildSpec, Intensity, Registry, Strategy, SupervisorSpec,
@@ -159,6 +161,31 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         false => None,
     };
     let chain = open_chain(&opts, &p, net.as_ref().map(|(n, _)| n.clone()), bus.as_ref())?;
+    let storage = Storage::open(
+        &opts.dir.root().join("storage"),
+        p.key.keypair.clone(),
+        p.genesis.params.encoding_cost,
+        opts.config.storage.max_dataset_mb << 20,
+        p.db.clone(),
+        net.as_ref().map(|(n, _)| n.clone()),
+    )
+    .context("cannot open the dataset storage")?;
+    let challenger = net.as_ref().map(|(n, _)| {
+        let settings = ChallengeSettings {
+            per_epoch: p.genesis.params.challenges_per_epoch,
+            deadline: Duration::from_millis(p.genesis.params.response_deadline_ms.into()),
+            chunks: opts.config.challenge.chunks as usize,
+            audit_every: opts.config.challenge.audit_every_epochs,
+            enabled: opts.config.challenge.enabled,
+        };
+        Challenger::new(
+            settings,
+            storage.clone(),
+            chain.clone(),
+            n.clone(),
+            bus.as_ref().map(|b| b.queues().clone()),
+        )
+    });
     // Actor dead letters are events like any other: on the bus when it runs.
     let registry = match &bus {
         Some(b) => Registry::with_queues(b.queues().clone()),
@@ -188,6 +215,8 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         net: net.as_ref().map(|(n, _)| n.clone()),
         ready_alone: p.genesis.bootnodes.is_empty() && opts.config.network.bootnodes.is_empty(),
         epochs: Some(chain.clone()),
+        storage: Some(storage.clone()),
+        challenger: challenger.clone(),
     });
     if ctx.fault_injection {
         tracing::warn!("debug.fault_injection is on: actors_inject_panic can crash actors");
@@ -227,6 +256,10 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
     }
     let c = chain.clone();
     spec = spec.child(ChildSpec::actor("epochs", move || EpochActor::new(c.clone())).shutdown(timeout));
+    if let Some(c) = challenger {
+        spec = spec
+            .child(ChildSpec::actor("challenges", move || ChallengeActor::new(c.clone())).shutdown(timeout));
+    }
     if opts.config.vdf.compute {
         let c = chain.clone();
         spec = spec.child(ChildSpec::worker("vdf", move |ctx| epoch::worker::run(&c, ctx)).shutdown(timeout));

@@ -9,10 +9,12 @@ use libp2p::{
     StreamProtocol, Swarm, SwarmBuilder,
 };
 
+use super::app::{CHALLENGE_REQUEST_MAX, CHALLENGE_RESPONSE_MAX};
 use super::codec::{FrameCodec, Status, STATUS_MAX};
 use super::sync::{SyncRequest, SyncResponse, SYNC_REQUEST_MAX, SYNC_RESPONSE_MAX};
 use super::NetSettings;
 use crate::{Error, Result};
+use vigil_protocols::availability::challenge::{Request as ChallengeRequest, Response as ChallengeResponse};
 
 /// Every behaviour of a vigil node. `limits` is the first field so its
 /// verdict on a connection comes before any other behaviour sees it.
@@ -26,6 +28,7 @@ pub(crate) struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub status: request_response::Behaviour<FrameCodec<Status, Status>>,
     pub sync: request_response::Behaviour<FrameCodec<SyncRequest, SyncResponse>>,
+    pub challenge: request_response::Behaviour<FrameCodec<ChallengeRequest, ChallengeResponse>>,
 }
 
 /// Protocol names and topics of one genesis: `/vigil/<g8>/...`.
@@ -41,6 +44,8 @@ pub struct Names {
     pub status: StreamProtocol,
     /// `/vigil/<g8>/sync/1`: epochs by range.
     pub sync: StreamProtocol,
+    /// `/vigil/<g8>/challenge/1`: availability challenges and audits.
+    pub challenge: StreamProtocol,
     /// Gossip topic of operator probes, `/vigil/<g8>/probe/1`.
     pub probe_topic: gossipsub::IdentTopic,
     /// Gossip topic of new epochs, `/vigil/<g8>/epochs`.
@@ -57,9 +62,15 @@ impl Names {
             kad: p("kad/1"),
             status: p("status/1"),
             sync: p("sync/1"),
+            challenge: p("challenge/1"),
             probe_topic: gossipsub::IdentTopic::new(format!("/vigil/{g8}/probe/1")),
             epoch_topic: gossipsub::IdentTopic::new(format!("/vigil/{g8}/epochs")),
         }
+    }
+
+    /// Gossip topic `/vigil/<g8>/<suffix>`.
+    pub fn topic(&self, suffix: &str) -> gossipsub::IdentTopic {
+        gossipsub::IdentTopic::new(format!("/vigil/{}/{suffix}", self.g8))
     }
 }
 
@@ -105,6 +116,12 @@ pub(crate) fn build(key: &Keypair, names: &Names, s: &NetSettings) -> Result<Swa
             FrameCodec::new(SYNC_REQUEST_MAX, SYNC_RESPONSE_MAX),
             [(names.sync.clone(), request_response::ProtocolSupport::Full)],
             request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+        ),
+        // Audits make the prover regenerate a sector's encoding: allow for it.
+        challenge: request_response::Behaviour::with_codec(
+            FrameCodec::new(CHALLENGE_REQUEST_MAX, CHALLENGE_RESPONSE_MAX),
+            [(names.challenge.clone(), request_response::ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
         ),
     };
     let idle = s.idle_timeout;

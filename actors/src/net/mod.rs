@@ -15,6 +15,7 @@
 //! snapshot the swarm task keeps current, changes go to the task as commands.
 
 mod actor;
+pub mod app;
 pub mod behaviour;
 pub mod book;
 pub mod codec;
@@ -32,10 +33,13 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 pub use actor::NetActor;
+pub use app::{ChallengeReply, ChallengeServer, GossipHandler};
 pub use behaviour::Names;
 pub use book::{Ban, PeerBook};
 pub use score::{Offence, ScoreParams};
 pub use sync::{EpochSource, GossipVerdict, SyncRequest, SyncResponse};
+
+use vigil_protocols::availability::challenge::{Request as ChallengeRequest, Response as ChallengeResponse};
 
 use crate::audit::Audit;
 use crate::store::SledStore;
@@ -181,7 +185,26 @@ pub(crate) enum Command {
         SyncRequest,
         oneshot::Sender<std::result::Result<SyncResponse, String>>,
     ),
+    Publish(
+        libp2p::gossipsub::IdentTopic,
+        Vec<u8>,
+        oneshot::Sender<std::result::Result<(), String>>,
+    ),
+    Challenge(
+        PeerId,
+        ChallengeRequest,
+        oneshot::Sender<std::result::Result<(codec::Frame<ChallengeResponse>, Duration), String>>,
+    ),
+    ChallengeRespond(
+        libp2p::request_response::ResponseChannel<codec::Frame<ChallengeResponse>>,
+        ChallengeResponse,
+    ),
+    Credit(PeerId),
+    Subscribe(libp2p::gossipsub::IdentTopic),
 }
+
+type Handlers =
+    HashMap<libp2p::gossipsub::TopicHash, (libp2p::gossipsub::IdentTopic, Arc<dyn GossipHandler>)>;
 
 #[derive(Debug)]
 struct Inner {
@@ -194,6 +217,8 @@ struct Inner {
     snapshot: Mutex<Snapshot>,
     cmd: Mutex<Option<mpsc::Sender<Command>>>,
     epochs: Mutex<Option<Arc<dyn EpochSource>>>,
+    handlers: Mutex<Handlers>,
+    challenge_server: Mutex<Option<Arc<dyn ChallengeServer>>>,
 }
 
 /// Handle to the network; cheap to clone.
@@ -227,6 +252,8 @@ impl Network {
                 snapshot: Mutex::new(Snapshot::default()),
                 cmd: Mutex::new(None),
                 epochs: Mutex::new(None),
+                handlers: Mutex::new(HashMap::new()),
+                challenge_server: Mutex::new(None),
             }),
         }
     }
@@ -306,6 +333,7 @@ impl Network {
                 n.sync.to_string(),
                 n.probe_topic.to_string(),
                 n.epoch_topic.to_string(),
+                n.challenge.to_string(),
                 n.protocol_version.clone(),
             ],
             peers: s.peers.values().filter(|p| p.identified).count(),

@@ -2,6 +2,7 @@
 //! a maintenance tick (reconnection with backoff, DHT walks, ban expiry,
 //! metrics).
 
+mod app;
 mod epochs;
 
 use std::collections::{HashMap, HashSet};
@@ -45,6 +46,7 @@ struct Loop {
     last_walk: Instant,
     walk_every: Duration,
     pending_sync: HashMap<request_response::OutboundRequestId, epochs::SyncReply>,
+    pending_challenges: HashMap<request_response::OutboundRequestId, (Instant, app::ChallengeAnswer)>,
 }
 
 fn now_us() -> u64 {
@@ -150,7 +152,9 @@ pub(super) async fn launch(net: Network) -> Result<tokio::task::JoinHandle<()>> 
         last_walk: Instant::now(),
         walk_every: Duration::from_secs(1),
         pending_sync: HashMap::new(),
+        pending_challenges: HashMap::new(),
     };
+    lp.subscribe_app_topics();
     lp.load(&settings.bootnodes)?;
     *lock(&net.inner.cmd) = Some(tx);
     Ok(tokio::spawn(lp.run()))
@@ -393,6 +397,17 @@ impl Loop {
             }
             Command::ReportEpoch(id, from, verdict) => self.report_epoch(id, from, verdict),
             Command::Sync(peer, req, reply) => self.request_sync(peer, req, reply),
+            Command::Publish(topic, bytes, reply) => {
+                let _ = reply.send(self.publish_app(topic, bytes));
+            }
+            Command::Challenge(peer, req, reply) => self.send_challenge(peer, req, reply),
+            Command::ChallengeRespond(channel, resp) => self.respond_challenge(channel, resp),
+            Command::Credit(peer) => self.reward(peer, Merit::GoodResponse),
+            Command::Subscribe(topic) => {
+                if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
+                    tracing::error!(%topic, error = %e, "cannot subscribe");
+                }
+            }
         }
     }
 
@@ -583,6 +598,7 @@ impl Loop {
             }) => self.on_gossip(propagation_source, message_id, message),
             BehaviourEvent::Status(e) => self.on_status(e),
             BehaviourEvent::Sync(e) => self.on_sync(e),
+            BehaviourEvent::Challenge(e) => self.on_challenge(e),
             _ => {}
         }
     }
@@ -697,6 +713,9 @@ impl Loop {
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, msg: gossipsub::Message) {
         if msg.topic == self.net.inner.names.epoch_topic.hash() {
             return self.on_epoch_gossip(source, id, msg.data);
+        }
+        if let Some(v) = self.on_app_gossip(source, &msg) {
+            return self.judge_app_gossip(source, &id, msg.topic.as_str(), v);
         }
         let probe_topic = self.net.inner.names.probe_topic.hash();
         let valid = if msg.topic == probe_topic && msg.data.len() == 16 {

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{NodeContext, ShutdownReason};
 
 /// Every method the admin RPC serves.
-pub const METHODS: [&str; 29] = [
+pub const METHODS: [&str; 41] = [
     "node_info",
     "node_health",
     "node_shutdown",
@@ -39,10 +39,22 @@ pub const METHODS: [&str; 29] = [
     "epoch_head",
     "epoch_get",
     "vdf_status",
+    "storage_put_begin",
+    "storage_put_chunk",
+    "storage_put_finish",
+    "storage_put_abort",
+    "storage_list",
+    "storage_announced",
+    "storage_get",
+    "storage_remove",
+    "challenge_run",
+    "challenge_audit",
+    "challenge_stats",
+    "challenge_attestations",
 ];
 /// Methods that change state: they need the `operator` or `admin` role once
 /// API keys exist; with the cookie (full access) they are allowed.
-pub const UNSAFE_METHODS: [&str; 12] = [
+pub const UNSAFE_METHODS: [&str; 18] = [
     "node_shutdown",
     "actors_restart",
     "actors_inject_panic",
@@ -55,6 +67,12 @@ pub const UNSAFE_METHODS: [&str; 12] = [
     "net_unban",
     "net_dial",
     "net_probe",
+    "storage_put_begin",
+    "storage_put_chunk",
+    "storage_put_finish",
+    "storage_remove",
+    "challenge_run",
+    "challenge_audit",
 ];
 
 /// Error code: the node is shutting down already.
@@ -67,6 +85,7 @@ pub(super) fn module(ctx: Arc<NodeContext>) -> RpcModule<NodeContext> {
     super::bus_methods::register(&mut module);
     super::net_methods::register(&mut module);
     super::epoch_methods::register(&mut module);
+    super::storage_methods::register(&mut module);
     module
 }
 

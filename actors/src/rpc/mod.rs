@@ -16,6 +16,7 @@ mod http;
 mod methods;
 mod middleware;
 mod net_methods;
+mod storage_methods;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -105,6 +106,10 @@ pub struct NodeContext {
     pub ready_alone: bool,
     /// The epoch chain, when it runs.
     pub epochs: Option<crate::epoch::Chain>,
+    /// Stored datasets.
+    pub storage: Option<crate::storage::Storage>,
+    /// Challenges (needs the network).
+    pub challenger: Option<crate::challenge::Challenger>,
 }
 
 impl NodeContext {

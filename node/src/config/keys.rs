@@ -28,6 +28,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("log.format", "\"pretty\" for people, \"json\" for log shippers"),
     ("storage.cache_capacity_mb", "sled page cache in MiB (1..=65536)"),
     ("storage.flush_every_ms", "background flush period in ms (0..=60000; 0 = only on request and at shutdown)"),
+    ("storage.max_dataset_mb", "largest dataset storage_put accepts, MiB (1..=1048576)"),
     ("shutdown.actor_timeout_ms", "time each actor gets to stop at shutdown, ms (100..=600000)"),
     ("supervision.max_restarts", "restarts the root allows within period_secs before the node exits non-zero (0..=1000)"),
     ("supervision.period_secs", "restart intensity window, seconds (1..=3600)"),
@@ -52,6 +53,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("vdf.samples", "segments recomputed per epoch in sampled mode (1..=4096)"),
     ("vdf.sync_batch", "epochs asked of one peer per sync request (1..=512)"),
     ("vdf.sync_peers", "peers asked in parallel while syncing (1..=16)"),
+    ("challenge.enabled", "challenge the datasets peers announced every epoch (answering challenges is always on)"),
+    ("challenge.chunks", "1 KiB leaves asked per challenge (1..=16)"),
+    ("challenge.audit_every_epochs", "re-encode one leaf of a peer's dataset every this many epochs to check its replica encodes the plaintext (0..=100000; 0 = never)"),
     ("debug.fault_injection", "allow actors_inject_panic over the admin RPC (chaos testing; never in production)"),
 ];
 

@@ -25,7 +25,7 @@ impl Config {
             );
         }
         let sup = &self.supervision;
-        let ranges: [(&str, u64, u64, u64); 20] = [
+        let ranges: [(&str, u64, u64, u64); 23] = [
             ("supervision.max_restarts", sup.max_restarts.into(), 0, 1000),
             ("supervision.period_secs", sup.period_secs, 1, 3600),
             (
@@ -55,6 +55,14 @@ impl Config {
                 65_536,
             ),
             ("storage.flush_every_ms", self.storage.flush_every_ms, 0, 60_000),
+            ("storage.max_dataset_mb", self.storage.max_dataset_mb, 1, 1 << 20),
+            ("challenge.chunks", self.challenge.chunks.into(), 1, 16),
+            (
+                "challenge.audit_every_epochs",
+                self.challenge.audit_every_epochs,
+                0,
+                100_000,
+            ),
             (
                 "shutdown.actor_timeout_ms",
                 self.shutdown.actor_timeout_ms,

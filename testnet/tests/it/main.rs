@@ -405,3 +405,131 @@ async fn a_late_joiner_syncs_from_several_peers_faster_than_the_epochs_were_comp
     let ready = call(joiner, "node_health", json!([])).await.unwrap();
     assert_eq!(ready["ready"], true, "{ready}");
 }
+
+fn vigilctl(node: &vigil_testnet::NodeSpec, args: &[&str]) -> Value {
+    let out = Command::new(bin("vigilctl"))
+        .arg("--data-dir")
+        .arg(&node.dir)
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "vigilctl {args:?} on {}: {}",
+        node.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn wait_for(what: &str, secs: u64, mut ok: impl AsyncFnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok().await {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs} s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_store_and_challenge_each_other_and_ban_a_corrupt_prover() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        n: 3,
+        vdf_iterations: Some(10_000_000),
+        ..quick()
+    };
+    let (m, _) = up(&dir.path().join("tn"), &o, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let _guard = Guard(m.clone());
+    let ids: Vec<String> = m.nodes.iter().map(|n| n.peer_id.clone()).collect();
+    // Each node stores its own random file (300 KB: 293 leaves, one sector).
+    let mut roots = Vec::new();
+    for (i, node) in m.nodes.iter().enumerate() {
+        let f = dir.path().join(format!("data-{i}.bin"));
+        let bytes: Vec<u8> = (0..300_000u32)
+            .map(|x| (x.wrapping_mul(2654435761) >> (i + 3)) as u8)
+            .collect();
+        std::fs::write(&f, &bytes).unwrap();
+        let info = vigilctl(node, &["storage", "put", f.to_str().unwrap()]);
+        assert_eq!(
+            info["root"].as_str().unwrap(),
+            blake3::hash(&bytes).to_hex().as_str()
+        );
+        roots.push(info["replica_root"].as_str().unwrap().to_owned());
+    }
+    // Every node learns the other two datasets and challenges them every epoch.
+    for node in &m.nodes {
+        wait_for("announcements", 40, async || {
+            call(node, "storage_announced", json!([]))
+                .await
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len()
+                == 2
+        })
+        .await;
+    }
+    for (i, node) in m.nodes.iter().enumerate() {
+        wait_for("10 ok challenges to each peer", 60, async || {
+            let st = call(node, "challenge_stats", json!([])).await.unwrap();
+            ids.iter().enumerate().filter(|(j, _)| *j != i).all(|(_, id)| {
+                let s = &st["peers"][id];
+                s["ok"].as_u64().unwrap_or(0) >= 10
+            })
+        })
+        .await;
+        let st = call(node, "challenge_stats", json!([])).await.unwrap();
+        for (j, id) in ids.iter().enumerate().filter(|(j, _)| *j != i) {
+            let s = &st["peers"][id];
+            assert_eq!(s["success_rate"], 1.0, "{} -> node-{j}: {s}", node.name);
+        }
+    }
+    // Outcomes are on the bus and attested to the other nodes.
+    let q = call(&m.nodes[0], "queue_stats", json!(["challenge.results"]))
+        .await
+        .unwrap();
+    assert!(q[0]["depth"].as_u64().unwrap() >= 20, "{q}");
+    let att = call(&m.nodes[0], "challenge_attestations", json!([1000]))
+        .await
+        .unwrap();
+    assert!(
+        att.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["challenger"] == ids[1] && a["outcome"] == "ok"),
+        "{att}"
+    );
+    // An operator challenge and an audit (the replica really encodes the plaintext).
+    let r = vigilctl(&m.nodes[0], &["challenge", "run", &ids[1]]);
+    assert_eq!(r["outcome"], "ok", "{r}");
+    assert!(r["proof_bytes"].as_u64().unwrap() > 4 * 1024, "{r}");
+    let a = vigilctl(&m.nodes[0], &["challenge", "audit", &ids[1]]);
+    assert_eq!(a["passed"], true, "{a}");
+
+    // node-2's replica rots: every proof from it is now wrong; the others ban it.
+    let rep = m.nodes[2].dir.join("storage").join(&roots[2]).join("replica");
+    let len = std::fs::metadata(&rep).unwrap().len() as usize;
+    std::fs::write(&rep, vec![0x5a; len]).unwrap();
+    for node in &m.nodes[..2] {
+        wait_for("node-2 banned for wrong proofs", 60, async || {
+            let bans = call(node, "net_bans", json!([])).await.unwrap();
+            bans.as_array().unwrap().iter().any(|b| b["peer"] == ids[2])
+        })
+        .await;
+        let st = call(node, "challenge_stats", json!([])).await.unwrap();
+        assert!(
+            st["peers"][&ids[2]]["outcomes"]["wrong"].as_u64() >= Some(1),
+            "{st}"
+        );
+    }
+    // A replica deleted from disk answers `missing`.
+    std::fs::remove_file(m.nodes[1].dir.join("storage").join(&roots[1]).join("replica")).unwrap();
+    let r = vigilctl(&m.nodes[0], &["challenge", "run", &ids[1]]);
+    assert_eq!(r["outcome"], "missing", "{r}");
+}

@@ -11,6 +11,7 @@ use vigil_tools::client::Endpoint;
 mod bus;
 mod epoch;
 mod net;
+mod storage;
 use bus::{bus_cmd, queue_cmd, BusCmd, QueueCmd};
 use net::NetCmd;
 
@@ -62,6 +63,16 @@ enum Command {
     },
     /// The VDF worker: mode, progress, rate, ETA.
     Vdf,
+    /// Datasets: put (upload with a progress bar), list, announced, get, remove.
+    Storage {
+        #[command(subcommand)]
+        cmd: storage::StorageCmd,
+    },
+    /// Availability challenges: run, audit, stats, attestations.
+    Challenge {
+        #[command(subcommand)]
+        cmd: storage::ChallengeCmd,
+    },
     /// The p2p network: info, bans, ban/unban, dial, gossip probes.
     Net {
         #[command(subcommand)]
@@ -177,6 +188,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Peers => net::peers(&ep, cli.json).await?,
         Command::Epoch { number } => epoch::epoch(&ep, number, cli.json).await?,
         Command::Vdf => epoch::vdf(&ep, cli.json).await?,
+        Command::Storage { cmd } => storage::storage_cmd(&ep, cmd, cli.json).await?,
+        Command::Challenge { cmd } => storage::challenge_cmd(&ep, cmd, cli.json).await?,
         Command::Net { cmd } => net::net_cmd(&ep, cmd, cli.json).await?,
         Command::Bus { cmd } => bus_cmd(&ep, cmd, cli.json, cli.data_dir.as_deref()).await?,
         Command::Queue { cmd } => queue_cmd(&ep, cmd, cli.json).await?,

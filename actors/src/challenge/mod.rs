@@ -1,0 +1,328 @@
+//! Availability challenges: this node proves what it stores
+//! ([`prover`]) and challenges what its peers announced ([`service`]), every
+//! epoch, timing each round trip itself against the peer's ping.
+//!
+//! Every outcome feeds peer scoring (ok +1; wrong, malformed or missing −20;
+//! late or refused −5), the durable bus topic `challenge.results`, this
+//! node's per-peer statistics, and a signed attestation gossiped on
+//! `/vigil/<g8>/attestations` that other nodes verify and record ([`attest`]).
+
+pub mod attest;
+pub mod prover;
+pub mod service;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use libp2p::PeerId;
+use rand::Rng;
+use serde::Serialize;
+use vigil_protocols::availability::challenge::{
+    derive_indices, verify, ChallengeRequest, Outcome, Request, Response,
+};
+
+pub use service::ChallengeActor;
+
+use crate::epoch::Chain;
+use crate::metrics as m;
+use crate::net::codec::Frame;
+use crate::net::{Network, Offence};
+use crate::queue::{Publish, Queues};
+use crate::storage::{parse_root, Announced, Storage};
+use crate::{Error, Result};
+
+/// Bus topic of outcomes (durable).
+pub const BUS_TOPIC: &str = "challenge.results";
+/// Latencies kept per peer for the percentiles.
+const LATENCIES_KEPT: usize = 1000;
+
+/// Settings from genesis and `[challenge]`.
+#[derive(Debug, Clone)]
+pub struct ChallengeSettings {
+    /// Challenges issued per epoch (genesis).
+    pub per_epoch: u32,
+    /// Response deadline (genesis).
+    pub deadline: Duration,
+    /// Leaves asked per challenge.
+    pub chunks: usize,
+    /// One audit every this many epochs (0: never).
+    pub audit_every: u64,
+    /// Issue challenges every epoch (false: only answer them).
+    pub enabled: bool,
+}
+
+/// One challenge's result, as `challenge_run` returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChallengeResult {
+    /// The prover.
+    pub peer: String,
+    /// Replica root (hex).
+    pub dataset: String,
+    /// Epoch whose output seeded the indices.
+    pub epoch: u64,
+    /// `ok | wrong | late | missing | malformed | refused`.
+    pub outcome: &'static str,
+    /// What was wrong, if anything.
+    pub detail: Option<String>,
+    /// Round trip, ms.
+    pub latency_ms: f64,
+    /// The peer's ping round trip, ms (the baseline).
+    pub ping_ms: Option<f64>,
+    /// Proof bytes received.
+    pub proof_bytes: usize,
+}
+
+/// Per-peer figures for `challenge_stats`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerStats {
+    /// Challenges issued to it.
+    pub challenges: u64,
+    /// Answered `ok`.
+    pub ok: u64,
+    /// Count per outcome.
+    pub outcomes: HashMap<&'static str, u64>,
+    /// `ok / challenges`.
+    pub success_rate: f64,
+    /// Round trip percentiles, ms.
+    pub latency_p50_ms: f64,
+    /// 99th percentile.
+    pub latency_p99_ms: f64,
+    /// The last failure.
+    pub last_failure: Option<ChallengeResult>,
+    #[serde(skip)]
+    latencies: VecDeque<f64>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: ChallengeSettings,
+    storage: Storage,
+    chain: Chain,
+    net: Network,
+    queues: Option<Arc<Queues>>,
+    stats: Mutex<HashMap<String, PeerStats>>,
+}
+
+/// Handle to the challenge machinery; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Challenger {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+impl Challenger {
+    /// Serves challenges from `storage` and issues them with `net`.
+    pub fn new(
+        settings: ChallengeSettings,
+        storage: Storage,
+        chain: Chain,
+        net: Network,
+        queues: Option<Arc<Queues>>,
+    ) -> Self {
+        let c = Self {
+            inner: Arc::new(Inner {
+                settings,
+                storage,
+                chain,
+                net,
+                queues,
+                stats: Mutex::new(HashMap::new()),
+            }),
+        };
+        c.inner.net.set_challenge_server(Arc::new(prover::Prover::new(
+            c.inner.storage.clone(),
+            c.inner.chain.clone(),
+        )));
+        c.inner.net.set_gossip_handler(
+            attest::TOPIC,
+            Arc::new(attest::Recorder::new(c.inner.storage.store())),
+        );
+        c
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &ChallengeSettings {
+        &self.inner.settings
+    }
+
+    /// Per-peer statistics.
+    pub fn stats(&self) -> HashMap<String, PeerStats> {
+        lock(&self.inner.stats).clone()
+    }
+
+    /// Attestations recorded from other nodes.
+    pub fn attestations(&self, limit: usize) -> Result<Vec<attest::Attestation>> {
+        attest::Recorder::new(self.inner.storage.store()).list(limit)
+    }
+
+    /// A dataset `peer` announced: `dataset` (replica root hex) or the first one.
+    pub fn target(&self, peer: &PeerId, dataset: Option<&str>) -> Result<Announced> {
+        let id = peer.to_string();
+        self.inner
+            .storage
+            .announced()?
+            .into_iter()
+            .find(|a| a.peer == id && dataset.is_none_or(|d| a.replica_root == d || a.root == d))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "peer {peer} announced no dataset{}: see storage_announced",
+                    dataset.map(|d| format!(" `{d}`")).unwrap_or_default()
+                ))
+            })
+    }
+
+    /// Challenges `peer` on `target` with the output of the epoch before the
+    /// head (which every prover has had time to receive), and records the outcome.
+    pub async fn run(&self, peer: PeerId, target: &Announced) -> Result<ChallengeResult> {
+        let epoch = self.inner.chain.head().saturating_sub(1).max(1);
+        let e = self
+            .inner
+            .chain
+            .store()
+            .get(epoch)?
+            .ok_or_else(|| Error::Invalid("no epoch yet: challenges start with epoch 1".into()))?;
+        let r = self.challenge(peer, target, epoch, &e.output).await?;
+        self.record(peer, &r).await;
+        self.score(peer, &[r.outcome]).await;
+        Ok(r)
+    }
+
+    async fn challenge(
+        &self,
+        peer: PeerId,
+        target: &Announced,
+        epoch: u64,
+        output: &[u8; 32],
+    ) -> Result<ChallengeResult> {
+        let replica_root = parse_root(&target.replica_root)?;
+        let nonce: [u8; 32] = rand::thread_rng().gen();
+        let req = ChallengeRequest {
+            replica_root,
+            epoch,
+            nonce,
+            indices: derive_indices(
+                output,
+                &nonce,
+                &replica_root,
+                target.size,
+                self.inner.settings.chunks,
+            ),
+        };
+        let ping = self.inner.net.ping_rtt(&peer);
+        let (outcome, rtt, bytes) = match self
+            .inner
+            .net
+            .challenge(peer, Request::Challenge(req.clone()))
+            .await
+        {
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "no answer to a challenge");
+                (Outcome::Missing, Duration::ZERO, 0)
+            }
+            Ok((Frame::Invalid(e), rtt)) => (Outcome::Malformed(e.to_string()), rtt, 0),
+            Ok((Frame::Valid(resp), rtt)) => {
+                let bytes = match &resp {
+                    Response::Proofs(p) => p.iter().map(|p| p.leaf.len() + 32 * p.siblings.len() + 43).sum(),
+                    _ => 0,
+                };
+                let mut o = verify(&req, target.size, &resp);
+                if o == Outcome::Ok && rtt > self.inner.settings.deadline + ping.unwrap_or_default() {
+                    o = Outcome::Late;
+                }
+                (o, rtt, bytes)
+            }
+        };
+        Ok(ChallengeResult {
+            peer: peer.to_string(),
+            dataset: target.replica_root.clone(),
+            epoch,
+            outcome: outcome.as_str(),
+            detail: outcome.detail().map(str::to_owned),
+            latency_ms: rtt.as_secs_f64() * 1000.0,
+            ping_ms: ping.map(|p| p.as_secs_f64() * 1000.0),
+            proof_bytes: bytes,
+        })
+    }
+
+    /// Scores a peer once for a round of outcomes: the worst one counts
+    /// (ok +1; late or refused −5; wrong, malformed or missing −20), so ten
+    /// failed challenges in one epoch cost what one does and a failing
+    /// prover is banned after a few epochs, not by one burst.
+    async fn score(&self, peer: PeerId, outcomes: &[&str]) {
+        let net = &self.inner.net;
+        if outcomes
+            .iter()
+            .any(|o| matches!(*o, "wrong" | "malformed" | "missing"))
+        {
+            net.penalize(peer, Offence::FailedProof).await;
+        } else if outcomes.iter().any(|o| matches!(*o, "late" | "refused")) {
+            net.penalize(peer, Offence::LateProof).await;
+        } else if !outcomes.is_empty() {
+            net.credit(peer).await;
+        }
+    }
+
+    /// Counts, publishes and attests one result (scoring is per round: [`Challenger::score`]).
+    async fn record(&self, peer: PeerId, r: &ChallengeResult) {
+        metrics::counter!(m::CHALLENGES, "outcome" => r.outcome).increment(1);
+        if r.outcome == "ok" {
+            metrics::histogram!(m::CHALLENGE_RTT).record(r.latency_ms / 1000.0);
+        }
+        {
+            let mut all = lock(&self.inner.stats);
+            let s = all.entry(r.peer.clone()).or_default();
+            s.challenges += 1;
+            *s.outcomes.entry(r.outcome).or_default() += 1;
+            if r.outcome == "ok" {
+                s.ok += 1;
+            } else {
+                s.last_failure = Some(r.clone());
+            }
+            if r.latency_ms > 0.0 {
+                if s.latencies.len() == LATENCIES_KEPT {
+                    s.latencies.pop_front();
+                }
+                s.latencies.push_back(r.latency_ms);
+            }
+            let mut sorted: Vec<f64> = s.latencies.iter().copied().collect();
+            sorted.sort_by(f64::total_cmp);
+            s.latency_p50_ms = percentile(&sorted, 0.5);
+            s.latency_p99_ms = percentile(&sorted, 0.99);
+            s.success_rate = s.ok as f64 / s.challenges as f64;
+        }
+        let net = &self.inner.net;
+        if r.outcome != "ok" {
+            tracing::warn!(%peer, outcome = r.outcome, detail = ?r.detail, dataset = %r.dataset, epoch = r.epoch, "challenge failed");
+        }
+        if let Some(q) = &self.inner.queues {
+            let p = Publish {
+                sender: "node:challenges".into(),
+                correlation: format!("challenge-{}-{}", r.epoch, &r.peer),
+                headers: Default::default(),
+                payload: serde_json::to_vec(r).unwrap_or_default(),
+            };
+            if let Err(e) = q.publish(BUS_TOPIC, p).await {
+                tracing::error!(error = %e, "cannot publish a challenge result on the bus");
+            }
+        }
+        match attest::Attestation::sign(self.inner.storage.key(), peer, r) {
+            Ok(a) => {
+                if let Err(e) = net.publish(attest::TOPIC, a.encode()).await {
+                    tracing::debug!(error = %e, "cannot gossip an attestation");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot sign an attestation"),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Hooks for the node's protocols above the network: gossip topics with a
+//! handler that judges each message, and the challenge protocol
+//! `/vigil/<g8>/challenge/1` served by a [`ChallengeServer`].
+
+use std::time::Duration;
+
+use libp2p::request_response::ResponseChannel;
+use libp2p::PeerId;
+use vigil_protocols::availability::challenge::{Request, Response};
+
+use super::codec::{Frame, Wire};
+use super::sync::GossipVerdict;
+use super::{Command, Network};
+
+/// Largest challenge request body.
+pub const CHALLENGE_REQUEST_MAX: usize = 4 * 1024;
+/// Largest challenge response body (16 proofs of ~2 KB, or an audit).
+pub const CHALLENGE_RESPONSE_MAX: usize = 64 * 1024;
+
+impl Wire for Request {
+    fn encode(&self) -> Vec<u8> {
+        Request::encode(self)
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        Request::decode(bytes)
+    }
+}
+
+impl Wire for Response {
+    fn encode(&self) -> Vec<u8> {
+        Response::encode(self)
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        Response::decode(bytes)
+    }
+}
+
+/// Judges the messages of one gossip topic (cheaply: it runs on the swarm task).
+pub trait GossipHandler: Send + Sync + std::fmt::Debug + 'static {
+    /// A message from `source` (its signed author), forwarded by `from`.
+    fn on_gossip(&self, from: PeerId, source: Option<PeerId>, data: &[u8]) -> GossipVerdict;
+}
+
+/// Answers challenge requests; must not block (hand the work to a thread).
+pub trait ChallengeServer: Send + Sync + std::fmt::Debug + 'static {
+    /// A request from `from`; answer through `reply`.
+    fn serve(&self, from: PeerId, req: Request, reply: ChallengeReply);
+}
+
+/// Where a challenge answer goes.
+#[derive(Debug)]
+pub struct ChallengeReply {
+    pub(super) channel: ResponseChannel<Frame<Response>>,
+    pub(super) net: Network,
+}
+
+impl ChallengeReply {
+    /// Sends the answer (dropped if the network restarted meanwhile).
+    pub async fn send(self, resp: Response) {
+        let tx = super::lock(&self.net.inner.cmd).clone();
+        if let Some(tx) = tx {
+            let _ = tx.send(Command::ChallengeRespond(self.channel, resp)).await;
+        }
+    }
+}
+
+impl Network {
+    /// Handles gossip topic `/vigil/<g8>/<suffix>` with `h` (before or after
+    /// [`Network::launch`]; survives relaunches).
+    pub fn set_gossip_handler(&self, suffix: &str, h: std::sync::Arc<dyn GossipHandler>) {
+        let topic = self.inner.names.topic(suffix);
+        super::lock(&self.inner.handlers).insert(topic.hash(), (topic.clone(), h));
+        // A running swarm subscribes now; a (re)launch subscribes every handler's topic.
+        if let Some(tx) = super::lock(&self.inner.cmd).clone() {
+            let _ = tx.try_send(Command::Subscribe(topic));
+        }
+    }
+
+    /// Serves `/vigil/<g8>/challenge/1` with `s`.
+    pub fn set_challenge_server(&self, s: std::sync::Arc<dyn ChallengeServer>) {
+        *super::lock(&self.inner.challenge_server) = Some(s);
+    }
+
+    /// Publishes on gossip topic `/vigil/<g8>/<suffix>`; alone on the network it is a no-op.
+    pub async fn publish(&self, suffix: &str, bytes: Vec<u8>) -> crate::Result<()> {
+        let topic = self.inner.names.topic(suffix);
+        self.ask(|r| Command::Publish(topic, bytes, r)).await
+    }
+
+    /// Sends a challenge request; the answer and the round trip the swarm timed.
+    pub async fn challenge(&self, peer: PeerId, req: Request) -> crate::Result<(Frame<Response>, Duration)> {
+        self.ask(|r| Command::Challenge(peer, req, r)).await
+    }
+
+    /// Raises a peer's score for a good answer seen outside the network (a valid proof).
+    pub async fn credit(&self, peer: PeerId) {
+        let tx = super::lock(&self.inner.cmd).clone();
+        if let Some(tx) = tx {
+            let _ = tx.send(Command::Credit(peer)).await;
+        }
+    }
+
+    /// The last ping round trip to `peer`, if any.
+    pub fn ping_rtt(&self, peer: &PeerId) -> Option<Duration> {
+        super::lock(&self.inner.snapshot)
+            .peers
+            .get(peer)
+            .and_then(|p| p.latency_ms)
+            .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+    }
+}

@@ -1,0 +1,161 @@
+//! The swarm side of app gossip topics and the challenge protocol.
+
+use std::time::{Duration, Instant};
+
+use libp2p::{gossipsub, request_response, PeerId};
+use tokio::sync::oneshot;
+use vigil_protocols::availability::challenge::{Request, Response};
+
+use super::super::app::ChallengeReply;
+use super::super::codec::Frame;
+use super::super::score::{Merit, Offence};
+use super::super::sync::GossipVerdict;
+use super::{lock, Loop};
+use crate::metrics as m;
+
+pub(super) type ChallengeAnswer = oneshot::Sender<Result<(Frame<Response>, Duration), String>>;
+
+impl Loop {
+    pub(super) fn subscribe_app_topics(&mut self) {
+        let topics: Vec<gossipsub::IdentTopic> = lock(&self.net.inner.handlers)
+            .values()
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in topics {
+            if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&t) {
+                tracing::error!(topic = %t, error = %e, "cannot subscribe");
+            }
+        }
+    }
+
+    pub(super) fn publish_app(&mut self, topic: gossipsub::IdentTopic, bytes: Vec<u8>) -> Result<(), String> {
+        let len = bytes.len();
+        match self.swarm.behaviour_mut().gossipsub.publish(topic.clone(), bytes) {
+            Ok(_) => {
+                metrics::counter!(m::NET_BYTES, "protocol" => "gossip", "direction" => "out")
+                    .increment(len as u64);
+                Ok(())
+            }
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok(()),
+            Err(e) => Err(format!("cannot publish on {topic}: {e}")),
+        }
+    }
+
+    /// Gossip on an app topic: `Some(verdict)` when a handler owns the topic.
+    pub(super) fn on_app_gossip(&mut self, from: PeerId, msg: &gossipsub::Message) -> Option<GossipVerdict> {
+        let handler = lock(&self.net.inner.handlers)
+            .get(&msg.topic)
+            .map(|(_, h)| h.clone())?;
+        metrics::counter!(m::NET_BYTES, "protocol" => "gossip", "direction" => "in")
+            .increment(msg.data.len() as u64);
+        Some(handler.on_gossip(from, msg.source, &msg.data))
+    }
+
+    pub(super) fn judge_app_gossip(
+        &mut self,
+        from: PeerId,
+        id: &gossipsub::MessageId,
+        topic: &str,
+        v: GossipVerdict,
+    ) {
+        let (acceptance, result) = match v {
+            GossipVerdict::Accept => (gossipsub::MessageAcceptance::Accept, "accepted"),
+            GossipVerdict::Ignore => (gossipsub::MessageAcceptance::Ignore, "ignored"),
+            GossipVerdict::Reject => (gossipsub::MessageAcceptance::Reject, "rejected"),
+        };
+        let name = topic.rsplit('/').next().unwrap_or("app").to_owned();
+        metrics::counter!(m::NET_GOSSIP, "topic" => name, "result" => result).increment(1);
+        match v {
+            GossipVerdict::Accept => self.reward(from, Merit::ValidGossip),
+            GossipVerdict::Reject => self.penalize(from, Offence::InvalidGossip),
+            GossipVerdict::Ignore => {}
+        }
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, &from, acceptance);
+    }
+
+    pub(super) fn send_challenge(&mut self, peer: PeerId, req: Request, reply: ChallengeAnswer) {
+        if !self.swarm.is_connected(&peer) {
+            let _ = reply.send(Err(format!("peer {peer} is not connected")));
+            return;
+        }
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .challenge
+            .send_request(&peer, Frame::Valid(req));
+        self.pending_challenges.insert(id, (Instant::now(), reply));
+    }
+
+    pub(super) fn on_challenge(&mut self, ev: request_response::Event<Frame<Request>, Frame<Response>>) {
+        use request_response::{Event, Message};
+        match ev {
+            Event::Message {
+                peer,
+                message: Message::Request { request, channel, .. },
+                ..
+            } => match request {
+                Frame::Valid(req) => {
+                    let server = lock(&self.net.inner.challenge_server).clone();
+                    match server {
+                        Some(s) => s.serve(
+                            peer,
+                            req,
+                            ChallengeReply {
+                                channel,
+                                net: self.net.clone(),
+                            },
+                        ),
+                        None => {
+                            let resp = Response::Refused("this node stores no datasets".into());
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .challenge
+                                .send_response(channel, Frame::Valid(resp));
+                        }
+                    }
+                }
+                Frame::Invalid(e) => self.bad_frame(peer, e),
+            },
+            Event::Message {
+                message: Message::Response { request_id, response },
+                ..
+            } => {
+                // Invalid frames go back to the challenger: it scores the outcome `malformed`.
+                if let Some((t0, reply)) = self.pending_challenges.remove(&request_id) {
+                    let _ = reply.send(Ok((response, t0.elapsed())));
+                }
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((_, reply)) = self.pending_challenges.remove(&request_id) {
+                    let _ = reply.send(Err(format!("challenge to {peer} failed: {error}")));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound challenge failed");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    pub(super) fn respond_challenge(
+        &mut self,
+        channel: request_response::ResponseChannel<Frame<Response>>,
+        resp: Response,
+    ) {
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .challenge
+            .send_response(channel, Frame::Valid(resp));
+    }
+}

@@ -1,0 +1,313 @@
+//! `vigilctl storage ...` and `vigilctl challenge ...`.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use vigil_tools::client::Endpoint;
+
+/// `vigilctl storage ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum StorageCmd {
+    /// Store a file: upload, encode for this node, announce to peers.
+    Put {
+        /// The file.
+        file: PathBuf,
+        /// Name (default: the file name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Datasets stored here.
+    List,
+    /// Datasets peers announced.
+    Announced,
+    /// Decode a dataset back to a file, verified against its root.
+    Get {
+        /// Name, R or R_p.
+        dataset: String,
+        /// Output file (must not exist).
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// Delete a dataset.
+    Remove {
+        /// Name, R or R_p.
+        dataset: String,
+    },
+}
+
+/// `vigilctl challenge ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum ChallengeCmd {
+    /// Challenge a peer now on a dataset it announced.
+    Run {
+        /// Peer id.
+        peer: String,
+        /// Its R or R_p (default: its first dataset).
+        dataset: Option<String>,
+    },
+    /// Audit a peer: does its replica really encode the plaintext? (slow by design)
+    Audit {
+        /// Peer id.
+        peer: String,
+        /// Its R or R_p.
+        dataset: Option<String>,
+    },
+    /// Per peer: challenges, success rate, latency p50/p99, last failure.
+    Stats,
+    /// Attestations other nodes gossiped.
+    Attestations {
+        /// Newest N.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+}
+
+fn bar(len: u64, json: bool, what: &str) -> Option<ProgressBar> {
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:40}} {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    Some(b)
+}
+
+fn stamp(p: &Path) -> Result<(u64, Option<std::time::SystemTime>)> {
+    let m = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
+    Ok((m.len(), m.modified().ok()))
+}
+
+async fn put(ep: &Endpoint, file: &Path, name: Option<String>, json_out: bool) -> Result<()> {
+    let before = stamp(file)?;
+    let name = name.unwrap_or_else(|| {
+        file.file_name()
+            .map_or("dataset".into(), |n| n.to_string_lossy().into_owned())
+    });
+    let r = ep.call("storage_put_begin", json!([name, before.0])).await?;
+    let id = r["upload"].as_u64().context("no upload id")?;
+    let chunk = r["chunk_bytes"].as_u64().unwrap_or(512 * 1024) as usize;
+    let b = bar(before.0, json_out, "uploading");
+    let result: Result<Value> = async {
+        let mut f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        let mut buf = vec![0u8; chunk];
+        let mut offset = 0u64;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            let data = base64::engine::general_purpose::STANDARD.encode(&buf[..n]);
+            ep.call("storage_put_chunk", json!([id, offset, data])).await?;
+            offset += n as u64;
+            if let Some(b) = &b {
+                b.set_position(offset);
+            }
+        }
+        if stamp(file)? != before || offset != before.0 {
+            bail!(
+                "{} changed while it was uploaded: nothing stored; try again",
+                file.display()
+            );
+        }
+        if let Some(b) = &b {
+            b.set_message("encoding");
+            b.finish_and_clear();
+            eprintln!(
+                "encoding {} for this node (the prover-specific replica)...",
+                file.display()
+            );
+        }
+        ep.call("storage_put_finish", json!([id])).await
+    }
+    .await;
+    let info = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = ep.call("storage_put_abort", json!([id])).await;
+            return Err(e);
+        }
+    };
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        println!(
+            "stored {} ({} bytes)",
+            info["name"].as_str().unwrap_or("-"),
+            info["size"]
+        );
+        println!("  R    {}", info["root"].as_str().unwrap_or("-"));
+        println!("  R_p  {}", info["replica_root"].as_str().unwrap_or("-"));
+    }
+    Ok(())
+}
+
+async fn get(ep: &Endpoint, dataset: &str, out: &Path, json_out: bool) -> Result<()> {
+    if out.exists() {
+        bail!("{} exists: pick another --out", out.display());
+    }
+    let tmp = out.with_extension("part");
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut offset = 0u64;
+    let mut b = None;
+    let root = loop {
+        let r = ep
+            .call("storage_get", json!([dataset, offset, 512 * 1024]))
+            .await?;
+        let data = base64::engine::general_purpose::STANDARD.decode(r["data"].as_str().unwrap_or(""))?;
+        let size = r["size"].as_u64().unwrap_or(0);
+        let pb = b.get_or_insert_with(|| bar(size, json_out, "decoding"));
+        f.write_all(&data)?;
+        hasher.update(&data);
+        offset += data.len() as u64;
+        if let Some(pb) = pb {
+            pb.set_position(offset);
+        }
+        if r["eof"].as_bool() == Some(true) || data.is_empty() {
+            break r["root"].as_str().unwrap_or("").to_owned();
+        }
+    };
+    f.sync_all()?;
+    if hasher.finalize().to_hex().as_str() != root {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("the decoded bytes do not hash to R {root}: nothing written");
+    }
+    std::fs::rename(&tmp, out)?;
+    if json_out {
+        println!("{}", json!({ "out": out, "bytes": offset, "root": root }));
+    } else {
+        println!(
+            "wrote {} ({offset} bytes, verified against R {root})",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn storage_cmd(ep: &Endpoint, cmd: StorageCmd, json_out: bool) -> Result<()> {
+    match cmd {
+        StorageCmd::Put { file, name } => put(ep, &file, name, json_out).await,
+        StorageCmd::Get { dataset, out } => get(ep, &dataset, &out, json_out).await,
+        StorageCmd::List | StorageCmd::Announced => {
+            let (method, who) = match cmd {
+                StorageCmd::List => ("storage_list", "name"),
+                _ => ("storage_announced", "peer"),
+            };
+            let r = ep.call(method, json!([])).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!("{:<54} {:>12}  R_p", who, "bytes");
+            for d in r.as_array().into_iter().flatten() {
+                println!(
+                    "{:<54} {:>12}  {}",
+                    d[who].as_str().unwrap_or("-"),
+                    d["size"],
+                    d["replica_root"].as_str().unwrap_or("-")
+                );
+            }
+            Ok(())
+        }
+        StorageCmd::Remove { dataset } => {
+            let r = ep.call("storage_remove", json!([dataset])).await?;
+            println!(
+                "{}",
+                if json_out {
+                    r.to_string()
+                } else {
+                    format!("removed: {}", r["removed"])
+                }
+            );
+            Ok(())
+        }
+    }
+}
+
+pub(crate) async fn challenge_cmd(ep: &Endpoint, cmd: ChallengeCmd, json_out: bool) -> Result<()> {
+    let r = match &cmd {
+        ChallengeCmd::Run { peer, dataset } => {
+            let mut p = vec![json!(peer)];
+            p.extend(dataset.iter().map(|d| json!(d)));
+            ep.call("challenge_run", Value::Array(p)).await?
+        }
+        ChallengeCmd::Audit { peer, dataset } => {
+            let mut p = vec![json!(peer)];
+            p.extend(dataset.iter().map(|d| json!(d)));
+            ep.call("challenge_audit", Value::Array(p)).await?
+        }
+        ChallengeCmd::Stats => ep.call("challenge_stats", json!([])).await?,
+        ChallengeCmd::Attestations { limit } => ep.call("challenge_attestations", json!([limit])).await?,
+    };
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    match cmd {
+        ChallengeCmd::Run { .. } => {
+            let detail = r["detail"]
+                .as_str()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
+            println!(
+                "{}{detail}: {:.2} ms round trip (ping {} ms), {} proof bytes, epoch {}",
+                r["outcome"].as_str().unwrap_or("-"),
+                r["latency_ms"].as_f64().unwrap_or(0.0),
+                r["ping_ms"].as_f64().map_or("-".into(), |p| format!("{p:.2}")),
+                r["proof_bytes"],
+                r["epoch"]
+            );
+        }
+        ChallengeCmd::Audit { .. } => {
+            println!(
+                "audit {}",
+                if r["passed"].as_bool() == Some(true) {
+                    "passed"
+                } else {
+                    "FAILED"
+                }
+            );
+        }
+        ChallengeCmd::Stats => {
+            println!(
+                "{:<54} {:>6} {:>8} {:>9} {:>9}  last failure",
+                "peer", "runs", "success", "p50 ms", "p99 ms"
+            );
+            for (peer, s) in r["peers"].as_object().into_iter().flatten() {
+                let last = s["last_failure"].as_object().map_or("-".into(), |f| {
+                    format!("{} at epoch {}", f["outcome"].as_str().unwrap_or("-"), f["epoch"])
+                });
+                println!(
+                    "{:<54} {:>6} {:>7.1}% {:>9.2} {:>9.2}  {last}",
+                    peer,
+                    s["challenges"],
+                    s["success_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                    s["latency_p50_ms"].as_f64().unwrap_or(0.0),
+                    s["latency_p99_ms"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
+        ChallengeCmd::Attestations { .. } => {
+            for a in r.as_array().into_iter().flatten() {
+                println!(
+                    "epoch {:>6}  {} -> {}  {}  {:.2} ms",
+                    a["epoch"],
+                    a["challenger"].as_str().unwrap_or("-"),
+                    a["prover"].as_str().unwrap_or("-"),
+                    a["outcome"].as_str().unwrap_or("-"),
+                    a["latency_us"].as_f64().unwrap_or(0.0) / 1000.0
+                );
+            }
+        }
+    }
+    Ok(())
+}
