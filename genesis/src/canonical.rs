@@ -104,7 +104,7 @@ mod tests {
             [params]
             region_size=10
             group_size =   1000
-            encoding_cost = 4_096   # underscores are TOML too
+            encoding_cost = 10_000   # underscores are TOML too
             response_deadline_ms = 500
             challenges_per_epoch = 10
             vdf_checkpoints = 256

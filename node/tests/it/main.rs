@@ -11,4 +11,5 @@ mod epochs;
 mod genesis_cli;
 mod lifecycle;
 mod rpc;
+mod storage;
 mod util;

@@ -226,3 +226,45 @@ fn every_single_bit_flip_of_a_proof_is_rejected() {
         }
     }
 }
+
+#[test]
+fn a_lazy_prover_misses_the_deadline_under_the_testnet_preset() {
+    // The lazy prover keeps the plaintext (and the replica's tree) but not the
+    // replica: each challenge makes it regenerate the challenged sector.
+    let g = vigil_genesis::Preset::Testnet.genesis().unwrap();
+    let (cost, deadline) = (
+        g.params.encoding_cost,
+        std::time::Duration::from_millis(g.params.response_deadline_ms.into()),
+    );
+    let peer = b"lazy";
+    let plain: Vec<u8> = (0..SECTOR).map(|i| (i % 251) as u8).collect();
+    let r = *blake3::hash(&plain).as_bytes();
+    let mut honest = plain.clone();
+    xor_sectors(peer, &r, 0, &mut honest, cost);
+    let tree = Tree::build(&honest);
+    let root = tree.root(&honest[..GROUP * LEAF]);
+    let req = ChallengeRequest {
+        replica_root: root,
+        epoch: 1,
+        nonce: [3; 32],
+        indices: derive_indices(&[1; 32], &[3; 32], &root, SECTOR as u64, 1),
+    };
+    let t0 = std::time::Instant::now();
+    let i = req.indices[0];
+    let ks = keystream(peer, &r, 0, cost);
+    let s = i as usize / GROUP * GROUP * LEAF;
+    let group: Vec<u8> = plain[s..s + GROUP * LEAF]
+        .iter()
+        .zip(&ks[s..])
+        .map(|(p, k)| p ^ k)
+        .collect();
+    let resp = Response::Proofs(vec![prove_leaf(&tree, i, &group, Some(&req.nonce))]);
+    let took = t0.elapsed();
+    // Its proof is right, but far too late: the challenger scores it `late`.
+    assert_eq!(verify(&req, SECTOR as u64, &resp), Outcome::Ok);
+    assert!(
+        took > deadline * 4,
+        "regenerating one sector took {took:?}; the encoding must cost >= 4 x the {deadline:?} deadline"
+    );
+    eprintln!("lazy prover answered in {took:?} (deadline {deadline:?})");
+}

@@ -2,6 +2,7 @@
 //! by side in one run and returns a report that prints as a table or JSON.
 
 pub mod network;
+pub mod proofs;
 pub mod queue;
 pub mod supervision;
 pub mod vdf;

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
-use vigil_tools::bench::{network, queue, supervision, vdf};
+use vigil_tools::bench::{network, proofs, queue, supervision, vdf};
 
 /// Benchmarks of vigil's parts; every comparison is measured side by side in one run.
 #[derive(Debug, Parser)]
@@ -53,6 +53,18 @@ enum Area {
         /// Publishes each publisher keeps in flight over the wire (vigil node and Redis alike).
         #[arg(long, default_value_t = 1)]
         window: usize,
+    },
+    /// Availability proofs: tree hashing vs blake3, encoding cost, prove/verify, challenge round trips, proof sizes.
+    Proofs {
+        /// MiB hashed for the tree-vs-blake3 comparison.
+        #[arg(long, default_value_t = 256)]
+        hash_mib: usize,
+        /// Challenge round trips timed.
+        #[arg(long, default_value_t = 500)]
+        round_trips: usize,
+        /// Leaves per challenge.
+        #[arg(long, default_value_t = 4)]
+        chunks: usize,
     },
     /// VDF: evaluation vs the raw SHA-256 chain, memory-hard rate, full and sampled verification.
     Vdf {
@@ -156,6 +168,29 @@ fn main() {
                     "  end to end publish -> deliver -> ack: {:.0} msg/s",
                     r.end_to_end_msgs_per_sec
                 );
+            }
+        }
+        Area::Proofs {
+            hash_mib,
+            round_trips,
+            chunks,
+        } => {
+            let o = proofs::Options {
+                hash_mib: hash_mib.max(1),
+                round_trips: round_trips.max(1),
+                chunks: chunks.clamp(1, 16),
+            };
+            let r = match proofs::run(&o, &progress) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::exit(1);
+                }
+            };
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
+            } else {
+                print_proofs(&o, &r);
             }
         }
         Area::Vdf {
@@ -282,5 +317,46 @@ fn print_vdf(o: &vdf::Options, r: &vdf::Report) {
             "  full verification                      {:>8.3} s",
             e.full_verify_secs
         );
+    }
+}
+
+fn print_proofs(o: &proofs::Options, r: &proofs::Report) {
+    println!(
+        "proofs: {} MiB hashed, {} round trips of {} chunks, {} threads",
+        o.hash_mib, r.round_trip.n, o.chunks, r.threads
+    );
+    println!(
+        "  blake3::hash, one thread             {:>9.0} MiB/s",
+        r.blake3_mib_s
+    );
+    println!(
+        "  Tree::build (8-leaf groups, rayon)   {:>9.0} MiB/s",
+        r.tree_mib_s
+    );
+    println!(
+        "  tree / blake3                        {:>9.2}x",
+        r.tree_vs_blake3
+    );
+    println!(
+        "  encoding per MiB, dev preset         {:>9.1} ms",
+        r.encode_ms_per_mib_dev
+    );
+    println!(
+        "  encoding per MiB, testnet preset     {:>9.1} ms ({:.1}x the {} ms deadline)",
+        r.encode_ms_per_mib_testnet,
+        r.encode_ms_per_mib_testnet / r.deadline_ms as f64,
+        r.deadline_ms
+    );
+    println!("  prove one chunk                      {:>9.2} us", r.prove_us);
+    println!("  verify one chunk                     {:>9.2} us", r.verify_us);
+    let p = &r.round_trip;
+    println!(
+        "  challenge round trip                 p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        p.p50_us / 1000.0,
+        p.p99_us / 1000.0,
+        p.max_us / 1000.0
+    );
+    for (size, bytes) in &r.proof_bytes {
+        println!("  proof bytes per chunk at {:>14} bytes: {bytes}", size);
     }
 }

@@ -97,7 +97,10 @@ async fn put(ep: &Endpoint, file: &Path, name: Option<String>, json_out: bool) -
     let chunk = r["chunk_bytes"].as_u64().unwrap_or(512 * 1024) as usize;
     let b = bar(before.0, json_out, "uploading");
     let result: Result<Value> = async {
-        let mut f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        // Never read past the announced size: a growing file is caught below.
+        let mut f = std::fs::File::open(file)
+            .with_context(|| format!("cannot open {}", file.display()))?
+            .take(before.0);
         let mut buf = vec![0u8; chunk];
         let mut offset = 0u64;
         loop {

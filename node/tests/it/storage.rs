@@ -1,0 +1,132 @@
+//! Datasets through the real binary: put, get (verified), remove; an upload
+//! whose file changes underneath, and bad upload requests, leave nothing.
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+fn call(url: &str, dir: &std::path::Path, method: &str, params: Value) -> Value {
+    let payload = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let (status, body) = rpc_raw(url, Some(&cookie(dir)), &payload);
+    assert_eq!(status, 200, "{method}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn tmp_is_empty(data: &std::path::Path) -> bool {
+    std::fs::read_dir(data.join("storage").join("tmp"))
+        .unwrap()
+        .next()
+        .is_none()
+}
+
+#[test]
+fn put_get_remove_and_uploads_that_go_wrong_leave_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("dev");
+    let mut node = Node::spawn(
+        vigil(&["dev", "--data-dir", s(&data), "--rpc-addr", "127.0.0.1:0"]),
+        &data,
+    );
+    let url = node.wait_ready();
+    let d = s(&data);
+
+    // Round trip of a 2.5 MiB file (three sectors, a short last leaf).
+    let file = tmp.path().join("in.bin");
+    let bytes: Vec<u8> = (0..2_621_500u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let o = vigilctl(&[
+        "--data-dir",
+        d,
+        "--json",
+        "storage",
+        "put",
+        s(&file),
+        "--name",
+        "sample",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        info["root"].as_str().unwrap(),
+        blake3::hash(&bytes).to_hex().as_str()
+    );
+    let rp = info["replica_root"].as_str().unwrap().to_owned();
+    let replica = std::fs::read(data.join("storage").join(&rp).join("replica")).unwrap();
+    assert_eq!(
+        blake3::hash(&replica).to_hex().as_str(),
+        rp,
+        "R_p is the BLAKE3 hash of the replica"
+    );
+    assert_ne!(replica, bytes, "the replica is encoded");
+    let out = tmp.path().join("out.bin");
+    let o = vigilctl(&["--data-dir", d, "storage", "get", "sample", "-o", s(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), bytes);
+    let o = vigilctl(&["--data-dir", d, "storage", "list"]);
+    assert!(
+        stdout(&o).contains("sample") && stdout(&o).contains(&rp),
+        "{}",
+        stdout(&o)
+    );
+    // A dataset whose replica rotted on disk is not served as plaintext.
+    let mut rotten = replica.clone();
+    rotten[1_500_000] ^= 1;
+    std::fs::write(data.join("storage").join(&rp).join("replica"), &rotten).unwrap();
+    let r = call(&url, &data, "storage_get", json!(["sample", 1_048_576, 524_288]));
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("do not match the plaintext root"),
+        "{r}"
+    );
+    let o = vigilctl(&["--data-dir", d, "storage", "remove", "sample"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!data.join("storage").join(&rp).exists());
+
+    // A file that grows while it is uploaded: refused, nothing stored.
+    let big = tmp.path().join("growing.bin");
+    std::fs::write(&big, vec![7u8; 24 << 20]).unwrap();
+    let child = std::process::Command::new(vigil_bin().with_file_name("vigilctl"))
+        .args(["--data-dir", d, "storage", "put", s(&big)])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&big)
+        .unwrap()
+        .write_all(b"more")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("changed while it was uploaded"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(call(&url, &data, "storage_list", json!([]))["result"], json!([]));
+    assert!(tmp_is_empty(&data), "the aborted upload left files");
+
+    // Bad requests name what is wrong and what is allowed.
+    let err = |r: &Value| r["error"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(err(&call(&url, &data, "storage_put_begin", json!(["x", 0]))).contains("1..="));
+    assert!(err(&call(&url, &data, "storage_put_begin", json!(["a/b", 10]))).contains("without `/`"));
+    let id = call(&url, &data, "storage_put_begin", json!(["short", 10]))["result"]["upload"].clone();
+    let e = err(&call(&url, &data, "storage_put_chunk", json!([id, 5, "AAAA"])));
+    assert!(e.contains("the upload is at 0"), "{e}");
+    call(&url, &data, "storage_put_chunk", json!([id, 0, "AAAA"]));
+    let e = err(&call(&url, &data, "storage_put_finish", json!([id])));
+    assert!(e.contains("upload has 3 of 10 bytes"), "{e}");
+    assert!(tmp_is_empty(&data));
+    assert_eq!(call(&url, &data, "storage_list", json!([]))["result"], json!([]));
+    node.signal("TERM");
+    assert!(node.wait_exit(20).success());
+}
