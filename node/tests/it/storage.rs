@@ -127,6 +127,14 @@ fn put_get_remove_and_uploads_that_go_wrong_leave_nothing() {
     assert!(e.contains("upload has 3 of 10 bytes"), "{e}");
     assert!(tmp_is_empty(&data));
     assert_eq!(call(&url, &data, "storage_list", json!([]))["result"], json!([]));
+    // No descriptor of the node still points into its storage folder.
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", node.child.id())).unwrap();
+    let open: Vec<String> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .filter(|p| p.contains("/storage/"))
+        .collect();
+    assert!(open.is_empty(), "leaked descriptors: {open:?}");
     node.signal("TERM");
     assert!(node.wait_exit(20).success());
 }
