@@ -19,6 +19,7 @@
 pub mod audit;
 pub mod bus;
 pub mod challenge;
+pub mod continuity;
 pub mod epoch;
 mod error;
 pub mod metrics;

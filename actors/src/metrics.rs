@@ -107,6 +107,11 @@ pub const ATTESTATIONS: &str = "vigil_challenge_attestations_total";
 /// Audits issued, labelled `result` (`ok` | `failed`).
 pub const AUDITS: &str = "vigil_challenge_audits_total";
 
+/// Wall time of one continuity epoch (all chains), seconds.
+pub const CONTINUITY_EPOCH_DURATION: &str = "vigil_continuity_epoch_duration_seconds";
+/// Chains processed in the last continuity epoch.
+pub const CONTINUITY_CHAINS: &str = "vigil_continuity_chains";
+
 /// Buckets of [`NET_PEER_SCORE`].
 pub const SCORE_BUCKETS: [f64; 9] = [-50.0, -20.0, -10.0, -1.0, 0.0, 1.0, 10.0, 20.0, 50.0];
 
@@ -155,6 +160,11 @@ pub fn describe(version: &'static str, genesis_short: String) {
     metrics::describe_counter!(CHALLENGES_ANSWERED, "Challenges answered, by answer.");
     metrics::describe_counter!(ATTESTATIONS, "Attestations from other nodes recorded.");
     metrics::describe_counter!(AUDITS, "Audits issued, by result.");
+    metrics::describe_histogram!(CONTINUITY_EPOCH_DURATION, "Wall time of one continuity epoch.");
+    metrics::describe_gauge!(
+        CONTINUITY_CHAINS,
+        "Chains processed in the last continuity epoch."
+    );
     metrics::describe_counter!(
         EPOCH_ACCEPTED,
         "Epochs appended, by origin (local, gossip, sync)."

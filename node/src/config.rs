@@ -46,6 +46,8 @@ pub struct Config {
     pub vdf: VdfConfig,
     /// `[challenge]`: availability challenges of peers.
     pub challenge: ChallengeConfig,
+    /// `[continuity]`: continuity chains of the stored datasets.
+    pub continuity: ContinuityConfig,
     /// `[debug]`: switches for testing; all off by default.
     pub debug: DebugConfig,
 }
@@ -68,6 +70,28 @@ impl Default for ChallengeConfig {
             enabled: true,
             chunks: 4,
             audit_every_epochs: 10,
+        }
+    }
+}
+
+/// `[continuity]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContinuityConfig {
+    /// Extend every dataset's chain every epoch.
+    pub enabled: bool,
+    /// Chunks selected per dataset per epoch.
+    pub chunks: u32,
+    /// Epochs of links kept on disk.
+    pub keep_epochs: u64,
+}
+
+impl Default for ContinuityConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            chunks: 2,
+            keep_epochs: 64,
         }
     }
 }

@@ -21,6 +21,8 @@ use tokio::sync::mpsc;
 use vigil_actors::audit::Audit;
 use vigil_actors::bus::{self, Apps, Bus, BusActor, BusSettings};
 use vigil_actors::challenge::{ChallengeActor, ChallengeSettings, Challenger};
+use vigil_actors::continuity::remote::ProofServer;
+use vigil_actors::continuity::{self, Continuity, ContinuitySettings, RootRecorder};
 use vigil_actors::epoch::{self, Chain, EpochActor, EpochSettings, EpochStore, VerifyMode};
 use vigil_actors::net::{NetActor, NetSettings, Network, ScoreParams};
 use vigil_actors::queue::{ConfirmMode, QueueConfig, Queues};
@@ -170,6 +172,29 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         net.as_ref().map(|(n, _)| n.clone()),
     )
     .context("cannot open the dataset storage")?;
+    let continuity = match opts.config.continuity.enabled {
+        true => Some(
+            Continuity::open(
+                &opts.dir.root().join("continuity"),
+                storage.clone(),
+                p.key.keypair.clone(),
+                ContinuitySettings {
+                    chunks: opts.config.continuity.chunks as usize,
+                    group_size: p.genesis.params.group_size as usize,
+                    region_size: p.genesis.params.region_size as usize,
+                    keep_epochs: opts.config.continuity.keep_epochs,
+                },
+            )
+            .context("cannot open the continuity chains")?,
+        ),
+        false => None,
+    };
+    if let Some((n, _)) = &net {
+        n.set_gossip_handler(continuity::ROOT_TOPIC, Arc::new(RootRecorder::new(p.db.clone())));
+        if let Some(c) = &continuity {
+            n.set_continuity_server(Arc::new(ProofServer::new(c.clone(), chain.clone())));
+        }
+    }
     let challenger = net.as_ref().map(|(n, _)| {
         let settings = ChallengeSettings {
             per_epoch: p.genesis.params.challenges_per_epoch,
@@ -217,6 +242,7 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         epochs: Some(chain.clone()),
         storage: Some(storage.clone()),
         challenger: challenger.clone(),
+        continuity: continuity.clone(),
     });
     if ctx.fault_injection {
         tracing::warn!("debug.fault_injection is on: actors_inject_panic can crash actors");
@@ -251,6 +277,7 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         bus_url = Some(url);
         spec = spec.child(ChildSpec::actor("bus", move || BusActor::new(bus, listeners)).shutdown(timeout));
     }
+    let net_handle = net.as_ref().map(|(n, _)| n.clone());
     if let Some((net, task)) = net {
         spec = spec.child(ChildSpec::actor("net", move || NetActor::new(net, task)).shutdown(timeout));
     }
@@ -259,6 +286,26 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
     if let Some(c) = challenger {
         spec = spec
             .child(ChildSpec::actor("challenges", move || ChallengeActor::new(c.clone())).shutdown(timeout));
+    }
+    if let Some(c) = continuity {
+        let chain = chain.clone();
+        let net = net_handle.clone();
+        let rt = tokio::runtime::Handle::current();
+        let publish = move |signed: Vec<u8>| {
+            if let Some(net) = net.clone() {
+                rt.spawn(async move {
+                    if let Err(e) = net.publish(continuity::ROOT_TOPIC, signed).await {
+                        tracing::debug!(error = %e, "cannot gossip the continuity root");
+                    }
+                });
+            }
+        };
+        spec = spec.child(
+            ChildSpec::worker("continuity", move |ctx| {
+                continuity::worker::run(&c, &chain, ctx, &publish)
+            })
+            .shutdown(timeout),
+        );
     }
     if opts.config.vdf.compute {
         let c = chain.clone();

@@ -18,5 +18,6 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod availability;
+pub mod continuity;
 pub mod epoch;
 pub mod vdf;

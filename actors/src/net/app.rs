@@ -109,3 +109,38 @@ impl Network {
             .map(|ms| Duration::from_secs_f64(ms / 1000.0))
     }
 }
+
+/// Answers a bytes-in, bytes-out protocol (`/vigil/<g8>/continuity/1`); must not block.
+pub trait BytesServer: Send + Sync + std::fmt::Debug + 'static {
+    /// A request from `from`; answer through `reply`.
+    fn serve(&self, from: PeerId, req: Vec<u8>, reply: BytesReply);
+}
+
+/// Where a bytes answer goes.
+#[derive(Debug)]
+pub struct BytesReply {
+    pub(super) channel: ResponseChannel<Frame<Vec<u8>>>,
+    pub(super) net: Network,
+}
+
+impl BytesReply {
+    /// Sends the answer.
+    pub async fn send(self, resp: Vec<u8>) {
+        let tx = super::lock(&self.net.inner.cmd).clone();
+        if let Some(tx) = tx {
+            let _ = tx.send(Command::ContinuityRespond(self.channel, resp)).await;
+        }
+    }
+}
+
+impl Network {
+    /// Serves `/vigil/<g8>/continuity/1` with `s`.
+    pub fn set_continuity_server(&self, s: std::sync::Arc<dyn BytesServer>) {
+        *super::lock(&self.inner.continuity_server) = Some(s);
+    }
+
+    /// Asks `peer` on `/vigil/<g8>/continuity/1`.
+    pub async fn continuity_request(&self, peer: PeerId, req: Vec<u8>) -> crate::Result<Frame<Vec<u8>>> {
+        self.ask(|r| Command::ContinuityRequest(peer, req, r)).await
+    }
+}

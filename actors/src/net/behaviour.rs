@@ -29,6 +29,7 @@ pub(crate) struct Behaviour {
     pub status: request_response::Behaviour<FrameCodec<Status, Status>>,
     pub sync: request_response::Behaviour<FrameCodec<SyncRequest, SyncResponse>>,
     pub challenge: request_response::Behaviour<FrameCodec<ChallengeRequest, ChallengeResponse>>,
+    pub continuity: request_response::Behaviour<FrameCodec<Vec<u8>, Vec<u8>>>,
 }
 
 /// Protocol names and topics of one genesis: `/vigil/<g8>/...`.
@@ -46,6 +47,8 @@ pub struct Names {
     pub sync: StreamProtocol,
     /// `/vigil/<g8>/challenge/1`: availability challenges and audits.
     pub challenge: StreamProtocol,
+    /// `/vigil/<g8>/continuity/1`: continuity proofs.
+    pub continuity: StreamProtocol,
     /// Gossip topic of operator probes, `/vigil/<g8>/probe/1`.
     pub probe_topic: gossipsub::IdentTopic,
     /// Gossip topic of new epochs, `/vigil/<g8>/epochs`.
@@ -63,6 +66,7 @@ impl Names {
             status: p("status/1"),
             sync: p("sync/1"),
             challenge: p("challenge/1"),
+            continuity: p("continuity/1"),
             probe_topic: gossipsub::IdentTopic::new(format!("/vigil/{g8}/probe/1")),
             epoch_topic: gossipsub::IdentTopic::new(format!("/vigil/{g8}/epochs")),
         }
@@ -122,6 +126,11 @@ pub(crate) fn build(key: &Keypair, names: &Names, s: &NetSettings) -> Result<Swa
             FrameCodec::new(CHALLENGE_REQUEST_MAX, CHALLENGE_RESPONSE_MAX),
             [(names.challenge.clone(), request_response::ProtocolSupport::Full)],
             request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
+        ),
+        continuity: request_response::Behaviour::with_codec(
+            FrameCodec::new(64, 256 * 1024),
+            [(names.continuity.clone(), request_response::ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
         ),
     };
     let idle = s.idle_timeout;

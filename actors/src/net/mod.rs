@@ -33,7 +33,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 pub use actor::NetActor;
-pub use app::{ChallengeReply, ChallengeServer, GossipHandler};
+pub use app::{BytesReply, BytesServer, ChallengeReply, ChallengeServer, GossipHandler};
 pub use behaviour::Names;
 pub use book::{Ban, PeerBook};
 pub use score::{Offence, ScoreParams};
@@ -201,6 +201,15 @@ pub(crate) enum Command {
     ),
     Credit(PeerId),
     Subscribe(libp2p::gossipsub::IdentTopic),
+    ContinuityRequest(
+        PeerId,
+        Vec<u8>,
+        oneshot::Sender<std::result::Result<codec::Frame<Vec<u8>>, String>>,
+    ),
+    ContinuityRespond(
+        libp2p::request_response::ResponseChannel<codec::Frame<Vec<u8>>>,
+        Vec<u8>,
+    ),
 }
 
 type Handlers =
@@ -219,6 +228,7 @@ struct Inner {
     epochs: Mutex<Option<Arc<dyn EpochSource>>>,
     handlers: Mutex<Handlers>,
     challenge_server: Mutex<Option<Arc<dyn ChallengeServer>>>,
+    continuity_server: Mutex<Option<Arc<dyn app::BytesServer>>>,
 }
 
 /// Handle to the network; cheap to clone.
@@ -254,6 +264,7 @@ impl Network {
                 epochs: Mutex::new(None),
                 handlers: Mutex::new(HashMap::new()),
                 challenge_server: Mutex::new(None),
+                continuity_server: Mutex::new(None),
             }),
         }
     }
@@ -334,6 +345,7 @@ impl Network {
                 n.probe_topic.to_string(),
                 n.epoch_topic.to_string(),
                 n.challenge.to_string(),
+                n.continuity.to_string(),
                 n.protocol_version.clone(),
             ],
             peers: s.peers.values().filter(|p| p.identified).count(),

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{NodeContext, ShutdownReason};
 
 /// Every method the admin RPC serves.
-pub const METHODS: [&str; 41] = [
+pub const METHODS: [&str; 45] = [
     "node_info",
     "node_health",
     "node_shutdown",
@@ -51,6 +51,10 @@ pub const METHODS: [&str; 41] = [
     "challenge_audit",
     "challenge_stats",
     "challenge_attestations",
+    "continuity_status",
+    "continuity_proof",
+    "continuity_roots",
+    "continuity_check",
 ];
 /// Methods that change state: they need the `operator` or `admin` role once
 /// API keys exist; with the cookie (full access) they are allowed.
@@ -86,6 +90,7 @@ pub(super) fn module(ctx: Arc<NodeContext>) -> RpcModule<NodeContext> {
     super::net_methods::register(&mut module);
     super::epoch_methods::register(&mut module);
     super::storage_methods::register(&mut module);
+    super::continuity_methods::register(&mut module);
     module
 }
 

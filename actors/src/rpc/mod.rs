@@ -10,6 +10,7 @@
 mod actor;
 mod actors_methods;
 mod bus_methods;
+mod continuity_methods;
 mod cookie;
 mod epoch_methods;
 mod http;
@@ -110,6 +111,8 @@ pub struct NodeContext {
     pub storage: Option<crate::storage::Storage>,
     /// Challenges (needs the network).
     pub challenger: Option<crate::challenge::Challenger>,
+    /// Continuity chains.
+    pub continuity: Option<crate::continuity::Continuity>,
 }
 
 impl NodeContext {

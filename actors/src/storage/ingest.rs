@@ -220,6 +220,7 @@ impl Storage {
         let v = serde_json::to_vec(&info).map_err(|e| Error::Invalid(e.to_string()))?;
         self.inner.store.insert(DATASETS, &replica_root, &v)?;
         self.inner.store.flush()?;
+        self.bump();
         tracing::info!(
             name = %info.name,
             size = info.size,

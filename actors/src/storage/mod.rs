@@ -67,6 +67,8 @@ struct Inner {
     store: SledStore,
     uploads: Mutex<HashMap<u64, ingest::Upload>>,
     net: Option<Network>,
+    /// Bumped when a dataset is added or removed.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// Handle to the node's datasets; cheap to clone.
@@ -104,6 +106,7 @@ impl Storage {
                 store,
                 uploads: Mutex::new(HashMap::new()),
                 net,
+                generation: std::sync::atomic::AtomicU64::new(1),
             }),
         };
         if let Some(n) = &s.inner.net {
@@ -147,6 +150,7 @@ impl Storage {
     pub fn remove(&self, replica_root: &[u8; 32]) -> Result<bool> {
         let existed = self.inner.store.remove(DATASETS, replica_root)?;
         self.inner.store.flush()?;
+        self.bump();
         let dir = self.folder(replica_root);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
@@ -154,14 +158,14 @@ impl Storage {
         Ok(existed)
     }
 
-    fn tree(&self, replica_root: &[u8; 32], which: &str) -> Result<Tree> {
+    pub(crate) fn tree(&self, replica_root: &[u8; 32], which: &str) -> Result<Tree> {
         let p = self.folder(replica_root).join(which);
         let b = std::fs::read(&p).map_err(|e| io(&p, e))?;
         Tree::decode(&b).map_err(|e| corrupt(&p.display().to_string(), e))
     }
 
     /// Reads `len` bytes at `offset` of the replica (the file is closed on return).
-    fn read_replica(&self, replica_root: &[u8; 32], offset: u64, len: usize) -> Result<Vec<u8>> {
+    pub(crate) fn read_replica(&self, replica_root: &[u8; 32], offset: u64, len: usize) -> Result<Vec<u8>> {
         let p = self.folder(replica_root).join("replica");
         let f = File::open(&p).map_err(|e| io(&p, e))?;
         let mut buf = vec![0u8; len];
@@ -169,7 +173,7 @@ impl Storage {
         Ok(buf)
     }
 
-    fn group_range(size: u64, index: u64) -> (u64, usize) {
+    pub(crate) fn group_range(size: u64, index: u64) -> (u64, usize) {
         let start = index / GROUP as u64 * (GROUP * LEAF) as u64;
         let end = (start + (GROUP * LEAF) as u64).min(size);
         (start, (end - start) as usize)
@@ -285,6 +289,46 @@ impl Storage {
 
     fn peer_bytes(&self) -> Vec<u8> {
         self.inner.key.public().to_peer_id().to_bytes()
+    }
+
+    /// Changes when a dataset is added or removed (lets readers cache the list).
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn bump(&self) {
+        self.inner
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Stores `replica` as if it were already encoded (its plaintext root is
+    /// taken to be its own hash), without fsync: for benchmarks and tests
+    /// that need many datasets fast. Never reachable from the RPC.
+    #[doc(hidden)]
+    pub fn import_unencoded(&self, name: &str, replica: &[u8]) -> Result<DatasetInfo> {
+        let tree = Tree::build(replica);
+        let root = tree.root(&replica[..replica.len().min(GROUP * LEAF)]);
+        let dir = self.folder(&root);
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        for (f, bytes) in [
+            ("replica", replica.to_vec()),
+            ("replica.tree", tree.encode()),
+            ("plain.tree", tree.encode()),
+        ] {
+            std::fs::write(dir.join(f), bytes).map_err(|e| io(&dir, e))?;
+        }
+        let info = DatasetInfo {
+            name: name.to_owned(),
+            size: replica.len() as u64,
+            root: hex::encode(root),
+            replica_root: hex::encode(root),
+            created_unix: 0,
+        };
+        let v = serde_json::to_vec(&info).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.inner.store.insert(DATASETS, &root, &v)?;
+        self.bump();
+        Ok(info)
     }
 
     /// The node database.

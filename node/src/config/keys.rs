@@ -56,6 +56,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("challenge.enabled", "challenge the datasets peers announced every epoch (answering challenges is always on)"),
     ("challenge.chunks", "1 KiB leaves asked per challenge (1..=16)"),
     ("challenge.audit_every_epochs", "re-encode one leaf of a peer's dataset every this many epochs to check its replica encodes the plaintext (0..=100000; 0 = never)"),
+    ("continuity.enabled", "extend every stored dataset's continuity chain each epoch and sign the aggregated root"),
+    ("continuity.chunks", "chunks selected per dataset per epoch (1..=16)"),
+    ("continuity.keep_epochs", "epochs of links kept on disk (1..=100000)"),
     ("debug.fault_injection", "allow actors_inject_panic over the admin RPC (chaos testing; never in production)"),
 ];
 

@@ -25,7 +25,7 @@ impl Config {
             );
         }
         let sup = &self.supervision;
-        let ranges: [(&str, u64, u64, u64); 23] = [
+        let ranges: [(&str, u64, u64, u64); 25] = [
             ("supervision.max_restarts", sup.max_restarts.into(), 0, 1000),
             ("supervision.period_secs", sup.period_secs, 1, 3600),
             (
@@ -63,6 +63,8 @@ impl Config {
                 0,
                 100_000,
             ),
+            ("continuity.chunks", self.continuity.chunks.into(), 1, 16),
+            ("continuity.keep_epochs", self.continuity.keep_epochs, 1, 100_000),
             (
                 "shutdown.actor_timeout_ms",
                 self.shutdown.actor_timeout_ms,

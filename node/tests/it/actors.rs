@@ -52,7 +52,7 @@ fn panic_and_wait(node: &Node, name: &str) {
 fn repeated_panics_keep_the_node_healthy_and_show_in_the_tree() {
     let tmp = tempfile::tempdir().unwrap();
     let (node, url) = chaos_node(&tmp, "50");
-    for name in ["store", "bus", "net", "epochs", "challenges", "rpc"] {
+    for name in ["store", "bus", "net", "epochs", "challenges", "continuity", "rpc"] {
         for _ in 0..3 {
             panic_and_wait(&node, name);
             assert_eq!(http_get(&format!("{url}/health")).0, 200);
@@ -72,12 +72,18 @@ fn repeated_panics_keep_the_node_healthy_and_show_in_the_tree() {
             ("net", Some("root")),
             ("epochs", Some("root")),
             ("challenges", Some("root")),
+            ("continuity", Some("root")),
             ("rpc", Some("root"))
         ]
     );
     for n in &nodes[1..] {
         assert_eq!(n["restarts"], 3, "{n}");
-        assert_eq!(n["kind"], "actor");
+        let kind = if n["name"] == "continuity" {
+            "worker"
+        } else {
+            "actor"
+        };
+        assert_eq!(n["kind"], kind, "{n}");
         assert_eq!(n["restart"], "permanent");
         assert!(
             n["last_panic"].as_str().unwrap().contains("injected panic"),

@@ -512,6 +512,36 @@ async fn three_nodes_store_and_challenge_each_other_and_ban_a_corrupt_prover() {
     let a = vigilctl(&m.nodes[0], &["challenge", "audit", &ids[1]]);
     assert_eq!(a["passed"], true, "{a}");
 
+    // Continuity: node-0's chain for its dataset, proven up to its signed root.
+    let st = call(&m.nodes[0], "continuity_status", json!([])).await.unwrap();
+    assert_eq!(st["chains"], 1, "{st}");
+    let e = st["last_epoch"].as_u64().unwrap();
+    let p = call(&m.nodes[0], "continuity_proof", json!([roots[0], e]))
+        .await
+        .unwrap();
+    assert_eq!(p["verified"], true, "{p}");
+    // node-1 fetches that proof over /vigil/<g8>/continuity/1 and checks it.
+    wait_for("node-1 to hold that epoch", 20, async || {
+        call(&m.nodes[1], "epoch_head", json!([])).await.unwrap()["head"].as_u64() >= Some(e)
+    })
+    .await;
+    let c = call(&m.nodes[1], "continuity_check", json!([ids[0], roots[0], e]))
+        .await
+        .unwrap();
+    assert_eq!(c["verified"], true, "{c}");
+    let c = call(&m.nodes[1], "continuity_check", json!([ids[0], roots[1], e]))
+        .await
+        .unwrap();
+    assert_eq!(
+        c["verified"], false,
+        "node-0 holds no link for node-1's dataset: {c}"
+    );
+    wait_for("signed continuity roots from both peers", 20, async || {
+        let r = call(&m.nodes[0], "continuity_roots", json!([])).await.unwrap();
+        r.as_array().unwrap().len() == 2
+    })
+    .await;
+
     // node-2's replica rots: every proof from it is now wrong; the others ban it.
     let rep = m.nodes[2].dir.join("storage").join(&roots[2]).join("replica");
     let len = std::fs::metadata(&rep).unwrap().len() as usize;

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
-use vigil_tools::bench::{network, proofs, queue, supervision, vdf};
+use vigil_tools::bench::{continuity, network, proofs, queue, supervision, vdf};
 
 /// Benchmarks of vigil's parts; every comparison is measured side by side in one run.
 #[derive(Debug, Parser)]
@@ -53,6 +53,18 @@ enum Area {
         /// Publishes each publisher keeps in flight over the wire (vigil node and Redis alike).
         #[arg(long, default_value_t = 1)]
         window: usize,
+    },
+    /// Continuity chains: one epoch over N synthetic datasets (cold and warm cache), 1 vs 2 threads, peak RSS.
+    Continuity {
+        /// Chains (datasets created in a temporary folder under the current directory).
+        #[arg(long, default_value_t = 100_000)]
+        chains: usize,
+        /// Largest synthetic dataset, bytes.
+        #[arg(long, default_value_t = 4096)]
+        max_bytes: usize,
+        /// Warm epochs per thread count (medians reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Availability proofs: tree hashing vs blake3, encoding cost, prove/verify, challenge round trips, proof sizes.
     Proofs {
@@ -167,6 +179,56 @@ fn main() {
                 println!(
                     "  end to end publish -> deliver -> ack: {:.0} msg/s",
                     r.end_to_end_msgs_per_sec
+                );
+            }
+        }
+        Area::Continuity {
+            chains,
+            max_bytes,
+            rounds,
+        } => {
+            let o = continuity::Options {
+                chains: chains.max(1),
+                max_bytes: max_bytes.max(1),
+                rounds: rounds.max(1),
+            };
+            let r = match continuity::run(&o, &progress) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::exit(1);
+                }
+            };
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
+            } else {
+                println!(
+                    "continuity: {} chains (datasets of 256..={} bytes; setup {:.1} s)",
+                    r.chains, o.max_bytes, r.setup_secs
+                );
+                match r.cold_secs {
+                    Some(s) => println!("  cold epoch (page cache dropped), 2 threads   {s:>8.3} s"),
+                    None => println!("  cold epoch: not measured (dropping the page cache needs root)"),
+                }
+                println!(
+                    "  warm epoch, 1 thread                         {:>8.3} s",
+                    r.warm_1_thread_secs
+                );
+                println!(
+                    "  warm epoch, 2 threads                        {:>8.3} s",
+                    r.warm_2_threads_secs
+                );
+                println!(
+                    "  speedup 2 threads / 1                        {:>8.2}x",
+                    r.speedup
+                );
+                println!(
+                    "  per chain, 2 threads                         {:>8.2} us",
+                    r.per_chain_us
+                );
+                println!(
+                    "  peak RSS                                     {:>8.1} MiB",
+                    r.peak_rss_mib
                 );
             }
         }

@@ -6,7 +6,7 @@ use libp2p::{gossipsub, request_response, PeerId};
 use tokio::sync::oneshot;
 use vigil_protocols::availability::challenge::{Request, Response};
 
-use super::super::app::ChallengeReply;
+use super::super::app::{BytesReply, ChallengeReply};
 use super::super::codec::Frame;
 use super::super::score::{Merit, Offence};
 use super::super::sync::GossipVerdict;
@@ -157,5 +157,72 @@ impl Loop {
             .behaviour_mut()
             .challenge
             .send_response(channel, Frame::Valid(resp));
+    }
+}
+
+pub(super) type BytesAnswer = oneshot::Sender<Result<Frame<Vec<u8>>, String>>;
+
+impl Loop {
+    pub(super) fn send_continuity(&mut self, peer: PeerId, req: Vec<u8>, reply: BytesAnswer) {
+        if !self.swarm.is_connected(&peer) {
+            let _ = reply.send(Err(format!("peer {peer} is not connected")));
+            return;
+        }
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .continuity
+            .send_request(&peer, Frame::Valid(req));
+        self.pending_continuity.insert(id, reply);
+    }
+
+    pub(super) fn on_continuity(&mut self, ev: request_response::Event<Frame<Vec<u8>>, Frame<Vec<u8>>>) {
+        use request_response::{Event, Message};
+        match ev {
+            Event::Message {
+                peer,
+                message: Message::Request { request, channel, .. },
+                ..
+            } => match request {
+                Frame::Valid(req) => match lock(&self.net.inner.continuity_server).clone() {
+                    Some(s) => s.serve(
+                        peer,
+                        req,
+                        BytesReply {
+                            channel,
+                            net: self.net.clone(),
+                        },
+                    ),
+                    None => {
+                        let resp = b"\0continuity chains are off on this node".to_vec();
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .continuity
+                            .send_response(channel, Frame::Valid(resp));
+                    }
+                },
+                Frame::Invalid(e) => self.bad_frame(peer, e),
+            },
+            Event::Message {
+                message: Message::Response { request_id, response },
+                ..
+            } => {
+                if let Some(reply) = self.pending_continuity.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_continuity.remove(&request_id) {
+                    let _ = reply.send(Err(format!("continuity request to {peer} failed: {error}")));
+                }
+            }
+            _ => {}
+        }
     }
 }
