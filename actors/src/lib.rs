@@ -18,6 +18,7 @@
 
 pub mod audit;
 pub mod bus;
+pub mod chain;
 pub mod challenge;
 pub mod continuity;
 pub mod epoch;

@@ -112,6 +112,13 @@ pub const CONTINUITY_EPOCH_DURATION: &str = "vigil_continuity_epoch_duration_sec
 /// Chains processed in the last continuity epoch.
 pub const CONTINUITY_CHAINS: &str = "vigil_continuity_chains";
 
+/// Security detections, labelled `kind`.
+pub const SECURITY_DETECTIONS: &str = "vigil_security_detections_total";
+/// Chain source head height, labelled `source`.
+pub const CHAIN_HEAD: &str = "vigil_chain_head";
+/// 1 while a chain source is healthy, labelled `source`.
+pub const CHAIN_HEALTHY: &str = "vigil_chain_healthy";
+
 /// Buckets of [`NET_PEER_SCORE`].
 pub const SCORE_BUCKETS: [f64; 9] = [-50.0, -20.0, -10.0, -1.0, 0.0, 1.0, 10.0, 20.0, 50.0];
 

@@ -48,6 +48,10 @@ pub struct Config {
     pub challenge: ChallengeConfig,
     /// `[continuity]`: continuity chains of the stored datasets.
     pub continuity: ContinuityConfig,
+    /// `[chain]`: external chains followed.
+    pub chain: ChainConfig,
+    /// `[security]`: rules reacting to detections.
+    pub security: SecurityConfig,
     /// `[debug]`: switches for testing; all off by default.
     pub debug: DebugConfig,
 }
@@ -72,6 +76,22 @@ impl Default for ChallengeConfig {
             audit_every_epochs: 10,
         }
     }
+}
+
+/// `[chain]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChainConfig {
+    /// `[[chain.sources]]`: chains to follow.
+    pub sources: Vec<vigil_actors::chain::SourceConfig>,
+}
+
+/// `[security]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// `[[security.rules]]`: `when` a detection matches, do `action`.
+    pub rules: Vec<vigil_actors::chain::RuleConfig>,
 }
 
 /// `[continuity]`

@@ -20,6 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use vigil_actors::audit::Audit;
 use vigil_actors::bus::{self, Apps, Bus, BusActor, BusSettings};
+use vigil_actors::chain::{ChainActor, Followed, Monitor, Pauses, SecurityHub};
 use vigil_actors::challenge::{ChallengeActor, ChallengeSettings, Challenger};
 use vigil_actors::continuity::remote::ProofServer;
 use vigil_actors::continuity::{self, Continuity, ContinuitySettings, RootRecorder};
@@ -195,6 +196,26 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
             n.set_continuity_server(Arc::new(ProofServer::new(c.clone(), chain.clone())));
         }
     }
+    let pauses = Arc::new(Pauses::default());
+    let hub = SecurityHub::new(
+        &opts.config.security.rules,
+        pauses.clone(),
+        bus.as_ref().map(|b| b.queues().clone()),
+        Some(audit.clone()),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let sources = opts
+        .config
+        .chain
+        .sources
+        .iter()
+        .map(|c| c.build().map(|s| Followed::new(s, c.settings())))
+        .collect::<std::result::Result<Vec<_>, String>>()
+        .map_err(anyhow::Error::msg)?;
+    let monitor = Monitor {
+        sources,
+        hub: Arc::new(hub),
+    };
     let challenger = net.as_ref().map(|(n, _)| {
         let settings = ChallengeSettings {
             per_epoch: p.genesis.params.challenges_per_epoch,
@@ -202,6 +223,7 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
             chunks: opts.config.challenge.chunks as usize,
             audit_every: opts.config.challenge.audit_every_epochs,
             enabled: opts.config.challenge.enabled,
+            paused: pauses.flag("challenges"),
         };
         Challenger::new(
             settings,
@@ -243,6 +265,7 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         storage: Some(storage.clone()),
         challenger: challenger.clone(),
         continuity: continuity.clone(),
+        monitor: Some(monitor.clone()),
     });
     if ctx.fault_injection {
         tracing::warn!("debug.fault_injection is on: actors_inject_panic can crash actors");
@@ -283,6 +306,7 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
     }
     let c = chain.clone();
     spec = spec.child(ChildSpec::actor("epochs", move || EpochActor::new(c.clone())).shutdown(timeout));
+    spec = spec.child(ChildSpec::actor("chain", move || ChainActor::new(monitor.clone())).shutdown(timeout));
     if let Some(c) = challenger {
         spec = spec
             .child(ChildSpec::actor("challenges", move || ChallengeActor::new(c.clone())).shutdown(timeout));

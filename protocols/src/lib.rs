@@ -18,6 +18,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod availability;
+pub mod chain;
 pub mod continuity;
 pub mod epoch;
 pub mod vdf;

@@ -50,6 +50,9 @@ pub struct ChallengeSettings {
     pub audit_every: u64,
     /// Issue challenges every epoch (false: only answer them).
     pub enabled: bool,
+    /// Set while the actor is paused by the security rules or the operator:
+    /// it stays supervised and keeps answering, but issues no challenges.
+    pub paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One challenge's result, as `challenge_run` returns it.

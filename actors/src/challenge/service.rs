@@ -85,7 +85,11 @@ async fn run(c: Challenger) {
                 // one exists: every prover had a whole epoch to receive it.
                 if head > last {
                     last = head;
-                    if c.inner.settings.enabled && chain.synced() && head >= 2 {
+                    let paused = c.inner.settings.paused.load(std::sync::atomic::Ordering::Acquire);
+                    if paused {
+                        tracing::debug!(epoch = head, "challenges paused: no round");
+                    }
+                    if c.inner.settings.enabled && !paused && chain.synced() && head >= 2 {
                         c.epoch_round(head - 1).await;
                     }
                 }

@@ -44,6 +44,7 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
                         "last_panic": e.last_panic(),
                         "uptime_secs": e.uptime().map(|d| d.as_secs_f64()),
                         "mailbox_depth": e.mailbox_depth(),
+                        "paused": ctx.monitor.as_ref().is_some_and(|m| m.hub.pauses().is_paused(e.name)),
                     })
                 })
                 .collect();

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{NodeContext, ShutdownReason};
 
 /// Every method the admin RPC serves.
-pub const METHODS: [&str; 45] = [
+pub const METHODS: [&str; 50] = [
     "node_info",
     "node_health",
     "node_shutdown",
@@ -55,10 +55,15 @@ pub const METHODS: [&str; 45] = [
     "continuity_proof",
     "continuity_roots",
     "continuity_check",
+    "chain_status",
+    "chain_alerts",
+    "security_rules",
+    "security_pause",
+    "security_resume",
 ];
 /// Methods that change state: they need the `operator` or `admin` role once
 /// API keys exist; with the cookie (full access) they are allowed.
-pub const UNSAFE_METHODS: [&str; 18] = [
+pub const UNSAFE_METHODS: [&str; 20] = [
     "node_shutdown",
     "actors_restart",
     "actors_inject_panic",
@@ -77,6 +82,8 @@ pub const UNSAFE_METHODS: [&str; 18] = [
     "storage_remove",
     "challenge_run",
     "challenge_audit",
+    "security_pause",
+    "security_resume",
 ];
 
 /// Error code: the node is shutting down already.
@@ -91,6 +98,7 @@ pub(super) fn module(ctx: Arc<NodeContext>) -> RpcModule<NodeContext> {
     super::epoch_methods::register(&mut module);
     super::storage_methods::register(&mut module);
     super::continuity_methods::register(&mut module);
+    super::chain_methods::register(&mut module);
     module
 }
 

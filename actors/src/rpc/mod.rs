@@ -10,6 +10,7 @@
 mod actor;
 mod actors_methods;
 mod bus_methods;
+mod chain_methods;
 mod continuity_methods;
 mod cookie;
 mod epoch_methods;
@@ -113,6 +114,8 @@ pub struct NodeContext {
     pub challenger: Option<crate::challenge::Challenger>,
     /// Continuity chains.
     pub continuity: Option<crate::continuity::Continuity>,
+    /// Chain monitoring and the security hub.
+    pub monitor: Option<crate::chain::Monitor>,
 }
 
 impl NodeContext {

@@ -2,6 +2,7 @@
 //! real panics and a real sled database.
 #![allow(unreachable_pub)]
 
+mod chain;
 mod continuity;
 mod epochs;
 mod net;

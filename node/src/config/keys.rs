@@ -59,6 +59,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("continuity.enabled", "extend every stored dataset's continuity chain each epoch and sign the aggregated root"),
     ("continuity.chunks", "chunks selected per dataset per epoch (1..=16)"),
     ("continuity.keep_epochs", "epochs of links kept on disk (1..=100000)"),
+    ("chain.sources", "[[chain.sources]] chains to follow: name, kind (evm|vigil), url, ws_url (evm newHeads), chain_id (evm), cookie_file (vigil), block_time_ms (default 12000), stall_factor (default 3), confirmations"),
+    ("security.rules", "[[security.rules]] when = \"reorg_depth >= 3\" (or kind == outage; metrics reorg_depth, stall_secs, regression_depth, interval_z), action = \"alert\" | \"pause:challenges\" | \"resume:challenges\", optional source"),
     ("debug.fault_injection", "allow actors_inject_panic over the admin RPC (chaos testing; never in production)"),
 ];
 

@@ -168,6 +168,26 @@ impl Config {
             ("bus.outbound_queue", bus.outbound_queue.into(), 16, 1_000_000),
             ("bus.hello_timeout_ms", bus.hello_timeout_ms, 100, 600_000),
         ];
+        for e in vigil_actors::chain::SecurityHub::check_rules(&self.security.rules) {
+            let (field, why) = e.split_once(": ").unwrap_or(("security.rules", &e));
+            bad(field, String::new(), why.to_owned());
+        }
+        for (i, src) in self.chain.sources.iter().enumerate() {
+            if !["evm", "vigil"].contains(&src.kind.as_str()) {
+                bad(
+                    &format!("chain.sources[{i}].kind"),
+                    format!("{:?}", src.kind),
+                    "evm or vigil".into(),
+                );
+            }
+            if !(10..=3_600_000).contains(&src.block_time_ms) {
+                bad(
+                    &format!("chain.sources[{i}].block_time_ms"),
+                    src.block_time_ms.to_string(),
+                    "10..=3600000".into(),
+                );
+            }
+        }
         let vdf = &self.vdf;
         for (field, v, lo, hi) in [
             ("vdf.samples", vdf.samples, 1, 4096),

@@ -52,7 +52,16 @@ fn panic_and_wait(node: &Node, name: &str) {
 fn repeated_panics_keep_the_node_healthy_and_show_in_the_tree() {
     let tmp = tempfile::tempdir().unwrap();
     let (node, url) = chaos_node(&tmp, "50");
-    for name in ["store", "bus", "net", "epochs", "challenges", "continuity", "rpc"] {
+    for name in [
+        "store",
+        "bus",
+        "net",
+        "epochs",
+        "chain",
+        "challenges",
+        "continuity",
+        "rpc",
+    ] {
         for _ in 0..3 {
             panic_and_wait(&node, name);
             assert_eq!(http_get(&format!("{url}/health")).0, 200);
@@ -71,6 +80,7 @@ fn repeated_panics_keep_the_node_healthy_and_show_in_the_tree() {
             ("bus", Some("root")),
             ("net", Some("root")),
             ("epochs", Some("root")),
+            ("chain", Some("root")),
             ("challenges", Some("root")),
             ("continuity", Some("root")),
             ("rpc", Some("root"))

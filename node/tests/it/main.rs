@@ -5,6 +5,7 @@
 mod actors;
 mod bad_input;
 mod bus;
+mod chain;
 mod config_cli;
 mod crash;
 mod epochs;

@@ -205,6 +205,7 @@ fn round_trips(o: &Options) -> Result<Percentiles> {
                 chunks: o.chunks,
                 audit_every: 0,
                 enabled: false,
+                paused: Default::default(),
             };
             let _c = Challenger::new(cs, storage.clone(), chain.clone(), net.clone(), None);
             nodes.push((net, chain, storage, task));

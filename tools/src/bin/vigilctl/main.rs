@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use vigil_tools::client::Endpoint;
 
 mod bus;
+mod chain;
 mod epoch;
 mod net;
 mod storage;
@@ -67,6 +68,13 @@ enum Command {
     Storage {
         #[command(subcommand)]
         cmd: storage::StorageCmd,
+    },
+    /// External chains followed: head, finalized, lag, last reorg, health.
+    Chain,
+    /// Security: rules and paused actors (default), pause, resume, alerts.
+    Security {
+        #[command(subcommand)]
+        cmd: Option<chain::SecurityCmd>,
     },
     /// Availability challenges: run, audit, stats, attestations.
     Challenge {
@@ -189,6 +197,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Epoch { number } => epoch::epoch(&ep, number, cli.json).await?,
         Command::Vdf => epoch::vdf(&ep, cli.json).await?,
         Command::Storage { cmd } => storage::storage_cmd(&ep, cmd, cli.json).await?,
+        Command::Chain => chain::chain(&ep, cli.json).await?,
+        Command::Security { cmd } => chain::security(&ep, cmd, cli.json).await?,
         Command::Challenge { cmd } => storage::challenge_cmd(&ep, cmd, cli.json).await?,
         Command::Net { cmd } => net::net_cmd(&ep, cmd, cli.json).await?,
         Command::Bus { cmd } => bus_cmd(&ep, cmd, cli.json, cli.data_dir.as_deref()).await?,

@@ -1,0 +1,165 @@
+//! Chain monitoring through the binary: a deep reorg on a real anvil pauses
+//! the challenges actor by rule; the operator sees it and resumes it.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+fn anvil_bin() -> std::path::PathBuf {
+    std::env::var("VIGIL_ANVIL").map(Into::into).unwrap_or_else(|_| {
+        let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../.tools/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+        assert!(
+            p.exists(),
+            "anvil is not installed: run scripts/test (it installs it) or set VIGIL_ANVIL"
+        );
+        p
+    })
+}
+
+struct Anvil(std::process::Child);
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn eth(url: &str, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let (status, resp) = http("POST", url, &[("Content-Type", "application/json")], &body);
+    assert_eq!(status, 200, "{method}: {resp}");
+    serde_json::from_str::<Value>(&body_of(&resp)).unwrap()["result"].clone()
+}
+
+fn body_of(resp: &str) -> String {
+    body(resp)
+}
+
+fn node_call(url: &str, dir: &std::path::Path, method: &str, params: Value) -> Value {
+    let payload = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let (_, b) = rpc_raw(url, Some(&cookie(dir)), &payload);
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert!(v.get("error").is_none(), "{method}: {b}");
+    v["result"].clone()
+}
+
+fn wait(what: &str, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_deep_reorg_pauses_challenges_until_the_operator_resumes_them() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _anvil = Anvil(
+        std::process::Command::new(anvil_bin())
+            .args(["--port", &port.to_string(), "--silent"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let eth_url = format!("http://127.0.0.1:{port}");
+    wait("anvil", || {
+        http("POST", &eth_url, &[("Content-Type", "application/json")], "{}").0 != 0
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[chain.sources]]\nname = \"anvil\"\nkind = \"evm\"\nurl = \"{eth_url}\"\nws_url = \"ws://127.0.0.1:{port}\"\nchain_id = 31337\nblock_time_ms = 600000\n\n[[security.rules]]\nwhen = \"reorg_depth >= 3\"\naction = \"pause:challenges\"\n"
+        ),
+    )
+    .unwrap();
+    let data = tmp.path().join("dev");
+    let mut node = Node::spawn(
+        vigil(&[
+            "dev",
+            "--data-dir",
+            s(&data),
+            "--rpc-addr",
+            "127.0.0.1:0",
+            "--config",
+            s(&cfg),
+        ]),
+        &data,
+    );
+    let url = node.wait_ready();
+    eth(&eth_url, "anvil_mine", json!(["0x5"]));
+    wait("head 5", || {
+        node_call(&url, &data, "chain_status", json!([]))[0]["head"] == 5
+    });
+    eth(&eth_url, "anvil_reorg", json!([3, []]));
+    let paused = || {
+        node_call(&url, &data, "actors_tree", json!([]))
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "challenges" && a["paused"] == true)
+    };
+    wait("challenges paused by the rule", paused);
+    let tree = node_call(&url, &data, "actors_tree", json!([]));
+    let ch = tree
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "challenges")
+        .unwrap()
+        .clone();
+    assert_eq!(ch["status"], "running", "a paused actor stays supervised: {ch}");
+    let o = vigilctl(&["--data-dir", s(&data), "security"]);
+    assert!(
+        stdout(&o).contains("challenges") && stdout(&o).contains("PAUSED"),
+        "{}",
+        stdout(&o)
+    );
+    let o = vigilctl(&["--data-dir", s(&data), "chain"]);
+    assert!(
+        stdout(&o).contains("depth 3 above 2") && stdout(&o).contains(" ok"),
+        "{}",
+        stdout(&o)
+    );
+    // The detection is a durable bus message and an audit entry; so is the pause.
+    let q = node_call(&url, &data, "queue_stats", json!(["security.alerts"]));
+    assert!(q[0]["depth"].as_u64() >= Some(1), "{q}");
+    let audit = node_call(&url, &data, "audit_list", json!([0, 1000]));
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"security.detection") && actions.contains(&"security.pause"),
+        "{actions:?}"
+    );
+    let o = vigilctl(&["--data-dir", s(&data), "security", "resume", "challenges"]);
+    assert!(
+        o.status.success() && stdout(&o).contains("running"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!paused());
+    let o = vigilctl(&["--data-dir", s(&data), "security", "pause", "store"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("cannot be paused"),
+        "{}",
+        stderr(&o)
+    );
+    node.signal("TERM");
+    assert!(node.wait_exit(20).success());
+}
