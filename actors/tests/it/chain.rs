@@ -157,6 +157,8 @@ async fn heads_reorgs_and_rollbacks_of_a_real_anvil() {
         .call("eth_getBlockByNumber", vec![json!("0x4"), json!(false)])
         .await;
 
+    // Replacement blocks must differ from the replaced ones: move the clock.
+    anvil.call("evm_increaseTime", vec![json!(1)]).await;
     anvil.call("anvil_reorg", vec![json!(1), json!([])]).await;
     let d = wait_alert(&m, "reorg 1", 10, |d| d.kind == "reorg").await;
     assert_eq!((d.reorg_depth, d.ancestor), (Some(1), Some(4)), "{d:?}");
@@ -166,6 +168,7 @@ async fn heads_reorgs_and_rollbacks_of_a_real_anvil() {
         "a depth-1 reorg does not match the rule"
     );
 
+    anvil.call("evm_increaseTime", vec![json!(1)]).await;
     anvil.call("anvil_reorg", vec![json!(3), json!([])]).await;
     let d = wait_alert(&m, "reorg 3", 10, |d| {
         d.kind == "reorg" && d.reorg_depth == Some(3)

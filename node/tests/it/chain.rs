@@ -103,6 +103,7 @@ fn a_deep_reorg_pauses_challenges_until_the_operator_resumes_them() {
     wait("head 5", || {
         node_call(&url, &data, "chain_status", json!([]))[0]["head"] == 5
     });
+    eth(&eth_url, "evm_increaseTime", json!([1]));
     eth(&eth_url, "anvil_reorg", json!([3, []]));
     let paused = || {
         node_call(&url, &data, "actors_tree", json!([]))

@@ -1,6 +1,7 @@
 //! Benchmark drivers behind `vigil-bench`: each area measures its figures side
 //! by side in one run and returns a report that prints as a table or JSON.
 
+pub mod chain;
 pub mod continuity;
 pub mod network;
 pub mod proofs;

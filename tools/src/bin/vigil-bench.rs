@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
-use vigil_tools::bench::{continuity, network, proofs, queue, supervision, vdf};
+use vigil_tools::bench::{chain, continuity, network, proofs, queue, supervision, vdf};
 
 /// Benchmarks of vigil's parts; every comparison is measured side by side in one run.
 #[derive(Debug, Parser)]
@@ -53,6 +53,18 @@ enum Area {
         /// Publishes each publisher keeps in flight over the wire (vigil node and Redis alike).
         #[arg(long, default_value_t = 1)]
         window: usize,
+    },
+    /// Chain monitoring: anvil_reorg -> alert on the bus latency, over N reorgs of a real anvil.
+    Chain {
+        /// Reorgs timed.
+        #[arg(long, default_value_t = 50)]
+        reorgs: usize,
+        /// Reorg depth.
+        #[arg(long, default_value_t = 1)]
+        depth: u64,
+        /// The anvil binary (default: $VIGIL_ANVIL, else .tools/anvil from scripts/test).
+        #[arg(long)]
+        anvil: Option<std::path::PathBuf>,
     },
     /// Continuity chains: one epoch over N synthetic datasets (cold and warm cache), 1 vs 2 threads, peak RSS.
     Continuity {
@@ -179,6 +191,38 @@ fn main() {
                 println!(
                     "  end to end publish -> deliver -> ack: {:.0} msg/s",
                     r.end_to_end_msgs_per_sec
+                );
+            }
+        }
+        Area::Chain { reorgs, depth, anvil } => {
+            let anvil = anvil
+                .or_else(|| std::env::var_os("VIGIL_ANVIL").map(Into::into))
+                .unwrap_or_else(|| {
+                    ".tools/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil".into()
+                });
+            let o = chain::Options {
+                reorgs: reorgs.max(1),
+                depth: depth.max(1),
+                anvil,
+            };
+            let r = match chain::run(&o, &progress) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::exit(1);
+                }
+            };
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
+            } else {
+                let p = &r.latency;
+                println!(
+                    "chain: anvil_reorg (depth {}) -> reorg alert stored on security.alerts, {} reorgs: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                    r.depth,
+                    p.n,
+                    p.p50_us / 1000.0,
+                    p.p99_us / 1000.0,
+                    p.max_us / 1000.0
                 );
             }
         }
