@@ -84,6 +84,13 @@ impl Tracker {
     ) -> Result<Vec<ChainEvent>, E> {
         let mut out = Vec::new();
         let Some(last) = self.head().cloned() else {
+            // First sight: hold up to k/2 blocks below the head too, so a reorg
+            // right after the start still finds its common ancestor.
+            let from = head.height.saturating_sub(self.k as u64 / 2);
+            for h in from..head.height {
+                let b = fetch(h)?;
+                self.push(b);
+            }
             self.push(head.clone());
             out.push(ChainEvent::NewHead(head));
             return Ok(out);
