@@ -369,3 +369,76 @@ impl SecurityHub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct PauseOnOutage;
+
+    impl SecurityHook for PauseOnOutage {
+        fn on_detection(&self, d: &Detection) -> Vec<Action> {
+            match d.kind.as_str() {
+                "outage" => vec![Action::Pause("challenges".into())],
+                "recovery" => vec![Action::Resume("challenges".into())],
+                _ => vec![],
+            }
+        }
+    }
+
+    fn det(kind: &str) -> Detection {
+        Detection {
+            source: "s".into(),
+            kind: kind.into(),
+            ..Detection::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn rules_and_hooks_pause_and_resume() {
+        let rules = [RuleConfig {
+            when: "kind == stall".into(),
+            action: "pause:challenges".into(),
+            source: Some("other".into()),
+        }];
+        let hub = SecurityHub::new(&rules, Arc::new(Pauses::default()), None, None).unwrap();
+        hub.raise(det("stall")).await;
+        assert!(
+            !hub.pauses().is_paused("challenges"),
+            "the rule is for another source"
+        );
+        hub.add_hook(Arc::new(PauseOnOutage));
+        hub.raise(det("outage")).await;
+        assert!(hub.pauses().is_paused("challenges"));
+        hub.raise(det("recovery")).await;
+        assert!(!hub.pauses().is_paused("challenges"));
+        assert_eq!(hub.alerts(10).len(), 3);
+        assert_eq!(hub.alerts(10)[1].actions, vec!["pause:challenges"]);
+    }
+
+    #[test]
+    fn bad_rules_name_what_is_allowed() {
+        let bad = [
+            RuleConfig {
+                when: "reorg_depth >> 3".into(),
+                action: "alert".into(),
+                source: None,
+            },
+            RuleConfig {
+                when: "kind == reorg".into(),
+                action: "pause:store".into(),
+                source: None,
+            },
+        ];
+        let errs = SecurityHub::check_rules(&bad);
+        assert!(
+            errs[0].contains("security.rules[0].when") && errs[0].contains("reorg_depth"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].contains("security.rules[1].action") && errs[1].contains("pausable: challenges"),
+            "{errs:?}"
+        );
+    }
+}

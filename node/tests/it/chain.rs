@@ -164,3 +164,65 @@ fn a_deep_reorg_pauses_challenges_until_the_operator_resumes_them() {
     node.signal("TERM");
     assert!(node.wait_exit(20).success());
 }
+
+#[test]
+fn a_node_follows_another_nodes_epoch_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Node A computes short epochs (3 M steps).
+    let text = vigil_genesis::Preset::Dev
+        .toml()
+        .replace("vdf_iterations = 100000000", "vdf_iterations = 3000000");
+    let g = tmp.path().join("genesis.toml");
+    std::fs::write(&g, text).unwrap();
+    let pass = pass_file(tmp.path());
+    let a = tmp.path().join("a");
+    init(&a, s(&g), &pass);
+    let mut cmd = vigil(&[
+        "run",
+        "--data-dir",
+        s(&a),
+        "--passphrase-file",
+        s(&pass),
+        "--rpc-addr",
+        "127.0.0.1:0",
+    ]);
+    cmd.env("VIGIL_VDF__COMPUTE", "true");
+    let mut na = Node::spawn(cmd, &a);
+    let url_a = na.wait_ready();
+    // Node B watches A's epochs as a chain source.
+    let cfg = tmp.path().join("b.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[chain.sources]]\nname = \"node-a\"\nkind = \"vigil\"\nurl = \"{url_a}\"\ncookie_file = \"{}\"\nblock_time_ms = 2000\n",
+            a.join(".cookie").display()
+        ),
+    )
+    .unwrap();
+    let b = tmp.path().join("b");
+    let mut nb = Node::spawn(
+        vigil(&[
+            "dev",
+            "--data-dir",
+            s(&b),
+            "--rpc-addr",
+            "127.0.0.1:0",
+            "--config",
+            s(&cfg),
+        ]),
+        &b,
+    );
+    let url_b = nb.wait_ready();
+    wait("node B to follow A's epochs", || {
+        let st = node_call(&url_b, &b, "chain_status", json!([]));
+        st[0]["health"] == "ok" && st[0]["head"].as_u64() >= Some(2)
+    });
+    let st = node_call(&url_b, &b, "chain_status", json!([]));
+    let h = st[0]["head"].as_u64().unwrap();
+    let e = node_call(&url_a, &a, "epoch_get", json!([h]));
+    assert_eq!(st[0]["head_hash"], e["output"], "{st}");
+    for n in [&mut na, &mut nb] {
+        n.signal("TERM");
+        assert!(n.wait_exit(20).success());
+    }
+}
