@@ -138,13 +138,7 @@ impl Actor for ChainActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         for t in self.monitor.spawn() {
             self.tasks.push(t.abort_handle());
-            ctx.spawn(fut::wrap_future::<_, Self>(t).map(|r, _, _| {
-                if let Err(e) = r {
-                    if e.is_panic() {
-                        panic!("a chain monitor task panicked");
-                    }
-                }
-            }));
+            crate::supervision::watch_task(ctx, t, "a chain monitor task");
         }
     }
 

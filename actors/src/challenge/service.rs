@@ -41,13 +41,7 @@ impl Actor for ChallengeActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let task = tokio::spawn(run(self.c.clone()));
         self.abort = Some(task.abort_handle());
-        ctx.spawn(fut::wrap_future::<_, Self>(task).map(|r, _, _| {
-            if let Err(e) = r {
-                if e.is_panic() {
-                    panic!("the challenge task panicked");
-                }
-            }
-        }));
+        crate::supervision::watch_task(ctx, task, "the challenge task");
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {

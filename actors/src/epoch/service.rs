@@ -52,18 +52,7 @@ impl Actor for EpochActor {
         let task = tokio::spawn(run(self.chain.clone()));
         self.abort = Some(task.abort_handle());
         // A panic in the task becomes a panic of the actor: the supervisor restarts it.
-        ctx.spawn(fut::wrap_future::<_, Self>(task).map(|r, _, _| match r {
-            Err(e) if e.is_panic() => {
-                let p = e.into_panic();
-                let msg = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                panic!("the epoch task panicked: {msg}");
-            }
-            _ => {}
-        }));
+        crate::supervision::watch_task(ctx, task, "the epoch task");
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {

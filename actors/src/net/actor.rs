@@ -34,19 +34,7 @@ impl NetActor {
             return;
         };
         let abort = task.abort_handle();
-        ctx.spawn(fut::wrap_future::<_, Self>(task).map(|r, _, _| match r {
-            Ok(()) => {}
-            Err(e) if e.is_panic() => {
-                let p = e.into_panic();
-                let msg = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                panic!("the swarm task panicked: {msg}");
-            }
-            Err(_) => {}
-        }));
+        crate::supervision::watch_task(ctx, task, "the swarm task");
         self.abort = Some(abort);
     }
 }

@@ -57,6 +57,7 @@ mod registry;
 mod runner;
 mod spec;
 mod supervisor;
+mod task;
 mod worker;
 
 pub use self::core::{Core, Decision, Intensity, Restart, Strategy};
@@ -65,6 +66,7 @@ pub use dead_letter::{DeadLetter, DLQ_TOPIC, DLQ_TREE};
 pub use registry::{ActorEntry, CallError, ChildKind, Registry, Status, SupervisedAddr};
 pub use spec::{Backoff, ChildSpec, SupervisorSpec};
 pub use supervisor::{start_tree, TreeHandle};
+pub use task::watch_task;
 pub use worker::WorkerCtx;
 
 /// Crashes of the same message before it is dead-lettered.

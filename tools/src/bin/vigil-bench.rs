@@ -122,13 +122,7 @@ fn main() {
     };
     match cli.area {
         Area::Network { probes, sizes } => {
-            let r = match network::run(&network::Options { sizes, probes }, &progress) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    std::process::exit(1);
-                }
-            };
+            let r = or_exit(network::run(&network::Options { sizes, probes }, &progress));
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
             } else {
@@ -205,13 +199,7 @@ fn main() {
                 depth: depth.max(1),
                 anvil,
             };
-            let r = match chain::run(&o, &progress) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    std::process::exit(1);
-                }
-            };
+            let r = or_exit(chain::run(&o, &progress));
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
             } else {
@@ -236,13 +224,7 @@ fn main() {
                 max_bytes: max_bytes.max(1),
                 rounds: rounds.max(1),
             };
-            let r = match continuity::run(&o, &progress) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    std::process::exit(1);
-                }
-            };
+            let r = or_exit(continuity::run(&o, &progress));
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
             } else {
@@ -286,13 +268,7 @@ fn main() {
                 round_trips: round_trips.max(1),
                 chunks: chunks.clamp(1, 16),
             };
-            let r = match proofs::run(&o, &progress) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    std::process::exit(1);
-                }
-            };
+            let r = or_exit(proofs::run(&o, &progress));
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
             } else {
@@ -315,13 +291,7 @@ fn main() {
                 samples,
                 skip_epoch,
             };
-            let r = match vdf::run(&opts, &progress) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    std::process::exit(1);
-                }
-            };
+            let r = or_exit(vdf::run(&opts, &progress));
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
             } else {
@@ -465,4 +435,12 @@ fn print_proofs(o: &proofs::Options, r: &proofs::Report) {
     for (size, bytes) in &r.proof_bytes {
         println!("  proof bytes per chunk at {:>14} bytes: {bytes}", size);
     }
+}
+
+/// The report, or the error on stderr and exit status 1.
+fn or_exit<T>(r: anyhow::Result<T>) -> T {
+    r.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    })
 }
