@@ -132,6 +132,10 @@ enum ActorsCmd {
 }
 
 fn main() -> ExitCode {
+    // `vigilctl ... | head` ends quietly when the reader goes away, like
+    // other command-line tools, instead of panicking on a broken pipe.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
