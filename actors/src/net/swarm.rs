@@ -22,6 +22,7 @@ use super::behaviour::{build, Behaviour, BehaviourEvent};
 use super::book::unix_now;
 use super::codec::{Frame, Status, WireError};
 use super::score::{Merit, Offence, Scores, Verdict};
+use super::sync::GossipVerdict;
 use super::{lock, Command, Network, PeerInfo, ProbeSeen, PROBES_KEPT};
 use crate::metrics as m;
 use crate::{Error, Result};
@@ -726,7 +727,8 @@ impl Loop {
             return self.on_epoch_gossip(source, id, msg.data);
         }
         if let Some(v) = self.on_app_gossip(source, &msg) {
-            return self.judge_app_gossip(source, &id, msg.topic.as_str(), v);
+            let name = msg.topic.as_str().rsplit('/').next().unwrap_or("app").to_owned();
+            return self.report_gossip(&id, source, name, v, Offence::InvalidGossip);
         }
         let probe_topic = self.net.inner.names.probe_topic.hash();
         let valid = if msg.topic == probe_topic && msg.data.len() == 16 {
@@ -742,22 +744,14 @@ impl Loop {
         } else {
             false
         };
-        let acceptance = if valid {
-            metrics::counter!(m::NET_GOSSIP, "topic" => "probe", "result" => "accepted").increment(1);
+        let verdict = if valid {
             metrics::counter!(m::NET_BYTES, "protocol" => "gossip", "direction" => "in")
                 .increment(msg.data.len() as u64);
-            self.reward(source, Merit::ValidGossip);
-            gossipsub::MessageAcceptance::Accept
+            GossipVerdict::Accept
         } else {
-            metrics::counter!(m::NET_GOSSIP, "topic" => "probe", "result" => "rejected").increment(1);
             tracing::info!(peer = %source, topic = %msg.topic, len = msg.data.len(), "invalid gossip");
-            self.penalize(source, Offence::InvalidGossip);
-            gossipsub::MessageAcceptance::Reject
+            GossipVerdict::Reject
         };
-        let _ = self
-            .swarm
-            .behaviour_mut()
-            .gossipsub
-            .report_message_validation_result(&id, &source, acceptance);
+        self.report_gossip(&id, source, "probe".into(), verdict, Offence::InvalidGossip);
     }
 }

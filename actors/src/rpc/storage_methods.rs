@@ -68,6 +68,21 @@ fn dataset_root(s: &Storage, key: &str) -> Result<[u8; 32], ErrorObjectOwned> {
     parse_root(&d.replica_root).map_err(refused)
 }
 
+/// `[peer_id]` or `[peer_id, dataset]`: the challenger, the peer and its announced dataset.
+fn challenge_target<'a>(
+    p: &Params<'_>,
+    ctx: &'a NodeContext,
+) -> Result<(&'a Challenger, PeerId, crate::storage::Announced), ErrorObjectOwned> {
+    let u = "[peer_id] or [peer_id, dataset] (dataset: its R or R_p)";
+    let v = args(p, u, 1, 2)?;
+    let peer: PeerId = str_at(&v, 0, u)?.parse().map_err(|_| usage(u))?;
+    let c = challenger(ctx)?;
+    let target = c
+        .target(&peer, v.get(1).and_then(Value::as_str))
+        .map_err(refused)?;
+    Ok((c, peer, target))
+}
+
 pub(super) fn register(m: &mut RpcModule<NodeContext>) {
     m.register_method(
         "storage_put_begin",
@@ -174,13 +189,7 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
     })
     .expect("unique");
     m.register_async_method("challenge_run", |p, ctx, _| async move {
-        let u = "[peer_id] or [peer_id, dataset] (dataset: its R or R_p)";
-        let v = args(&p, u, 1, 2)?;
-        let peer: PeerId = str_at(&v, 0, u)?.parse().map_err(|_| usage(u))?;
-        let c = challenger(&ctx)?;
-        let target = c
-            .target(&peer, v.get(1).and_then(Value::as_str))
-            .map_err(refused)?;
+        let (c, peer, target) = challenge_target(&p, &ctx)?;
         let r = c
             .run(peer, &target)
             .await
@@ -190,25 +199,14 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
     })
     .expect("unique");
     m.register_async_method("challenge_audit", |p, ctx, _| async move {
-        let u = "[peer_id] or [peer_id, dataset]";
-        let v = args(&p, u, 1, 2)?;
-        let peer: PeerId = str_at(&v, 0, u)?.parse().map_err(|_| usage(u))?;
-        let c = challenger(&ctx)?;
-        let target = c
-            .target(&peer, v.get(1).and_then(Value::as_str))
-            .map_err(refused)?;
+        let (c, peer, target) = challenge_target(&p, &ctx)?;
         let passed = c
             .audit(peer, &target)
             .await
             .map_err(|e| ErrorObjectOwned::owned(CHALLENGE_REFUSED, e.to_string(), None::<()>))?;
-        let _ = ctx.audit.append(
-            "rpc",
-            "challenge.audit",
-            json!({ "peer": peer.to_string(), "dataset": target.replica_root, "passed": passed }),
-        );
-        Ok::<_, ErrorObjectOwned>(
-            json!({ "peer": peer.to_string(), "dataset": target.replica_root, "passed": passed }),
-        )
+        let out = json!({ "peer": peer.to_string(), "dataset": target.replica_root, "passed": passed });
+        let _ = ctx.audit.append("rpc", "challenge.audit", out.clone());
+        Ok::<_, ErrorObjectOwned>(out)
     })
     .expect("unique");
     m.register_method(

@@ -29,22 +29,10 @@ impl Drop for Anvil {
 }
 
 fn eth(url: &str, method: &str, params: Value) -> Value {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-    let (status, resp) = http("POST", url, &[("Content-Type", "application/json")], &body);
+    let req = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let (status, resp) = http("POST", url, &[("Content-Type", "application/json")], &req);
     assert_eq!(status, 200, "{method}: {resp}");
-    serde_json::from_str::<Value>(&body_of(&resp)).unwrap()["result"].clone()
-}
-
-fn body_of(resp: &str) -> String {
-    body(resp)
-}
-
-fn node_call(url: &str, dir: &std::path::Path, method: &str, params: Value) -> Value {
-    let payload = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-    let (_, b) = rpc_raw(url, Some(&cookie(dir)), &payload);
-    let v: Value = serde_json::from_str(&b).unwrap();
-    assert!(v.get("error").is_none(), "{method}: {b}");
-    v["result"].clone()
+    serde_json::from_str::<Value>(&body(&resp)).unwrap()["result"].clone()
 }
 
 fn wait(what: &str, mut ok: impl FnMut() -> bool) {
@@ -101,19 +89,19 @@ fn a_deep_reorg_pauses_challenges_until_the_operator_resumes_them() {
     let url = node.wait_ready();
     eth(&eth_url, "anvil_mine", json!(["0x5"]));
     wait("head 5", || {
-        node_call(&url, &data, "chain_status", json!([]))[0]["head"] == 5
+        rpc_result(&url, &data, "chain_status", json!([]))[0]["head"] == 5
     });
     eth(&eth_url, "evm_increaseTime", json!([1]));
     eth(&eth_url, "anvil_reorg", json!([3, []]));
     let paused = || {
-        node_call(&url, &data, "actors_tree", json!([]))
+        rpc_result(&url, &data, "actors_tree", json!([]))
             .as_array()
             .unwrap()
             .iter()
             .any(|a| a["name"] == "challenges" && a["paused"] == true)
     };
     wait("challenges paused by the rule", paused);
-    let tree = node_call(&url, &data, "actors_tree", json!([]));
+    let tree = rpc_result(&url, &data, "actors_tree", json!([]));
     let ch = tree
         .as_array()
         .unwrap()
@@ -135,9 +123,9 @@ fn a_deep_reorg_pauses_challenges_until_the_operator_resumes_them() {
         stdout(&o)
     );
     // The detection is a durable bus message and an audit entry; so is the pause.
-    let q = node_call(&url, &data, "queue_stats", json!(["security.alerts"]));
+    let q = rpc_result(&url, &data, "queue_stats", json!(["security.alerts"]));
     assert!(q[0]["depth"].as_u64() >= Some(1), "{q}");
-    let audit = node_call(&url, &data, "audit_list", json!([0, 1000]));
+    let audit = rpc_result(&url, &data, "audit_list", json!([0, 1000]));
     let actions: Vec<&str> = audit
         .as_array()
         .unwrap()
@@ -214,12 +202,12 @@ fn a_node_follows_another_nodes_epoch_chain() {
     );
     let url_b = nb.wait_ready();
     wait("node B to follow A's epochs", || {
-        let st = node_call(&url_b, &b, "chain_status", json!([]));
+        let st = rpc_result(&url_b, &b, "chain_status", json!([]));
         st[0]["health"] == "ok" && st[0]["head"].as_u64() >= Some(2)
     });
-    let st = node_call(&url_b, &b, "chain_status", json!([]));
+    let st = rpc_result(&url_b, &b, "chain_status", json!([]));
     let h = st[0]["head"].as_u64().unwrap();
-    let e = node_call(&url_a, &a, "epoch_get", json!([h]));
+    let e = rpc_result(&url_a, &a, "epoch_get", json!([h]));
     assert_eq!(st[0]["head_hash"], e["output"], "{st}");
     for n in [&mut na, &mut nb] {
         n.signal("TERM");

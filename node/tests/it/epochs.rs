@@ -25,15 +25,6 @@ fn genesis_file(dir: &Path, iterations: u64) -> PathBuf {
     p
 }
 
-fn call(url: &str, dir: &Path, method: &str, params: Value) -> Value {
-    let payload = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-    let (status, body) = rpc_raw(url, Some(&cookie(dir)), &payload);
-    assert_eq!(status, 200, "{method}: {body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
-    assert!(v.get("error").is_none(), "{method}: {body}");
-    v["result"].clone()
-}
-
 fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !ok() {
@@ -74,12 +65,12 @@ fn two_nodes_on_two_thread_counts_compute_identical_epochs_and_publish_them() {
     let mut nb = computing(&b, &pass, "2");
     let (ua, ub) = (na.wait_ready(), nb.wait_ready());
     wait_for("three epochs on both nodes", 60, || {
-        call(&ua, &a, "epoch_head", json!([]))["head"].as_u64() >= Some(3)
-            && call(&ub, &b, "epoch_head", json!([]))["head"].as_u64() >= Some(3)
+        rpc_result(&ua, &a, "epoch_head", json!([]))["head"].as_u64() >= Some(3)
+            && rpc_result(&ub, &b, "epoch_head", json!([]))["head"].as_u64() >= Some(3)
     });
     for n in 1..=3 {
-        let ea = call(&ua, &a, "epoch_get", json!([n]));
-        let eb = call(&ub, &b, "epoch_get", json!([n]));
+        let ea = rpc_result(&ua, &a, "epoch_get", json!([n]));
+        let eb = rpc_result(&ub, &b, "epoch_get", json!([n]));
         assert_eq!(ea, eb, "epoch {n} differs between the nodes");
         assert_eq!(ea["output"].as_str().unwrap().len(), 64);
     }
@@ -89,20 +80,20 @@ fn two_nodes_on_two_thread_counts_compute_identical_epochs_and_publish_them() {
     assert!(body.contains("number >= 1"), "{body}");
     // Every epoch is a durable message on `epoch.new`.
     wait_for("epochs on the bus", 20, || {
-        let stats = call(&ua, &a, "queue_stats", json!([]));
+        let stats = rpc_result(&ua, &a, "queue_stats", json!([]));
         stats
             .as_array()
             .into_iter()
             .flatten()
             .any(|t| t["topic"] == "epoch.new" && t["depth"].as_u64() >= Some(3))
     });
-    let status = call(&ua, &a, "vdf_status", json!([]));
+    let status = rpc_result(&ua, &a, "vdf_status", json!([]));
     assert_eq!(status["mode"], "hash");
     assert!(status["rate"].as_f64().unwrap() > 0.0, "{status}");
     // The operator's view of the same.
     let o = vigilctl(&["--data-dir", s(&a), "epoch", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let e2 = call(&ua, &a, "epoch_get", json!([2]));
+    let e2 = rpc_result(&ua, &a, "epoch_get", json!([2]));
     assert!(
         stdout(&o).contains(e2["output"].as_str().unwrap()),
         "{}",
@@ -144,7 +135,7 @@ fn the_vdf_worker_resumes_from_its_last_checkpoint_after_sigkill() {
     let url = node.wait_ready();
     let mut before = 0;
     wait_for("the worker to pass segment 8 of epoch 1", 60, || {
-        let st = call(&url, &data, "vdf_status", json!([]));
+        let st = rpc_result(&url, &data, "vdf_status", json!([]));
         before = st["segments_done"].as_u64().unwrap_or(0);
         st["computing"] == 1 && before >= 8
     });
@@ -152,7 +143,7 @@ fn the_vdf_worker_resumes_from_its_last_checkpoint_after_sigkill() {
     node.wait_exit(10);
     let mut node = computing(&data, &pass, "2");
     let url = node.wait_ready();
-    let st = call(&url, &data, "vdf_status", json!([]));
+    let st = rpc_result(&url, &data, "vdf_status", json!([]));
     assert_eq!(st["computing"], 1, "{st}");
     assert_eq!(st["resumed"], true, "{st}");
     assert!(
@@ -161,18 +152,18 @@ fn the_vdf_worker_resumes_from_its_last_checkpoint_after_sigkill() {
         st["segments_done"]
     );
     // A panic in the worker thread: supervised, restarted, resumed again.
-    let before = call(&url, &data, "vdf_status", json!([]))["segments_done"]
+    let before = rpc_result(&url, &data, "vdf_status", json!([]))["segments_done"]
         .as_u64()
         .unwrap();
-    call(&url, &data, "actors_inject_panic", json!(["vdf"]));
+    rpc_result(&url, &data, "actors_inject_panic", json!(["vdf"]));
     wait_for("the vdf worker to restart", 20, || {
-        let tree = call(&url, &data, "actors_tree", json!([]));
+        let tree = rpc_result(&url, &data, "actors_tree", json!([]));
         tree.as_array()
             .unwrap()
             .iter()
             .any(|a| a["name"] == "vdf" && a["restarts"] == 1 && a["status"] == "running")
     });
-    let st = call(&url, &data, "vdf_status", json!([]));
+    let st = rpc_result(&url, &data, "vdf_status", json!([]));
     if st["computing"] == 1 {
         assert_eq!(st["resumed"], true, "{st}");
         assert!(
@@ -181,7 +172,7 @@ fn the_vdf_worker_resumes_from_its_last_checkpoint_after_sigkill() {
         );
     }
     wait_for("epoch 1", 60, || {
-        call(&url, &data, "epoch_head", json!([]))["head"].as_u64() >= Some(1)
+        rpc_result(&url, &data, "epoch_head", json!([]))["head"].as_u64() >= Some(1)
     });
     assert!(
         node.log().matches("resumes from its last checkpoint").count() >= 2,
@@ -196,7 +187,7 @@ fn the_vdf_worker_resumes_from_its_last_checkpoint_after_sigkill() {
     let proof = vigil_protocols::vdf::Vdf::new(params, &input)
         .unwrap()
         .prove(&input);
-    let e1 = call(&url, &data, "epoch_get", json!([1]));
+    let e1 = rpc_result(&url, &data, "epoch_get", json!([1]));
     assert_eq!(e1["output"], hex::encode(proof.output));
     node.signal("TERM");
     assert!(node.wait_exit(20).success());

@@ -8,13 +8,6 @@ use serde_json::{json, Value};
 
 use crate::util::*;
 
-fn call(url: &str, dir: &std::path::Path, method: &str, params: Value) -> Value {
-    let payload = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-    let (status, body) = rpc_raw(url, Some(&cookie(dir)), &payload);
-    assert_eq!(status, 200, "{method}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 fn tmp_is_empty(data: &std::path::Path) -> bool {
     std::fs::read_dir(data.join("storage").join("tmp"))
         .unwrap()
@@ -77,7 +70,7 @@ fn put_get_remove_and_uploads_that_go_wrong_leave_nothing() {
     let mut rotten = replica.clone();
     rotten[1_500_000] ^= 1;
     std::fs::write(data.join("storage").join(&rp).join("replica"), &rotten).unwrap();
-    let r = call(&url, &data, "storage_get", json!(["sample", 1_048_576, 524_288]));
+    let r = rpc_envelope(&url, &data, "storage_get", json!(["sample", 1_048_576, 524_288]));
     assert!(
         r["error"]["message"]
             .as_str()
@@ -112,21 +105,38 @@ fn put_get_remove_and_uploads_that_go_wrong_leave_nothing() {
         "{}",
         stderr(&o)
     );
-    assert_eq!(call(&url, &data, "storage_list", json!([]))["result"], json!([]));
+    assert_eq!(
+        rpc_envelope(&url, &data, "storage_list", json!([]))["result"],
+        json!([])
+    );
     assert!(tmp_is_empty(&data), "the aborted upload left files");
 
     // Bad requests name what is wrong and what is allowed.
     let err = |r: &Value| r["error"]["message"].as_str().unwrap_or_default().to_owned();
-    assert!(err(&call(&url, &data, "storage_put_begin", json!(["x", 0]))).contains("1..="));
-    assert!(err(&call(&url, &data, "storage_put_begin", json!(["a/b", 10]))).contains("without `/`"));
-    let id = call(&url, &data, "storage_put_begin", json!(["short", 10]))["result"]["upload"].clone();
-    let e = err(&call(&url, &data, "storage_put_chunk", json!([id, 5, "AAAA"])));
+    assert!(err(&rpc_envelope(&url, &data, "storage_put_begin", json!(["x", 0]))).contains("1..="));
+    assert!(err(&rpc_envelope(
+        &url,
+        &data,
+        "storage_put_begin",
+        json!(["a/b", 10])
+    ))
+    .contains("without `/`"));
+    let id = rpc_envelope(&url, &data, "storage_put_begin", json!(["short", 10]))["result"]["upload"].clone();
+    let e = err(&rpc_envelope(
+        &url,
+        &data,
+        "storage_put_chunk",
+        json!([id, 5, "AAAA"]),
+    ));
     assert!(e.contains("the upload is at 0"), "{e}");
-    call(&url, &data, "storage_put_chunk", json!([id, 0, "AAAA"]));
-    let e = err(&call(&url, &data, "storage_put_finish", json!([id])));
+    rpc_envelope(&url, &data, "storage_put_chunk", json!([id, 0, "AAAA"]));
+    let e = err(&rpc_envelope(&url, &data, "storage_put_finish", json!([id])));
     assert!(e.contains("upload has 3 of 10 bytes"), "{e}");
     assert!(tmp_is_empty(&data));
-    assert_eq!(call(&url, &data, "storage_list", json!([]))["result"], json!([]));
+    assert_eq!(
+        rpc_envelope(&url, &data, "storage_list", json!([]))["result"],
+        json!([])
+    );
     // No descriptor of the node still points into its storage folder.
     let fds = std::fs::read_dir(format!("/proc/{}/fd", node.child.id())).unwrap();
     let open: Vec<String> = fds

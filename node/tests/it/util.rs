@@ -256,6 +256,22 @@ pub fn rpc_raw(url: &str, cookie: Option<&str>, payload: &str) -> (u16, String) 
     (status, body(&resp))
 }
 
+/// A JSON-RPC call with the node's cookie; the whole response object.
+pub fn rpc_envelope(url: &str, dir: &Path, method: &str, params: serde_json::Value) -> serde_json::Value {
+    let payload =
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let (status, body) = rpc_raw(url, Some(&cookie(dir)), &payload);
+    assert_eq!(status, 200, "{method}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// A JSON-RPC call that must succeed; its result.
+pub fn rpc_result(url: &str, dir: &Path, method: &str, params: serde_json::Value) -> serde_json::Value {
+    let v = rpc_envelope(url, dir, method, params);
+    assert!(v.get("error").is_none(), "{method}: {v}");
+    v["result"].clone()
+}
+
 pub fn cookie(dir: &Path) -> String {
     std::fs::read_to_string(dir.join(".cookie"))
         .unwrap()

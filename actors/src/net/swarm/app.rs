@@ -51,23 +51,25 @@ impl Loop {
         Some(handler.on_gossip(from, msg.source, &msg.data))
     }
 
-    pub(super) fn judge_app_gossip(
+    /// Tells gossipsub what became of a message, counts it under `topic`,
+    /// and scores its forwarder (`offence` for a reject).
+    pub(super) fn report_gossip(
         &mut self,
-        from: PeerId,
         id: &gossipsub::MessageId,
-        topic: &str,
+        from: PeerId,
+        topic: String,
         v: GossipVerdict,
+        offence: Offence,
     ) {
         let (acceptance, result) = match v {
             GossipVerdict::Accept => (gossipsub::MessageAcceptance::Accept, "accepted"),
             GossipVerdict::Ignore => (gossipsub::MessageAcceptance::Ignore, "ignored"),
             GossipVerdict::Reject => (gossipsub::MessageAcceptance::Reject, "rejected"),
         };
-        let name = topic.rsplit('/').next().unwrap_or("app").to_owned();
-        metrics::counter!(m::NET_GOSSIP, "topic" => name, "result" => result).increment(1);
+        metrics::counter!(m::NET_GOSSIP, "topic" => topic, "result" => result).increment(1);
         match v {
             GossipVerdict::Accept => self.reward(from, Merit::ValidGossip),
-            GossipVerdict::Reject => self.penalize(from, Offence::InvalidGossip),
+            GossipVerdict::Reject => self.penalize(from, offence),
             GossipVerdict::Ignore => {}
         }
         let _ = self

@@ -5,7 +5,7 @@ use libp2p::{gossipsub, request_response, PeerId};
 use tokio::sync::oneshot;
 
 use super::super::codec::Frame;
-use super::super::score::{Merit, Offence};
+use super::super::score::Offence;
 use super::super::sync::{GossipVerdict, SyncRequest, SyncResponse, SYNC_RESPONSE_MAX};
 use super::Loop;
 use crate::metrics as m;
@@ -39,23 +39,9 @@ impl Loop {
         }
     }
 
+    /// An epoch judged by the source; a reject counts as a failed proof.
     pub(super) fn report_epoch(&mut self, id: gossipsub::MessageId, from: PeerId, verdict: GossipVerdict) {
-        let (acceptance, result) = match verdict {
-            GossipVerdict::Accept => (gossipsub::MessageAcceptance::Accept, "accepted"),
-            GossipVerdict::Ignore => (gossipsub::MessageAcceptance::Ignore, "ignored"),
-            GossipVerdict::Reject => (gossipsub::MessageAcceptance::Reject, "rejected"),
-        };
-        metrics::counter!(m::NET_GOSSIP, "topic" => "epochs", "result" => result).increment(1);
-        match verdict {
-            GossipVerdict::Accept => self.reward(from, Merit::ValidGossip),
-            GossipVerdict::Reject => self.penalize(from, Offence::FailedProof),
-            GossipVerdict::Ignore => {}
-        }
-        let _ = self
-            .swarm
-            .behaviour_mut()
-            .gossipsub
-            .report_message_validation_result(&id, &from, acceptance);
+        self.report_gossip(&id, from, "epochs".into(), verdict, Offence::FailedProof);
     }
 
     pub(super) fn request_sync(&mut self, peer: PeerId, req: SyncRequest, reply: SyncReply) {
