@@ -224,11 +224,33 @@ impl BusClient {
 
     /// Subscribes to a topic (durable, with `group`; default group = app name); returns the sub id.
     pub async fn subscribe(&self, topic: &str, group: Option<&str>) -> Result<u64> {
+        self.subscribe_with(topic, group, None).await
+    }
+
+    /// Subscribes with a credit: at most `max_in_flight` unacked deliveries leased to this
+    /// session at a time (node default 256).
+    pub async fn subscribe_with(
+        &self,
+        topic: &str,
+        group: Option<&str>,
+        max_in_flight: Option<u32>,
+    ) -> Result<u64> {
         let mut f = json!({ "op": "subscribe", "topic": topic });
         if let Some(g) = group {
             f["group"] = g.into();
         }
+        if let Some(n) = max_in_flight {
+            f["max_in_flight"] = n.into();
+        }
         Ok(self.call(f).await?["sub"].as_u64().unwrap_or(0))
+    }
+
+    /// Ends a subscription; the node releases its unacked leases before it answers, so the
+    /// group's next consumer gets them at once.
+    pub async fn unsubscribe(&self, sub: u64) -> Result<()> {
+        self.call(json!({ "op": "unsubscribe", "sub": sub }))
+            .await
+            .map(|_| ())
     }
 
     /// Subscribes to a `prefix.*` pattern (live copies).

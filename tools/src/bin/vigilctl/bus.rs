@@ -236,7 +236,9 @@ pub(crate) async fn bus_cmd(
             who,
         } => {
             let mut client = connect_app(&who, data_dir).await?;
-            let sub = client.subscribe(&topic, group.as_deref()).await?;
+            // Lease no more than we will print, and hand back what we did not settle.
+            let credit = count.map(|c| c.clamp(1, 256) as u32);
+            let sub = client.subscribe_with(&topic, group.as_deref(), credit).await?;
             let mut n = 0usize;
             while count.is_none_or(|c| n < c) {
                 let Some(m) = client.next_msg(std::time::Duration::from_millis(idle_ms)).await else {
@@ -259,6 +261,7 @@ pub(crate) async fn bus_cmd(
                 }
                 n += 1;
             }
+            client.unsubscribe(sub).await?;
         }
     }
     Ok(())
