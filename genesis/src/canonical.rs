@@ -3,7 +3,9 @@
 //! Layout (all integers big-endian): the domain tag `vigil/genesis/v1`, then
 //! network (u32 length + UTF-8), created_at as u64 Unix seconds, bootnodes
 //! (u32 count, then each as u32 length + multiaddr bytes), then every
-//! parameter in declaration order at its fixed width, the VDF mode as one byte.
+//! parameter in declaration order at its fixed width, the VDF mode as one byte,
+//! and, only when the genesis has one, `anchor` followed by the anchor's four
+//! u64 fields (so adding the option changed no existing genesis hash).
 
 use std::fmt;
 
@@ -74,6 +76,13 @@ impl Genesis {
         out.extend_from_slice(&p.encoding_cost.to_be_bytes());
         out.extend_from_slice(&p.group_size.to_be_bytes());
         out.extend_from_slice(&p.region_size.to_be_bytes());
+        // Appended only when present, so a genesis without one keeps its hash.
+        if let Some(a) = &p.anchor {
+            out.extend_from_slice(b"anchor");
+            for v in [a.chain_id, a.start_height, a.blocks_per_epoch, a.confirmations] {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+        }
         out
     }
 
@@ -151,14 +160,50 @@ mod tests {
             9 => p.response_deadline_ms = p.response_deadline_ms.wrapping_add(d),
             10 => p.encoding_cost = p.encoding_cost.wrapping_add(d),
             11 => p.group_size = p.group_size.wrapping_add(d),
-            _ => p.region_size = p.region_size.wrapping_add(d),
+            12 => p.region_size = p.region_size.wrapping_add(d),
+            13 => p.anchor = None,
+            field => {
+                let a = p.anchor.as_mut().expect("an anchored base");
+                let v = match field {
+                    14 => &mut a.chain_id,
+                    15 => &mut a.start_height,
+                    16 => &mut a.blocks_per_epoch,
+                    _ => &mut a.confirmations,
+                };
+                *v = v.wrapping_add(d.into());
+            }
         }
+    }
+
+    fn anchored() -> Genesis {
+        let mut g = Preset::Dev.genesis().unwrap();
+        g.params.anchor = Some(crate::AnchorParams {
+            chain_id: 31337,
+            start_height: 10,
+            blocks_per_epoch: 1,
+            confirmations: 2,
+        });
+        g
+    }
+
+    #[test]
+    fn the_anchor_option_changed_no_existing_hash() {
+        // The preset hashes from before `[params.anchor]` existed.
+        let hash = |p: Preset| p.genesis().unwrap().hash().to_hex();
+        assert_eq!(
+            hash(Preset::Dev),
+            "8532f1145a9ec75fb827b6702281bcda13bf164257fe64bf7887479f81a1a04e"
+        );
+        assert_eq!(
+            hash(Preset::Testnet),
+            "6a6f7c2b8be9967946e5f53bf2ccceee01019f348228418f9af0dd9e7c8ce851"
+        );
     }
 
     proptest! {
         #[test]
-        fn any_parameter_change_changes_the_hash(field in 0usize..13, delta in 1u32..1_000_000) {
-            let base = Preset::Dev.genesis().unwrap();
+        fn any_parameter_change_changes_the_hash(field in 0usize..18, delta in 1u32..1_000_000) {
+            let base = if field >= 13 { anchored() } else { Preset::Dev.genesis().unwrap() };
             let mut changed = base.clone();
             mutate(&mut changed, field, delta);
             prop_assert_ne!(base.hash(), changed.hash());

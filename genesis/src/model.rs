@@ -45,6 +45,34 @@ pub struct Params {
     pub group_size: u32,
     /// Groups per region (2..=100,000).
     pub region_size: u32,
+    /// External anchor mixed into every epoch input (`[params.anchor]`); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<AnchorParams>,
+}
+
+/// The DESIGN's epoch anchor: epoch `n`'s input takes the hash of the block at
+/// height `start_height + n * blocks_per_epoch` of an EVM chain, once that
+/// block has `confirmations` blocks on top of it (or the chain's `finalized`
+/// tag reaches it). Epochs cannot run ahead of the anchor chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnchorParams {
+    /// EVM chain id (`eth_chainId`) of the anchor chain (1..=2^53).
+    pub chain_id: u64,
+    /// Height that epoch 0 would anchor to (0..=2^48).
+    pub start_height: u64,
+    /// Blocks between two consecutive epochs' anchors (1..=1,000,000).
+    pub blocks_per_epoch: u64,
+    /// Blocks on top of an anchor before it is final (1..=10,000).
+    pub confirmations: u64,
+}
+
+impl AnchorParams {
+    /// The anchor height of epoch `n`.
+    pub fn height(&self, n: u64) -> u64 {
+        self.start_height
+            .saturating_add(n.saturating_mul(self.blocks_per_epoch))
+    }
 }
 
 /// The VDF step construction.
@@ -170,6 +198,12 @@ impl Genesis {
             VdfMode::Hash => range("vdf_memory_mib", p.vdf_memory_mib.into(), 0, 0),
             VdfMode::MemoryHard => range("vdf_memory_mib", p.vdf_memory_mib.into(), 1, 4096),
         }
+        if let Some(a) = &p.anchor {
+            range("anchor.chain_id", a.chain_id, 1, (1 << 53) - 1);
+            range("anchor.start_height", a.start_height, 0, 1 << 48);
+            range("anchor.blocks_per_epoch", a.blocks_per_epoch, 1, 1_000_000);
+            range("anchor.confirmations", a.confirmations, 1, 10_000);
+        }
         out
     }
 }
@@ -230,6 +264,33 @@ mod tests {
             msg.contains("params.vdf_memory_mib = 0: allowed 1..=4096"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn an_anchor_is_optional_and_checked() {
+        let plain = Preset::Dev.genesis().unwrap();
+        assert_eq!(plain.params.anchor, None);
+        let anchored = format!(
+            "{}\n[params.anchor]\nchain_id = 31337\nstart_height = 100\nblocks_per_epoch = 2\nconfirmations = 3\n",
+            Preset::Dev.toml()
+        );
+        let g = Genesis::from_toml_str(&anchored, None).unwrap();
+        let a = g.params.anchor.unwrap();
+        assert_eq!((a.height(1), a.height(5)), (102, 110));
+        // Round-trips through its own TOML.
+        assert_eq!(Genesis::from_toml_str(&g.to_toml(), None).unwrap(), g);
+        let bad = anchored
+            .replace("blocks_per_epoch = 2", "blocks_per_epoch = 0")
+            .replace("confirmations = 3", "confirmations = 0");
+        let msg = Genesis::from_toml_str(&bad, None).unwrap_err().to_string();
+        assert!(
+            msg.contains("params.anchor.blocks_per_epoch = 0: allowed 1..=1000000")
+                && msg.contains("params.anchor.confirmations = 0: allowed 1..=10000"),
+            "{msg}"
+        );
+        let unknown = anchored.replace("confirmations", "confirmation");
+        let msg = Genesis::from_toml_str(&unknown, None).unwrap_err().to_string();
+        assert!(msg.contains("confirmation"), "{msg}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use vigil_actors::chain::{ChainActor, Followed, Monitor, Pauses, SecurityHub};
 use vigil_actors::challenge::{ChallengeActor, ChallengeSettings, Challenger};
 use vigil_actors::continuity::remote::ProofServer;
 use vigil_actors::continuity::{self, Continuity, ContinuitySettings, RootRecorder};
-use vigil_actors::epoch::{self, Chain, EpochActor, EpochSettings, EpochStore, VerifyMode};
+use vigil_actors::epoch::{self, Anchors, Chain, EpochActor, EpochSettings, EpochStore, VerifyMode};
 use vigil_actors::net::{NetActor, NetSettings, Network, ScoreParams};
 use vigil_actors::queue::{ConfirmMode, QueueConfig, Queues};
 use vigil_actors::rpc::{self, NodeContext, NodeInfo, RpcActor, RpcSettings, ShutdownReason};
@@ -420,6 +420,7 @@ fn open_chain(
         sync_batch: c.sync_batch,
         sync_peers: c.sync_peers as usize,
         progress_bar: std::io::stderr().is_terminal(),
+        anchors: anchor_source(opts, p)?,
     };
     let params = vigil_protocols::vdf::VdfParams::from_genesis(&p.genesis.params);
     Chain::open(
@@ -431,6 +432,32 @@ fn open_chain(
         bus.map(|b| b.queues().clone()),
     )
     .context("cannot open the epoch chain")
+}
+
+/// The chain source for the genesis anchor: the `[[chain.sources]]` entry of
+/// kind `evm` whose `chain_id` is the genesis anchor's. Without one this node
+/// could neither compute nor check an epoch, so it does not start.
+fn anchor_source(opts: &RunOptions, p: &Prepared) -> Result<Option<Arc<Anchors>>> {
+    let Some(rule) = p.genesis.params.anchor else {
+        return Ok(None);
+    };
+    let Some(src) = opts
+        .config
+        .chain
+        .sources
+        .iter()
+        .find(|s| s.kind == "evm" && s.chain_id == Some(rule.chain_id))
+    else {
+        anyhow::bail!(
+            "the genesis anchors every epoch to EVM chain {id} ([params.anchor]), and no chain source \
+             follows it: add a [[chain.sources]] entry with kind = \"evm\", chain_id = {id} and the URL \
+             of a node of that chain",
+            id = rule.chain_id
+        );
+    };
+    let source = src.build().map_err(anyhow::Error::msg)?;
+    tracing::info!(source = %src.name, chain_id = rule.chain_id, "epochs are anchored to this chain source");
+    Ok(Some(Arc::new(Anchors::new(rule, source))))
 }
 
 async fn launch_network(

@@ -8,8 +8,12 @@
 //!   behind, gossips local epochs and publishes every epoch to the durable
 //!   bus topic `epoch.new`.
 //!
+//! - [`anchor`]: the external anchor of each epoch's input, read from a
+//!   chain source when the genesis names one.
+//!
 //! [`Chain`] is the handle all of them (and the RPC) share.
 
+pub mod anchor;
 pub mod service;
 pub mod store;
 pub mod worker;
@@ -25,6 +29,7 @@ use tokio::sync::{mpsc, Notify};
 use vigil_protocols::epoch::{Check, Epoch, EpochError};
 use vigil_protocols::vdf::{State, VdfParams};
 
+pub use anchor::{AnchorError, Anchors};
 pub use service::EpochActor;
 pub use store::{AppendError, Appended, EpochStore};
 
@@ -59,6 +64,9 @@ pub struct EpochSettings {
     pub sync_peers: usize,
     /// Draw a progress bar on stderr while syncing (a terminal); log lines otherwise.
     pub progress_bar: bool,
+    /// The genesis anchor's source; `None` when the genesis has no anchor
+    /// (then every epoch must carry an empty one).
+    pub anchors: Option<Arc<Anchors>>,
 }
 
 impl Default for EpochSettings {
@@ -69,6 +77,7 @@ impl Default for EpochSettings {
             sync_batch: 64,
             sync_peers: 3,
             progress_bar: false,
+            anchors: None,
         }
     }
 }
@@ -123,6 +132,10 @@ pub struct VdfStatus {
     pub synced: bool,
     /// Verification of received epochs.
     pub verify: Option<VerifyMode>,
+    /// Name of the chain source the epoch anchors come from (none: no anchor).
+    pub anchor_source: Option<String>,
+    /// Why the worker is waiting for the next epoch's anchor, while it is.
+    pub waiting_for_anchor: Option<String>,
 }
 
 /// Where an appended epoch came from.
@@ -165,6 +178,8 @@ struct Inner {
     gossip: Mutex<Option<mpsc::Sender<GossipItem>>>,
     net: Option<Network>,
     queues: Option<Arc<Queues>>,
+    /// Runs anchor lookups for the worker's thread.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// Handle to the epoch chain; cheap to clone.
@@ -194,6 +209,12 @@ pub enum AcceptError {
     /// Appending failed (conflict or store).
     #[error(transparent)]
     Append(#[from] AppendError),
+    /// Its anchor is not known here yet: not the sender's fault.
+    #[error(transparent)]
+    Anchor(#[from] AnchorError),
+    /// The verification task died (a panic): not the sender's fault.
+    #[error("epoch verification task failed: {0}")]
+    Aborted(String),
 }
 
 impl Chain {
@@ -215,8 +236,15 @@ impl Chain {
             memory_mib: params.memory_mib,
             compute: settings.compute,
             verify: Some(settings.verify),
+            anchor_source: settings.anchors.as_ref().map(|a| a.source_name().to_owned()),
             ..VdfStatus::default()
         };
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        if settings.anchors.is_some() && runtime.is_none() {
+            return Err(crate::Error::Invalid(
+                "an anchored epoch chain must be opened inside the tokio runtime".into(),
+            ));
+        }
         let chain = Self {
             inner: Arc::new(Inner {
                 genesis,
@@ -231,6 +259,7 @@ impl Chain {
                 gossip: Mutex::new(None),
                 net,
                 queues,
+                runtime,
             }),
         };
         if let Some(n) = &chain.inner.net {
@@ -315,8 +344,47 @@ impl Chain {
         f(&mut lock(&self.inner.status));
     }
 
-    /// Verifies `e` against its stored predecessor with the configured check.
-    pub fn verify(&self, e: &Epoch, prev_output: &State) -> std::result::Result<(), EpochError> {
+    /// The anchor epoch `n` must carry: empty when the genesis has none.
+    pub async fn expected_anchor(&self, n: u64) -> std::result::Result<Vec<u8>, AnchorError> {
+        match &self.inner.settings.anchors {
+            Some(a) => a.get(n).await.map(|h| h.to_vec()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The anchors of epochs `from..from + count`, in order (empty ones without a genesis anchor).
+    pub async fn expected_anchors(
+        &self,
+        from: u64,
+        count: u64,
+    ) -> Vec<std::result::Result<Vec<u8>, AnchorError>> {
+        match &self.inner.settings.anchors {
+            Some(a) => a
+                .range(from, count)
+                .await
+                .into_iter()
+                .map(|r| r.map(|h| h.to_vec()))
+                .collect(),
+            None => (0..count).map(|_| Ok(Vec::new())).collect(),
+        }
+    }
+
+    /// [`Chain::expected_anchor`] from a thread outside the runtime (the VDF worker).
+    pub(crate) fn expected_anchor_blocking(&self, n: u64) -> std::result::Result<Vec<u8>, AnchorError> {
+        match (&self.inner.settings.anchors, &self.inner.runtime) {
+            (Some(a), Some(rt)) => rt.block_on(a.get(n)).map(|h| h.to_vec()),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Verifies `e` against its stored predecessor and the anchor it must
+    /// carry, with the configured check.
+    pub fn verify(
+        &self,
+        e: &Epoch,
+        prev_output: &State,
+        anchor: &[u8],
+    ) -> std::result::Result<(), EpochError> {
         let t = Instant::now();
         let mut rng = rand::thread_rng();
         let check = match self.inner.settings.verify {
@@ -326,12 +394,11 @@ impl Chain {
                 rng: &mut rng,
             },
         };
-        // No external anchor is configured yet: every epoch must carry none.
         let r = e.validate(
             &self.inner.genesis,
             &self.inner.params,
             prev_output,
-            Some(&[]),
+            Some(anchor),
             check,
         );
         metrics::histogram!(m::EPOCH_VERIFY_DURATION).record(t.elapsed().as_secs_f64());
@@ -360,16 +427,38 @@ impl Chain {
         Ok(r)
     }
 
-    /// Decodes, checks and appends an epoch from a peer.
-    pub fn accept_bytes(&self, bytes: &[u8], origin: Origin) -> std::result::Result<Appended, AcceptError> {
+    /// Decodes, checks and appends an epoch from a peer; looks up its anchor
+    /// first when it is the next one (a blocking verification runs off the
+    /// async threads).
+    pub async fn accept_bytes(
+        &self,
+        bytes: &[u8],
+        origin: Origin,
+    ) -> std::result::Result<Appended, AcceptError> {
         let e = Epoch::decode(bytes).inspect_err(|_| {
             metrics::counter!(m::EPOCH_REJECTED, "reason" => "malformed").increment(1);
         })?;
-        self.accept(e, origin)
+        let anchor = if e.number == self.head() + 1 {
+            self.expected_anchor(e.number).await.inspect_err(|_| {
+                metrics::counter!(m::EPOCH_REJECTED, "reason" => "anchor_unknown").increment(1);
+            })?
+        } else {
+            Vec::new()
+        };
+        let c = self.clone();
+        tokio::task::spawn_blocking(move || c.accept(e, origin, &anchor))
+            .await
+            .map_err(|e| AcceptError::Aborted(e.to_string()))?
     }
 
-    /// Checks and appends an epoch from a peer.
-    pub fn accept(&self, e: Epoch, origin: Origin) -> std::result::Result<Appended, AcceptError> {
+    /// Checks and appends an epoch from a peer; `anchor` is the one it must
+    /// carry if it is the next epoch.
+    pub fn accept(
+        &self,
+        e: Epoch,
+        origin: Origin,
+        anchor: &[u8],
+    ) -> std::result::Result<Appended, AcceptError> {
         let head = self.head();
         if e.number <= head {
             return match self.inner.store.get(e.number).map_err(AppendError::from)? {
@@ -388,7 +477,7 @@ impl Chain {
             .prev_output(e.number)
             .map_err(AppendError::from)?
             .ok_or(AcceptError::Ahead { head, got: e.number })?;
-        if let Err(err) = self.verify(&e, &prev) {
+        if let Err(err) = self.verify(&e, &prev, anchor) {
             metrics::counter!(m::EPOCH_REJECTED, "reason" => "invalid").increment(1);
             return Err(err.into());
         }

@@ -90,25 +90,24 @@ async fn run(chain: Chain) {
 
 /// Verifies a gossiped epoch off the async threads and tells gossipsub.
 async fn judge(chain: &Chain, (from, id, data): GossipItem) {
-    let c = chain.clone();
-    let r = tokio::task::spawn_blocking(move || c.accept_bytes(&data, Origin::Gossip)).await;
-    let verdict = match r {
-        Ok(Ok(Appended::New)) => GossipVerdict::Accept,
-        Ok(Ok(Appended::Duplicate)) | Ok(Err(AcceptError::Ahead { .. })) => GossipVerdict::Ignore,
-        Ok(Err(AcceptError::Invalid(e))) => {
+    let verdict = match chain.accept_bytes(&data, Origin::Gossip).await {
+        Ok(Appended::New) => GossipVerdict::Accept,
+        Ok(Appended::Duplicate) | Err(AcceptError::Ahead { .. }) => GossipVerdict::Ignore,
+        Err(AcceptError::Invalid(e)) => {
             tracing::warn!(peer = %from, error = %e, "invalid epoch by gossip: rejected, peer scored down");
             GossipVerdict::Reject
         }
-        Ok(Err(AcceptError::Append(super::AppendError::Conflict(n)))) => {
+        Err(AcceptError::Append(super::AppendError::Conflict(n))) => {
             tracing::warn!(peer = %from, epoch = n, "gossiped epoch conflicts with ours: rejected, peer scored down");
             GossipVerdict::Reject
         }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot take a gossiped epoch");
+        Err(AcceptError::Anchor(e)) => {
+            // Our view of the anchor chain lags (or our source is down): not the peer's fault.
+            tracing::info!(peer = %from, error = %e, "gossiped epoch waits for its anchor: ignored");
             GossipVerdict::Ignore
         }
         Err(e) => {
-            tracing::error!(error = %e, "epoch verification task failed");
+            tracing::error!(error = %e, "cannot take a gossiped epoch");
             GossipVerdict::Ignore
         }
     };
@@ -338,6 +337,18 @@ async fn download(chain: &Chain, net: &Network, peers: &[PeerId]) -> std::collec
             break;
         }
     }
+    // Only epochs whose anchors this node can see are verified now; the rest wait.
+    let anchors = chain.expected_anchors(head + 1, batch.len() as u64).await;
+    let known = anchors.iter().take_while(|a| a.is_ok()).count();
+    if let Some(Err(e)) = anchors.get(known) {
+        tracing::info!(epoch = head + 1 + known as u64, error = %e, "synced epochs wait for their anchor");
+        batch.truncate(known);
+    }
+    let anchors: Vec<Vec<u8>> = anchors
+        .into_iter()
+        .take(known)
+        .map(|a| a.unwrap_or_default())
+        .collect();
     if batch.is_empty() {
         return used;
     }
@@ -353,7 +364,7 @@ async fn download(chain: &Chain, net: &Network, peers: &[PeerId]) -> std::collec
                     Some(batch[i - 1].1.output)
                 };
                 match prev {
-                    Some(prev) => c.verify(&batch[i].1, &prev),
+                    Some(prev) => c.verify(&batch[i].1, &prev, &anchors[i]),
                     None => Err(EpochError::OutOfOrder {
                         head,
                         got: batch[i].1.number,

@@ -2,9 +2,10 @@
 //! its progress at every checkpoint (flushed), so a crash or a kill resumes
 //! from the last checkpoint. When a peer's valid epoch for the same number
 //! arrives first, the head moves past the worker's target; it drops its work
-//! and starts on the next epoch.
+//! and starts on the next epoch. With a genesis anchor, it first waits until
+//! the epoch's anchor block is final in its source.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use vigil_protocols::epoch::{self, Epoch};
 use vigil_protocols::vdf::{Outcome, Progress, Vdf};
@@ -22,7 +23,10 @@ pub fn run(chain: &Chain, ctx: &WorkerCtx) -> Result<(), String> {
             .prev_output(target)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("epoch {} is missing from the store", target - 1))?;
-        let input = epoch::input(chain.genesis(), target, &prev, &[]);
+        let Some(anchor) = wait_for_anchor(chain, ctx, target) else {
+            continue;
+        };
+        let input = epoch::input(chain.genesis(), target, &prev, &anchor);
         let saved = chain.store().load_progress().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring an unreadable VDF checkpoint");
             None
@@ -77,7 +81,7 @@ pub fn run(chain: &Chain, ctx: &WorkerCtx) -> Result<(), String> {
         }
         match outcome {
             Outcome::Done(proof) => {
-                let e = Epoch::from_proof(target, Vec::new(), proof);
+                let e = Epoch::from_proof(target, anchor, proof);
                 match chain.append(e, Origin::Local) {
                     Ok(_) => {}
                     // A peer's epoch landed in between: it is the same epoch
@@ -103,4 +107,40 @@ pub fn run(chain: &Chain, ctx: &WorkerCtx) -> Result<(), String> {
     }
     chain.update_status(|s| s.computing = 0);
     Ok(())
+}
+
+/// How often a worker asks its source again while the anchor is not final.
+const ANCHOR_POLL: Duration = Duration::from_millis(500);
+
+/// The anchor of epoch `target`, waiting while it is not final; `None` when
+/// the worker should stop or a peer's epoch `target` arrived meanwhile.
+fn wait_for_anchor(chain: &Chain, ctx: &WorkerCtx, target: u64) -> Option<Vec<u8>> {
+    let mut last_why = String::new();
+    loop {
+        if ctx.should_stop() || chain.head() >= target {
+            chain.update_status(|s| s.waiting_for_anchor = None);
+            return None;
+        }
+        match chain.expected_anchor_blocking(target) {
+            Ok(anchor) => {
+                chain.update_status(|s| s.waiting_for_anchor = None);
+                return Some(anchor);
+            }
+            Err(e) => {
+                let why = e.to_string();
+                if why != last_why {
+                    tracing::info!(epoch = target, reason = %why, "VDF worker waits for the epoch's anchor");
+                    chain.update_status(|s| {
+                        s.computing = target;
+                        s.waiting_for_anchor = Some(why.clone());
+                    });
+                    last_why = why;
+                }
+                let until = Instant::now() + ANCHOR_POLL;
+                while Instant::now() < until && !ctx.should_stop() && chain.head() < target {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
 }

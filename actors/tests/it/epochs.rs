@@ -15,9 +15,9 @@ use vigil_genesis::VdfMode;
 use vigil_protocols::epoch::{input, Epoch};
 use vigil_protocols::vdf::{Vdf, VdfParams};
 
-const GENESIS: [u8; 32] = [0x61; 32];
+pub const GENESIS: [u8; 32] = [0x61; 32];
 
-fn params() -> VdfParams {
+pub fn params() -> VdfParams {
     VdfParams {
         iterations: 40_000,
         segments: 8,
@@ -39,9 +39,9 @@ fn epochs(n: u64) -> Vec<Epoch> {
         .collect()
 }
 
-struct Node {
-    net: Network,
-    chain: Option<Chain>,
+pub struct Node {
+    pub net: Network,
+    pub chain: Option<Chain>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -55,6 +55,21 @@ impl Drop for Node {
 
 /// A node; with `chain`, an epoch chain (follower) and its task.
 async fn node(dir: &Path, name: &str, bootnodes: Vec<Multiaddr>, chain: bool) -> Node {
+    let settings = EpochSettings {
+        compute: false,
+        sync_batch: 4,
+        ..EpochSettings::default()
+    };
+    node_with(dir, name, bootnodes, chain.then_some(settings)).await
+}
+
+/// A node; with `chain`, an epoch chain with those settings and its task.
+pub async fn node_with(
+    dir: &Path,
+    name: &str,
+    bootnodes: Vec<Multiaddr>,
+    chain: Option<EpochSettings>,
+) -> Node {
     let g = vigil_genesis::Genesis::load("dev").unwrap();
     let store = open_node_db(
         &dir.join(name),
@@ -83,12 +98,7 @@ async fn node(dir: &Path, name: &str, bootnodes: Vec<Multiaddr>, chain: bool) ->
         None,
     );
     let mut tasks = vec![net.launch().await.unwrap()];
-    let chain = chain.then(|| {
-        let settings = EpochSettings {
-            compute: false,
-            sync_batch: 4,
-            ..EpochSettings::default()
-        };
+    let chain = chain.map(|settings| {
         let c = Chain::open(
             GENESIS,
             params(),
@@ -115,7 +125,7 @@ async fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn score_of(at: &Node, of: &Node) -> Option<f64> {
+pub fn score_of(at: &Node, of: &Node) -> Option<f64> {
     let id = of.net.peer_id().to_string();
     at.net
         .peers()
@@ -270,7 +280,7 @@ async fn a_computing_node_adopts_a_peer_epoch_and_moves_on() {
     })
     .await;
     let c = chain.clone();
-    let r = tokio::task::spawn_blocking(move || c.accept(theirs, Origin::Gossip))
+    let r = tokio::task::spawn_blocking(move || c.accept(theirs, Origin::Gossip, &[]))
         .await
         .unwrap();
     // New, not Duplicate: the worker had not finished epoch 1 itself.

@@ -2,6 +2,7 @@
 //! real panics and a real sled database.
 #![allow(unreachable_pub)]
 
+mod anchor;
 mod chain;
 mod continuity;
 mod epochs;

@@ -214,3 +214,108 @@ fn a_node_follows_another_nodes_epoch_chain() {
         assert!(n.wait_exit(20).success());
     }
 }
+
+#[test]
+fn an_anchored_genesis_takes_each_epochs_anchor_from_anvil_and_needs_a_source() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // One block a second: epoch n anchors to block n, final one block later.
+    let _anvil = Anvil(
+        std::process::Command::new(anvil_bin())
+            .args(["--port", &port.to_string(), "--silent", "--block-time", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let eth_url = format!("http://127.0.0.1:{port}");
+    wait("anvil", || {
+        http("POST", &eth_url, &[("Content-Type", "application/json")], "{}").0 != 0
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}\n[params.anchor]\nchain_id = 31337\nstart_height = 0\nblocks_per_epoch = 1\nconfirmations = 1\n",
+        vigil_genesis::Preset::Dev
+            .toml()
+            .replace("vdf_iterations = 100000000", "vdf_iterations = 2000000")
+            .replace("vigil-dev", "vigil-anchored")
+    );
+    let g = tmp.path().join("genesis.toml");
+    std::fs::write(&g, text).unwrap();
+    let pass = pass_file(tmp.path());
+
+    // Without a source of chain 31337 the node says what to add, and stops.
+    let lone = tmp.path().join("lone");
+    init(&lone, s(&g), &pass);
+    let mut cmd = vigil(&[
+        "run",
+        "--data-dir",
+        s(&lone),
+        "--passphrase-file",
+        s(&pass),
+        "--rpc-addr",
+        "127.0.0.1:0",
+    ]);
+    cmd.env("VIGIL_NETWORK__ENABLED", "false");
+    let mut n = Node::spawn(cmd, &lone);
+    assert!(!n.wait_exit(30).success());
+    assert!(
+        n.log().contains("anchors every epoch to EVM chain 31337")
+            && n.log().contains("kind = \"evm\", chain_id = 31337"),
+        "{}",
+        n.log()
+    );
+
+    let a = tmp.path().join("a");
+    init(&a, s(&g), &pass);
+    let cfg = tmp.path().join("a.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[chain.sources]]\nname = \"anvil\"\nkind = \"evm\"\nurl = \"{eth_url}\"\nchain_id = 31337\nblock_time_ms = 1000\n"),
+    )
+    .unwrap();
+    let mut cmd = vigil(&[
+        "run",
+        "--data-dir",
+        s(&a),
+        "--passphrase-file",
+        s(&pass),
+        "--rpc-addr",
+        "127.0.0.1:0",
+        "--config",
+        s(&cfg),
+    ]);
+    cmd.env("VIGIL_VDF__COMPUTE", "true")
+        .env("VIGIL_NETWORK__ENABLED", "false");
+    let mut node = Node::spawn(cmd, &a);
+    let url = node.wait_ready();
+    wait("two anchored epochs", || {
+        rpc_result(&url, &a, "epoch_head", json!([]))["head"].as_u64() >= Some(2)
+    });
+    for n in 1..=2u64 {
+        let e = rpc_result(&url, &a, "epoch_get", json!([n]));
+        let block = eth(
+            &eth_url,
+            "eth_getBlockByNumber",
+            json!([format!("0x{n:x}"), false]),
+        );
+        assert_eq!(
+            format!("0x{}", e["anchor"].as_str().unwrap()),
+            block["hash"].as_str().unwrap(),
+            "epoch {n} must carry block {n}'s hash"
+        );
+    }
+    let st = rpc_result(&url, &a, "vdf_status", json!([]));
+    assert_eq!(st["anchor_source"], "anvil", "{st}");
+    let o = vigilctl(&["--data-dir", s(&a), "vdf"]);
+    assert!(
+        stdout(&o).contains("anchor    from chain source `anvil`"),
+        "{}",
+        stdout(&o)
+    );
+    node.signal("TERM");
+    assert!(node.wait_exit(20).success());
+}

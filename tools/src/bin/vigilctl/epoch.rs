@@ -74,11 +74,18 @@ pub(crate) async fn vdf(ep: &Endpoint, json_out: bool) -> Result<()> {
         }
     );
     println!("head      {} (best peer {})", r["head"], r["best_peer_head"]);
+    if let Some(src) = r["anchor_source"].as_str() {
+        println!("anchor    from chain source `{src}`");
+    }
     if r["compute"].as_bool() != Some(true) {
         println!("worker    off (vdf.compute = false): follows its peers");
         return Ok(());
     }
     match r["computing"].as_u64() {
+        Some(n) if n > 0 && r["waiting_for_anchor"].is_string() => {
+            println!("worker    epoch {n}: waiting for its anchor");
+            println!("          {}", r["waiting_for_anchor"].as_str().unwrap_or(""));
+        }
         Some(n) if n > 0 => {
             let pct = r["progress"].as_f64().unwrap_or(0.0) * 100.0;
             let rate = r["rate"].as_f64().unwrap_or(0.0) / 1e6;
