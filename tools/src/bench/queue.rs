@@ -48,6 +48,48 @@ pub struct Row {
     pub msgs_per_sec: f64,
     /// Publish -> confirm latency.
     pub confirm: Percentiles,
+    /// CPU time of the server process (vigil node, redis-server) per message, µs.
+    pub server_cpu_us: Option<f64>,
+    /// CPU time of this process (the clients; the whole engine when in-process) per message, µs.
+    pub client_cpu_us: Option<f64>,
+}
+
+/// User + system CPU seconds a process has used (`/proc/<pid>/stat`; Linux).
+fn cpu_secs(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// CPU seconds of `server` and of this process, for a before/after difference.
+struct CpuMark {
+    server: Option<u32>,
+    at: (Option<f64>, Option<f64>),
+}
+
+impl CpuMark {
+    fn now(server: Option<u32>) -> Self {
+        Self {
+            server,
+            at: (server.and_then(|p| cpu_secs(Some(p))), cpu_secs(None)),
+        }
+    }
+
+    /// (server, client) µs per message since the mark.
+    fn per_msg(&self, msgs: usize) -> (Option<f64>, Option<f64>) {
+        let d = |before: Option<f64>, after: Option<f64>| Some((after? - before?) * 1e6 / msgs.max(1) as f64);
+        (
+            d(self.at.0, self.server.and_then(|p| cpu_secs(Some(p)))),
+            d(self.at.1, cpu_secs(None)),
+        )
+    }
 }
 
 /// The figures.
@@ -91,6 +133,7 @@ fn engine(dir: &std::path::Path) -> Arc<Queues> {
 async fn vigil_row(publishers: usize, per: usize, payload: usize) -> Row {
     let dir = tempfile::tempdir().expect("temp dir");
     let q = engine(dir.path());
+    let cpu = CpuMark::now(None);
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..publishers)
         .map(|p| {
@@ -115,11 +158,14 @@ async fn vigil_row(publishers: usize, per: usize, payload: usize) -> Row {
         .collect();
     let all = join_latencies(tasks).await;
     let secs = t0.elapsed().as_secs_f64();
+    let (_, client_cpu_us) = cpu.per_msg(publishers * per);
     Row {
         system: "vigil".into(),
         publishers,
         msgs_per_sec: (publishers * per) as f64 / secs,
         confirm: Percentiles::from_nanos(all),
+        server_cpu_us: None,
+        client_cpu_us,
     }
 }
 
@@ -186,6 +232,9 @@ async fn node_process() -> Result<(NodeProcess, String, String), String> {
         .arg(&data)
         .args(["--rpc-addr", "127.0.0.1:0"])
         .env("VIGIL_BUS__ADDR", "127.0.0.1:0")
+        // A follower: a timelord's VDF worker would hold one of the two cores
+        // the broker is measured on (redis-server computes no VDF).
+        .env("VIGIL_VDF__COMPUTE", "false")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -236,6 +285,7 @@ async fn bus_row(publishers: usize, per: usize, payload: usize, window: usize) -
                 .expect("connect"),
         );
     }
+    let cpu = CpuMark::now(_node.as_ref().map(|n| n.child.id()));
     let t0 = Instant::now();
     let tasks: Vec<_> = clients
         .into_iter()
@@ -257,11 +307,15 @@ async fn bus_row(publishers: usize, per: usize, payload: usize, window: usize) -
         })
         .collect();
     let all = join_latencies(tasks).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let (server_cpu_us, client_cpu_us) = cpu.per_msg(publishers * per);
     Row {
         system: system.into(),
         publishers,
-        msgs_per_sec: (publishers * per) as f64 / t0.elapsed().as_secs_f64(),
+        msgs_per_sec: (publishers * per) as f64 / secs,
         confirm: Percentiles::from_nanos(all),
+        server_cpu_us,
+        client_cpu_us,
     }
 }
 
@@ -364,6 +418,7 @@ fn start_redis() -> Result<RedisServer, String> {
 }
 
 async fn redis_row(
+    pid: u32,
     port: u16,
     publishers: usize,
     per: usize,
@@ -381,6 +436,7 @@ async fn redis_row(
         );
     }
     let key = format!("bench{publishers}");
+    let cpu = CpuMark::now(Some(pid));
     let t0 = Instant::now();
     let tasks: Vec<_> = conns
         .into_iter()
@@ -420,11 +476,14 @@ async fn redis_row(
         all.extend(t.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?);
     }
     let secs = t0.elapsed().as_secs_f64();
+    let (server_cpu_us, client_cpu_us) = cpu.per_msg(publishers * per);
     Ok(Row {
         system: "redis".into(),
         publishers,
         msgs_per_sec: (publishers * per) as f64 / secs,
         confirm: Percentiles::from_nanos(all),
+        server_cpu_us,
+        client_cpu_us,
     })
 }
 
@@ -450,7 +509,7 @@ pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> Report {
             rows.push(vigil_row(n, opts.per_publisher, opts.payload).await);
             if let Some(Ok(server)) = &redis {
                 progress(&format!("redis, {n} publishers"));
-                match redis_row(server.port, n, opts.per_publisher, opts.payload, opts.window).await {
+                match redis_row(server.child.id(), server.port, n, opts.per_publisher, opts.payload, opts.window).await {
                     Ok(r) => rows.push(r),
                     Err(e) => redis_note = Some(e),
                 }

@@ -163,17 +163,20 @@ fn main() {
                     r.payload, r.window
                 );
                 println!(
-                    "  {:<10} {:>10} {:>14} {:>10} {:>10}",
-                    "system", "publishers", "msg/s", "p50 ms", "p99 ms"
+                    "  {:<10} {:>10} {:>14} {:>10} {:>10} {:>14} {:>14}",
+                    "system", "publishers", "msg/s", "p50 ms", "p99 ms", "server us/msg", "client us/msg"
                 );
+                let us = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
                 for row in &r.rows {
                     println!(
-                        "  {:<10} {:>10} {:>14.0} {:>10.3} {:>10.3}",
+                        "  {:<10} {:>10} {:>14.0} {:>10.3} {:>10.3} {:>14} {:>14}",
                         row.system,
                         row.publishers,
                         row.msgs_per_sec,
                         row.confirm.p50_us / 1000.0,
-                        row.confirm.p99_us / 1000.0
+                        row.confirm.p99_us / 1000.0,
+                        us(row.server_cpu_us),
+                        us(row.client_cpu_us)
                     );
                 }
                 for (n, ratio) in &r.ratio_vs_redis {
