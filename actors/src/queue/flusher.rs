@@ -1,12 +1,22 @@
-//! Group commit: publishers ask for a flush and wait; one thread runs
-//! `flush()` for everyone who asked before it started.
+//! Group commit: publishers ask for a flush and wait; one thread makes
+//! durable, in one pass, everything asked before it started. In `always` mode
+//! a publish's record goes to the queue's write-ahead log ([`super::wal`]):
+//! a pass is one write and one `fdatasync` of it, and sled itself is flushed
+//! about once a second (a checkpoint, which empties the log). Other writes
+//! (dead-lettering, replays) ask for a full flush of sled.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::wal::Wal;
 use crate::store::{SledStore, Store};
+
+/// Sled is flushed and the log emptied at least this often while it holds records.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// ... or once the log is this large.
+const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// When a publish is confirmed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -23,6 +33,10 @@ pub enum ConfirmMode {
 #[derive(Debug, Default)]
 struct State {
     requested: u64,
+    /// A request needs sled itself flushed (not only the log).
+    full: bool,
+    /// Log records queued since the last pass.
+    records: Vec<u8>,
     stop: bool,
 }
 
@@ -32,11 +46,16 @@ pub(crate) struct Flusher {
     state: Arc<(Mutex<State>, Condvar)>,
     flushed: watch::Receiver<u64>,
     mode: ConfirmMode,
+    /// Publishes go through the write-ahead log.
+    logged: bool,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Flusher {
-    pub(crate) fn start(store: SledStore, mode: ConfirmMode) -> Self {
+    /// Starts the flusher thread; `wal` is used in `always` mode only.
+    pub(crate) fn start(store: SledStore, mode: ConfirmMode, wal: Option<Wal>) -> Self {
+        let wal = wal.filter(|_| mode == ConfirmMode::Always);
+        let logged = wal.is_some();
         let state = Arc::new((Mutex::new(State::default()), Condvar::new()));
         let (tx, rx) = watch::channel(0u64);
         let st = state.clone();
@@ -46,20 +65,42 @@ impl Flusher {
         };
         let thread = std::thread::Builder::new()
             .name("vigil-flusher".into())
-            .spawn(move || run(store, st, tx, period))
+            .spawn(move || run(store, st, tx, period, wal))
             .expect("cannot spawn the flusher thread");
         Self {
             state,
             flushed: rx,
             mode,
+            logged,
             thread: Some(thread),
         }
     }
 
-    /// Asks for a flush covering every write made before this call; returns its ticket.
+    /// Asks for a flush of sled covering every write made before this call; returns its ticket.
     pub(crate) fn request(&self) -> u64 {
+        self.ask(Ask::Full)
+    }
+
+    /// Asks for a pass covering every record logged before this call (a
+    /// duplicate publish waits for its original this way).
+    pub(crate) fn request_pass(&self) -> u64 {
+        self.ask(Ask::Pass)
+    }
+
+    /// Asks for `record` (an encoded envelope already inserted into sled) to
+    /// be made durable: through the log in `always` mode, else like [`Flusher::request`].
+    pub(crate) fn request_logged(&self, record: &[u8]) -> u64 {
+        self.ask(Ask::Record(record))
+    }
+
+    fn ask(&self, what: Ask<'_>) -> u64 {
         let (lock, cv) = &*self.state;
         let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
+        match what {
+            Ask::Record(r) if self.logged => s.records.extend_from_slice(&super::wal::record(r)),
+            Ask::Pass if self.logged => {}
+            _ => s.full = true,
+        }
         s.requested += 1;
         let ticket = s.requested;
         if self.mode == ConfirmMode::Always {
@@ -83,6 +124,12 @@ impl Flusher {
     }
 }
 
+enum Ask<'a> {
+    Full,
+    Record(&'a [u8]),
+    Pass,
+}
+
 impl Drop for Flusher {
     fn drop(&mut self) {
         let (lock, cv) = &*self.state;
@@ -100,16 +147,31 @@ fn run(
     state: Arc<(Mutex<State>, Condvar)>,
     done: watch::Sender<u64>,
     period: Option<Duration>,
+    mut wal: Option<Wal>,
 ) {
     let (lock, cv) = &*state;
     let mut flushed = 0u64;
+    let mut last_checkpoint = Instant::now();
+    let mut force_checkpoint = false;
     loop {
-        let target = {
+        let checkpoint_due = |wal: &Option<Wal>, at: Instant| {
+            wal.as_ref().is_some_and(|w| {
+                w.len() > 0 && (at.elapsed() >= CHECKPOINT_EVERY || w.len() >= CHECKPOINT_BYTES)
+            })
+        };
+        let (target, full, records, stop) = {
             let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
             match period {
                 None => {
-                    while s.requested == flushed && !s.stop {
-                        s = cv.wait(s).unwrap_or_else(|p| p.into_inner());
+                    while s.requested == flushed && !s.stop && !checkpoint_due(&wal, last_checkpoint) {
+                        s = match &wal {
+                            // Wake for the checkpoint of a log that holds records.
+                            Some(w) if w.len() > 0 => {
+                                let left = CHECKPOINT_EVERY.saturating_sub(last_checkpoint.elapsed());
+                                cv.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0
+                            }
+                            _ => cv.wait(s).unwrap_or_else(|p| p.into_inner()),
+                        };
                     }
                 }
                 Some(p) => {
@@ -126,28 +188,61 @@ fn run(
                     }
                 }
             }
-            if s.stop {
-                let _ = store.flush();
-                let _ = done.send(s.requested);
-                return;
-            }
-            s.requested
+            (
+                s.requested,
+                std::mem::take(&mut s.full),
+                std::mem::take(&mut s.records),
+                s.stop,
+            )
         };
-        if target == flushed {
+        if stop {
+            // Every record is in sled's memory: one flush covers them all.
+            let _ = checkpoint(&store, &mut wal);
+            let _ = done.send(target);
+            return;
+        }
+        let due = checkpoint_due(&wal, last_checkpoint);
+        if target == flushed && !due && !force_checkpoint {
             continue;
         }
         let t0 = Instant::now();
-        match store.flush() {
-            Ok(_) => {
+        let r = match &mut wal {
+            Some(w) if !full && !due && !force_checkpoint => {
+                w.append(&records).and_then(|()| w.sync()).map_err(|e| {
+                    // A failed or partial write may leave a torn record: only a
+                    // checkpoint (sled flushed, log emptied) confirms from now on.
+                    force_checkpoint = true;
+                    format!("queue log write failed: {e}")
+                })
+            }
+            // The records taken are in sled's memory already: the flush covers them.
+            Some(_) => checkpoint(&store, &mut wal).map(|()| {
+                last_checkpoint = Instant::now();
+                force_checkpoint = false;
+            }),
+            None => store.flush().map(|_| ()).map_err(|e| e.to_string()),
+        };
+        match r {
+            Ok(()) => {
                 metrics::histogram!(crate::metrics::QUEUE_FLUSH_DURATION).record(t0.elapsed().as_secs_f64());
                 flushed = target;
                 let _ = done.send(flushed);
             }
             Err(e) => {
-                // Confirms wait: a publish is never confirmed without its fsync.
+                // Confirms wait: a publish is never confirmed before it is durable.
                 tracing::error!(error = %e, "queue flush failed; retrying in 100 ms");
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
     }
+}
+
+/// Flushes sled (with its `fdatasync`) and empties the log it now covers.
+fn checkpoint(store: &SledStore, wal: &mut Option<Wal>) -> Result<(), String> {
+    store.flush().map_err(|e| format!("queue checkpoint: {e}"))?;
+    if let Some(w) = wal {
+        w.clear()
+            .map_err(|e| format!("cannot empty the queue log: {e}"))?;
+    }
+    Ok(())
 }

@@ -24,6 +24,7 @@ mod config;
 mod envelope;
 mod flusher;
 mod topic;
+mod wal;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -121,10 +122,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Queues {
-    /// Opens every topic found in the store; unacked leases return to ready.
+    /// Opens every topic found in the store; confirmed messages still only in
+    /// the write-ahead log are put back; unacked leases return to ready.
     pub fn open(store: SledStore, cfg: QueueConfig) -> Result<Arc<Self>> {
+        let wal = match cfg.confirm {
+            ConfirmMode::Always => {
+                let mut w = wal::Wal::open(store.path()).map_err(|e| Error::Write {
+                    path: store.path().join(wal::FILE),
+                    source: e,
+                })?;
+                replay(&store, &cfg, &mut w)?;
+                Some(w)
+            }
+            _ => None,
+        };
         let q = Self {
-            flusher: Flusher::start(store.clone(), cfg.confirm),
+            flusher: Flusher::start(store.clone(), cfg.confirm, wal),
             store,
             cfg,
             topics: RwLock::new(HashMap::new()),
@@ -145,16 +158,7 @@ impl Queues {
     }
 
     fn config_for(&self, name: &str) -> TopicConfig {
-        if let Some(t) = self.cfg.topics.iter().find(|t| t.name == name) {
-            return t.clone();
-        }
-        if let Some(base) = name.strip_suffix(".dlq") {
-            return TopicConfig::dlq_for(base);
-        }
-        TopicConfig {
-            name: name.to_owned(),
-            ..self.cfg.defaults.clone()
-        }
+        config_for(&self.cfg, name)
     }
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>> {
@@ -207,7 +211,7 @@ impl Queues {
                 _ => None,
             };
             match dup {
-                Some(seq) => Published { seq, duplicate: true },
+                Some(seq) => (Published { seq, duplicate: true }, 0),
                 None => {
                     let env = Envelope {
                         timestamp_us: now,
@@ -217,17 +221,28 @@ impl Queues {
                         payload: p.payload,
                         ..Envelope::default()
                     };
-                    let seq = st.append(&self.store, env, msg_id.as_deref())?;
+                    let (seq, bytes) = st.append(&self.store, env, msg_id.as_deref())?;
                     metrics::counter!(m::QUEUE_PUBLISHED, "topic" => topic.to_owned()).increment(1);
                     metrics::gauge!(m::QUEUE_DEPTH, "topic" => topic.to_owned()).set(st.count as f64);
-                    Published {
-                        seq,
-                        duplicate: false,
-                    }
+                    // Logged under the topic's lock: the log holds a topic's
+                    // messages in sequence order, so a confirmed one never
+                    // follows a lost one.
+                    let ticket = self.flusher.request_logged(&bytes);
+                    (
+                        Published {
+                            seq,
+                            duplicate: false,
+                        },
+                        ticket,
+                    )
                 }
             }
         };
-        let ticket = self.flusher.request();
+        let (published, ticket) = match published {
+            (p, t) if t > 0 => (p, t),
+            // A duplicate: confirmed once the original is.
+            (p, _) => (p, self.flusher.request_pass()),
+        };
         t.notify.notify_waiters();
         Ok((published, ticket))
     }
@@ -442,4 +457,73 @@ impl TopicWaker {
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.0.notify.notified()
     }
+}
+
+fn config_for(cfg: &QueueConfig, name: &str) -> TopicConfig {
+    if let Some(t) = cfg.topics.iter().find(|t| t.name == name) {
+        return t.clone();
+    }
+    if let Some(base) = name.strip_suffix(".dlq") {
+        return TopicConfig::dlq_for(base);
+    }
+    TopicConfig {
+        name: name.to_owned(),
+        ..cfg.defaults.clone()
+    }
+}
+
+/// Puts back the confirmed messages the log holds and sled does not (see
+/// [`wal`]), makes them durable in sled, and empties the log.
+fn replay(store: &SledStore, cfg: &QueueConfig, log: &mut wal::Wal) -> Result<()> {
+    let (records, stopped) = log.read().map_err(|e| Error::Write {
+        path: store.path().join(wal::FILE),
+        source: e,
+    })?;
+    if let Some(why) = &stopped {
+        // The tail of a write whose fdatasync never returned: never confirmed.
+        tracing::info!(why = %why, "queue log ends in an unconfirmed record; it is dropped");
+    }
+    if records.is_empty() {
+        return log.clear().map_err(|e| Error::Write {
+            path: store.path().join(wal::FILE),
+            source: e,
+        });
+    }
+    let mut by_topic: std::collections::BTreeMap<String, Vec<Envelope>> = Default::default();
+    for r in &records {
+        let env = Envelope::decode(wal::FILE, r)?;
+        by_topic.entry(env.topic.clone()).or_default().push(env);
+    }
+    let mut restored = 0usize;
+    for (name, envs) in by_topic {
+        check_name("topic", &name).map_err(Error::Invalid)?;
+        let topic_cfg = config_for(cfg, &name);
+        let durable_next = TopicState::load(store, topic_cfg.clone())?.next_seq;
+        for env in envs {
+            // A msg-id whose message sled kept may have lost its dedupe entry
+            // (sled keeps a prefix of its writes): put those back too.
+            if let (Some(id), true) = (env.headers.get(HDR_MSG_ID), topic_cfg.dedupe_window_secs > 0) {
+                if store.get(&topic::dedupe_tree(&name), id)?.is_none() {
+                    let mut v = env.seq.to_be_bytes().to_vec();
+                    v.extend_from_slice(&env.timestamp_us.to_be_bytes());
+                    store.insert(&topic::dedupe_tree(&name), id, &v)?;
+                }
+            }
+            if env.seq >= durable_next {
+                store.insert(&msg_tree(&name), &env.seq.to_be_bytes(), &env.encode()?)?;
+                restored += 1;
+            }
+        }
+    }
+    store.flush()?;
+    log.clear().map_err(|e| Error::Write {
+        path: store.path().join(wal::FILE),
+        source: e,
+    })?;
+    tracing::info!(
+        records = records.len(),
+        restored,
+        "queue log replayed: confirmed messages sled had not made durable are back"
+    );
+    Ok(())
 }

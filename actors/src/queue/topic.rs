@@ -229,7 +229,7 @@ impl TopicState {
         store: &SledStore,
         mut env: Envelope,
         msg_id: Option<&str>,
-    ) -> Result<u64> {
+    ) -> Result<(u64, Vec<u8>)> {
         env.seq = self.next_seq;
         env.topic = self.cfg.name.clone();
         let bytes = env.encode()?;
@@ -250,7 +250,7 @@ impl TopicState {
         if self.cfg.kind == TopicKind::Stream {
             self.enforce_stream_limits(store)?;
         }
-        Ok(env.seq)
+        Ok((env.seq, bytes))
     }
 
     /// Accounts for a message written by a transaction of the caller at `next_seq`.

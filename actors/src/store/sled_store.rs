@@ -11,6 +11,7 @@ pub struct SledStore {
     db: sled::Db,
     /// sled's log file, for the `fdatasync` sled itself does not do (below).
     log: std::sync::Arc<std::fs::File>,
+    path: std::path::PathBuf,
 }
 
 impl SledStore {
@@ -49,7 +50,13 @@ impl SledStore {
         Ok(Self {
             db,
             log: std::sync::Arc::new(log),
+            path: path.to_owned(),
         })
+    }
+
+    /// The database folder (other logs of the node's store live in it too).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn tree(&self, name: &str) -> Result<sled::Tree> {

@@ -509,7 +509,16 @@ pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> Report {
             rows.push(vigil_row(n, opts.per_publisher, opts.payload).await);
             if let Some(Ok(server)) = &redis {
                 progress(&format!("redis, {n} publishers"));
-                match redis_row(server.child.id(), server.port, n, opts.per_publisher, opts.payload, opts.window).await {
+                match redis_row(
+                    server.child.id(),
+                    server.port,
+                    n,
+                    opts.per_publisher,
+                    opts.payload,
+                    opts.window,
+                )
+                .await
+                {
                     Ok(r) => rows.push(r),
                     Err(e) => redis_note = Some(e),
                 }
