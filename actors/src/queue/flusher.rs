@@ -16,7 +16,7 @@ use crate::store::{SledStore, Store};
 /// Sled is flushed and the log emptied at least this often while it holds records.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// ... or once the log is this large.
-const CHECKPOINT_BYTES: u64 = 64 << 20;
+const CHECKPOINT_BYTES: u64 = super::wal::SIZE / 2;
 
 /// When a publish is confirmed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -35,8 +35,8 @@ struct State {
     requested: u64,
     /// A request needs sled itself flushed (not only the log).
     full: bool,
-    /// Log records queued since the last pass.
-    records: Vec<u8>,
+    /// Log records (encoded envelopes) queued since the last pass.
+    records: Vec<Vec<u8>>,
     stop: bool,
 }
 
@@ -89,15 +89,15 @@ impl Flusher {
 
     /// Asks for `record` (an encoded envelope already inserted into sled) to
     /// be made durable: through the log in `always` mode, else like [`Flusher::request`].
-    pub(crate) fn request_logged(&self, record: &[u8]) -> u64 {
+    pub(crate) fn request_logged(&self, record: Vec<u8>) -> u64 {
         self.ask(Ask::Record(record))
     }
 
-    fn ask(&self, what: Ask<'_>) -> u64 {
+    fn ask(&self, what: Ask) -> u64 {
         let (lock, cv) = &*self.state;
         let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
         match what {
-            Ask::Record(r) if self.logged => s.records.extend_from_slice(&super::wal::record(r)),
+            Ask::Record(r) if self.logged => s.records.push(r),
             Ask::Pass if self.logged => {}
             _ => s.full = true,
         }
@@ -124,9 +124,9 @@ impl Flusher {
     }
 }
 
-enum Ask<'a> {
+enum Ask {
     Full,
-    Record(&'a [u8]),
+    Record(Vec<u8>),
     Pass,
 }
 
@@ -153,6 +153,7 @@ fn run(
     let mut flushed = 0u64;
     let mut last_checkpoint = Instant::now();
     let mut force_checkpoint = false;
+    let mut frame_buf = Vec::new();
     loop {
         let checkpoint_due = |wal: &Option<Wal>, at: Instant| {
             wal.as_ref().is_some_and(|w| {
@@ -206,21 +207,35 @@ fn run(
             continue;
         }
         let t0 = Instant::now();
-        let r = match &mut wal {
+        // Through the log: Some(result); None when this pass is a checkpoint.
+        let logged = match &mut wal {
             Some(w) if !full && !due && !force_checkpoint => {
-                w.append(&records).and_then(|()| w.sync()).map_err(|e| {
-                    // A failed or partial write may leave a torn record: only a
-                    // checkpoint (sled flushed, log emptied) confirms from now on.
-                    force_checkpoint = true;
-                    format!("queue log write failed: {e}")
-                })
+                frame_buf.clear();
+                for r in &records {
+                    w.frame(r, &mut frame_buf);
+                }
+                match w.append(&frame_buf).and_then(|fit| w.sync().map(|()| fit)) {
+                    Ok(true) => Some(Ok(())),
+                    // The file is full: a checkpoint covers these records.
+                    Ok(false) => None,
+                    Err(e) => {
+                        // A failed or partial write may leave a torn record: only a
+                        // checkpoint (sled flushed, log restarted) confirms from now on.
+                        force_checkpoint = true;
+                        Some(Err(format!("queue log write failed: {e}")))
+                    }
+                }
             }
+            _ => None,
+        };
+        let r = match (logged, wal.is_some()) {
+            (Some(r), _) => r,
             // The records taken are in sled's memory already: the flush covers them.
-            Some(_) => checkpoint(&store, &mut wal).map(|()| {
+            (None, true) => checkpoint(&store, &mut wal).map(|()| {
                 last_checkpoint = Instant::now();
                 force_checkpoint = false;
             }),
-            None => store.flush().map(|_| ()).map_err(|e| e.to_string()),
+            (None, false) => store.flush().map(|_| ()).map_err(|e| e.to_string()),
         };
         match r {
             Ok(()) => {
@@ -237,12 +252,11 @@ fn run(
     }
 }
 
-/// Flushes sled (with its `fdatasync`) and empties the log it now covers.
+/// Flushes sled (with its `fdatasync`) and restarts the log it now covers.
 fn checkpoint(store: &SledStore, wal: &mut Option<Wal>) -> Result<(), String> {
     store.flush().map_err(|e| format!("queue checkpoint: {e}"))?;
     if let Some(w) = wal {
-        w.clear()
-            .map_err(|e| format!("cannot empty the queue log: {e}"))?;
+        w.restart();
     }
     Ok(())
 }

@@ -127,11 +127,11 @@ impl Queues {
     pub fn open(store: SledStore, cfg: QueueConfig) -> Result<Arc<Self>> {
         let wal = match cfg.confirm {
             ConfirmMode::Always => {
-                let mut w = wal::Wal::open(store.path()).map_err(|e| Error::Write {
+                let w = wal::Wal::open(store.path()).map_err(|e| Error::Write {
                     path: store.path().join(wal::FILE),
                     source: e,
                 })?;
-                replay(&store, &cfg, &mut w)?;
+                replay(&store, &cfg, &w)?;
                 Some(w)
             }
             _ => None,
@@ -227,7 +227,7 @@ impl Queues {
                     // Logged under the topic's lock: the log holds a topic's
                     // messages in sequence order, so a confirmed one never
                     // follows a lost one.
-                    let ticket = self.flusher.request_logged(&bytes);
+                    let ticket = self.flusher.request_logged(bytes);
                     (
                         Published {
                             seq,
@@ -474,8 +474,8 @@ fn config_for(cfg: &QueueConfig, name: &str) -> TopicConfig {
 
 /// Puts back the confirmed messages the log holds and sled does not (see
 /// [`wal`]), makes them durable in sled, and empties the log.
-fn replay(store: &SledStore, cfg: &QueueConfig, log: &mut wal::Wal) -> Result<()> {
-    let (records, stopped) = log.read().map_err(|e| Error::Write {
+fn replay(store: &SledStore, cfg: &QueueConfig, log: &wal::Wal) -> Result<()> {
+    let (records, stopped, _) = log.read().map_err(|e| Error::Write {
         path: store.path().join(wal::FILE),
         source: e,
     })?;
@@ -484,10 +484,7 @@ fn replay(store: &SledStore, cfg: &QueueConfig, log: &mut wal::Wal) -> Result<()
         tracing::info!(why = %why, "queue log ends in an unconfirmed record; it is dropped");
     }
     if records.is_empty() {
-        return log.clear().map_err(|e| Error::Write {
-            path: store.path().join(wal::FILE),
-            source: e,
-        });
+        return Ok(());
     }
     let mut by_topic: std::collections::BTreeMap<String, Vec<Envelope>> = Default::default();
     for r in &records {
@@ -515,11 +512,8 @@ fn replay(store: &SledStore, cfg: &QueueConfig, log: &mut wal::Wal) -> Result<()
             }
         }
     }
+    // Durable in sled now; the log, opened on a new generation, starts over.
     store.flush()?;
-    log.clear().map_err(|e| Error::Write {
-        path: store.path().join(wal::FILE),
-        source: e,
-    })?;
     tracing::info!(
         records = records.len(),
         restored,

@@ -266,11 +266,19 @@ async fn node_process() -> Result<(NodeProcess, String, String), String> {
     Ok((node, bus_url, token))
 }
 
-async fn bus_row(publishers: usize, per: usize, payload: usize, window: usize) -> Row {
+/// Publishes over the bus to a real node. `ephemeral` publishes to `live.bench`
+/// (at-most-once, never on disk): the bus's own round trip, row `bus-no-disk`.
+async fn bus_row(publishers: usize, per: usize, payload: usize, window: usize, ephemeral: bool) -> Row {
     let dir = tempfile::tempdir().expect("temp dir");
     // A real node process, like redis-server; in-process only if the binary is missing.
     let (system, _node, _running, url, token) = match node_process().await {
-        Ok((node, url, token)) => ("vigil-node", Some(node), None, url, token),
+        Ok((node, url, token)) => (
+            if ephemeral { "bus-no-disk" } else { "vigil-node" },
+            Some(node),
+            None,
+            url,
+            token,
+        ),
         Err(why) => {
             eprintln!("note: {why}; measuring an in-process bus instead");
             let (running, url, token) = bus_server(dir.path()).await;
@@ -290,12 +298,13 @@ async fn bus_row(publishers: usize, per: usize, payload: usize, window: usize) -
     let tasks: Vec<_> = clients
         .into_iter()
         .map(|c| {
+            let topic = if ephemeral { "live.bench" } else { "bench" };
             tokio::spawn(async move {
                 let body = vec![b'x'; payload];
                 let mut lat = Vec::with_capacity(per);
                 let mut in_flight = std::collections::VecDeque::new();
                 for i in 0..per {
-                    in_flight.push_back((Instant::now(), c.publish_start("bench", &body)));
+                    in_flight.push_back((Instant::now(), c.publish_start(topic, &body)));
                     while in_flight.len() >= window.max(1) || (i + 1 == per && !in_flight.is_empty()) {
                         let (t, f) = in_flight.pop_front().expect("non-empty");
                         f.await.expect("publish");
@@ -504,7 +513,9 @@ pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> Report {
         };
         for &n in &opts.publishers {
             progress(&format!("vigil over the bus, {n} publishers"));
-            rows.push(bus_row(n, opts.per_publisher, opts.payload, opts.window).await);
+            rows.push(bus_row(n, opts.per_publisher, opts.payload, opts.window, false).await);
+            progress(&format!("the bus without disk (ephemeral topic), {n} publishers"));
+            rows.push(bus_row(n, opts.per_publisher, opts.payload, opts.window, true).await);
             progress(&format!("vigil engine in-process, {n} publishers"));
             rows.push(vigil_row(n, opts.per_publisher, opts.payload).await);
             if let Some(Ok(server)) = &redis {
