@@ -21,6 +21,31 @@ fn anvil_bin() -> std::path::PathBuf {
 
 struct Anvil(std::process::Child);
 
+impl Anvil {
+    /// anvil on a free port with `extra` flags; returns it and its HTTP URL once it answers.
+    fn start(extra: &[&str]) -> (Self, u16, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let anvil = Anvil(
+            std::process::Command::new(anvil_bin())
+                .args(["--port", &port.to_string(), "--silent"])
+                .args(extra)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        wait("anvil", || {
+            http("POST", &url, &[("Content-Type", "application/json")], "{}").0 != 0
+        });
+        (anvil, port, url)
+    }
+}
+
 impl Drop for Anvil {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -48,22 +73,7 @@ fn wait(what: &str, mut ok: impl FnMut() -> bool) {
 
 #[test]
 fn a_deep_reorg_pauses_challenges_until_the_operator_resumes_them() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _anvil = Anvil(
-        std::process::Command::new(anvil_bin())
-            .args(["--port", &port.to_string(), "--silent"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let eth_url = format!("http://127.0.0.1:{port}");
-    wait("anvil", || {
-        http("POST", &eth_url, &[("Content-Type", "application/json")], "{}").0 != 0
-    });
+    let (_anvil, port, eth_url) = Anvil::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("config.toml");
     std::fs::write(
@@ -165,15 +175,7 @@ fn a_node_follows_another_nodes_epoch_chain() {
     let pass = pass_file(tmp.path());
     let a = tmp.path().join("a");
     init(&a, s(&g), &pass);
-    let mut cmd = vigil(&[
-        "run",
-        "--data-dir",
-        s(&a),
-        "--passphrase-file",
-        s(&pass),
-        "--rpc-addr",
-        "127.0.0.1:0",
-    ]);
+    let mut cmd = run_cmd(&a, &pass, &[]);
     cmd.env("VIGIL_VDF__COMPUTE", "true");
     let mut na = Node::spawn(cmd, &a);
     let url_a = na.wait_ready();
@@ -217,24 +219,8 @@ fn a_node_follows_another_nodes_epoch_chain() {
 
 #[test]
 fn an_anchored_genesis_takes_each_epochs_anchor_from_anvil_and_needs_a_source() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     // One block a second: epoch n anchors to block n, final one block later.
-    let _anvil = Anvil(
-        std::process::Command::new(anvil_bin())
-            .args(["--port", &port.to_string(), "--silent", "--block-time", "1"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let eth_url = format!("http://127.0.0.1:{port}");
-    wait("anvil", || {
-        http("POST", &eth_url, &[("Content-Type", "application/json")], "{}").0 != 0
-    });
+    let (_anvil, _, eth_url) = Anvil::start(&["--block-time", "1"]);
     let tmp = tempfile::tempdir().unwrap();
     let text = format!(
         "{}\n[params.anchor]\nchain_id = 31337\nstart_height = 0\nblocks_per_epoch = 1\nconfirmations = 1\n",
@@ -250,15 +236,7 @@ fn an_anchored_genesis_takes_each_epochs_anchor_from_anvil_and_needs_a_source() 
     // Without a source of chain 31337 the node says what to add, and stops.
     let lone = tmp.path().join("lone");
     init(&lone, s(&g), &pass);
-    let mut cmd = vigil(&[
-        "run",
-        "--data-dir",
-        s(&lone),
-        "--passphrase-file",
-        s(&pass),
-        "--rpc-addr",
-        "127.0.0.1:0",
-    ]);
+    let mut cmd = run_cmd(&lone, &pass, &[]);
     cmd.env("VIGIL_NETWORK__ENABLED", "false");
     let mut n = Node::spawn(cmd, &lone);
     assert!(!n.wait_exit(30).success());
@@ -277,17 +255,7 @@ fn an_anchored_genesis_takes_each_epochs_anchor_from_anvil_and_needs_a_source() 
         format!("[[chain.sources]]\nname = \"anvil\"\nkind = \"evm\"\nurl = \"{eth_url}\"\nchain_id = 31337\nblock_time_ms = 1000\n"),
     )
     .unwrap();
-    let mut cmd = vigil(&[
-        "run",
-        "--data-dir",
-        s(&a),
-        "--passphrase-file",
-        s(&pass),
-        "--rpc-addr",
-        "127.0.0.1:0",
-        "--config",
-        s(&cfg),
-    ]);
+    let mut cmd = run_cmd(&a, &pass, &["--config", s(&cfg)]);
     cmd.env("VIGIL_VDF__COMPUTE", "true")
         .env("VIGIL_NETWORK__ENABLED", "false");
     let mut node = Node::spawn(cmd, &a);

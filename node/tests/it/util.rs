@@ -174,8 +174,8 @@ impl Drop for Node {
     }
 }
 
-/// Starts `vigil run` on an initialized dir with an ephemeral RPC port.
-pub fn run_node(data: &Path, pass: &Path, extra: &[&str]) -> Node {
+/// `vigil run` on an initialized dir with an ephemeral RPC port (to add env vars before spawning).
+pub fn run_cmd(data: &Path, pass: &Path, extra: &[&str]) -> Command {
     let mut args = vec![
         "run",
         "--data-dir",
@@ -186,7 +186,12 @@ pub fn run_node(data: &Path, pass: &Path, extra: &[&str]) -> Node {
         "127.0.0.1:0",
     ];
     args.extend_from_slice(extra);
-    Node::spawn(vigil(&args), data)
+    vigil(&args)
+}
+
+/// Starts `vigil run` on an initialized dir with an ephemeral RPC port.
+pub fn run_node(data: &Path, pass: &Path, extra: &[&str]) -> Node {
+    Node::spawn(run_cmd(data, pass, extra), data)
 }
 
 /// Minimal HTTP/1.1 client: (status, headers+body text).
