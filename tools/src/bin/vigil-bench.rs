@@ -181,6 +181,18 @@ fn main() {
                 }
                 for (n, ratio) in &r.ratio_vs_redis {
                     println!("  vigil over the bus / redis at {n} publishers: {ratio:.2}x");
+                    let rate = |sys: &str| {
+                        r.rows
+                            .iter()
+                            .find(|x| x.system == sys && x.publishers == *n)
+                            .map(|x| x.msgs_per_sec)
+                    };
+                    if let (Some(e), Some(redis)) = (rate("vigil"), rate("redis")) {
+                        println!(
+                            "  vigil engine in-process / redis at {n} publishers: {:.2}x",
+                            e / redis
+                        );
+                    }
                 }
                 if let Some(note) = &r.redis_note {
                     println!("  redis: {note}");
