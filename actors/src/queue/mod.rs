@@ -481,7 +481,7 @@ fn replay(store: &SledStore, cfg: &QueueConfig, log: &wal::Wal) -> Result<()> {
     })?;
     if let Some(why) = &stopped {
         // The tail of a write whose fdatasync never returned: never confirmed.
-        tracing::info!(why = %why, "queue log ends in an unconfirmed record; it is dropped");
+        tracing::warn!(why = %why, "queue log ends in a record that was never confirmed (a write cut by a crash); it is dropped");
     }
     if records.is_empty() {
         return Ok(());
