@@ -90,23 +90,56 @@ impl Anchors {
 
     /// The anchor of epoch `n`, once final.
     pub async fn get(&self, n: u64) -> Result<[u8; 32], AnchorError> {
-        if let Some(h) = lock(&self.known).get(&n) {
-            return Ok(*h);
+        match self.known(n) {
+            Some(h) => Ok(h),
+            None => self.resolve(n, self.head().await?).await,
         }
+    }
+
+    /// Anchors of epochs `from..from + count`, a few lookups at a time, in
+    /// order; the source's head is asked once for all of them.
+    pub async fn range(&self, from: u64, count: u64) -> Vec<Result<[u8; 32], AnchorError>> {
+        let epochs = from..from.saturating_add(count);
+        let head = match self.head().await {
+            Ok(h) => h,
+            Err(e) => return epochs.map(|_| Err(e.clone())).collect(),
+        };
+        stream::iter(epochs)
+            .map(|n| async move {
+                match self.known(n) {
+                    Some(h) => Ok(h),
+                    None => self.resolve(n, head).await,
+                }
+            })
+            .buffered(PARALLEL)
+            .collect()
+            .await
+    }
+
+    fn known(&self, n: u64) -> Option<[u8; 32]> {
+        lock(&self.known).get(&n).copied()
+    }
+
+    /// The source's head height, after checking (once) that it is the genesis chain.
+    async fn head(&self) -> Result<u64, AnchorError> {
         if !self.chain_checked.load(Ordering::Acquire) {
             self.source.check().await.map_err(|e| self.fail(e))?;
             self.chain_checked.store(true, Ordering::Release);
         }
+        Ok(self.source.head().await.map_err(|e| self.fail(e))?.height)
+    }
+
+    /// Reads epoch `n`'s anchor block, final when `head` is deep enough above it.
+    async fn resolve(&self, n: u64, head: u64) -> Result<[u8; 32], AnchorError> {
         let height = self.rule.height(n);
-        let head = self.source.head().await.map_err(|e| self.fail(e))?;
-        let deep = head.height >= height.saturating_add(self.rule.confirmations);
+        let deep = head >= height.saturating_add(self.rule.confirmations);
         if !deep {
             let finalized = self.source.finalized().await.ok().flatten();
             if finalized.is_none_or(|f| f < height) {
                 return Err(AnchorError::NotFinal {
                     epoch: n,
                     height,
-                    head: head.height,
+                    head,
                     confirmations: self.rule.confirmations,
                     chain_id: self.rule.chain_id,
                 });
@@ -124,15 +157,6 @@ impl Anchors {
             known.pop_first();
         }
         Ok(hash)
-    }
-
-    /// Anchors of epochs `from..from + count`, a few lookups at a time, in order.
-    pub async fn range(&self, from: u64, count: u64) -> Vec<Result<[u8; 32], AnchorError>> {
-        stream::iter(from..from.saturating_add(count))
-            .map(|n| self.get(n))
-            .buffered(PARALLEL)
-            .collect()
-            .await
     }
 }
 

@@ -2,7 +2,7 @@
 //! durable, in one pass, everything asked before it started. In `always` mode
 //! a publish's record goes to the queue's write-ahead log ([`super::wal`]):
 //! a pass is one write and one `fdatasync` of it, and sled itself is flushed
-//! about once a second (a checkpoint, which empties the log). Other writes
+//! about once a second (a checkpoint, after which the log starts over). Other writes
 //! (dead-lettering, replays) ask for a full flush of sled.
 
 use std::sync::{Arc, Condvar, Mutex};
@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::wal::Wal;
 use crate::store::{SledStore, Store};
 
-/// Sled is flushed and the log emptied at least this often while it holds records.
+/// Sled is flushed and the log started over at least this often while it holds records.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// ... or once the log is this large.
 const CHECKPOINT_BYTES: u64 = super::wal::SIZE / 2;
@@ -256,7 +256,8 @@ fn run(
 fn checkpoint(store: &SledStore, wal: &mut Option<Wal>) -> Result<(), String> {
     store.flush().map_err(|e| format!("queue checkpoint: {e}"))?;
     if let Some(w) = wal {
-        w.restart();
+        w.restart()
+            .map_err(|e| format!("cannot restart the queue log: {e}"))?;
     }
     Ok(())
 }

@@ -473,7 +473,7 @@ fn config_for(cfg: &QueueConfig, name: &str) -> TopicConfig {
 }
 
 /// Puts back the confirmed messages the log holds and sled does not (see
-/// [`wal`]), makes them durable in sled, and empties the log.
+/// [`wal`]), and makes them durable in sled (the log, opened on a new generation, starts over).
 fn replay(store: &SledStore, cfg: &QueueConfig, log: &wal::Wal) -> Result<()> {
     let (records, stopped, _) = log.read().map_err(|e| Error::Write {
         path: store.path().join(wal::FILE),

@@ -119,13 +119,20 @@ impl Wal {
     }
 
     /// Starts the log over: call only once sled holds every record in it
-    /// durably. Nothing is written: the next generation's records overwrite
-    /// the old ones, and a reader stops at the first old one.
-    pub(crate) fn restart(&mut self) {
+    /// durably. The next generation's records overwrite the old ones (a
+    /// reader stops at the first old one); until one is written, an empty
+    /// record of the new generation at the start tells a reader (the next
+    /// start after a clean stop) that there is nothing to put back. It is not
+    /// synced: if it is lost, replaying records sled holds changes nothing.
+    pub(crate) fn restart(&mut self) -> std::io::Result<()> {
         if self.len > 0 {
             self.gen = self.gen.wrapping_add(1);
             self.len = 0;
+            let mut empty = [0u8; HEAD];
+            empty[4..8].copy_from_slice(&self.gen.to_be_bytes());
+            self.file.write_all_at(&empty, 0)?;
         }
+        Ok(())
     }
 
     /// The records of the generation at the start of the file, why reading
@@ -216,7 +223,10 @@ mod tests {
 
         // A restarted log overwrites from the start; the older records behind
         // the new ones are not read.
-        w.restart();
+        w.restart().unwrap();
+        // Nothing to put back until the new generation writes.
+        let (got, why, gen) = w.read().unwrap();
+        assert_eq!((got.len(), why, gen), (0, None, w.gen));
         assert!(w.append(&frames(&w, &[b"new".to_vec()])).unwrap());
         assert_eq!(w.read().unwrap().0, vec![b"new".to_vec()]);
         // Reopened (a restart of the node): a new generation again.

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use vigil_actors::chain::EvmSource;
@@ -19,6 +19,7 @@ use vigil_protocols::epoch::{input, Epoch, EpochError};
 use vigil_protocols::vdf::{Vdf, VdfParams};
 
 use crate::chain::{free_port, Anvil};
+use crate::util::wait_until;
 
 const GENESIS: [u8; 32] = [0x7a; 32];
 const RULE: AnchorParams = AnchorParams {
@@ -79,17 +80,6 @@ async fn mine(anvil: &Anvil, blocks: u64) {
     }
 }
 
-async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !ok() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn epochs_carry_the_final_block_of_a_real_anvil_and_nothing_else() {
     let anvil = Anvil::start(free_port(), &[]).await;
@@ -102,7 +92,7 @@ async fn epochs_carry_the_final_block_of_a_real_anvil_and_nothing_else() {
     let ctx = WorkerCtx::standalone("vdf", stop.clone());
     let c = computing.clone();
     let worker = std::thread::spawn(move || epoch::worker::run(&c, &ctx));
-    wait_until("the worker to wait for block 2", || {
+    wait_until("the worker to wait for block 2", 20, || {
         computing
             .status()
             .waiting_for_anchor
@@ -113,11 +103,11 @@ async fn epochs_carry_the_final_block_of_a_real_anvil_and_nothing_else() {
     assert_eq!(computing.status().anchor_source.as_deref(), Some("anvil"));
 
     mine(&anvil, 1).await;
-    wait_until("epoch 1", || computing.head() >= 1).await;
+    wait_until("epoch 1", 20, || computing.head() >= 1).await;
     let e1 = computing.store().get(1).unwrap().unwrap();
     assert_eq!(e1.anchor, block_hash(&anvil, 2).await);
     // Epoch 2 anchors to block 4, final at head 6.
-    wait_until("the worker to wait for block 4", || {
+    wait_until("the worker to wait for block 4", 20, || {
         computing
             .status()
             .waiting_for_anchor
@@ -161,7 +151,7 @@ async fn epochs_carry_the_final_block_of_a_real_anvil_and_nothing_else() {
     let r = follower.accept_bytes(&e2.encode(), Origin::Gossip).await;
     assert!(matches!(r, Ok(Appended::New)), "{r:?}");
     // The worker, meanwhile, computed the same epoch 2 from the same anchor.
-    wait_until("the worker's epoch 2", || computing.head() >= 2).await;
+    wait_until("the worker's epoch 2", 20, || computing.head() >= 2).await;
     assert_eq!(computing.store().get(2).unwrap().unwrap(), e2);
 
     stop.store(true, Ordering::Release);
@@ -215,7 +205,7 @@ async fn a_follower_syncs_anchored_epochs_up_to_the_last_final_anchor_and_blames
     let boot = a.net.dial_addrs()[0].clone();
     let b = node_with(dir.path(), "b", vec![boot], Some(settings)).await;
     let chain_b = b.chain.clone().unwrap();
-    wait_until("the follower to sync epochs 1..=3", || chain_b.head() >= 3).await;
+    wait_until("the follower to sync epochs 1..=3", 20, || chain_b.head() >= 3).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(chain_b.head(), 3, "epoch 4's anchor is not final: it must wait");
     assert!(
@@ -223,7 +213,7 @@ async fn a_follower_syncs_anchored_epochs_up_to_the_last_final_anchor_and_blames
         "the peer was blamed for our lagging view"
     );
     mine(&anvil, 2).await;
-    wait_until("epoch 4 once block 8 is final", || chain_b.head() == 4).await;
+    wait_until("epoch 4 once block 8 is final", 20, || chain_b.head() == 4).await;
     for e in &all {
         assert_eq!(&chain_b.store().get(e.number).unwrap().unwrap(), e);
     }

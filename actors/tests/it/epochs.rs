@@ -15,6 +15,8 @@ use vigil_genesis::VdfMode;
 use vigil_protocols::epoch::{input, Epoch};
 use vigil_protocols::vdf::{Vdf, VdfParams};
 
+use crate::util::wait_until;
+
 pub const GENESIS: [u8; 32] = [0x61; 32];
 
 pub fn params() -> VdfParams {
@@ -112,17 +114,6 @@ pub async fn node_with(
         c
     });
     Node { net, chain, tasks }
-}
-
-async fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !ok() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out after {secs} s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 pub fn score_of(at: &Node, of: &Node) -> Option<f64> {

@@ -11,4 +11,5 @@ mod probe;
 mod queue;
 mod restart;
 mod strategies;
+mod util;
 mod workers;

@@ -14,6 +14,8 @@ use vigil_actors::net::codec::{Frame, FrameCodec, STATUS_MAX};
 use vigil_actors::net::{NetSettings, Network};
 use vigil_actors::store::{open_node_db, OpenMode, SledStore, StoreOptions};
 
+use crate::util::wait_until;
+
 struct Node {
     net: Network,
     task: JoinHandle<()>,
@@ -44,18 +46,6 @@ async fn start(key: Keypair, genesis: [u8; 32], store: SledStore, bootnodes: Vec
     let net = Network::new(key, genesis, settings, store, None);
     let task = net.launch().await.expect("launch");
     Node { net, task }
-}
-
-async fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !ok() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out after {secs} s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    t0.elapsed()
 }
 
 /// A node with a new key and database `dir/name`.

@@ -37,15 +37,7 @@ fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
 }
 
 fn computing(data: &Path, pass: &Path, threads: &str) -> Node {
-    let mut cmd = vigil(&[
-        "run",
-        "--data-dir",
-        s(data),
-        "--passphrase-file",
-        s(pass),
-        "--rpc-addr",
-        "127.0.0.1:0",
-    ]);
+    let mut cmd = run_cmd(data, pass, &[]);
     cmd.env("VIGIL_VDF__COMPUTE", "true")
         .env("VIGIL_DEBUG__FAULT_INJECTION", "true")
         .env("VIGIL_NETWORK__ENABLED", "false")

@@ -13,7 +13,6 @@ use serde::Serialize;
 use serde_json::Value;
 use vigil_actors::chain::{EvmSource, Followed, Monitor, Pauses, SecurityHub, SourceSettings};
 use vigil_actors::queue::{QueueConfig, Queues};
-use vigil_actors::store::{open_node_db, OpenMode, StoreOptions};
 
 use super::Percentiles;
 
@@ -67,13 +66,7 @@ pub fn run(o: &Options, progress: &dyn Fn(&str)) -> Result<Report> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let dir = tempfile::tempdir()?;
-        let g = vigil_genesis::Preset::Dev.genesis()?;
-        let db = open_node_db(
-            &dir.path().join("db"),
-            g.hash(),
-            OpenMode::Create,
-            &StoreOptions::default(),
-        )?;
+        let db = super::dev_db(&dir.path().join("db"))?;
         let queues = Queues::open(db, QueueConfig::default())?;
         let hub = SecurityHub::new(&[], Arc::new(Pauses::default()), Some(queues.clone()), None)
             .map_err(anyhow::Error::msg)?;

@@ -10,7 +10,6 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use vigil_actors::continuity::{Continuity, ContinuitySettings};
 use vigil_actors::storage::Storage;
-use vigil_actors::store::{open_node_db, OpenMode, StoreOptions};
 
 use super::median;
 
@@ -69,12 +68,7 @@ fn drop_caches() -> bool {
 pub fn run(o: &Options, progress: &dyn Fn(&str)) -> Result<Report> {
     let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
     let g = vigil_genesis::Preset::Dev.genesis()?;
-    let db = open_node_db(
-        &dir.path().join("db"),
-        g.hash(),
-        OpenMode::Create,
-        &StoreOptions::default(),
-    )?;
+    let db = super::dev_db(&dir.path().join("db"))?;
     let key = Keypair::generate_ed25519();
     let storage = Storage::open(
         &dir.path().join("storage"),

@@ -11,6 +11,18 @@ pub mod vdf;
 
 use serde::Serialize;
 
+/// A fresh node database of the dev genesis at `path`, as a benchmark's node would open it.
+pub(crate) fn dev_db(path: &std::path::Path) -> anyhow::Result<vigil_actors::store::SledStore> {
+    use vigil_actors::store::{open_node_db, OpenMode, StoreOptions};
+    let g = vigil_genesis::Preset::Dev.genesis()?;
+    Ok(open_node_db(
+        path,
+        g.hash(),
+        OpenMode::Create,
+        &StoreOptions::default(),
+    )?)
+}
+
 /// Percentiles of a sample of durations, in microseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Percentiles {

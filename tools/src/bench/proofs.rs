@@ -14,7 +14,6 @@ use vigil_actors::epoch::{Chain, EpochSettings, EpochStore, Origin};
 use vigil_actors::net::codec::Frame;
 use vigil_actors::net::{NetSettings, Network};
 use vigil_actors::storage::Storage;
-use vigil_actors::store::{open_node_db, OpenMode, StoreOptions};
 use vigil_genesis::{Preset, VdfMode};
 use vigil_protocols::availability::challenge::{
     derive_indices, proof_bytes, prove_leaf, verify, ChallengeRequest, Outcome, Request,
@@ -155,7 +154,6 @@ fn round_trips(o: &Options) -> Result<Percentiles> {
     rt.block_on(async {
         let dir = tempfile::tempdir()?;
         let genesis = [0x42u8; 32];
-        let g = Preset::Dev.genesis()?;
         let params = VdfParams {
             iterations: 10_000,
             segments: 4,
@@ -165,12 +163,7 @@ fn round_trips(o: &Options) -> Result<Percentiles> {
         let mut nodes = Vec::new();
         let mut boot = Vec::new();
         for name in ["prover", "challenger"] {
-            let db = open_node_db(
-                &dir.path().join(name),
-                g.hash(),
-                OpenMode::Create,
-                &StoreOptions::default(),
-            )?;
+            let db = super::dev_db(&dir.path().join(name))?;
             let key = Keypair::generate_ed25519();
             let settings = NetSettings {
                 bootnodes: boot.clone(),
