@@ -22,13 +22,22 @@
 //! removed after being stored). A torn record belongs to a write whose
 //! `fdatasync` never returned, so no confirm was sent for it.
 //!
+//! Writes bypass the page cache (`O_DIRECT`) where the filesystem allows it:
+//! whole 4 KiB blocks from an aligned buffer, the last partial block kept in
+//! memory and written again, with the same leading bytes, by the next pass
+//! (as PostgreSQL rewrites a WAL page). The `fdatasync` after each write still
+//! flushes the device's cache. On this machine that takes a write + sync from
+//! 113–140 µs and 48–61 µs of CPU to 92 µs and 27 µs (docs/benchmarks.md).
+//! Where `O_DIRECT` is refused (tmpfs, some FUSE filesystems) the log writes
+//! through the page cache instead.
+//!
 //! Record: `len: u32 BE ‖ generation: u32 BE ‖ check: 4 bytes of
 //! BLAKE3(generation ‖ body) ‖ body`; the body is
 //! [`Envelope::encode`](super::Envelope::encode) (topic and sequence inside).
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// File name inside the sled folder.
@@ -36,6 +45,42 @@ pub(crate) const FILE: &str = "vigil-queue.wal";
 /// Preallocated size; a pass that does not fit becomes a checkpoint.
 pub(crate) const SIZE: u64 = 8 << 20;
 const HEAD: usize = 12;
+/// Direct I/O block: offsets, lengths and buffer addresses are multiples of it.
+const BLOCK: usize = 4096;
+
+/// A byte buffer whose data starts on a [`BLOCK`] boundary (for `O_DIRECT`).
+#[derive(Debug, Default)]
+struct Aligned {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Aligned {
+    /// Empties the buffer, with room for `cap` bytes.
+    fn reset(&mut self, cap: usize) {
+        // Room for `cap` rounded up to whole blocks (see `pad`).
+        if self.raw.len() < self.start + cap.next_multiple_of(BLOCK) || self.raw.is_empty() {
+            self.raw = vec![0; cap.next_multiple_of(BLOCK) + BLOCK];
+            self.start = self.raw.as_ptr().align_offset(BLOCK);
+        }
+        self.len = 0;
+    }
+    fn push(&mut self, bytes: &[u8]) {
+        let at = self.start + self.len;
+        self.raw[at..at + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+    /// Zero-fills to the next block boundary.
+    fn pad(&mut self) {
+        let to = self.len.next_multiple_of(BLOCK);
+        self.raw[self.start + self.len..self.start + to].fill(0);
+        self.len = to;
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+}
 
 fn check(gen: u32, body: &[u8]) -> [u8; 4] {
     let mut h = blake3::Hasher::new();
@@ -54,6 +99,11 @@ pub(crate) struct Wal {
     gen: u32,
     /// Bytes written in this generation.
     len: u64,
+    /// `file` was opened with `O_DIRECT`.
+    direct: bool,
+    /// The written bytes of the block that holds the end of the log.
+    tail: Vec<u8>,
+    buf: Aligned,
 }
 
 impl Wal {
@@ -78,11 +128,23 @@ impl Wal {
             }
             file.sync_all()?;
         }
+        let (file, direct) = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path)
+        {
+            Ok(f) => (f, true),
+            Err(_) => (file, false),
+        };
         let mut w = Self {
             file,
             path,
             gen: 0,
             len: 0,
+            direct,
+            tail: Vec::with_capacity(BLOCK),
+            buf: Aligned::default(),
         };
         // The next generation differs from the one on disk, whatever follows it.
         w.gen = w.read()?.2.wrapping_add(1);
@@ -95,9 +157,34 @@ impl Wal {
         if self.len + records.len() as u64 > SIZE {
             return Ok(false);
         }
-        self.file.write_all_at(records, self.len)?;
+        // From the start of the block holding the end of the log: its written
+        // bytes again, the new records, zeros to the block's end.
+        let from = self.len - self.tail.len() as u64;
+        self.buf.reset(self.tail.len() + records.len());
+        self.buf.push(&self.tail);
+        self.buf.push(records);
+        let end = self.buf.len;
+        self.buf.pad();
+        self.write_buf(from)?;
         self.len += records.len() as u64;
+        let keep = end % BLOCK;
+        self.tail.clear();
+        self.tail.extend_from_slice(&self.buf.bytes()[end - keep..end]);
         Ok(true)
+    }
+
+    /// Writes the aligned buffer at `at`; if the filesystem refuses direct
+    /// I/O at the first write, reopens through the page cache and writes again.
+    fn write_buf(&mut self, at: u64) -> std::io::Result<()> {
+        match self.file.write_all_at(self.buf.bytes(), at) {
+            Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::debug!(error = %e, "queue log: direct I/O refused, writing through the page cache");
+                self.file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+                self.direct = false;
+                self.file.write_all_at(self.buf.bytes(), at)
+            }
+            r => r,
+        }
     }
 
     /// Frames an encoded envelope as one record of this log.
@@ -128,9 +215,13 @@ impl Wal {
         if self.len > 0 {
             self.gen = self.gen.wrapping_add(1);
             self.len = 0;
+            self.tail.clear();
             let mut empty = [0u8; HEAD];
             empty[4..8].copy_from_slice(&self.gen.to_be_bytes());
-            self.file.write_all_at(&empty, 0)?;
+            self.buf.reset(BLOCK);
+            self.buf.push(&empty);
+            self.buf.pad();
+            self.write_buf(0)?;
         }
         Ok(())
     }
@@ -237,5 +328,34 @@ mod tests {
         // A pass too large for the file is refused (the flusher checkpoints instead).
         let mut w2 = w2;
         assert!(!w2.append(&vec![0; SIZE as usize + 1]).unwrap());
+    }
+
+    #[test]
+    fn passes_that_end_mid_block_keep_every_earlier_record() {
+        // Direct I/O writes whole blocks: each pass rewrites the block that
+        // holds the end of the log. Odd sizes put ends everywhere in a block.
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Wal::open(dir.path()).unwrap();
+        let mut all = Vec::new();
+        let mut size = 1usize;
+        for pass in 0..60 {
+            let bodies: Vec<Vec<u8>> = (0..pass % 5 + 1)
+                .map(|i| {
+                    size = (size * 7 + 13) % 5_000 + 1;
+                    vec![(pass + i) as u8 | 1; size]
+                })
+                .collect();
+            assert!(w.append(&frames(&w, &bodies)).unwrap());
+            all.extend(bodies);
+            let (got, why, _) = w.read().unwrap();
+            assert_eq!(why, None, "pass {pass}");
+            assert_eq!(got, all, "pass {pass}");
+        }
+        w.sync().unwrap();
+        // The next generation starts at byte 0 and hides the old records.
+        w.restart().unwrap();
+        assert!(w.read().unwrap().0.is_empty());
+        assert!(w.append(&frames(&w, &[vec![9; 5_000]])).unwrap());
+        assert_eq!(w.read().unwrap().0, vec![vec![9; 5_000]]);
     }
 }

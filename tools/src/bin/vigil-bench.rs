@@ -53,6 +53,9 @@ enum Area {
         /// Publishes each publisher keeps in flight over the wire (vigil node and Redis alike).
         #[arg(long, default_value_t = 1)]
         window: usize,
+        /// Publisher counts to measure (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        publishers: Vec<usize>,
     },
     /// Chain monitoring: anvil_reorg -> alert on the bus latency, over N reorgs of a real anvil.
     Chain {
@@ -146,10 +149,11 @@ fn main() {
             payload,
             no_redis,
             window,
+            publishers,
         } => {
             let opts = queue::Options {
                 per_publisher,
-                publishers: vec![1, 16],
+                publishers: publishers.into_iter().map(|n| n.max(1)).collect(),
                 payload: payload.max(8),
                 redis: !no_redis,
                 window: window.max(1),
