@@ -3,6 +3,7 @@
 
 pub mod chain;
 pub mod continuity;
+pub mod logsync;
 pub mod network;
 pub mod proofs;
 pub mod queue;
@@ -10,6 +11,21 @@ pub mod supervision;
 pub mod vdf;
 
 use serde::Serialize;
+
+/// User + system CPU seconds a process has used (`/proc/<pid>/stat`, this
+/// process for `None`; Linux, 10 ms ticks).
+pub(crate) fn cpu_secs(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
 
 /// A fresh node database of the dev genesis at `path`, as a benchmark's node would open it.
 pub(crate) fn dev_db(path: &std::path::Path) -> anyhow::Result<vigil_actors::store::SledStore> {

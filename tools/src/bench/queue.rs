@@ -3,7 +3,9 @@
 //! Measured side by side in one run, same payload size and concurrency:
 //! - vigil over its bus: each publisher is a WebSocket client on 127.0.0.1 of a
 //!   real `vigil dev` node process started by the benchmark (`vigil-node` rows),
-//!   as Redis's clients talk to a `redis-server` process;
+//!   as Redis's clients talk to a `redis-server` process; the same against a
+//!   node with `bus.confirm = none` (`node-no-fsync`: the durable path
+//!   without the disk) and to an ephemeral topic (`bus-no-disk`: the bus alone);
 //! - vigil's queue engine in-process (`Queues::publish`, confirm mode `always`);
 //! - Redis Streams (`XADD`, `appendfsync always`) on a `redis-server` this
 //!   benchmark starts on 127.0.0.1 and stops, when one is installed;
@@ -17,7 +19,7 @@ use serde::Serialize;
 use vigil_actors::queue::{ConfirmMode, Publish, QueueConfig, Queues};
 use vigil_actors::store::SledStore;
 
-use super::Percentiles;
+use super::{cpu_secs, Percentiles};
 
 /// Runtime threads: the node's own runtime uses the same on a 2-core machine.
 const WORKERS: usize = 2;
@@ -52,20 +54,6 @@ pub struct Row {
     pub server_cpu_us: Option<f64>,
     /// CPU time of this process (the clients; the whole engine when in-process) per message, µs.
     pub client_cpu_us: Option<f64>,
-}
-
-/// User + system CPU seconds a process has used (`/proc/<pid>/stat`; Linux).
-fn cpu_secs(pid: Option<u32>) -> Option<f64> {
-    let path = match pid {
-        Some(p) => format!("/proc/{p}/stat"),
-        None => "/proc/self/stat".to_owned(),
-    };
-    let stat = std::fs::read_to_string(path).ok()?;
-    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }
 
 /// CPU seconds of `server` and of this process, for a before/after difference.
@@ -170,13 +158,16 @@ async fn vigil_row(publishers: usize, per: usize, payload: usize) -> Row {
 }
 
 /// A bus server on 127.0.0.1:0 over a fresh engine, with one app allowed to publish.
-async fn bus_server(dir: &std::path::Path) -> (vigil_actors::bus::RunningBus, String, String) {
+async fn bus_server(
+    dir: &std::path::Path,
+    confirm: ConfirmMode,
+) -> (vigil_actors::bus::RunningBus, String, String) {
     use vigil_actors::bus::{Apps, Bus, BusSettings, Verb};
     let store = SledStore::open(dir, 256 << 20, None).expect("open sled");
     let queues = Queues::open(
         store.clone(),
         QueueConfig {
-            confirm: ConfirmMode::Always,
+            confirm,
             ..QueueConfig::default()
         },
     )
@@ -214,8 +205,9 @@ impl Drop for NodeProcess {
     }
 }
 
-/// Starts `vigil dev` on temp dirs and free ports; returns it, the bus URL and an app token.
-async fn node_process() -> Result<(NodeProcess, String, String), String> {
+/// Starts `vigil dev` on temp dirs and free ports, with `bus.confirm` set to
+/// `confirm`; returns it, the bus URL and an app token.
+async fn node_process(confirm: &str) -> Result<(NodeProcess, String, String), String> {
     let exe = std::env::current_exe()
         .map_err(|e| e.to_string())?
         .with_file_name("vigil");
@@ -235,6 +227,7 @@ async fn node_process() -> Result<(NodeProcess, String, String), String> {
         // A follower: a timelord's VDF worker would hold one of the two cores
         // the broker is measured on (redis-server computes no VDF).
         .env("VIGIL_VDF__COMPUTE", "false")
+        .env("VIGIL_BUS__CONFIRM", confirm)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -266,23 +259,55 @@ async fn node_process() -> Result<(NodeProcess, String, String), String> {
     Ok((node, bus_url, token))
 }
 
-/// Publishes over the bus to a real node. `ephemeral` publishes to `live.bench`
-/// (at-most-once, never on disk): the bus's own round trip, row `bus-no-disk`.
-async fn bus_row(publishers: usize, per: usize, payload: usize, window: usize, ephemeral: bool) -> Row {
+/// What a bus row publishes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// A durable topic, confirmed after an fsync (`bus.confirm = always`): row `vigil-node`.
+    Durable,
+    /// The same durable topic on a node with `bus.confirm = none`: stored, no
+    /// fsync; what the durable path costs besides the disk (row `node-no-fsync`).
+    NoFsync,
+    /// An ephemeral topic `live.bench` (at-most-once, never on disk): the
+    /// bus's own round trip (row `bus-no-disk`).
+    Ephemeral,
+}
+
+impl Target {
+    /// The row's name: measured on a node process, or on an in-process bus.
+    fn system(self, process: bool) -> &'static str {
+        match (self, process) {
+            (Target::Durable, true) => "vigil-node",
+            (Target::Durable, false) => "vigil-bus",
+            (Target::NoFsync, true) => "node-no-fsync",
+            (Target::NoFsync, false) => "bus-no-fsync",
+            (Target::Ephemeral, true) => "bus-no-disk",
+            (Target::Ephemeral, false) => "bus-no-disk-in-process",
+        }
+    }
+    fn confirm(self) -> ConfirmMode {
+        match self {
+            Target::NoFsync => ConfirmMode::None,
+            _ => ConfirmMode::Always,
+        }
+    }
+}
+
+/// Publishes over the bus to a real node.
+async fn bus_row(publishers: usize, per: usize, payload: usize, window: usize, target: Target) -> Row {
     let dir = tempfile::tempdir().expect("temp dir");
+    let ephemeral = target == Target::Ephemeral;
+    let confirm = if target.confirm() == ConfirmMode::None {
+        "none"
+    } else {
+        "always"
+    };
     // A real node process, like redis-server; in-process only if the binary is missing.
-    let (system, _node, _running, url, token) = match node_process().await {
-        Ok((node, url, token)) => (
-            if ephemeral { "bus-no-disk" } else { "vigil-node" },
-            Some(node),
-            None,
-            url,
-            token,
-        ),
+    let (system, _node, _running, url, token) = match node_process(confirm).await {
+        Ok((node, url, token)) => (target.system(true), Some(node), None, url, token),
         Err(why) => {
             eprintln!("note: {why}; measuring an in-process bus instead");
-            let (running, url, token) = bus_server(dir.path()).await;
-            ("vigil-bus", None, Some(running), url, token)
+            let (running, url, token) = bus_server(dir.path(), target.confirm()).await;
+            (target.system(false), None, Some(running), url, token)
         }
     };
     let mut clients = Vec::new();
@@ -512,10 +537,14 @@ pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> Report {
             Some(Ok(_)) => None,
         };
         for &n in &opts.publishers {
-            progress(&format!("vigil over the bus, {n} publishers"));
-            rows.push(bus_row(n, opts.per_publisher, opts.payload, opts.window, false).await);
-            progress(&format!("the bus without disk (ephemeral topic), {n} publishers"));
-            rows.push(bus_row(n, opts.per_publisher, opts.payload, opts.window, true).await);
+            for (what, target) in [
+                ("vigil over the bus", Target::Durable),
+                ("the node with bus.confirm = none (no fsync)", Target::NoFsync),
+                ("the bus without disk (ephemeral topic)", Target::Ephemeral),
+            ] {
+                progress(&format!("{what}, {n} publishers"));
+                rows.push(bus_row(n, opts.per_publisher, opts.payload, opts.window, target).await);
+            }
             progress(&format!("vigil engine in-process, {n} publishers"));
             rows.push(vigil_row(n, opts.per_publisher, opts.payload).await);
             if let Some(Ok(server)) = &redis {

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
-use vigil_tools::bench::{chain, continuity, network, proofs, queue, supervision, vdf};
+use vigil_tools::bench::{chain, continuity, logsync, network, proofs, queue, supervision, vdf};
 
 /// Benchmarks of vigil's parts; every comparison is measured side by side in one run.
 #[derive(Debug, Parser)]
@@ -56,6 +56,19 @@ enum Area {
         /// Publisher counts to measure (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "1,16")]
         publishers: Vec<usize>,
+    },
+    /// One durable write of the queue's log, three ways side by side: append,
+    /// overwrite through the page cache, overwrite with O_DIRECT (each + fdatasync).
+    LogSync {
+        /// Directory on the file system to measure (a node's data dir's, for a real figure).
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+        /// Alternating rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Writes per method per round.
+        #[arg(long, default_value_t = 2_000)]
+        writes: usize,
     },
     /// Chain monitoring: anvil_reorg -> alert on the bus latency, over N reorgs of a real anvil.
     Chain {
@@ -167,13 +180,13 @@ fn main() {
                     r.payload, r.window
                 );
                 println!(
-                    "  {:<10} {:>10} {:>14} {:>10} {:>10} {:>14} {:>14}",
+                    "  {:<14} {:>10} {:>14} {:>10} {:>10} {:>14} {:>14}",
                     "system", "publishers", "msg/s", "p50 ms", "p99 ms", "server us/msg", "client us/msg"
                 );
                 let us = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
                 for row in &r.rows {
                     println!(
-                        "  {:<10} {:>10} {:>14.0} {:>10.3} {:>10.3} {:>14} {:>14}",
+                        "  {:<14} {:>10} {:>14.0} {:>10.3} {:>10.3} {:>14} {:>14}",
                         row.system,
                         row.publishers,
                         row.msgs_per_sec,
@@ -205,6 +218,28 @@ fn main() {
                     "  end to end publish -> deliver -> ack: {:.0} msg/s",
                     r.end_to_end_msgs_per_sec
                 );
+            }
+        }
+        Area::LogSync { dir, rounds, writes } => {
+            let r = or_exit(logsync::run(&dir, rounds.max(1), writes.max(1), &progress));
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
+            } else {
+                println!(
+                    "log-sync: one 4 KiB write + fdatasync, {} per method in {}",
+                    r.writes, r.dir
+                );
+                println!(
+                    "  {:<10} {:>10} {:>10} {:>10} {:>10}",
+                    "method", "mean us", "p50 us", "p99 us", "cpu us"
+                );
+                for row in &r.rows {
+                    println!(
+                        "  {:<10} {:>10.0} {:>10.0} {:>10.0} {:>10.0}",
+                        row.method, row.mean_us, row.latency.p50_us, row.latency.p99_us, row.cpu_us
+                    );
+                }
+                println!("  direct / overwrite mean latency: {:.2}x", r.direct_vs_overwrite);
             }
         }
         Area::Chain { reorgs, depth, anvil } => {
