@@ -27,6 +27,14 @@ pub(crate) fn cpu_secs(pid: Option<u32>) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// Resident memory of a process, MiB (`VmRSS` of `/proc/<pid>/status`; Linux).
+pub(crate) fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
 /// A fresh node database of the dev genesis at `path`, as a benchmark's node would open it.
 pub(crate) fn dev_db(path: &std::path::Path) -> anyhow::Result<vigil_actors::store::SledStore> {
     use vigil_actors::store::{open_node_db, OpenMode, StoreOptions};

@@ -19,7 +19,8 @@ use serde::Serialize;
 use vigil_actors::queue::{ConfirmMode, Publish, QueueConfig, Queues};
 use vigil_actors::store::SledStore;
 
-use super::{cpu_secs, Percentiles};
+use super::{cpu_secs, rss_mib, Percentiles};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Runtime threads: the node's own runtime uses the same on a 2-core machine.
 const WORKERS: usize = 2;
@@ -54,6 +55,40 @@ pub struct Row {
     pub server_cpu_us: Option<f64>,
     /// CPU time of this process (the clients; the whole engine when in-process) per message, µs.
     pub client_cpu_us: Option<f64>,
+    /// Resident memory of the server process when half the messages were confirmed, MiB.
+    pub server_rss_half_mib: Option<f64>,
+    /// ... and at the end: a server that keeps something per message grows between the two.
+    pub server_rss_end_mib: Option<f64>,
+}
+
+/// Samples a server's resident memory when half of a row's messages are
+/// confirmed (publishers count them in [`RssWatch::confirmed`]) and at the end.
+struct RssWatch {
+    pid: Option<u32>,
+    confirmed: Arc<AtomicUsize>,
+    half: tokio::task::JoinHandle<Option<f64>>,
+}
+
+impl RssWatch {
+    fn start(pid: Option<u32>, total: usize) -> Self {
+        let confirmed = Arc::new(AtomicUsize::new(0));
+        let c = confirmed.clone();
+        let half = tokio::spawn(async move {
+            let pid = pid?;
+            while c.load(Ordering::Relaxed) < total / 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            rss_mib(pid)
+        });
+        Self { pid, confirmed, half }
+    }
+
+    /// (halfway, end) MiB.
+    async fn finish(self) -> (Option<f64>, Option<f64>) {
+        let end = self.pid.and_then(rss_mib);
+        self.half.abort_handle().abort();
+        (self.half.await.ok().flatten(), end)
+    }
 }
 
 /// CPU seconds of `server` and of this process, for a before/after difference.
@@ -154,6 +189,8 @@ async fn vigil_row(publishers: usize, per: usize, payload: usize) -> Row {
         confirm: Percentiles::from_nanos(all),
         server_cpu_us: None,
         client_cpu_us,
+        server_rss_half_mib: None,
+        server_rss_end_mib: None,
     }
 }
 
@@ -319,11 +356,13 @@ async fn bus_row(publishers: usize, per: usize, payload: usize, window: usize, t
         );
     }
     let cpu = CpuMark::now(_node.as_ref().map(|n| n.child.id()));
+    let rss = RssWatch::start(_node.as_ref().map(|n| n.child.id()), publishers * per);
     let t0 = Instant::now();
     let tasks: Vec<_> = clients
         .into_iter()
         .map(|c| {
             let topic = if ephemeral { "live.bench" } else { "bench" };
+            let confirmed = rss.confirmed.clone();
             tokio::spawn(async move {
                 let body = vec![b'x'; payload];
                 let mut lat = Vec::with_capacity(per);
@@ -334,6 +373,7 @@ async fn bus_row(publishers: usize, per: usize, payload: usize, window: usize, t
                         let (t, f) = in_flight.pop_front().expect("non-empty");
                         f.await.expect("publish");
                         lat.push(t.elapsed().as_nanos() as u64);
+                        confirmed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 lat
@@ -343,6 +383,7 @@ async fn bus_row(publishers: usize, per: usize, payload: usize, window: usize, t
     let all = join_latencies(tasks).await;
     let secs = t0.elapsed().as_secs_f64();
     let (server_cpu_us, client_cpu_us) = cpu.per_msg(publishers * per);
+    let (server_rss_half_mib, server_rss_end_mib) = rss.finish().await;
     Row {
         system: system.into(),
         publishers,
@@ -350,6 +391,8 @@ async fn bus_row(publishers: usize, per: usize, payload: usize, window: usize, t
         confirm: Percentiles::from_nanos(all),
         server_cpu_us,
         client_cpu_us,
+        server_rss_half_mib,
+        server_rss_end_mib,
     }
 }
 
@@ -471,11 +514,13 @@ async fn redis_row(
     }
     let key = format!("bench{publishers}");
     let cpu = CpuMark::now(Some(pid));
+    let rss = RssWatch::start(Some(pid), publishers * per);
     let t0 = Instant::now();
     let tasks: Vec<_> = conns
         .into_iter()
         .map(|c| {
             let key = key.clone();
+            let confirmed = rss.confirmed.clone();
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(per);
                 let body = vec![b'x'; payload];
@@ -499,6 +544,7 @@ async fn redis_row(
                         f.await
                             .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))??;
                         lat.push(t.elapsed().as_nanos() as u64);
+                        confirmed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Ok::<_, redis::RedisError>(lat)
@@ -511,6 +557,7 @@ async fn redis_row(
     }
     let secs = t0.elapsed().as_secs_f64();
     let (server_cpu_us, client_cpu_us) = cpu.per_msg(publishers * per);
+    let (server_rss_half_mib, server_rss_end_mib) = rss.finish().await;
     Ok(Row {
         system: "redis".into(),
         publishers,
@@ -518,6 +565,8 @@ async fn redis_row(
         confirm: Percentiles::from_nanos(all),
         server_cpu_us,
         client_cpu_us,
+        server_rss_half_mib,
+        server_rss_end_mib,
     })
 }
 

@@ -180,20 +180,31 @@ fn main() {
                     r.payload, r.window
                 );
                 println!(
-                    "  {:<14} {:>10} {:>14} {:>10} {:>10} {:>14} {:>14}",
-                    "system", "publishers", "msg/s", "p50 ms", "p99 ms", "server us/msg", "client us/msg"
+                    "  {:<14} {:>10} {:>14} {:>10} {:>10} {:>14} {:>14} {:>16}",
+                    "system",
+                    "publishers",
+                    "msg/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "server us/msg",
+                    "client us/msg",
+                    "server MiB ½→end"
                 );
                 let us = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
                 for row in &r.rows {
                     println!(
-                        "  {:<14} {:>10} {:>14.0} {:>10.3} {:>10.3} {:>14} {:>14}",
+                        "  {:<14} {:>10} {:>14.0} {:>10.3} {:>10.3} {:>14} {:>14} {:>16}",
                         row.system,
                         row.publishers,
                         row.msgs_per_sec,
                         row.confirm.p50_us / 1000.0,
                         row.confirm.p99_us / 1000.0,
                         us(row.server_cpu_us),
-                        us(row.client_cpu_us)
+                        us(row.client_cpu_us),
+                        match (row.server_rss_half_mib, row.server_rss_end_mib) {
+                            (Some(h), Some(e)) => format!("{h:.0} → {e:.0}"),
+                            _ => "-".to_owned(),
+                        }
                     );
                 }
                 for (n, ratio) in &r.ratio_vs_redis {
