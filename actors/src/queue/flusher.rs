@@ -38,6 +38,10 @@ struct State {
     /// Log records (encoded envelopes) queued since the last pass.
     records: Vec<Vec<u8>>,
     stop: bool,
+    /// The flusher thread is waiting on the condvar (else it will look at
+    /// the state before it waits again): a publish wakes it only then, since
+    /// every `notify_one` is a futex syscall.
+    waiting: bool,
 }
 
 /// The flusher thread's handle.
@@ -103,7 +107,7 @@ impl Flusher {
         }
         s.requested += 1;
         let ticket = s.requested;
-        if self.mode == ConfirmMode::Always {
+        if self.mode == ConfirmMode::Always && s.waiting {
             cv.notify_one();
         }
         ticket
@@ -165,6 +169,7 @@ fn run(
             match period {
                 None => {
                     while s.requested == flushed && !s.stop && !checkpoint_due(&wal, last_checkpoint) {
+                        s.waiting = true;
                         s = match &wal {
                             // Wake for the checkpoint of a log that holds records.
                             Some(w) if w.len() > 0 => {
@@ -189,6 +194,7 @@ fn run(
                     }
                 }
             }
+            s.waiting = false;
             (
                 s.requested,
                 std::mem::take(&mut s.full),
