@@ -26,8 +26,9 @@
 //! whole 4 KiB blocks from an aligned buffer, the last partial block kept in
 //! memory and written again, with the same leading bytes, by the next pass
 //! (as PostgreSQL rewrites a WAL page). The `fdatasync` after each write still
-//! flushes the device's cache. On this machine that takes a write + sync from
-//! 113–140 µs and 48–61 µs of CPU to 92 µs and 27 µs (docs/benchmarks.md).
+//! flushes the device's cache. On this machine a 4 KiB write + sync takes
+//! 122–124 µs and 50–52 µs of CPU this way against 131–138 µs and 57 µs
+//! through the page cache (`vigil-bench log-sync`, docs/benchmarks.md).
 //! Where `O_DIRECT` is refused (tmpfs, some FUSE filesystems) the log writes
 //! through the page cache instead.
 //!
