@@ -18,6 +18,14 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// ... or once the log is this large.
 const CHECKPOINT_BYTES: u64 = super::wal::SIZE / 2;
 
+/// Writes the messages the queues still hold in memory to sled (see
+/// `messages.rs`); called before every sled flush.
+pub(crate) type Seal = Box<dyn Fn() -> Result<(), String> + Send>;
+
+/// How often the open chunks go to sled in confirm mode `none` (sled's own
+/// periodic flush then makes them durable).
+const SEAL_EVERY: Duration = Duration::from_millis(200);
+
 /// When a publish is confirmed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "mode", content = "ms")]
@@ -57,7 +65,7 @@ pub(crate) struct Flusher {
 
 impl Flusher {
     /// Starts the flusher thread; `wal` is used in `always` mode only.
-    pub(crate) fn start(store: SledStore, mode: ConfirmMode, wal: Option<Wal>) -> Self {
+    pub(crate) fn start(store: SledStore, mode: ConfirmMode, wal: Option<Wal>, seal: Seal) -> Self {
         let wal = wal.filter(|_| mode == ConfirmMode::Always);
         let logged = wal.is_some();
         let state = Arc::new((Mutex::new(State::default()), Condvar::new()));
@@ -65,11 +73,12 @@ impl Flusher {
         let st = state.clone();
         let period = match mode {
             ConfirmMode::Interval(ms) => Some(Duration::from_millis(ms.max(1))),
-            _ => None,
+            ConfirmMode::None => Some(SEAL_EVERY),
+            ConfirmMode::Always => None,
         };
         let thread = std::thread::Builder::new()
             .name("vigil-flusher".into())
-            .spawn(move || run(store, st, tx, period, wal))
+            .spawn(move || run(store, st, tx, (mode, period), wal, seal))
             .expect("cannot spawn the flusher thread");
         Self {
             state,
@@ -150,8 +159,9 @@ fn run(
     store: SledStore,
     state: Arc<(Mutex<State>, Condvar)>,
     done: watch::Sender<u64>,
-    period: Option<Duration>,
+    (mode, period): (ConfirmMode, Option<Duration>),
     mut wal: Option<Wal>,
+    seal: Seal,
 ) {
     let (lock, cv) = &*state;
     let mut flushed = 0u64;
@@ -203,8 +213,10 @@ fn run(
             )
         };
         if stop {
-            // Every record is in sled's memory: one flush covers them all.
-            let _ = checkpoint(&store, &mut wal);
+            // Every record is in memory: one flush covers them all.
+            if let Err(e) = checkpoint(&store, &mut wal, &seal) {
+                tracing::error!(error = %e, "queue flush at shutdown failed; the log still holds what was confirmed");
+            }
             let _ = done.send(target);
             return;
         }
@@ -236,12 +248,14 @@ fn run(
         };
         let r = match (logged, wal.is_some()) {
             (Some(r), _) => r,
-            // The records taken are in sled's memory already: the flush covers them.
-            (None, true) => checkpoint(&store, &mut wal).map(|()| {
+            // The records taken are in memory already: the checkpoint covers them.
+            (None, true) => checkpoint(&store, &mut wal, &seal).map(|()| {
                 last_checkpoint = Instant::now();
                 force_checkpoint = false;
             }),
-            (None, false) => store.flush().map(|_| ()).map_err(|e| e.to_string()),
+            // Mode `none`: sled's own periodic flush makes the chunks durable.
+            (None, false) if mode == ConfirmMode::None => seal(),
+            (None, false) => seal().and_then(|()| store.flush().map(|_| ()).map_err(|e| e.to_string())),
         };
         match r {
             Ok(()) => {
@@ -258,8 +272,10 @@ fn run(
     }
 }
 
-/// Flushes sled (with its `fdatasync`) and restarts the log it now covers.
-fn checkpoint(store: &SledStore, wal: &mut Option<Wal>) -> Result<(), String> {
+/// Writes the open chunks, flushes sled (with its `fdatasync`) and restarts
+/// the log it now covers.
+fn checkpoint(store: &SledStore, wal: &mut Option<Wal>, seal: &Seal) -> Result<(), String> {
+    seal()?;
     store.flush().map_err(|e| format!("queue checkpoint: {e}"))?;
     if let Some(w) = wal {
         w.restart()

@@ -16,13 +16,17 @@
 //!   `stream` topics keep by count, bytes and age;
 //! - `msg-id` header: a duplicate within the dedupe window is not stored again.
 //!
-//! Trees per topic: `q/<topic>/msg` (seq -> [`Envelope`]), `q/<topic>/cursor/<group>`
-//! (the group's next sequence and its pending deliveries, in one tree so both
-//! change atomically), `q/<topic>/dedupe` (msg-id -> seq, time).
+//! Trees per topic: `q/<topic>/msg` (first seq -> a chunk of [`Envelope`]s,
+//! see `chunk.rs`), `q/<topic>/meta` (the floor: the first seq still stored),
+//! `q/<topic>/cursor/<group>` (the group's next sequence and its pending
+//! deliveries, in one tree so both change atomically), `q/<topic>/dedupe`
+//! (msg-id -> seq, time).
 
+mod chunk;
 mod config;
 mod envelope;
 mod flusher;
+mod messages;
 mod topic;
 mod wal;
 
@@ -99,14 +103,20 @@ pub struct TopicStats {
 struct Topic {
     state: Mutex<TopicState>,
     notify: Notify,
+    /// Metric handles of the topic, looked up once (a lookup per publish
+    /// hashes the name and its labels).
+    published: metrics::Counter,
+    depth: metrics::Gauge,
 }
+
+type TopicMap = Arc<RwLock<HashMap<String, Arc<Topic>>>>;
 
 /// The queue engine: every durable topic of the node.
 pub struct Queues {
     store: SledStore,
     flusher: Flusher,
     cfg: QueueConfig,
-    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    topics: TopicMap,
 }
 
 impl std::fmt::Debug for Queues {
@@ -136,11 +146,17 @@ impl Queues {
             }
             _ => None,
         };
+        let topics = TopicMap::default();
         let q = Self {
-            flusher: Flusher::start(store.clone(), cfg.confirm, wal),
+            flusher: Flusher::start(
+                store.clone(),
+                cfg.confirm,
+                wal,
+                seal_all(store.clone(), topics.clone()),
+            ),
             store,
             cfg,
-            topics: RwLock::new(HashMap::new()),
+            topics,
         };
         let mut names: Vec<String> = q
             .store
@@ -174,6 +190,8 @@ impl Queues {
         let t = Arc::new(Topic {
             state: Mutex::new(state),
             notify: Notify::new(),
+            published: metrics::counter!(m::QUEUE_PUBLISHED, "topic" => name.to_owned()),
+            depth: metrics::gauge!(m::QUEUE_DEPTH, "topic" => name.to_owned()),
         });
         topics.insert(name.to_owned(), t.clone());
         Ok(t)
@@ -222,8 +240,8 @@ impl Queues {
                         ..Envelope::default()
                     };
                     let (seq, bytes) = st.append(&self.store, env, msg_id.as_deref())?;
-                    metrics::counter!(m::QUEUE_PUBLISHED, "topic" => topic.to_owned()).increment(1);
-                    metrics::gauge!(m::QUEUE_DEPTH, "topic" => topic.to_owned()).set(st.count as f64);
+                    t.published.increment(1);
+                    t.depth.set(st.msgs.count as f64);
                     // Logged under the topic's lock: the log holds a topic's
                     // messages in sequence order, so a confirmed one never
                     // follows a lost one.
@@ -303,13 +321,16 @@ impl Queues {
                 .insert(HDR_DLQ_DELIVERIES.into(), d.deliveries.to_string().into_bytes());
             env.headers
                 .insert(HDR_DLQ_SEQ.into(), orig_seq.to_string().into_bytes());
-            env.seq = st.next_seq;
+            env.seq = st.msgs.next_seq;
             env.topic = dlq_name.clone();
+            let bytes = env.encode()?;
+            let len = bytes.len();
+            st.msgs.seal(&self.store)?;
             let mut batch = Batch::default();
-            batch.insert(&msg_tree(&dlq_name), &env.seq.to_be_bytes(), env.encode()?);
+            batch.insert(&msg_tree(&dlq_name), &env.seq.to_be_bytes(), bytes);
             batch.remove(&group_tree(topic, &d.group), &pending_key_of(orig_seq));
             self.store.apply(&batch)?;
-            st.adopt_appended(&env)?;
+            st.adopt_written(len);
             tracing::warn!(topic, group = %d.group, seq = orig_seq, reason = %d.reason, "message dead-lettered");
             metrics::counter!(m::QUEUE_DEAD_LETTERED, "topic" => topic.to_owned()).increment(1);
         }
@@ -330,7 +351,7 @@ impl Queues {
         let mut st = lock(&t.state);
         st.ack(&self.store, group, seqs)?;
         metrics::counter!(m::QUEUE_ACKED, "topic" => topic.to_owned()).increment(seqs.len() as u64);
-        metrics::gauge!(m::QUEUE_DEPTH, "topic" => topic.to_owned()).set(st.count as f64);
+        t.depth.set(st.msgs.count as f64);
         drop(st);
         t.notify.notify_waiters();
         Ok(())
@@ -382,10 +403,10 @@ impl Queues {
                 TopicStats {
                     topic: st.cfg.name.clone(),
                     kind: st.cfg.kind,
-                    depth: st.count,
-                    bytes: st.bytes,
+                    depth: st.msgs.count,
+                    bytes: st.msgs.bytes,
                     published: st.published,
-                    next_seq: st.next_seq,
+                    next_seq: st.msgs.next_seq,
                     groups: st.group_stats(),
                 }
             })
@@ -396,43 +417,56 @@ impl Queues {
 
     /// Up to `limit` messages of `<topic>.dlq`, oldest first.
     pub fn dlq_list(&self, topic: &str, limit: usize) -> Result<Vec<Envelope>> {
-        let name = format!("{topic}.dlq");
-        let tree = msg_tree(&name);
-        self.store
-            .range_from(&tree, &[], limit)?
-            .iter()
-            .map(|(_, v)| Envelope::decode(&tree, v))
-            .collect()
+        let dlq = self.topic(&format!("{topic}.dlq"))?;
+        let mut st = lock(&dlq.state);
+        let mut out = Vec::new();
+        let mut seq = st.msgs.first_seq;
+        while out.len() < limit && seq < st.msgs.next_seq {
+            out.extend(st.msgs.get(&self.store, seq)?);
+            seq += 1;
+        }
+        Ok(out)
     }
 
-    /// Moves every message of `<topic>.dlq` back to `topic` (each move one
-    /// transaction); returns how many.
+    /// Moves every message of `<topic>.dlq` back to `topic`; each move (the
+    /// insert and the dead-letter topic's floor) is one transaction. Returns how many.
     pub async fn dlq_replay(&self, topic: &str) -> Result<u64> {
         let dlq_name = format!("{topic}.dlq");
         let dlq = self.topic(&dlq_name)?;
         let t = self.topic(topic)?;
         let mut moved = 0;
+        // Locks are taken per 256 moves, so publishers to either topic wait at most that long.
         loop {
-            let batch_items = self.store.range_from(&msg_tree(&dlq_name), &[], 256)?;
-            if batch_items.is_empty() {
-                break;
-            }
             let mut dst = lock(&t.state);
             let mut src = lock(&dlq.state);
-            for (k, v) in batch_items {
-                let mut env = Envelope::decode(&msg_tree(&dlq_name), &v)?;
-                for h in [HDR_DLQ_REASON, HDR_DLQ_GROUP, HDR_DLQ_DELIVERIES, HDR_DLQ_SEQ] {
-                    env.headers.remove(h);
+            dst.msgs.seal(&self.store)?;
+            for _ in 0..256 {
+                let seq = src.msgs.first_seq;
+                if seq >= src.msgs.next_seq {
+                    break;
                 }
-                env.seq = dst.next_seq;
-                env.topic = topic.to_owned();
-                let mut batch = Batch::default();
-                batch.insert(&msg_tree(topic), &env.seq.to_be_bytes(), env.encode()?);
-                batch.remove(&msg_tree(&dlq_name), &k);
-                self.store.apply(&batch)?;
-                dst.adopt_appended(&env)?;
-                src.forget_first(&k, v.len() as u64);
-                moved += 1;
+                if let Some(mut env) = src.msgs.get(&self.store, seq)? {
+                    for h in [HDR_DLQ_REASON, HDR_DLQ_GROUP, HDR_DLQ_DELIVERIES, HDR_DLQ_SEQ] {
+                        env.headers.remove(h);
+                    }
+                    env.seq = dst.msgs.next_seq;
+                    env.topic = topic.to_owned();
+                    let bytes = env.encode()?;
+                    let len = bytes.len();
+                    let (floor_tree, floor_key) = src.msgs.floor_key();
+                    let mut batch = Batch::default();
+                    batch.insert(&msg_tree(topic), &env.seq.to_be_bytes(), bytes);
+                    batch.insert(floor_tree, floor_key, (seq + 1).to_be_bytes().to_vec());
+                    self.store.apply(&batch)?;
+                    dst.adopt_written(len);
+                    moved += 1;
+                }
+                src.msgs.drop_front(&self.store, seq + 1, false)?;
+            }
+            t.depth.set(dst.msgs.count as f64);
+            dlq.depth.set(src.msgs.count as f64);
+            if src.msgs.first_seq >= src.msgs.next_seq {
+                break;
             }
         }
         let ticket = self.flusher.request();
@@ -440,6 +474,26 @@ impl Queues {
         t.notify.notify_waiters();
         Ok(moved)
     }
+}
+
+/// Writes every topic's open chunk to sled: the flusher calls it before each
+/// sled flush, so a checkpoint covers every message the log held.
+fn seal_all(store: SledStore, topics: TopicMap) -> flusher::Seal {
+    Box::new(move || {
+        let all: Vec<Arc<Topic>> = topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for t in all {
+            lock(&t.state)
+                .msgs
+                .seal(&store)
+                .map_err(|e| format!("cannot write a chunk of messages: {e}"))?;
+        }
+        Ok(())
+    })
 }
 
 /// Waits for activity on one topic.
@@ -495,7 +549,8 @@ fn replay(store: &SledStore, cfg: &QueueConfig, log: &wal::Wal) -> Result<()> {
     for (name, envs) in by_topic {
         check_name("topic", &name).map_err(Error::Invalid)?;
         let topic_cfg = config_for(cfg, &name);
-        let durable_next = TopicState::load(store, topic_cfg.clone())?.next_seq;
+        // Sled keeps a prefix of its writes: what it has not is a suffix of each topic.
+        let durable_next = TopicState::load(store, topic_cfg.clone())?.msgs.stored_end();
         for env in envs {
             // A msg-id whose message sled kept may have lost its dedupe entry
             // (sled keeps a prefix of its writes): put those back too.

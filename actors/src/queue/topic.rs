@@ -7,13 +7,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::envelope::Envelope;
+pub(crate) use super::messages::msg_tree;
+use super::messages::Messages;
 use super::{TopicConfig, TopicKind};
 use crate::store::{SledStore, Store};
 use crate::{Error, Result};
-
-pub(crate) fn msg_tree(topic: &str) -> String {
-    format!("q/{topic}/msg")
-}
 pub(crate) fn pending_key_of(seq: u64) -> Vec<u8> {
     pending_key(seq)
 }
@@ -105,10 +103,7 @@ pub struct Delivery {
 #[derive(Debug)]
 pub(crate) struct TopicState {
     pub(crate) cfg: TopicConfig,
-    pub(crate) next_seq: u64,
-    pub(crate) first_seq: u64,
-    pub(crate) count: u64,
-    pub(crate) bytes: u64,
+    pub(crate) msgs: Messages,
     pub(crate) published: u64,
     pub(crate) groups: HashMap<String, Group>,
     dedupe: VecDeque<(u64, String)>,
@@ -127,28 +122,7 @@ impl TopicState {
     /// Loads a topic's state from sled; unacked leases come back ready.
     pub(crate) fn load(store: &SledStore, cfg: TopicConfig) -> Result<Self> {
         let name = cfg.name.clone();
-        let tree = msg_tree(&name);
-        let mut first_seq = None;
-        let mut next_seq = 0;
-        let mut count = 0;
-        let mut bytes = 0;
-        let mut from = Vec::new();
-        loop {
-            let chunk = store.range_from(&tree, &from, 4096)?;
-            let Some(last) = chunk.last() else { break };
-            from = last.0.clone();
-            from.push(0);
-            for (k, v) in &chunk {
-                let seq = be_u64(k).ok_or_else(|| Error::Corrupt {
-                    tree: tree.clone(),
-                    why: "key is not a u64".into(),
-                })?;
-                first_seq.get_or_insert(seq);
-                next_seq = seq + 1;
-                count += 1;
-                bytes += v.len() as u64;
-            }
-        }
+        let mut msgs = Messages::load(store, &name)?;
         let mut groups = HashMap::new();
         let prefix = format!("q/{name}/cursor/");
         for t in store.tree_names() {
@@ -183,7 +157,7 @@ impl TopicState {
                     }
                 }
             }
-            next_seq = next_seq.max(g.next);
+            msgs.extend_to(g.next);
             groups.insert(group.to_owned(), g);
         }
         let mut dedupe: Vec<(u64, String)> = store
@@ -193,10 +167,7 @@ impl TopicState {
             .collect();
         dedupe.sort();
         Ok(Self {
-            first_seq: first_seq.unwrap_or(next_seq),
-            next_seq,
-            count,
-            bytes,
+            msgs,
             published: 0,
             groups,
             dedupe: dedupe.into(),
@@ -230,22 +201,16 @@ impl TopicState {
         mut env: Envelope,
         msg_id: Option<&str>,
     ) -> Result<(u64, Vec<u8>)> {
-        env.seq = self.next_seq;
+        env.seq = self.msgs.next_seq;
         env.topic = self.cfg.name.clone();
         let bytes = env.encode()?;
-        store.insert(&msg_tree(&self.cfg.name), &env.seq.to_be_bytes(), &bytes)?;
         if let (Some(id), true) = (msg_id, self.cfg.dedupe_window_secs > 0) {
             let mut v = env.seq.to_be_bytes().to_vec();
             v.extend_from_slice(&env.timestamp_us.to_be_bytes());
             store.insert(&dedupe_tree(&self.cfg.name), id.as_bytes(), &v)?;
             self.dedupe.push_back((env.timestamp_us, id.to_owned()));
         }
-        if self.count == 0 {
-            self.first_seq = env.seq;
-        }
-        self.next_seq += 1;
-        self.count += 1;
-        self.bytes += bytes.len() as u64;
+        self.msgs.append(store, bytes.clone());
         self.published += 1;
         if self.cfg.kind == TopicKind::Stream {
             self.enforce_stream_limits(store)?;
@@ -253,62 +218,27 @@ impl TopicState {
         Ok((env.seq, bytes))
     }
 
-    /// Accounts for a message written by a transaction of the caller at `next_seq`.
-    pub(crate) fn adopt_appended(&mut self, env: &Envelope) -> Result<()> {
-        if self.count == 0 {
-            self.first_seq = env.seq;
-        }
-        self.next_seq = env.seq + 1;
-        self.count += 1;
-        self.bytes += env.encode()?.len() as u64;
+    /// Accounts for a message the caller wrote at `msgs.next_seq` in a
+    /// transaction of its own (call [`Messages::seal`] before the write).
+    pub(crate) fn adopt_written(&mut self, env_len: usize) {
+        self.msgs.adopt_written(self.msgs.next_seq, env_len);
         self.published += 1;
-        Ok(())
-    }
-
-    /// Accounts for the removal of the message at `key` (its first one) of `len` bytes.
-    pub(crate) fn forget_first(&mut self, key: &[u8], len: u64) {
-        self.count = self.count.saturating_sub(1);
-        self.bytes = self.bytes.saturating_sub(len);
-        if let Some(seq) = be_u64(key) {
-            self.first_seq = self.first_seq.max(seq + 1);
-        }
-    }
-
-    fn delete_first(&mut self, store: &SledStore) -> Result<()> {
-        let tree = msg_tree(&self.cfg.name);
-        if let Some((k, v)) = store.range_from(&tree, &[], 1)?.into_iter().next() {
-            store.remove(&tree, &k)?;
-            self.count = self.count.saturating_sub(1);
-            self.bytes = self.bytes.saturating_sub(v.len() as u64);
-            self.first_seq = be_u64(&k).unwrap_or(self.first_seq) + 1;
-        } else {
-            self.first_seq = self.next_seq;
-            self.count = 0;
-            self.bytes = 0;
-        }
-        Ok(())
     }
 
     /// Stream retention by count, bytes and age.
     pub(crate) fn enforce_stream_limits(&mut self, store: &SledStore) -> Result<()> {
-        let c = self.cfg.clone();
-        while self.count > 0
-            && ((c.max_msgs > 0 && self.count > c.max_msgs) || (c.max_bytes > 0 && self.bytes > c.max_bytes))
-        {
-            self.delete_first(store)?;
-        }
+        let c = &self.cfg;
+        let mut to = self.msgs.floor_for_limits(c.max_msgs, c.max_bytes);
         if c.max_age_secs > 0 {
-            let tree = msg_tree(&c.name);
             let cutoff = now_us().saturating_sub(c.max_age_secs * 1_000_000);
-            while let Some((_, v)) = store.range_from(&tree, &[], 1)?.into_iter().next() {
-                let env = Envelope::decode(&tree, &v)?;
-                if env.timestamp_us >= cutoff {
-                    break;
+            while to < self.msgs.next_seq {
+                match self.msgs.get(store, to)? {
+                    Some(env) if env.timestamp_us >= cutoff => break,
+                    _ => to += 1,
                 }
-                self.delete_first(store)?;
             }
         }
-        Ok(())
+        self.msgs.drop_front(store, to, true)
     }
 
     /// Queue retention: deletes what every group has acked.
@@ -321,37 +251,19 @@ impl TopicState {
             .values()
             .map(|g| g.pending.keys().next().copied().unwrap_or(g.next).min(g.next))
             .min()
-            .unwrap_or(self.first_seq);
-        let tree = msg_tree(&self.cfg.name);
-        if self.first_seq >= floor || self.count == 0 {
-            return Ok(());
-        }
-        let gone = store.range_from(
-            &tree,
-            &self.first_seq.to_be_bytes(),
-            (floor - self.first_seq) as usize,
-        )?;
-        for (k, v) in &gone {
-            if be_u64(k).is_some_and(|s| s < floor) {
-                store.remove(&tree, k)?;
-                self.count = self.count.saturating_sub(1);
-                self.bytes = self.bytes.saturating_sub(v.len() as u64);
-            }
-        }
-        self.first_seq = floor;
-        Ok(())
+            .unwrap_or(self.msgs.first_seq);
+        self.msgs.drop_front(store, floor, true)
     }
 
-    fn group(&mut self, name: &str) -> &mut Group {
-        let start = self.first_seq;
-        self.groups.entry(name.to_owned()).or_insert_with(|| Group {
+    fn new_group(name: &str, start: u64) -> Group {
+        Group {
             next: start,
             pending: BTreeMap::new(),
             stats: GroupStats {
                 group: name.to_owned(),
                 ..Default::default()
             },
-        })
+        }
     }
 
     /// Hands out up to `max` messages to `group`: ready redeliveries first, then
@@ -367,10 +279,13 @@ impl TopicState {
         }
         let now = Instant::now();
         let cfg = self.cfg.clone();
-        let tree = msg_tree(&cfg.name);
         let gtree = group_tree(&cfg.name, group_name);
-        let (first_seq, next_seq) = (self.first_seq, self.next_seq);
-        let g = self.group(group_name);
+        let (first_seq, next_seq) = (self.msgs.first_seq, self.msgs.next_seq);
+        let msgs = &mut self.msgs;
+        let g = self
+            .groups
+            .entry(group_name.to_owned())
+            .or_insert_with(|| Self::new_group(group_name, first_seq));
         let in_flight = g.pending.values().filter(|p| p.in_flight(now)).count();
         let want = max.min((cfg.max_in_flight as usize).saturating_sub(in_flight));
         let mut out = Vec::new();
@@ -390,12 +305,11 @@ impl TopicState {
             if out.len() >= want {
                 break;
             }
-            let Some(raw) = store.get(&tree, &seq.to_be_bytes())? else {
+            let Some(envelope) = msgs.get(store, seq)? else {
                 g.pending.remove(&seq); // removed by retention
                 store.remove(&gtree, &pending_key(seq))?;
                 continue;
             };
-            let envelope = Envelope::decode(&tree, &raw)?;
             let p = g.pending.get_mut(&seq).expect("listed above");
             if cfg.max_deliver > 0 && p.count >= cfg.max_deliver {
                 let deliveries = p.count;
@@ -426,10 +340,9 @@ impl TopicState {
         while out.len() < want && g.next < next_seq {
             let seq = g.next;
             g.next += 1;
-            let Some(raw) = store.get(&tree, &seq.to_be_bytes())? else {
+            let Some(envelope) = msgs.get(store, seq)? else {
                 continue;
             };
-            let envelope = Envelope::decode(&tree, &raw)?;
             g.pending.insert(
                 seq,
                 Pending {
@@ -508,15 +421,11 @@ impl TopicState {
         reason: &str,
     ) -> Result<DeadLetter> {
         let deliveries = self.pending_mut(group, seq)?.count;
-        let tree = msg_tree(&self.cfg.name);
-        let raw = store
-            .get(&tree, &seq.to_be_bytes())?
-            .ok_or_else(|| Error::NotPending {
-                topic: self.cfg.name.clone(),
-                group: group.to_owned(),
-                seq,
-            })?;
-        let envelope = Envelope::decode(&tree, &raw)?;
+        let envelope = self.msgs.get(store, seq)?.ok_or_else(|| Error::NotPending {
+            topic: self.cfg.name.clone(),
+            group: group.to_owned(),
+            seq,
+        })?;
         let g = self.groups.get_mut(group).expect("checked by pending_mut");
         g.pending.remove(&seq);
         g.stats.dead_lettered += 1;

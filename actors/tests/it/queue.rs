@@ -310,3 +310,72 @@ async fn bad_names_and_oversized_payloads_are_refused() {
     let e = q.fetch("t", "", 1).unwrap_err().to_string();
     assert!(e.contains("group"), "{e}");
 }
+
+/// Messages go to sled in chunks (64 at a time): reads across chunk borders,
+/// a reopen, and acks that delete whole chunks.
+#[tokio::test]
+async fn messages_in_many_chunks_survive_reopen_and_acked_chunks_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = |i: usize| format!("{i:03}{}", "x".repeat(197));
+    {
+        let q = open(dir.path(), vec![]);
+        for i in 0..300 {
+            assert_eq!(q.publish("bulk", msg(&body(i))).await.unwrap().seq, i as u64);
+        }
+        let (d, _) = q.fetch("bulk", "g", 300).unwrap();
+        assert_eq!(payloads(&d), (0..300).map(body).collect::<Vec<_>>());
+        let acked: Vec<u64> = (0..150).collect();
+        q.ack_many("bulk", "g", &acked).unwrap();
+        let s = q.stats().into_iter().find(|s| s.topic == "bulk").unwrap();
+        assert_eq!((s.depth, s.next_seq), (150, 300));
+    }
+    {
+        let store = SledStore::open(dir.path(), 8 << 20, None).unwrap();
+        let values = vigil_actors::store::Store::range_from(&store, "q/bulk/msg", &[], 1000).unwrap();
+        let keys: Vec<u64> = values
+            .iter()
+            .map(|(k, _)| u64::from_be_bytes(k[..8].try_into().unwrap()))
+            .collect();
+        assert!(
+            keys.len() <= 5,
+            "300 messages are a few chunks, not a value each: {keys:?}"
+        );
+        assert!(
+            keys[0] > 64 && keys[0] <= 150,
+            "chunks wholly acked are deleted, the one holding seq 150 is kept: {keys:?}"
+        );
+    }
+    let q = open(dir.path(), vec![]);
+    let s = q.stats().into_iter().find(|s| s.topic == "bulk").unwrap();
+    assert_eq!((s.depth, s.next_seq), (150, 300), "the floor survives the reopen");
+    let (d, _) = q.fetch("bulk", "g", 1000).unwrap();
+    assert_eq!(payloads(&d), (150..300).map(body).collect::<Vec<_>>());
+    assert!(d.iter().all(|d| d.delivery_count == 2));
+    assert_eq!(q.publish("bulk", msg("next")).await.unwrap().seq, 300);
+}
+
+#[tokio::test]
+async fn a_capped_stream_keeps_its_newest_across_chunks_and_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let capped = || TopicConfig {
+        kind: TopicKind::Stream,
+        max_msgs: 100,
+        ..topic("s")
+    };
+    {
+        let q = open(dir.path(), vec![capped()]);
+        for i in 0..250 {
+            q.publish("s", msg(&i.to_string())).await.unwrap();
+        }
+        let s = q.stats().into_iter().find(|s| s.topic == "s").unwrap();
+        assert_eq!(s.depth, 100);
+    }
+    let q = open(dir.path(), vec![capped()]);
+    let s = q.stats().into_iter().find(|s| s.topic == "s").unwrap();
+    assert_eq!((s.depth, s.next_seq), (100, 250));
+    let (d, _) = q.fetch("s", "new", 1000).unwrap();
+    assert_eq!(
+        payloads(&d),
+        (150..250).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+}
