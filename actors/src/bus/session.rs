@@ -35,6 +35,8 @@ struct Session {
     subs: HashMap<u64, Sub>,
     next_sub: u64,
     confirms: mpsc::Sender<Confirm>,
+    /// `BUS_FRAMES`, looked up once per session, not per frame.
+    frames: metrics::Counter,
 }
 
 /// A publish waiting for its fsync, and the answer to send then.
@@ -48,6 +50,7 @@ struct Confirm {
 /// Sends confirms in publish order; one flush wait covers every confirm queued meanwhile.
 async fn confirmer(bus: Arc<Bus>, mut rx: mpsc::Receiver<Confirm>, out: mpsc::Sender<String>) {
     let mut batch = Vec::new();
+    let confirm_duration = metrics::histogram!(crate::metrics::QUEUE_CONFIRM_DURATION);
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while let Ok(more) = rx.try_recv() {
@@ -56,7 +59,7 @@ async fn confirmer(bus: Arc<Bus>, mut rx: mpsc::Receiver<Confirm>, out: mpsc::Se
         let last = batch.iter().map(|c| c.ticket).max().unwrap_or(0);
         bus.queues.confirmed(last).await;
         for c in batch.drain(..) {
-            metrics::histogram!(crate::metrics::QUEUE_CONFIRM_DURATION).record(c.t0.elapsed().as_secs_f64());
+            confirm_duration.record(c.t0.elapsed().as_secs_f64());
             c.span.in_scope(|| tracing::debug!("confirmed"));
             if out.send(c.frame).await.is_err() {
                 return;
@@ -143,6 +146,7 @@ where
         subs: HashMap::new(),
         next_sub: 1,
         confirms,
+        frames: metrics::counter!(crate::metrics::BUS_FRAMES),
     };
     while let Some(item) = frames.next().await {
         match item.map(|t| wire::parse(&t, max)) {
@@ -231,7 +235,7 @@ impl Session {
     }
 
     async fn handle(&mut self, f: In) -> Result<(), FrameError> {
-        metrics::counter!(crate::metrics::BUS_FRAMES).increment(1);
+        self.frames.increment(1);
         match f {
             In::Hello { .. } => Err(FrameError::new(
                 "bad_frame",
