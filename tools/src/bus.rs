@@ -85,7 +85,9 @@ fn with_payload(mut v: Value, bytes: &[u8]) -> Value {
 impl BusClient {
     /// Connects and says hello; fails with the node's reason.
     pub async fn connect(url: &str, app: &str, token: &str) -> Result<Self> {
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        let cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(vigil_actors::bus::wire::WS_READ_BUFFER);
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(cfg), true)
             .await
             .with_context(|| {
                 format!("cannot connect to the bus at {url}: is the node running with the bus enabled?")

@@ -101,6 +101,7 @@ async fn ws_conn(bus: Arc<Bus>, stream: tokio::net::TcpStream, peer: SocketAddr)
     // Frames a little over the limit still reach us so the error can name the
     // limit; far larger ones are cut by the WebSocket layer itself.
     let cfg = WebSocketConfig::default()
+        .read_buffer_size(super::wire::WS_READ_BUFFER)
         .max_message_size(Some(max * 2 + 4096))
         .max_frame_size(Some(max * 2 + 4096));
     let ws = match tokio_tungstenite::accept_async_with_config(stream, Some(cfg)).await {

@@ -231,8 +231,11 @@ fn send_request_reply_and_ephemeral_topics() {
         );
         assert!(t0.elapsed() < Duration::from_secs(2));
         tokio::time::sleep(Duration::from_millis(300)).await; // b subscribes
+        // 300 KB: far more than one WebSocket read (bus::wire::WS_READ_BUFFER)
+        // at the node and at b, still one frame each way.
+        let ticks = "tick".repeat(75_000);
         let ok = ca
-            .call(json!({ "op": "publish", "topic": "live.prices", "payload": "tick" }))
+            .call(json!({ "op": "publish", "topic": "live.prices", "payload": ticks }))
             .await
             .unwrap();
         assert_eq!(ok["delivered"], 1);
@@ -249,7 +252,7 @@ fn send_request_reply_and_ephemeral_topics() {
         let (m1, m2) = server.await.unwrap();
         assert_eq!(
             (m1["topic"].as_str(), payload(&m1)),
-            (Some("live.prices"), b"tick".to_vec())
+            (Some("live.prices"), ticks.into_bytes())
         );
         assert!(m1.get("seq").is_none(), "ephemeral messages are not stored");
         assert_eq!(payload(&m2), b"hi b");
