@@ -42,6 +42,8 @@ struct Session {
 /// A publish waiting for its fsync, and the answer to send then.
 struct Confirm {
     ticket: u64,
+    /// The publish frame's id, for the error if it never becomes durable.
+    id: u64,
     frame: String,
     t0: std::time::Instant,
     span: tracing::Span,
@@ -57,11 +59,20 @@ async fn confirmer(bus: Arc<Bus>, mut rx: mpsc::Receiver<Confirm>, out: mpsc::Se
             batch.push(more);
         }
         let last = batch.iter().map(|c| c.ticket).max().unwrap_or(0);
-        bus.queues.confirmed(last).await;
+        let durable = bus.queues.confirmed(last).await;
         for c in batch.drain(..) {
-            confirm_duration.record(c.t0.elapsed().as_secs_f64());
-            c.span.in_scope(|| tracing::debug!("confirmed"));
-            if out.send(c.frame).await.is_err() {
+            let frame = match &durable {
+                Ok(()) => {
+                    confirm_duration.record(c.t0.elapsed().as_secs_f64());
+                    c.span.in_scope(|| tracing::debug!("confirmed"));
+                    c.frame
+                }
+                Err(e) => {
+                    c.span.in_scope(|| tracing::error!(error = %e, "not confirmed"));
+                    wire::error_frame(Some(c.id), &FrameError::new("not_durable", e.to_string()))
+                }
+            };
+            if out.send(frame).await.is_err() {
                 return;
             }
         }
@@ -301,6 +312,7 @@ impl Session {
                     .confirms
                     .send(Confirm {
                         ticket,
+                        id,
                         frame,
                         t0,
                         span,

@@ -160,9 +160,14 @@ async fn publish_bus(chain: &Chain) {
         }
     }
     if let Some((n, ticket)) = last {
-        q.confirmed(ticket).await;
-        if let Err(e) = store.set_bus_published(n) {
-            tracing::error!(error = %e, "cannot record the epoch bus watermark");
+        match q.confirmed(ticket).await {
+            // Only a durable epoch moves the watermark: the rest is published again.
+            Err(e) => tracing::error!(epoch = n, error = %e, "epoch not confirmed on the bus"),
+            Ok(()) => {
+                if let Err(e) = store.set_bus_published(n) {
+                    tracing::error!(error = %e, "cannot record the epoch bus watermark");
+                }
+            }
         }
     }
 }

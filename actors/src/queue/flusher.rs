@@ -5,10 +5,11 @@
 //! about once a second (a checkpoint, after which the log starts over). Other writes
 //! (dead-lettering, replays) ask for a full flush of sled.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 use super::wal::Wal;
 use crate::store::{SledStore, Store};
@@ -52,11 +53,72 @@ struct State {
     waiting: bool,
 }
 
+/// The highest durable ticket and the publishers waiting for later ones. A
+/// pass wakes only the waiters it covers: a watch channel woke every waiting
+/// session on every pass, most of them to wait again.
+#[derive(Debug, Default)]
+struct Done(Mutex<DoneState>);
+
+#[derive(Debug, Default)]
+struct DoneState {
+    at: u64,
+    waiters: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+    /// The flusher thread is gone: nothing later than `at` will be durable.
+    closed: bool,
+}
+
+impl Done {
+    /// Everything up to `ticket` is durable.
+    fn advance(&self, ticket: u64) {
+        let ready = {
+            let mut d = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            d.at = d.at.max(ticket);
+            let first_later = d.at + 1;
+            let later = d.waiters.split_off(&first_later);
+            std::mem::replace(&mut d.waiters, later)
+        };
+        for tx in ready.into_values().flatten() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// None when `ticket` is durable already, else a receiver that fires
+    /// when it is (and fails if the flusher stops first).
+    fn watch(&self, ticket: u64) -> crate::Result<Option<oneshot::Receiver<()>>> {
+        let mut d = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if d.at >= ticket {
+            return Ok(None);
+        }
+        if d.closed {
+            return Err(crate::Error::NotDurable);
+        }
+        let (tx, rx) = oneshot::channel();
+        d.waiters.entry(ticket).or_default().push(tx);
+        Ok(Some(rx))
+    }
+
+    /// The flusher thread ends (also when it panics): fail every waiter.
+    fn close(&self) {
+        let mut d = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        d.closed = true;
+        d.waiters.clear();
+    }
+}
+
+/// Closes [`Done`] when the flusher thread ends, however it ends.
+struct CloseOnExit(Arc<Done>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// The flusher thread's handle.
 #[derive(Debug)]
 pub(crate) struct Flusher {
     state: Arc<(Mutex<State>, Condvar)>,
-    flushed: watch::Receiver<u64>,
+    done: Arc<Done>,
     mode: ConfirmMode,
     /// Publishes go through the write-ahead log.
     logged: bool,
@@ -69,8 +131,8 @@ impl Flusher {
         let wal = wal.filter(|_| mode == ConfirmMode::Always);
         let logged = wal.is_some();
         let state = Arc::new((Mutex::new(State::default()), Condvar::new()));
-        let (tx, rx) = watch::channel(0u64);
-        let st = state.clone();
+        let done = Arc::new(Done::default());
+        let (st, tx) = (state.clone(), done.clone());
         let period = match mode {
             ConfirmMode::Interval(ms) => Some(Duration::from_millis(ms.max(1))),
             ConfirmMode::None => Some(SEAL_EVERY),
@@ -82,7 +144,7 @@ impl Flusher {
             .expect("cannot spawn the flusher thread");
         Self {
             state,
-            flushed: rx,
+            done,
             mode,
             logged,
             thread: Some(thread),
@@ -122,14 +184,17 @@ impl Flusher {
         ticket
     }
 
-    /// Waits until `ticket` is durable (per the confirm mode).
-    pub(crate) async fn wait(&self, ticket: u64) {
+    /// Waits until `ticket` is durable (per the confirm mode); fails if the
+    /// flusher thread stopped first (a panic), so nothing is confirmed that
+    /// is not durable.
+    pub(crate) async fn wait(&self, ticket: u64) -> crate::Result<()> {
         if self.mode == ConfirmMode::None {
-            return;
+            return Ok(());
         }
-        let mut rx = self.flushed.clone();
-        // The sender lives as long as the flusher thread, which outlives every publisher.
-        let _ = rx.wait_for(|done| *done >= ticket).await;
+        match self.done.watch(ticket)? {
+            Some(rx) => rx.await.map_err(|_| crate::Error::NotDurable),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn mode(&self) -> ConfirmMode {
@@ -158,11 +223,12 @@ impl Drop for Flusher {
 fn run(
     store: SledStore,
     state: Arc<(Mutex<State>, Condvar)>,
-    done: watch::Sender<u64>,
+    done: Arc<Done>,
     (mode, period): (ConfirmMode, Option<Duration>),
     mut wal: Option<Wal>,
     seal: Seal,
 ) {
+    let _close = CloseOnExit(done.clone());
     let (lock, cv) = &*state;
     let mut flushed = 0u64;
     let mut last_checkpoint = Instant::now();
@@ -217,7 +283,7 @@ fn run(
             if let Err(e) = checkpoint(&store, &mut wal, &seal) {
                 tracing::error!(error = %e, "queue flush at shutdown failed; the log still holds what was confirmed");
             }
-            let _ = done.send(target);
+            done.advance(target);
             return;
         }
         let due = checkpoint_due(&wal, last_checkpoint);
@@ -261,7 +327,7 @@ fn run(
             Ok(()) => {
                 metrics::histogram!(crate::metrics::QUEUE_FLUSH_DURATION).record(t0.elapsed().as_secs_f64());
                 flushed = target;
-                let _ = done.send(flushed);
+                done.advance(flushed);
             }
             Err(e) => {
                 // Confirms wait: a publish is never confirmed before it is durable.
@@ -282,4 +348,64 @@ fn checkpoint(store: &SledStore, wal: &mut Option<Wal>, seal: &Seal) -> Result<(
             .map_err(|e| format!("cannot restart the queue log: {e}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_wakes_only_the_waiters_it_covers() {
+        let done = Done::default();
+        let mut w2 = done.watch(2).unwrap().expect("not durable yet");
+        let mut w5 = done.watch(5).unwrap().expect("not durable yet");
+        let mut w5b = done.watch(5).unwrap().expect("not durable yet");
+        done.advance(3);
+        assert_eq!(w2.try_recv(), Ok(()));
+        assert!(w5.try_recv().is_err(), "ticket 5 is not covered by 3");
+        assert!(done.watch(3).unwrap().is_none(), "a covered ticket does not wait");
+        // A stale, lower advance never moves the mark back.
+        done.advance(1);
+        assert!(done.watch(2).unwrap().is_none());
+        done.advance(5);
+        assert_eq!(w5.try_recv(), Ok(()));
+        assert_eq!(w5b.try_recv(), Ok(()));
+        assert!(done.0.lock().unwrap().waiters.is_empty());
+    }
+
+    #[test]
+    fn waiters_fail_when_the_flusher_thread_is_gone() {
+        let done = Arc::new(Done::default());
+        let mut w = done.watch(2).unwrap().unwrap();
+        done.advance(1);
+        drop(CloseOnExit(done.clone()));
+        assert!(matches!(w.try_recv(), Err(oneshot::error::TryRecvError::Closed)));
+        assert!(
+            done.watch(1).unwrap().is_none(),
+            "durable before the end stays so"
+        );
+        assert!(matches!(done.watch(2), Err(crate::Error::NotDurable)));
+    }
+
+    #[test]
+    fn a_publish_is_not_confirmed_when_the_flusher_thread_dies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        // A bug in the hook run before every sled flush kills the thread.
+        let seal: Seal = Box::new(|| panic!("seal hook bug (expected in this test)"));
+        let f = Flusher::start(store, ConfirmMode::Always, None, seal);
+        let ticket = f.request();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), f.wait(ticket)).await });
+        assert!(matches!(r, Ok(Err(crate::Error::NotDurable))), "{r:?}");
+        // A later request fails at once too.
+        let later = f.request();
+        assert!(matches!(
+            rt.block_on(f.wait(later)),
+            Err(crate::Error::NotDurable)
+        ));
+    }
 }

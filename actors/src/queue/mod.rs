@@ -265,8 +265,9 @@ impl Queues {
         Ok((published, ticket))
     }
 
-    /// Waits until the writes before `ticket` are durable (per the confirm mode).
-    pub async fn confirmed(&self, ticket: u64) {
+    /// Waits until the writes before `ticket` are durable (per the confirm
+    /// mode); [`Error::NotDurable`] if they never will be.
+    pub async fn confirmed(&self, ticket: u64) -> Result<()> {
         self.flusher.wait(ticket).await
     }
 
@@ -274,7 +275,7 @@ impl Queues {
     pub async fn publish(&self, topic: &str, p: Publish) -> Result<Published> {
         let t0 = Instant::now();
         let (published, ticket) = self.publish_nowait(topic, p)?;
-        self.confirmed(ticket).await;
+        self.confirmed(ticket).await?;
         metrics::histogram!(m::QUEUE_CONFIRM_DURATION).record(t0.elapsed().as_secs_f64());
         Ok(published)
     }
@@ -470,7 +471,7 @@ impl Queues {
             }
         }
         let ticket = self.flusher.request();
-        self.flusher.wait(ticket).await;
+        self.flusher.wait(ticket).await?;
         t.notify.notify_waiters();
         Ok(moved)
     }
