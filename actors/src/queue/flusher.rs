@@ -331,6 +331,9 @@ fn run(
             }
             Err(e) => {
                 // Confirms wait: a publish is never confirmed before it is durable.
+                // The records and the full-flush request this pass took are
+                // gone from the state: only a checkpoint covers them now.
+                force_checkpoint = wal.is_some();
                 tracing::error!(error = %e, "queue flush failed; retrying in 100 ms");
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -385,6 +388,38 @@ mod tests {
             "durable before the end stays so"
         );
         assert!(matches!(done.watch(2), Err(crate::Error::NotDurable)));
+    }
+
+    #[test]
+    fn a_failed_checkpoint_is_retried_as_a_checkpoint() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("db"), 1 << 20, None).unwrap();
+        let wal = Wal::open(dir.path()).unwrap();
+        // The first seal fails (a full disk, say); later ones succeed.
+        let (calls, sealed) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let (c, ok) = (calls.clone(), sealed.clone());
+        let seal: Seal = Box::new(move || {
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err("no space left (expected in this test)".into());
+            }
+            ok.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let f = Flusher::start(store, ConfirmMode::Always, Some(wal), seal);
+        let ticket = f.request();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), f.wait(ticket)).await });
+        assert!(matches!(r, Ok(Ok(()))), "{r:?}");
+        // The retry of the failed full flush was a checkpoint, not a log
+        // pass that holds none of what the request asked for.
+        assert!(
+            sealed.load(Ordering::SeqCst) >= 1,
+            "confirmed without a successful seal"
+        );
     }
 
     #[test]
