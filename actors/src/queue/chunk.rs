@@ -42,7 +42,8 @@ pub(crate) fn encode(records: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
-fn corrupt(tree: &str, why: String) -> Error {
+/// A corrupt-value error for `tree` saying `why`.
+pub(crate) fn corrupt(tree: &str, why: String) -> Error {
     Error::Corrupt {
         tree: tree.to_owned(),
         why,

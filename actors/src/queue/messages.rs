@@ -14,12 +14,17 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::chunk;
+use super::chunk::{self, corrupt};
 use super::envelope::Envelope;
 use crate::store::{SledStore, Store};
-use crate::{Error, Result};
+use crate::Result;
 
 const KEY_FLOOR: &[u8] = b"floor";
+
+/// No sequence number reaches this (2^62: a million messages a second for
+/// 146,000 years); a stored one past it is corruption, refused before it
+/// can overflow.
+pub(crate) const MAX_SEQ: u64 = 1 << 62;
 
 pub(crate) fn msg_tree(topic: &str) -> String {
     format!("q/{topic}/msg")
@@ -67,7 +72,17 @@ impl Messages {
     pub(crate) fn load(store: &SledStore, topic: &str) -> Result<Self> {
         let tree = msg_tree(topic);
         let meta = meta_tree(topic);
-        let floor = store.get(&meta, KEY_FLOOR)?.and_then(|v| be_u64(&v)).unwrap_or(0);
+        let floor = match store.get(&meta, KEY_FLOOR)? {
+            None => 0,
+            Some(v) => be_u64(&v)
+                .filter(|f| v.len() == 8 && *f <= MAX_SEQ)
+                .ok_or_else(|| {
+                    corrupt(
+                        &meta,
+                        format!("floor is {v:02x?}; a u64 sequence number up to 2^62 is expected"),
+                    )
+                })?,
+        };
         let mut chunks = BTreeMap::new();
         let mut lens: Vec<(u64, Vec<u32>)> = Vec::new();
         let mut garbage = Vec::new();
@@ -78,11 +93,19 @@ impl Messages {
             from = last.0.clone();
             from.push(0);
             for (k, v) in &part {
-                let seq = be_u64(k).filter(|_| k.len() == 8).ok_or_else(|| Error::Corrupt {
-                    tree: tree.clone(),
-                    why: format!("key of {} bytes; keys are u64 sequence numbers", k.len()),
+                let seq = be_u64(k).filter(|_| k.len() == 8).ok_or_else(|| {
+                    corrupt(
+                        &tree,
+                        format!("key of {} bytes; keys are u64 sequence numbers", k.len()),
+                    )
                 })?;
                 let l = chunk::lengths(&tree, v)?;
+                if seq > MAX_SEQ {
+                    return Err(corrupt(
+                        &tree,
+                        format!("key {seq} is past the largest sequence number, 2^62"),
+                    ));
+                }
                 if seq + l.len() as u64 <= floor {
                     garbage.push(k.clone());
                     continue;
@@ -134,7 +157,7 @@ impl Messages {
     }
 
     /// Moves `next_seq` up to `next` (a group read past what sled kept: those
-    /// sequence numbers hold nothing).
+    /// sequence numbers hold nothing). The caller bounds `next`.
     pub(crate) fn extend_to(&mut self, next: u64) {
         while self.next_seq < next {
             self.sizes.push_back(0);
@@ -165,25 +188,43 @@ impl Messages {
         }
     }
 
-    /// Writes the open chunk (less what is already below the floor) to sled.
+    /// Writes the open chunk (less what is already below the floor) to sled,
+    /// as values of at most [`chunk::MAX_MESSAGES`] messages: after failed
+    /// writes the open chunk holds more than one value may (its count is a u16).
     pub(crate) fn seal(&mut self, store: &SledStore) -> Result<()> {
-        if self.open.is_empty() {
-            return Ok(());
+        while !self.open.is_empty() {
+            let below = (self.first_seq.saturating_sub(self.open_first) as usize).min(self.open.len());
+            let n = if below > 0 {
+                below
+            } else {
+                let mut bytes = 0;
+                let n = self
+                    .open
+                    .iter()
+                    .take(chunk::MAX_MESSAGES)
+                    .take_while(|r| {
+                        let fits = bytes < chunk::MAX_BYTES;
+                        bytes += r.len();
+                        fits
+                    })
+                    .count();
+                store.insert(
+                    &self.tree,
+                    &self.open_first.to_be_bytes(),
+                    &chunk::encode(&self.open[..n]),
+                )?;
+                self.chunks.insert(self.open_first, n as u32);
+                self.stored_end = self.open_first + n as u64;
+                n
+            };
+            if n == self.open.len() {
+                self.open.clear();
+                self.open_bytes = 0;
+            } else {
+                self.open_bytes -= self.open.drain(..n).map(|r| r.len()).sum::<usize>();
+                self.open_first += n as u64;
+            }
         }
-        let skip = (self.first_seq.saturating_sub(self.open_first) as usize).min(self.open.len());
-        if skip < self.open.len() {
-            let first = self.open_first + skip as u64;
-            store.insert(
-                &self.tree,
-                &first.to_be_bytes(),
-                &chunk::encode(&self.open[skip..]),
-            )?;
-            let n = (self.open.len() - skip) as u32;
-            self.chunks.insert(first, n);
-            self.stored_end = first + u64::from(n);
-        }
-        self.open.clear();
-        self.open_bytes = 0;
         Ok(())
     }
 
@@ -283,5 +324,38 @@ impl Messages {
             to += 1;
         }
         to
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_chunk_grown_by_failed_writes_is_sealed_in_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let mut m = Messages::load(&store, "t").unwrap();
+        // What the open chunk holds after its writes failed for a while:
+        // more messages than one chunk's u16 count.
+        let n = u64::from(u16::MAX) + 100;
+        m.open_first = 0;
+        for seq in 0..n {
+            let r = seq.to_be_bytes().to_vec();
+            m.sizes.push_back(r.len() as u32);
+            m.open_bytes += r.len();
+            m.open.push(r);
+        }
+        m.next_seq = n;
+        m.count = n;
+        m.bytes = 8 * n;
+        m.seal(&store).unwrap();
+        assert!(m.open.is_empty() && m.open_bytes == 0);
+        assert_eq!(m.stored_end(), n);
+
+        let back = Messages::load(&store, "t").unwrap();
+        assert_eq!((back.first_seq, back.next_seq, back.count), (0, n, n));
+        assert!(back.chunks.values().all(|&c| c as usize <= chunk::MAX_MESSAGES));
+        assert_eq!(back.chunks.values().map(|&c| u64::from(c)).sum::<u64>(), n);
     }
 }

@@ -31,6 +31,7 @@ mod topic;
 mod wal;
 
 use std::collections::HashMap;
+use std::iter::Peekable;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -241,11 +242,12 @@ impl Queues {
                     };
                     let (seq, bytes) = st.append(&self.store, env, msg_id.as_deref())?;
                     t.published.increment(1);
-                    t.depth.set(st.msgs.count as f64);
                     // Logged under the topic's lock: the log holds a topic's
                     // messages in sequence order, so a confirmed one never
                     // follows a lost one.
                     let ticket = self.flusher.request_logged(bytes);
+                    st.after_append(&self.store);
+                    t.depth.set(st.msgs.count as f64);
                     (
                         Published {
                             seq,
@@ -285,34 +287,51 @@ impl Queues {
     pub fn fetch(&self, topic: &str, group: &str, max: usize) -> Result<(Vec<Delivery>, Option<Instant>)> {
         check_name("group", group).map_err(Error::Invalid)?;
         let t = self.topic(topic)?;
-        let (out, dead, wake) = {
+        let (out, wake) = {
             let mut st = lock(&t.state);
-            let r = st.fetch(&self.store, group, max)?;
+            let (out, dead, wake) = st.fetch(&self.store, group, max)?;
             if let Some(g) = st.groups.get(group) {
                 let inflight = g.pending.len() as f64;
                 metrics::gauge!(m::QUEUE_IN_FLIGHT, "topic" => topic.to_owned(), "group" => group.to_owned())
                     .set(inflight);
             }
-            r
+            let redelivered = out.iter().filter(|d| d.delivery_count > 1).count() as u64;
+            metrics::counter!(m::QUEUE_DELIVERED, "topic" => topic.to_owned()).increment(out.len() as u64);
+            metrics::counter!(m::QUEUE_REDELIVERED, "topic" => topic.to_owned()).increment(redelivered);
+            if !dead.is_empty() {
+                // A failed move loses these deliveries' leases, not their messages.
+                self.move_to_dlq(&mut st, dead)?;
+            }
+            (out, wake)
         };
-        let redelivered = out.iter().filter(|d| d.delivery_count > 1).count() as u64;
-        metrics::counter!(m::QUEUE_DELIVERED, "topic" => topic.to_owned()).increment(out.len() as u64);
-        metrics::counter!(m::QUEUE_REDELIVERED, "topic" => topic.to_owned()).increment(redelivered);
-        if !dead.is_empty() {
-            self.move_to_dlq(topic, dead)?;
-            lock(&t.state).after_dead_letters(&self.store)?;
-        }
         Ok((out, wake))
     }
 
-    /// Moves dead letters to `<topic>.dlq`: for each, the DLQ insert and the
-    /// removal of its pending delivery are one transaction.
-    fn move_to_dlq(&self, topic: &str, dead: Vec<DeadLetter>) -> Result<()> {
+    /// Moves dead letters of `src` (whose lock the caller holds, so no ack
+    /// can move the floor past them meanwhile) to `<topic>.dlq`: for each, the
+    /// DLQ insert and the removal of its pending delivery are one
+    /// transaction. Those not moved when a write fails are pending again.
+    fn move_to_dlq(&self, src: &mut TopicState, dead: Vec<DeadLetter>) -> Result<()> {
+        let mut dead = dead.into_iter().peekable();
+        let topic = src.cfg.name.clone();
+        let r = self.write_dead_letters(&topic, &mut dead);
+        src.restore_dead(dead);
+        r?;
+        src.after_dead_letters(&self.store)
+    }
+
+    /// Writes dead letters from `dead` until one fails; that one and the rest stay in `dead`.
+    fn write_dead_letters(
+        &self,
+        topic: &str,
+        dead: &mut Peekable<std::vec::IntoIter<DeadLetter>>,
+    ) -> Result<()> {
         let dlq_name = format!("{topic}.dlq");
         let dlq = self.topic(&dlq_name)?;
         let mut st = lock(&dlq.state);
-        for d in dead {
-            let mut env = d.envelope;
+        let mut r = Ok(());
+        while let Some(d) = dead.peek() {
+            let mut env = d.envelope.clone();
             let orig_seq = env.seq;
             env.headers
                 .insert(HDR_DLQ_REASON.into(), d.reason.clone().into_bytes());
@@ -324,21 +343,30 @@ impl Queues {
                 .insert(HDR_DLQ_SEQ.into(), orig_seq.to_string().into_bytes());
             env.seq = st.msgs.next_seq;
             env.topic = dlq_name.clone();
-            let bytes = env.encode()?;
-            let len = bytes.len();
-            st.msgs.seal(&self.store)?;
-            let mut batch = Batch::default();
-            batch.insert(&msg_tree(&dlq_name), &env.seq.to_be_bytes(), bytes);
-            batch.remove(&group_tree(topic, &d.group), &pending_key_of(orig_seq));
-            self.store.apply(&batch)?;
-            st.adopt_written(len);
+            let written = env.encode().and_then(|bytes| {
+                let len = bytes.len();
+                st.msgs.seal(&self.store)?;
+                let mut batch = Batch::default();
+                batch.insert(&msg_tree(&dlq_name), &env.seq.to_be_bytes(), bytes);
+                batch.remove(&group_tree(topic, &d.group), &pending_key_of(orig_seq));
+                self.store.apply(&batch)?;
+                Ok(len)
+            });
+            match written {
+                Ok(len) => st.adopt_written(len),
+                Err(e) => {
+                    r = Err(e);
+                    break;
+                }
+            }
             tracing::warn!(topic, group = %d.group, seq = orig_seq, reason = %d.reason, "message dead-lettered");
             metrics::counter!(m::QUEUE_DEAD_LETTERED, "topic" => topic.to_owned()).increment(1);
+            dead.next();
         }
         drop(st);
         self.flusher.request();
         dlq.notify.notify_waiters();
-        Ok(())
+        r
     }
 
     /// Acknowledges a delivery.
@@ -375,10 +403,9 @@ impl Queues {
     /// Gives up on a delivery: moves it to the dead-letter topic now.
     pub fn term(&self, topic: &str, group: &str, seq: u64, reason: &str) -> Result<()> {
         let t = self.existing(topic)?;
-        let dead = lock(&t.state).take_for_term(&self.store, group, seq, &format!("term: {reason}"))?;
-        self.move_to_dlq(topic, vec![dead])?;
-        lock(&t.state).after_dead_letters(&self.store)?;
-        Ok(())
+        let mut st = lock(&t.state);
+        let dead = st.take_for_term(&self.store, group, seq, &format!("term: {reason}"))?;
+        self.move_to_dlq(&mut st, vec![dead])
     }
 
     /// A handle to wait for the next publish, nak or ack of `topic`. Create

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::chunk::corrupt;
 use super::envelope::Envelope;
 pub(crate) use super::messages::msg_tree;
-use super::messages::Messages;
+use super::messages::{Messages, MAX_SEQ};
 use super::{TopicConfig, TopicKind};
 use crate::store::{SledStore, Store};
 use crate::{Error, Result};
@@ -22,6 +23,9 @@ pub(crate) fn dedupe_tree(topic: &str) -> String {
     format!("q/{topic}/dedupe")
 }
 const KEY_NEXT: &[u8] = b"next";
+/// How far past the stored messages a group's cursor may be after a crash
+/// (confirm mode `none` loses what sled had not flushed); further is corruption.
+const MAX_LOST: u64 = 1 << 24;
 const PENDING: u8 = b'p';
 
 fn pending_key(seq: u64) -> Vec<u8> {
@@ -137,34 +141,71 @@ impl TopicState {
                     ..Default::default()
                 },
             };
+            let seq_of = |b: &[u8], what: &str| {
+                be_u64(b)
+                    .filter(|s| b.len() == 8 && *s <= MAX_SEQ)
+                    .ok_or_else(|| {
+                        corrupt(
+                            &t,
+                            format!("{what} is {b:02x?}; a u64 sequence number up to 2^62 is expected"),
+                        )
+                    })
+            };
             for (k, v) in store.scan_prefix(&t, b"")? {
                 if k == KEY_NEXT {
-                    g.next = be_u64(&v).unwrap_or(0);
+                    g.next = seq_of(&v, "the group's next")?;
                 } else if k.first() == Some(&PENDING) {
-                    if let Some(seq) = be_u64(&k[1..]) {
-                        let count = v
-                            .get(..4)
-                            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                            .unwrap_or(1);
-                        g.pending.insert(
-                            seq,
-                            Pending {
-                                count,
-                                lease_until: None,
-                                not_before: None,
-                            },
-                        );
-                    }
+                    let seq = seq_of(&k[1..], "a pending key")?;
+                    let count = v
+                        .get(..4)
+                        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                        .unwrap_or(1);
+                    g.pending.insert(
+                        seq,
+                        Pending {
+                            count,
+                            lease_until: None,
+                            not_before: None,
+                        },
+                    );
                 }
+            }
+            // `fetch` writes pending entries before `next`: a crash between
+            // them leaves deliveries past `next`, which must not be handed
+            // out again as new.
+            if let Some(&last) = g.pending.keys().next_back() {
+                g.next = g.next.max(last + 1);
+            }
+            // A group reads past what sled kept only by what a crash lost.
+            if g.next > msgs.next_seq + MAX_LOST {
+                return Err(corrupt(
+                    &t,
+                    format!(
+                        "the group's next is {}, {} past the topic's last stored message; a crash loses at most {MAX_LOST}",
+                        g.next,
+                        g.next - msgs.next_seq
+                    ),
+                ));
             }
             msgs.extend_to(g.next);
             groups.insert(group.to_owned(), g);
         }
-        let mut dedupe: Vec<(u64, String)> = store
-            .scan_prefix(&dedupe_tree(&name), b"")?
-            .into_iter()
-            .filter_map(|(k, v)| Some((be_u64(v.get(8..)?)?, String::from_utf8(k).ok()?)))
-            .collect();
+        // An id whose message sled did not keep (a crash before the log or a
+        // checkpoint covered it; the dedupe entry is written first) is
+        // forgotten: its sequence number will be given to another message,
+        // and a retry of the id must be stored, not answered as a duplicate.
+        let stored_end = msgs.stored_end();
+        let dtree = dedupe_tree(&name);
+        let mut dedupe = Vec::new();
+        for (k, v) in store.scan_prefix(&dtree, b"")? {
+            let entry = be_u64(&v).zip(v.get(8..).and_then(be_u64));
+            match (entry, String::from_utf8(k.clone())) {
+                (Some((seq, ts)), Ok(id)) if seq < stored_end => dedupe.push((ts, id)),
+                _ => {
+                    store.remove(&dtree, &k)?;
+                }
+            }
+        }
         dedupe.sort();
         Ok(Self {
             msgs,
@@ -212,10 +253,18 @@ impl TopicState {
         }
         self.msgs.append(store, bytes.clone());
         self.published += 1;
-        if self.cfg.kind == TopicKind::Stream {
-            self.enforce_stream_limits(store)?;
-        }
         Ok((env.seq, bytes))
+    }
+
+    /// Retention after a publish: streams drop what their limits no longer
+    /// keep. A failure is logged, not returned: the message is stored and
+    /// will be confirmed, and the next publish tries again.
+    pub(crate) fn after_append(&mut self, store: &SledStore) {
+        if self.cfg.kind == TopicKind::Stream {
+            if let Err(e) = self.enforce_stream_limits(store) {
+                tracing::error!(topic = %self.cfg.name, error = %e, "stream retention failed; retried after the next publish");
+            }
+        }
     }
 
     /// Accounts for a message the caller wrote at `msgs.next_seq` in a
@@ -442,6 +491,25 @@ impl TopicState {
         self.sweep_acked(store)
     }
 
+    /// Dead letters that could not be moved (their pending keys are still in
+    /// sled) are pending again, ready for the next fetch.
+    pub(crate) fn restore_dead(&mut self, dead: impl Iterator<Item = DeadLetter>) {
+        for d in dead {
+            let Some(g) = self.groups.get_mut(&d.group) else {
+                continue;
+            };
+            g.stats.dead_lettered = g.stats.dead_lettered.saturating_sub(1);
+            g.pending.insert(
+                d.envelope.seq,
+                Pending {
+                    count: d.deliveries,
+                    lease_until: None,
+                    not_before: None,
+                },
+            );
+        }
+    }
+
     pub(crate) fn group_stats(&self) -> Vec<GroupStats> {
         let now = Instant::now();
         let mut v: Vec<GroupStats> = self
@@ -456,5 +524,118 @@ impl TopicState {
             .collect();
         v.sort_by(|a, b| a.group.cmp(&b.group));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dedupe_entry_whose_message_sled_lost_is_forgotten_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let cfg = TopicConfig {
+            name: "t".into(),
+            ..TopicConfig::default()
+        };
+        let mut st = TopicState::load(&store, cfg.clone()).unwrap();
+        let env = Envelope {
+            timestamp_us: now_us(),
+            payload: b"kept".to_vec(),
+            ..Envelope::default()
+        };
+        let (seq, _) = st.append(&store, env, Some("a")).unwrap();
+        assert_eq!(seq, 0);
+        st.msgs.seal(&store).unwrap();
+        // Sled kept the dedupe entry of the next publish but not its message
+        // (a crash between the two writes).
+        let mut v = 1u64.to_be_bytes().to_vec();
+        v.extend_from_slice(&now_us().to_be_bytes());
+        store.insert(&dedupe_tree("t"), b"b", &v).unwrap();
+        drop(st);
+
+        let mut st = TopicState::load(&store, cfg).unwrap();
+        assert_eq!(st.msgs.next_seq, 1);
+        let now = now_us();
+        assert_eq!(
+            st.dedupe(&store, "a", now).unwrap(),
+            Some(0),
+            "a stored id stays a duplicate"
+        );
+        assert_eq!(
+            st.dedupe(&store, "b", now).unwrap(),
+            None,
+            "seq 1 was never stored"
+        );
+        assert!(store.get(&dedupe_tree("t"), b"b").unwrap().is_none());
+    }
+
+    fn cfg() -> TopicConfig {
+        TopicConfig {
+            name: "t".into(),
+            ..TopicConfig::default()
+        }
+    }
+
+    #[test]
+    fn corrupt_cursors_and_floors_are_refused_with_the_tree_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let gtree = group_tree("t", "g");
+        let expect_corrupt = |what: &str| {
+            let e = TopicState::load(&store, cfg()).unwrap_err().to_string();
+            assert!(e.contains("corrupt") && e.contains(what), "{e}");
+        };
+        store.insert(&gtree, KEY_NEXT, &u64::MAX.to_be_bytes()).unwrap();
+        expect_corrupt("q/t/cursor/g");
+        store.insert(&gtree, KEY_NEXT, &[1, 2, 3]).unwrap();
+        expect_corrupt("next");
+        // A cursor far past anything a crash could have lost.
+        store
+            .insert(&gtree, KEY_NEXT, &(MAX_LOST + 5).to_be_bytes())
+            .unwrap();
+        expect_corrupt("past the topic's last stored message");
+        store.insert(&gtree, KEY_NEXT, &1u64.to_be_bytes()).unwrap();
+        store
+            .insert(&gtree, &pending_key(u64::MAX), &1u32.to_be_bytes())
+            .unwrap();
+        expect_corrupt("pending key");
+        store.remove(&gtree, &pending_key(u64::MAX)).unwrap();
+        store
+            .insert("q/t/meta", b"floor", &u64::MAX.to_be_bytes())
+            .unwrap();
+        expect_corrupt("q/t/meta");
+        store.remove("q/t/meta", b"floor").unwrap();
+        assert!(TopicState::load(&store, cfg()).is_ok());
+    }
+
+    #[test]
+    fn a_delivery_written_past_the_cursor_is_not_handed_out_again_as_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let mut st = TopicState::load(&store, cfg()).unwrap();
+        for p in [b"a", b"b"] {
+            let env = Envelope {
+                timestamp_us: now_us(),
+                payload: p.to_vec(),
+                ..Envelope::default()
+            };
+            st.append(&store, env, None).unwrap();
+        }
+        st.msgs.seal(&store).unwrap();
+        drop(st);
+        // A crash after fetch wrote both pending entries but before `next`.
+        let gtree = group_tree("t", "g");
+        store
+            .insert(&gtree, &pending_key(0), &1u32.to_be_bytes())
+            .unwrap();
+        store
+            .insert(&gtree, &pending_key(1), &1u32.to_be_bytes())
+            .unwrap();
+        let mut st = TopicState::load(&store, cfg()).unwrap();
+        let (out, _, _) = st.fetch(&store, "g", 10).unwrap();
+        let got: Vec<(u64, u32)> = out.iter().map(|d| (d.envelope.seq, d.delivery_count)).collect();
+        assert_eq!(got, [(0, 2), (1, 2)], "each delivered once, as a redelivery");
     }
 }

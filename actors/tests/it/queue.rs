@@ -156,6 +156,40 @@ async fn max_deliver_moves_to_the_dlq_and_replay_brings_it_back() {
 }
 
 #[tokio::test]
+async fn a_dead_letter_that_cannot_be_moved_stays_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    // 198 characters: a valid topic whose dead-letter topic name is too long.
+    let name = "x".repeat(198);
+    let cfg = |max_deliver| TopicConfig {
+        max_deliver,
+        ..topic(&name)
+    };
+    let q = open(dir.path(), vec![cfg(1)]);
+    q.publish(&name, msg("poison")).await.unwrap();
+    q.publish(&name, msg("fine")).await.unwrap();
+    let (d, _) = q.fetch(&name, "g", 10).unwrap();
+    assert_eq!(payloads(&d), ["poison", "fine"]);
+    q.ack(&name, "g", 1).unwrap();
+    q.nak(&name, "g", 0, Duration::ZERO).unwrap();
+    let err = q.fetch(&name, "g", 10).unwrap_err().to_string();
+    assert!(err.contains(".dlq") && err.contains("1 to 200"), "{err}");
+    let stats = q.stats();
+    let t = stats.iter().find(|s| s.topic == name).unwrap();
+    assert_eq!(
+        t.depth, 2,
+        "the floor stays below the message that could not move"
+    );
+    assert_eq!(t.groups[0].pending, 1, "and still pending for its group");
+    assert_eq!(t.groups[0].dead_lettered, 0);
+    drop(q);
+
+    let q = open(dir.path(), vec![cfg(5)]);
+    let (d, _) = q.fetch(&name, "g", 10).unwrap();
+    assert_eq!(payloads(&d), ["poison"]);
+    assert_eq!(d[0].delivery_count, 2);
+}
+
+#[tokio::test]
 async fn dedupe_window_drops_repeats() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(
