@@ -324,12 +324,22 @@ impl Apps {
     }
 
     /// Whether `app` may `verb` on `name` (a topic, a pattern, an action or `app.action`).
+    /// A dead-letter topic (`<topic>.dlq`) is covered only by a grant that
+    /// names it exactly: `orders.*` or `*` must not hand an app the messages
+    /// another group gave up on, or let it write into what
+    /// `queue_dlq_replay` moves back.
     pub fn allowed(&self, app: &str, verb: Verb, name: &str) -> bool {
         let apps = self.apps.read().unwrap_or_else(|p| p.into_inner());
+        let dead_letters = name.ends_with(".dlq");
         apps.get(app).is_some_and(|a| {
-            a.grants
-                .keys()
-                .any(|g| g.verb == verb && covers(&g.pattern, name))
+            a.grants.keys().any(|g| {
+                g.verb == verb
+                    && if dead_letters {
+                        g.pattern == name
+                    } else {
+                        covers(&g.pattern, name)
+                    }
+            })
         })
     }
 
@@ -373,6 +383,17 @@ mod tests {
         );
         assert!(!apps.allowed("shop", Verb::Publish, "ordersx"));
         assert!(!apps.allowed("shop", Verb::Subscribe, "orders.new"), "per verb");
+        // Dead letters need a grant that names them.
+        assert!(apps.grant("shop", Verb::Subscribe, "*").unwrap());
+        assert!(apps.allowed("shop", Verb::Subscribe, "orders.new"));
+        assert!(!apps.allowed("shop", Verb::Subscribe, "orders.dlq"), "not by `*`");
+        assert!(
+            !apps.allowed("shop", Verb::Publish, "orders.dlq"),
+            "not by `orders.*`"
+        );
+        assert!(apps.grant("shop", Verb::Subscribe, "orders.dlq").unwrap());
+        assert!(apps.allowed("shop", Verb::Subscribe, "orders.dlq"));
+        assert!(!apps.allowed("shop", Verb::Subscribe, "billing.dlq"));
         drop(apps);
         let apps = Apps::open(store, &[]).unwrap();
         assert!(apps.authenticate("shop", &token));

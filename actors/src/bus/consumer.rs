@@ -51,11 +51,7 @@ pub(super) async fn consume(
     };
     loop {
         let notified = waker.notified();
-        let room = if auto_ack {
-            credit
-        } else {
-            credit.saturating_sub(lock(&unacked).len())
-        };
+        let room = credit.saturating_sub(lock(&unacked).held.len());
         let fetched = if room == 0 {
             Ok((Vec::new(), None))
         } else {
@@ -72,21 +68,41 @@ pub(super) async fn consume(
                 }
             }
             Ok((ds, _)) => {
+                // The whole batch is held before the first send: if the
+                // subscription ends while a send waits on a slow app, its end
+                // hands every one of them back (none waits for `ack_wait`).
+                {
+                    let mut l = lock(&unacked);
+                    if l.closed {
+                        drop(l);
+                        for d in &ds {
+                            let _ = bus
+                                .queues
+                                .release(&topic, &group, d.envelope.seq, d.delivery_count);
+                        }
+                        return;
+                    }
+                    l.held
+                        .extend(ds.iter().map(|d| (d.envelope.seq, d.delivery_count)));
+                }
                 for d in &ds {
                     let span = tracing::debug_span!("bus_msg", correlation = %d.envelope.correlation, topic = %topic, group = %group);
                     span.in_scope(|| {
                         tracing::debug!(seq = d.envelope.seq, count = d.delivery_count, "deliver")
                     });
-                    if !auto_ack {
-                        lock(&unacked).insert(d.envelope.seq);
-                    }
                     if out.send(delivery_frame(sub, d)).await.is_err() {
                         return;
                     }
                 }
                 if auto_ack {
                     let seqs: Vec<u64> = ds.iter().map(|d| d.envelope.seq).collect();
-                    let _ = bus.queues.ack_many(&topic, &group, &seqs);
+                    if let Err(e) = bus.queues.ack_many(&topic, &group, &seqs) {
+                        tracing::warn!(topic = %topic, group = %group, error = %e, "auto-ack failed; the leases expire instead");
+                    }
+                    let mut l = lock(&unacked);
+                    for s in &seqs {
+                        l.held.remove(s);
+                    }
                 }
             }
             Err(e) => {

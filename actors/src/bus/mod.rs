@@ -36,6 +36,13 @@ use crate::queue::Queues;
 use crate::Result;
 use router::Router;
 
+/// Longest request deadline an app may ask for.
+pub const MAX_DEADLINE_MS: u64 = 300_000;
+/// Requests one session may have waiting for answers at once.
+pub const MAX_PENDING_REQUESTS: usize = 1024;
+/// Subscriptions one session may hold at once.
+pub const MAX_SUBSCRIPTIONS: usize = 1024;
+
 /// Settings of the bus, from the node's `[bus]` config.
 #[derive(Debug, Clone)]
 pub struct BusSettings {
@@ -58,6 +65,9 @@ struct SessionInfo {
     app: String,
     tx: mpsc::Sender<String>,
     serves: HashSet<String>,
+    /// Dropped when the session is removed from the table (its app was
+    /// removed): the session then closes.
+    _kick: oneshot::Sender<()>,
 }
 
 type ReplySlot = oneshot::Sender<std::result::Result<Vec<u8>, String>>;
@@ -68,8 +78,8 @@ struct State {
     sessions: HashMap<u64, SessionInfo>,
     next_session: u64,
     next_rid: u64,
-    /// rid -> (serving session, the requester's answer slot).
-    requests: HashMap<u64, (u64, ReplySlot)>,
+    /// rid -> (serving session, requesting session, the requester's answer slot).
+    requests: HashMap<u64, (u64, u64, ReplySlot)>,
 }
 
 /// One live topic or pattern and its subscribers.
@@ -89,6 +99,9 @@ pub struct Bus {
     apps: Apps,
     audit: Audit,
     state: Mutex<State>,
+    /// Bumped by every revoke: each session checks its subscriptions and
+    /// served actions against its grants again.
+    revoked: tokio::sync::watch::Sender<u64>,
 }
 
 impl Bus {
@@ -100,6 +113,7 @@ impl Bus {
             apps,
             audit,
             state: Mutex::new(State::default()),
+            revoked: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -158,6 +172,9 @@ impl Bus {
             "bus.revoke",
             serde_json::json!({ "app": app, "verb": verb, "pattern": pattern }),
         );
+        // What was subscribed or served under the grant ends now, not at
+        // the app's next connection.
+        self.revoked.send_modify(|n| *n += 1);
         Ok(())
     }
 
@@ -168,21 +185,31 @@ impl Bus {
         Ok(token)
     }
 
-    /// Operator: remove an app (audited); its sessions are closed.
+    /// Operator: remove an app (audited); its sessions are closed at once
+    /// (a token issued again for the name must not find the old one's
+    /// connections still open).
     pub fn remove_app(&self, name: &str) -> Result<()> {
         self.apps.remove(name)?;
-        self.audit("rpc", "bus.app_remove", serde_json::json!({ "app": name }));
-        let mut st = self.state();
-        let ids: Vec<u64> = st
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.app == name)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            st.sessions.remove(&id);
-            st.router.remove_session(id);
-        }
+        let closed = {
+            let mut st = self.state();
+            let ids: Vec<u64> = st
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.app == name)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &ids {
+                // Dropping the entry drops its kick sender: the session ends.
+                st.sessions.remove(id);
+                st.router.remove_session(*id);
+            }
+            ids.len()
+        };
+        self.audit(
+            "rpc",
+            "bus.app_remove",
+            serde_json::json!({ "app": name, "sessions_closed": closed }),
+        );
         Ok(())
     }
 

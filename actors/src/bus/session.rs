@@ -15,10 +15,20 @@ use super::wire::{self, put_payload, FrameError, In};
 use super::{Bus, SessionInfo, Verb};
 use crate::queue::{check_name, Publish, Published, HDR_MSG_ID};
 
-pub(super) type Unacked = Arc<Mutex<HashSet<u64>>>;
+/// The deliveries a durable subscription holds: sequence number -> its
+/// delivery count (which lease it is). Closed when the subscription ends, so a
+/// consumer task that fetched meanwhile hands its batch back itself.
+#[derive(Debug, Default)]
+pub(super) struct Leases {
+    pub(super) held: HashMap<u64, u32>,
+    pub(super) closed: bool,
+}
+
+pub(super) type Unacked = Arc<Mutex<Leases>>;
 
 enum Sub {
-    Live,
+    /// A live subscription to this topic or pattern.
+    Live(String),
     Durable {
         topic: String,
         group: String,
@@ -128,6 +138,8 @@ where
             Err((id, e)) => return refuse(id, e).await,
         },
     };
+    let (kick, mut kicked) = oneshot::channel();
+    let mut revoked = bus.revoked.subscribe();
     let id = {
         let mut st = bus.state();
         st.next_session += 1;
@@ -138,6 +150,7 @@ where
                 app: app.clone(),
                 tx: out.clone(),
                 serves: HashSet::new(),
+                _kick: kick,
             },
         );
         id
@@ -159,7 +172,22 @@ where
         confirms,
         frames: metrics::counter!(crate::metrics::BUS_FRAMES),
     };
-    while let Some(item) = frames.next().await {
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = &mut kicked => {
+                s.error(None, FrameError::new("app_removed", format!("app `{}` was removed by the operator: this connection is closed", s.app))).await;
+                break;
+            }
+            Ok(()) = revoked.changed() => {
+                s.recheck().await;
+                continue;
+            }
+            item = frames.next() => match item {
+                Some(item) => item,
+                None => break,
+            },
+        };
         match item.map(|t| wire::parse(&t, max)) {
             Ok(Ok(frame)) => {
                 let fid = frame.id();
@@ -365,6 +393,15 @@ impl Session {
                 max_in_flight,
             } => {
                 let sub = self.next_sub;
+                if self.subs.len() >= super::MAX_SUBSCRIPTIONS {
+                    return Err(FrameError::new(
+                        "rejected",
+                        format!(
+                            "this connection holds {} subscriptions, the limit: unsubscribe first",
+                            self.subs.len()
+                        ),
+                    ));
+                }
                 match (topic, pattern) {
                     (Some(_), Some(_)) | (None, None) => {
                         return Err(FrameError::new(
@@ -442,7 +479,8 @@ impl Session {
             }
             In::InProgress { id, sub, seq } => {
                 // Keeps it unacked: only extends the lease.
-                let (t, g, _) = self.durable(sub)?;
+                let (t, g, unacked) = self.durable(sub)?;
+                held(&unacked, sub, seq)?;
                 self.bus
                     .queues
                     .in_progress(&t, &g, seq)
@@ -474,7 +512,9 @@ impl Session {
                 let waiter = {
                     let mut st = self.bus.state();
                     match st.requests.get(&rid) {
-                        Some((server, _)) if *server == self.id => st.requests.remove(&rid).map(|(_, tx)| tx),
+                        Some((server, _, _)) if *server == self.id => {
+                            st.requests.remove(&rid).map(|(_, _, tx)| tx)
+                        }
                         _ => None,
                     }
                 };
@@ -497,6 +537,71 @@ impl Session {
         }
     }
 
+    /// After a revoke: ends every subscription and served action of this
+    /// session its grants no longer cover, telling the app and the audit log.
+    async fn recheck(&mut self) {
+        let apps = &self.bus.apps;
+        let gone: Vec<(u64, String)> = self
+            .subs
+            .iter()
+            .filter_map(|(id, s)| {
+                let name = match s {
+                    Sub::Live(name) => name,
+                    Sub::Durable { topic, .. } => topic,
+                };
+                (!apps.allowed(&self.app, Verb::Subscribe, name)).then(|| (*id, name.clone()))
+            })
+            .collect();
+        for (sub, name) in gone {
+            if let Some(s) = self.subs.remove(&sub) {
+                self.end_sub(sub, s);
+            }
+            self.bus.audit(
+                &self.app,
+                "bus.revoked_end",
+                json!({ "app": self.app, "sub": sub, "name": name }),
+            );
+            let e = FrameError::new(
+                "forbidden",
+                format!("subscription {sub} to `{name}` ended: the operator revoked the grant"),
+            );
+            let mut v: Value = serde_json::from_str(&wire::error_frame(None, &e)).unwrap_or_default();
+            v["sub"] = sub.into();
+            self.send(v.to_string()).await;
+        }
+        let served: Vec<String> = {
+            let mut st = self.bus.state();
+            let Some(info) = st.sessions.get_mut(&self.id) else {
+                return;
+            };
+            let gone: Vec<String> = info
+                .serves
+                .iter()
+                .filter(|a| !apps.allowed(&self.app, Verb::Serve, a))
+                .cloned()
+                .collect();
+            for a in &gone {
+                info.serves.remove(a);
+            }
+            gone
+        };
+        for action in served {
+            self.bus.audit(
+                &self.app,
+                "bus.revoked_end",
+                json!({ "app": self.app, "action": action }),
+            );
+            self.error(
+                None,
+                FrameError::new(
+                    "forbidden",
+                    format!("serving `{action}` ended: the operator revoked the grant"),
+                ),
+            )
+            .await;
+        }
+    }
+
     fn live(&mut self, name: &str, sub: u64) {
         let sink = Sink {
             app: self.app.clone(),
@@ -505,7 +610,7 @@ impl Session {
             tx: self.out.clone(),
         };
         self.bus.state().router.add(name, sink);
-        self.subs.insert(sub, Sub::Live);
+        self.subs.insert(sub, Sub::Live(name.to_owned()));
     }
 
     fn durable(&self, sub: u64) -> Result<(String, String, Unacked), FrameError> {
@@ -516,7 +621,7 @@ impl Session {
                 unacked,
                 ..
             }) => Ok((topic.clone(), group.clone(), unacked.clone())),
-            Some(Sub::Live) => Err(FrameError::new(
+            Some(Sub::Live(_)) => Err(FrameError::new(
                 "bad_frame",
                 format!("subscription {sub} is live: nothing to settle"),
             )),
@@ -532,8 +637,14 @@ impl Session {
         op: impl FnOnce(&Bus, &str, &str) -> crate::Result<()>,
     ) -> Result<(), FrameError> {
         let (t, g, unacked) = self.durable(sub)?;
-        op(&self.bus, &t, &g).map_err(|e| FrameError::new("not_pending", e.to_string()))?;
-        lock(&unacked).remove(&seq);
+        held(&unacked, sub, seq)?;
+        let r = op(&self.bus, &t, &g);
+        // Settled, or no longer pending at all (acked through another
+        // consumer after this lease expired): either way not held here.
+        if matches!(r, Ok(()) | Err(crate::Error::NotPending { .. })) {
+            lock(&unacked).held.remove(&seq);
+        }
+        r.map_err(|e| FrameError::new("not_pending", e.to_string()))?;
         self.send(ok(id, json!({}))).await;
         Ok(())
     }
@@ -547,6 +658,16 @@ impl Session {
         deadline_ms: u64,
         correlation: Option<String>,
     ) -> Result<(), FrameError> {
+        if deadline_ms == 0 || deadline_ms > super::MAX_DEADLINE_MS {
+            return Err(FrameError::new(
+                "bad_frame",
+                format!(
+                    "deadline_ms is {deadline_ms}: use 1 to {}",
+                    super::MAX_DEADLINE_MS
+                ),
+            ));
+        }
+        check_name("action", &action).map_err(|m| FrameError::new("bad_frame", m))?;
         let target = format!("{app}.{action}");
         self.check(Verb::Request, &target)?;
         let payload = body.bytes().map_err(|m| FrameError::new("bad_frame", m))?;
@@ -563,10 +684,20 @@ impl Session {
                     format!("no connected app `{app}` serves `{action}`"),
                 ));
             };
+            let mine = st.requests.values().filter(|r| r.1 == self.id).count();
+            if mine >= super::MAX_PENDING_REQUESTS {
+                return Err(FrameError::new(
+                    "rejected",
+                    format!(
+                        "{mine} requests of this connection are waiting for answers (the limit is {}): wait for some first",
+                        super::MAX_PENDING_REQUESTS
+                    ),
+                ));
+            }
             st.next_rid += 1;
             let rid = st.next_rid;
             let (tx, rx) = oneshot::channel();
-            st.requests.insert(rid, (server_id, tx));
+            st.requests.insert(rid, (server_id, self.id, tx));
             (rid, server_tx, rx)
         };
         let mut frame = json!({ "op": "request", "rid": rid, "from": self.app, "action": action, "deadline_ms": deadline_ms, "correlation": correlation.unwrap_or_default() });
@@ -612,7 +743,7 @@ impl Session {
 
     fn end_sub(&self, sub: u64, s: Sub) {
         match s {
-            Sub::Live => self.bus.state().router.remove(self.id, sub),
+            Sub::Live(_) => self.bus.state().router.remove(self.id, sub),
             Sub::Durable {
                 topic,
                 group,
@@ -620,9 +751,15 @@ impl Session {
                 unacked,
             } => {
                 task.abort();
-                // Release the leases at once: the messages go to the group's other consumers.
-                for seq in lock(&unacked).drain() {
-                    let _ = self.bus.queues.nak(&topic, &group, seq, Duration::ZERO);
+                // Release the leases at once: the messages go to the group's
+                // other consumers (each only if it is still this delivery).
+                let held = {
+                    let mut l = lock(&unacked);
+                    l.closed = true;
+                    std::mem::take(&mut l.held)
+                };
+                for (seq, count) in held {
+                    let _ = self.bus.queues.release(&topic, &group, seq, count);
                 }
             }
         }
@@ -635,11 +772,25 @@ impl Session {
         let mut st = self.bus.state();
         st.router.remove_session(self.id);
         st.sessions.remove(&self.id);
-        st.requests.retain(|_, (server, _)| *server != self.id);
+        // Requests it serves fail at once with `no_server`; its own requests
+        // are dropped, which ends the tasks waiting for their answers.
+        st.requests
+            .retain(|_, (server, requester, _)| *server != self.id && *requester != self.id);
         drop(st);
         metrics::gauge!(crate::metrics::BUS_SESSIONS).decrement(1.0);
         tracing::info!(app = %self.app, session = self.id, "app disconnected");
     }
+}
+
+/// A settle verb names a delivery this subscription holds, or it is refused.
+fn held(unacked: &Unacked, sub: u64, seq: u64) -> Result<(), FrameError> {
+    if lock(unacked).held.contains_key(&seq) {
+        return Ok(());
+    }
+    Err(FrameError::new(
+        "not_pending",
+        format!("seq {seq} is not a delivery subscription {sub} holds: it was never delivered here, is settled already, or its lease expired and it went to another consumer"),
+    ))
 }
 
 fn verb_str(v: Verb) -> &'static str {

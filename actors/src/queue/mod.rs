@@ -395,6 +395,17 @@ impl Queues {
         Ok(())
     }
 
+    /// A consumer that is gone hands back its delivery `count` of `seq`:
+    /// ready for the group's other consumers at once. Nothing happens if the
+    /// message was delivered again since (its lease expired) or settled.
+    pub fn release(&self, topic: &str, group: &str, seq: u64, count: u32) -> Result<()> {
+        let t = self.existing(topic)?;
+        if lock(&t.state).release(group, seq, count) {
+            t.notify.notify_waiters();
+        }
+        Ok(())
+    }
+
     /// Still working on it: extends the lease by `ack_wait`.
     pub fn in_progress(&self, topic: &str, group: &str, seq: u64) -> Result<()> {
         lock(&self.existing(topic)?.state).in_progress(group, seq)

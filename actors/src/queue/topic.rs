@@ -454,6 +454,19 @@ impl TopicState {
         Ok(())
     }
 
+    /// Returns a delivery to the group at once, if it is still the delivery
+    /// `count` (a lease that expired and went to another consumer is left alone).
+    pub(crate) fn release(&mut self, group: &str, seq: u64, count: u32) -> bool {
+        match self.groups.get_mut(group).and_then(|g| g.pending.get_mut(&seq)) {
+            Some(p) if p.count == count => {
+                p.lease_until = None;
+                p.not_before = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn in_progress(&mut self, group: &str, seq: u64) -> Result<()> {
         let wait = self.cfg.ack_wait();
         let p = self.pending_mut(group, seq)?;

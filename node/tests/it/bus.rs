@@ -122,6 +122,106 @@ fn permissions_are_never_implicit_senders_cannot_be_forged_and_all_is_audited() 
 }
 
 #[test]
+fn leases_dead_letters_revokes_and_removed_apps_are_enforced_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = dev(&tmp, &[]);
+    let url = bus_url(&node);
+    let pub_token = app(&node, "shop", &["publish:orders.*", "request:b.*"]);
+    let w_token = app(&node, "worker", &["subscribe:*"]);
+    rt().block_on(async {
+        let shop = BusClient::connect(&url, "shop", &pub_token).await.unwrap();
+        assert_eq!(shop.publish("orders.new", b"o-0").await.unwrap(), 0);
+        let mut w1 = BusClient::connect(&url, "worker", &w_token).await.unwrap();
+        let w2 = BusClient::connect(&url, "worker", &w_token).await.unwrap();
+        let s1 = w1
+            .subscribe_with("orders.new", Some("workers"), Some(1))
+            .await
+            .unwrap();
+        let m = w1
+            .next_msg(Duration::from_secs(5))
+            .await
+            .expect("delivered to w1");
+        assert_eq!(m["seq"], 0);
+        // Another session of the same group cannot settle w1's delivery.
+        let s2 = w2.subscribe("orders.new", Some("workers")).await.unwrap();
+        for e in [w2.ack(s2, 0).await, w2.nak(s2, 0, 0).await] {
+            let e = e.unwrap_err();
+            assert_eq!(err_code(&e), "not_pending", "{e}");
+            assert!(e.to_string().contains("not a delivery subscription"), "{e}");
+        }
+        w1.ack(s1, 0).await.unwrap();
+        assert_eq!(
+            err_code(&w1.ack(s1, 0).await.unwrap_err()),
+            "not_pending",
+            "settled once"
+        );
+
+        // `subscribe:*` does not cover dead letters; a grant naming them does.
+        let e = w1.subscribe("orders.new.dlq", None).await.unwrap_err();
+        assert_eq!(err_code(&e), "forbidden", "{e}");
+        assert_eq!(
+            err_code(&shop.publish("orders.dlq", b"forged").await.unwrap_err()),
+            "forbidden"
+        );
+        assert!(
+            ctl(&node, &["bus", "grant", "worker", "subscribe", "orders.new.dlq"])
+                .status
+                .success()
+        );
+        w1.subscribe("orders.new.dlq", None).await.unwrap();
+
+        // Bounded request deadlines.
+        for d in [0, 300_001] {
+            let e = shop.request("b", "price", b"", d).await.unwrap_err();
+            assert_eq!(err_code(&e), "bad_frame", "{e}");
+            assert!(e.to_string().contains("use 1 to 300000"), "{e}");
+        }
+
+        // A revoke ends what was subscribed under the grant, now.
+        assert!(ctl(&node, &["bus", "revoke", "worker", "subscribe", "*"])
+            .status
+            .success());
+        let mut ended = Vec::new();
+        while let Some(f) = w1.next_msg(Duration::from_secs(3)).await {
+            if f["op"] == "error" {
+                assert_eq!(f["code"], "forbidden", "{f}");
+                ended.push(f["sub"].as_u64().unwrap());
+            }
+            if ended.len() == 1 {
+                break;
+            }
+        }
+        assert_eq!(
+            ended,
+            [s1],
+            "the dead-letter subscription has its own grant and stays"
+        );
+        assert_eq!(shop.publish("orders.new", b"o-1").await.unwrap(), 1);
+        assert!(
+            w1.next_msg(Duration::from_millis(500)).await.is_none(),
+            "nothing after the revoke"
+        );
+
+        // Removing an app closes its connections at once.
+        assert!(ctl(&node, &["bus", "app-remove", "worker"]).status.success());
+        let f = w1.next_msg(Duration::from_secs(5)).await.expect("told why");
+        assert_eq!(f["code"], "app_removed", "{f}");
+        let e = w1.publish("orders.new", b"x").await.unwrap_err();
+        assert_ne!(
+            err_code(&e),
+            "forbidden",
+            "the connection is closed, not merely refused: {e}"
+        );
+        drop(w2);
+    });
+    let log = audit(&node);
+    let ended = log.iter().filter(|e| e["action"] == "bus.revoked_end").count();
+    assert!(ended >= 2, "each ended subscription audited (w1's and w2's)");
+    let removed = log.iter().find(|e| e["action"] == "bus.app_remove").unwrap();
+    assert_eq!(removed["detail"]["sessions_closed"], 2);
+}
+
+#[test]
 fn bad_frames_get_named_errors_and_hurt_nobody() {
     let tmp = tempfile::tempdir().unwrap();
     let node = dev(
