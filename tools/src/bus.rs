@@ -6,7 +6,7 @@
 //! use vigil_tools::bus::BusClient;
 //! let mut c = BusClient::connect("ws://127.0.0.1:8646", "shop", "TOKEN").await?;
 //! let seq = c.publish("orders", b"hello").await?;
-//! let sub = c.subscribe("orders", Some("billing")).await?;
+//! let sub = c.subscribe("orders", Some("shop.billing")).await?;
 //! let msg = c.next_msg(std::time::Duration::from_secs(5)).await.expect("a message");
 //! c.ack(sub, msg["seq"].as_u64().unwrap()).await?;
 //! # Ok(()) }

@@ -106,6 +106,22 @@ pub fn check_pattern(p: &str) -> Result<()> {
     }
 }
 
+/// Checks an app name: a topic-style name without dots, since grants name
+/// `<app>.<action>` and an app's consumer groups are `<app>` and `<app>.<name>`.
+pub fn check_app_name(name: &str) -> Result<()> {
+    match crate::queue::check_name("app", name) {
+        Ok(()) if !name.contains('.') => Ok(()),
+        _ => Err(Error::Invalid(format!(
+            "app {name:?} is invalid: use 1 to 200 of A-Z a-z 0-9 _ - (no dots: requests name `<app>.<action>` and consumer groups `<app>.<name>`)"
+        ))),
+    }
+}
+
+/// Whether `group` is one of `app`'s consumer groups: `app` itself or `app.<name>`.
+pub fn owns_group(app: &str, group: &str) -> bool {
+    group == app || group.strip_prefix(app).is_some_and(|rest| rest.starts_with('.'))
+}
+
 /// Whether `pattern` covers `name` (which may itself be a `prefix.*` pattern).
 pub fn covers(pattern: &str, name: &str) -> bool {
     if pattern == "*" || pattern == name {
@@ -155,7 +171,7 @@ impl Apps {
     pub fn open(store: SledStore, config: &[AppConfig]) -> Result<Self> {
         let mut apps = BTreeMap::new();
         for c in config {
-            crate::queue::check_name("app", &c.name).map_err(Error::Invalid)?;
+            check_app_name(&c.name)?;
             let token_hash = hex::decode(&c.token_blake3)
                 .ok()
                 .and_then(|b| <[u8; 32]>::try_from(b).ok())
@@ -215,7 +231,7 @@ impl Apps {
 
     /// Creates an app and returns its token (shown once; only its hash is kept).
     pub fn add(&self, name: &str) -> Result<String> {
-        crate::queue::check_name("app", name).map_err(Error::Invalid)?;
+        check_app_name(name)?;
         let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
         if apps.contains_key(name) {
             return Err(Error::Invalid(format!(

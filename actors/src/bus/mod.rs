@@ -28,7 +28,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 pub use actor::BusActor;
-pub use apps::{check_pattern, covers, token_hash_hex, AppConfig, AppInfo, Apps, Grant, Verb};
+pub use apps::{
+    check_app_name, check_pattern, covers, owns_group, token_hash_hex, AppConfig, AppInfo, Apps, Grant, Verb,
+};
 pub use server::{start, RunningBus};
 
 use crate::audit::Audit;

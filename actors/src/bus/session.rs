@@ -424,6 +424,22 @@ impl Session {
                         self.check(Verb::Subscribe, &t)?;
                         let group = group.unwrap_or_else(|| self.app.clone());
                         check_name("group", &group).map_err(|m| FrameError::new("bad_frame", m))?;
+                        // Consumer groups are per app: another app's group
+                        // would let this one settle or pin its deliveries.
+                        if !super::apps::owns_group(&self.app, &group) {
+                            self.bus.audit(
+                                &self.app,
+                                "bus.denied",
+                                json!({ "app": self.app, "verb": Verb::Subscribe, "name": t, "group": group }),
+                            );
+                            return Err(FrameError::new(
+                                "forbidden",
+                                format!(
+                                    "consumer group `{group}` is not one of app `{app}`'s: its groups are `{app}` (the default) and `{app}.NAME`",
+                                    app = self.app
+                                ),
+                            ));
+                        }
                         let unacked: Unacked = Arc::default();
                         let credit = max_in_flight.unwrap_or(256).clamp(1, 10_000) as usize;
                         let task = tokio::spawn(consume(

@@ -84,7 +84,7 @@ fn permissions_are_never_implicit_senders_cannot_be_forged_and_all_is_audited() 
         assert!(e.to_string().contains("vigilctl bus grant alice publish"), "{e}");
 
         assert!(ctl(&node, &["bus", "grant", "alice", "publish", "orders.*"]).status.success());
-        let sub = bob.subscribe("orders.new", Some("billing")).await.unwrap();
+        let sub = bob.subscribe("orders.new", Some("bob.billing")).await.unwrap();
         let forged = json!({ "op": "publish", "topic": "orders.new", "payload": "42 apples", "sender": "bob", "correlation": "c-1" });
         let ok = alice.call(forged).await.unwrap();
         assert_eq!(ok["seq"], 0);
@@ -128,13 +128,16 @@ fn leases_dead_letters_revokes_and_removed_apps_are_enforced_at_once() {
     let url = bus_url(&node);
     let pub_token = app(&node, "shop", &["publish:orders.*", "request:b.*"]);
     let w_token = app(&node, "worker", &["subscribe:*"]);
+    let o = ctl(&node, &["bus", "app-add", "worker.admin"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no dots"), "{}", stderr(&o));
     rt().block_on(async {
         let shop = BusClient::connect(&url, "shop", &pub_token).await.unwrap();
         assert_eq!(shop.publish("orders.new", b"o-0").await.unwrap(), 0);
         let mut w1 = BusClient::connect(&url, "worker", &w_token).await.unwrap();
         let w2 = BusClient::connect(&url, "worker", &w_token).await.unwrap();
         let s1 = w1
-            .subscribe_with("orders.new", Some("workers"), Some(1))
+            .subscribe_with("orders.new", Some("worker.pool"), Some(1))
             .await
             .unwrap();
         let m = w1
@@ -143,7 +146,7 @@ fn leases_dead_letters_revokes_and_removed_apps_are_enforced_at_once() {
             .expect("delivered to w1");
         assert_eq!(m["seq"], 0);
         // Another session of the same group cannot settle w1's delivery.
-        let s2 = w2.subscribe("orders.new", Some("workers")).await.unwrap();
+        let s2 = w2.subscribe("orders.new", Some("worker.pool")).await.unwrap();
         for e in [w2.ack(s2, 0).await, w2.nak(s2, 0, 0).await] {
             let e = e.unwrap_err();
             assert_eq!(err_code(&e), "not_pending", "{e}");
@@ -155,6 +158,12 @@ fn leases_dead_letters_revokes_and_removed_apps_are_enforced_at_once() {
             "not_pending",
             "settled once"
         );
+        // Consumer groups are per app: worker cannot join shop's.
+        for g in ["shop", "shop.billing", "shopx"] {
+            let e = w2.subscribe("orders.new", Some(g)).await.unwrap_err();
+            assert_eq!(err_code(&e), "forbidden", "{g}: {e}");
+            assert!(e.to_string().contains("`worker.NAME`"), "{e}");
+        }
 
         // `subscribe:*` does not cover dead letters; a grant naming them does.
         let e = w1.subscribe("orders.new.dlq", None).await.unwrap_err();
@@ -272,7 +281,7 @@ fn bad_frames_get_named_errors_and_hurt_nobody() {
         assert_eq!(c.publish("t", b"after").await.unwrap(), 1);
         assert_eq!(other.publish("t", b"other").await.unwrap(), 2);
         let mut reader = BusClient::connect(&url, "app", &token).await.unwrap();
-        let sub = reader.subscribe("t", Some("check")).await.unwrap();
+        let sub = reader.subscribe("t", Some("app.check")).await.unwrap();
         let mut got = Vec::new();
         while let Some(m) = reader.next_msg(Duration::from_secs(2)).await {
             got.push(String::from_utf8(payload(&m)).unwrap());
@@ -532,7 +541,14 @@ fn vigilctl_publishes_stdin_consumes_and_manages_the_dead_letter_topic() {
     );
 
     let mut args = vec![
-        "bus", "consume", "jobs", "--group", "workers", "--count", "3", "--ack",
+        "bus",
+        "consume",
+        "jobs",
+        "--group",
+        "ops.workers",
+        "--count",
+        "3",
+        "--ack",
     ];
     args.extend_from_slice(&who);
     let o = ctl(&node, &args);
@@ -543,7 +559,7 @@ fn vigilctl_publishes_stdin_consumes_and_manages_the_dead_letter_topic() {
     rt().block_on(async {
         let url = bus_url(&node);
         let mut c = BusClient::connect(&url, "ops", &token).await.unwrap();
-        let sub = c.subscribe("jobs", Some("workers")).await.unwrap();
+        let sub = c.subscribe("jobs", Some("ops.workers")).await.unwrap();
         let m = c.next_msg(Duration::from_secs(5)).await.unwrap();
         assert_eq!(payload(&m), b"job 3");
         c.call(json!({ "op": "term", "sub": sub, "seq": m["seq"], "reason": "cannot parse" }))
@@ -565,7 +581,7 @@ fn vigilctl_publishes_stdin_consumes_and_manages_the_dead_letter_topic() {
             g["acked"].as_u64(),
             g["dead_lettered"].as_u64()
         ),
-        (Some("workers"), Some(3), Some(1))
+        (Some("ops.workers"), Some(3), Some(1))
     );
     let o = ctl(&node, &["queue", "dlq", "jobs", "--replay"]);
     assert!(

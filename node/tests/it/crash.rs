@@ -71,11 +71,13 @@ fn confirmed_messages_survive_sigkill_at_random_points() {
     // delete nothing it has not read.
     let (mut node, _client) = rt.block_on(async {
         let c = BusClient::connect(url.trim(), "pub", &token).await.unwrap();
-        c.subscribe("crash", Some("checker")).await.unwrap();
+        c.subscribe("crash", Some("pub.checker")).await.unwrap();
         (node, c)
     });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !stdout(&vigilctl(&["--data-dir", s(&data), "queue", "stats", "--json"])).contains("\"checker\"") {
+    while !stdout(&vigilctl(&["--data-dir", s(&data), "queue", "stats", "--json"]))
+        .contains("\"pub.checker\"")
+    {
         assert!(
             Instant::now() < deadline,
             "the checker group never appeared in queue stats"
@@ -102,7 +104,7 @@ fn confirmed_messages_survive_sigkill_at_random_points() {
             let Ok(mut c) = BusClient::connect(&url, "pub", &token).await else {
                 return 0;
             };
-            let Ok(sub) = c.subscribe("crash", Some("live")).await else {
+            let Ok(sub) = c.subscribe("crash", Some("pub.live")).await else {
                 return 0;
             };
             // Acks are pipelined (64 unanswered at most) so the group keeps
@@ -181,7 +183,7 @@ fn confirmed_messages_survive_sigkill_at_random_points() {
     restored += restored_from_log(&node);
     let delivered: Vec<u64> = rt.block_on(async {
         let mut c = BusClient::connect(&url, "pub", &token).await.unwrap();
-        let sub = c.subscribe("crash", Some("checker")).await.unwrap();
+        let sub = c.subscribe("crash", Some("pub.checker")).await.unwrap();
         let mut got = Vec::new();
         while let Some(m) = c.next_msg(Duration::from_secs(3)).await {
             assert_eq!(m["op"], "msg", "{m}");

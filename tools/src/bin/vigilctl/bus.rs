@@ -38,7 +38,7 @@ pub(crate) enum BusCmd {
     /// Print each message's payload as one line.
     Consume {
         topic: String,
-        /// Consumer group (default: the app name).
+        /// Consumer group: the app name (the default) or APP.NAME; groups are per app.
         #[arg(long)]
         group: Option<String>,
         /// Stop after this many messages.
