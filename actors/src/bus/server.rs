@@ -114,18 +114,32 @@ async fn ws_conn(bus: Arc<Bus>, stream: tokio::net::TcpStream, peer: SocketAddr)
     let (write, read) = ws.split();
     let (tx, rx) = mpsc::channel::<String>(bus.settings.outbound_queue);
     let writer = tokio::spawn(super::wire::write_frames(write, rx));
+    // Ends at a close frame or a read error; a frame the WebSocket layer
+    // refused as too long ends it too (it cannot be skipped), but the app is
+    // told why first.
     let frames = read
-        .take_while(|m| futures::future::ready(matches!(m, Ok(m) if !m.is_close())))
-        .filter_map(|m| {
-            futures::future::ready(match m {
-                Ok(Message::Text(t)) => Some(Ok(t.as_str().to_owned())),
-                Ok(Message::Binary(_)) => Some(Err(FrameError::new(
+        .scan(false, move |ended, m| {
+            let item = match m {
+                _ if *ended => None,
+                Ok(Message::Text(t)) => Some(Some(Ok(t.as_str().to_owned()))),
+                Ok(Message::Binary(_)) => Some(Some(Err(FrameError::new(
                     "bad_frame",
                     "binary WebSocket frames are not supported: send JSON text",
-                ))),
-                _ => None,
-            })
-        });
+                )))),
+                Ok(Message::Close(_)) => None,
+                Ok(_) => Some(None),
+                Err(tokio_tungstenite::tungstenite::Error::Capacity(e)) => {
+                    *ended = true;
+                    Some(Some(Err(FrameError::new(
+                        "oversized",
+                        format!("frame is far over the limit (bus.max_frame_bytes) of {max} bytes ({e}): the connection is closed"),
+                    ))))
+                }
+                Err(_) => None,
+            };
+            futures::future::ready(item)
+        })
+        .filter_map(futures::future::ready);
     session::run(bus, Box::pin(frames), tx, peer.to_string()).await;
     let _ = writer.await;
 }

@@ -37,6 +37,12 @@ enum Sub {
     },
 }
 
+/// A subscribe frame that passed its checks.
+enum Subscribing {
+    Live(String),
+    Durable { topic: String, group: String },
+}
+
 struct Session {
     bus: Arc<Bus>,
     id: u64,
@@ -117,10 +123,16 @@ where
 {
     let max = bus.settings.max_frame_bytes;
     let first = tokio::time::timeout(bus.settings.hello_timeout, frames.next()).await;
+    // Every failed hello is audited, with what the peer sent instead.
     let refuse = |id, e: FrameError| {
-        let out = out.clone();
+        let (out, bus, peer) = (out.clone(), bus.clone(), peer.clone());
         async move {
             metrics::counter!(crate::metrics::BUS_ERRORS, "code" => e.code).increment(1);
+            bus.audit(
+                "?",
+                "bus.auth_failed",
+                json!({ "peer": peer, "code": e.code, "why": e.message }),
+            );
             let _ = out.send(wire::error_frame(id, &e)).await;
         }
     };
@@ -132,7 +144,10 @@ where
             Ok(In::Hello { app, token }) if bus.apps.authenticate(&app, &token) => app,
             Ok(In::Hello { app, .. }) => {
                 bus.audit(&app, "bus.auth_failed", json!({ "app": app, "peer": peer }));
-                return refuse(None, FrameError::new("unauthorized", format!("wrong token for app `{app}` (or no such app): ask the operator for a token (vigilctl bus app-add)"))).await;
+                let e = FrameError::new("unauthorized", format!("wrong token for app `{app}` (or no such app): ask the operator for a token (vigilctl bus app-add)"));
+                metrics::counter!(crate::metrics::BUS_ERRORS, "code" => e.code).increment(1);
+                let _ = out.send(wire::error_frame(None, &e)).await;
+                return;
             }
             Ok(_) => return refuse(None, FrameError::new("unauthorized", "the first frame must be hello")).await,
             Err((id, e)) => return refuse(id, e).await,
@@ -392,59 +407,20 @@ impl Session {
                 auto_ack,
                 max_in_flight,
             } => {
+                let what = self.check_subscribe(topic, pattern, group)?;
                 let sub = self.next_sub;
-                if self.subs.len() >= super::MAX_SUBSCRIPTIONS {
-                    return Err(FrameError::new(
-                        "rejected",
-                        format!(
-                            "this connection holds {} subscriptions, the limit: unsubscribe first",
-                            self.subs.len()
-                        ),
-                    ));
-                }
-                match (topic, pattern) {
-                    (Some(_), Some(_)) | (None, None) => {
-                        return Err(FrameError::new(
-                            "bad_frame",
-                            "subscribe takes `topic` or `pattern` (prefix.*), one of them",
-                        ))
-                    }
-                    (None, Some(p)) => {
-                        super::check_pattern(&p).map_err(|e| FrameError::new("bad_frame", e.to_string()))?;
-                        self.check(Verb::Subscribe, &p)?;
-                        self.live(&p, sub);
-                    }
-                    (Some(t), None) if self.bus.is_ephemeral(&t) => {
-                        check_name("topic", &t).map_err(|m| FrameError::new("bad_frame", m))?;
-                        self.check(Verb::Subscribe, &t)?;
-                        self.live(&t, sub);
-                    }
-                    (Some(t), None) => {
-                        check_name("topic", &t).map_err(|m| FrameError::new("bad_frame", m))?;
-                        self.check(Verb::Subscribe, &t)?;
-                        let group = group.unwrap_or_else(|| self.app.clone());
-                        check_name("group", &group).map_err(|m| FrameError::new("bad_frame", m))?;
-                        // Consumer groups are per app: another app's group
-                        // would let this one settle or pin its deliveries.
-                        if !super::apps::owns_group(&self.app, &group) {
-                            self.bus.audit(
-                                &self.app,
-                                "bus.denied",
-                                json!({ "app": self.app, "verb": Verb::Subscribe, "name": t, "group": group }),
-                            );
-                            return Err(FrameError::new(
-                                "forbidden",
-                                format!(
-                                    "consumer group `{group}` is not one of app `{app}`'s: its groups are `{app}` (the default) and `{app}.NAME`",
-                                    app = self.app
-                                ),
-                            ));
-                        }
+                self.next_sub += 1;
+                // The `ok` goes out before the subscription starts, so it
+                // comes before the subscription's first message.
+                self.send(ok(id, json!({ "sub": sub }))).await;
+                match what {
+                    Subscribing::Live(name) => self.live(&name, sub),
+                    Subscribing::Durable { topic, group } => {
                         let unacked: Unacked = Arc::default();
                         let credit = max_in_flight.unwrap_or(256).clamp(1, 10_000) as usize;
                         let task = tokio::spawn(consume(
                             self.bus.clone(),
-                            t.clone(),
+                            topic.clone(),
                             group.clone(),
                             sub,
                             self.out.clone(),
@@ -455,7 +431,7 @@ impl Session {
                         self.subs.insert(
                             sub,
                             Sub::Durable {
-                                topic: t,
+                                topic,
                                 group,
                                 task,
                                 unacked,
@@ -463,8 +439,6 @@ impl Session {
                         );
                     }
                 }
-                self.next_sub += 1;
-                self.send(ok(id, json!({ "sub": sub }))).await;
                 Ok(())
             }
             In::Unsubscribe { id, sub } => {
@@ -615,6 +589,61 @@ impl Session {
                 ),
             )
             .await;
+        }
+    }
+
+    /// Checks a subscribe frame: names, limits, grants, group ownership.
+    fn check_subscribe(
+        &self,
+        topic: Option<String>,
+        pattern: Option<String>,
+        group: Option<String>,
+    ) -> Result<Subscribing, FrameError> {
+        if self.subs.len() >= super::MAX_SUBSCRIPTIONS {
+            return Err(FrameError::new(
+                "rejected",
+                format!(
+                    "this connection holds {} subscriptions, the limit: unsubscribe first",
+                    self.subs.len()
+                ),
+            ));
+        }
+        match (topic, pattern) {
+            (Some(_), Some(_)) | (None, None) => Err(FrameError::new(
+                "bad_frame",
+                "subscribe takes `topic` or `pattern` (prefix.*), one of them",
+            )),
+            (None, Some(p)) => {
+                super::check_pattern(&p).map_err(|e| FrameError::new("bad_frame", e.to_string()))?;
+                self.check(Verb::Subscribe, &p)?;
+                Ok(Subscribing::Live(p))
+            }
+            (Some(t), None) => {
+                check_name("topic", &t).map_err(|m| FrameError::new("bad_frame", m))?;
+                self.check(Verb::Subscribe, &t)?;
+                if self.bus.is_ephemeral(&t) {
+                    return Ok(Subscribing::Live(t));
+                }
+                let group = group.unwrap_or_else(|| self.app.clone());
+                check_name("group", &group).map_err(|m| FrameError::new("bad_frame", m))?;
+                // Consumer groups are per app: another app's group would let
+                // this one settle or pin its deliveries.
+                if !super::apps::owns_group(&self.app, &group) {
+                    self.bus.audit(
+                        &self.app,
+                        "bus.denied",
+                        json!({ "app": self.app, "verb": Verb::Subscribe, "name": t, "group": group }),
+                    );
+                    return Err(FrameError::new(
+                        "forbidden",
+                        format!(
+                            "consumer group `{group}` is not one of app `{app}`'s: its groups are `{app}` (the default) and `{app}.NAME`",
+                            app = self.app
+                        ),
+                    ));
+                }
+                Ok(Subscribing::Durable { topic: t, group })
+            }
         }
     }
 

@@ -291,6 +291,23 @@ fn bad_frames_get_named_errors_and_hurt_nobody() {
             }
         }
         assert_eq!(got, ["kept", "after", "other"]);
+
+        // Far over the limit, the WebSocket layer cannot read past the frame:
+        // the app is told why before the connection closes.
+        let mut big = BusClient::connect(&url, "app", &token).await.unwrap();
+        let huge = json!({ "op": "publish", "id": 9, "topic": "t", "payload": "x".repeat(20_000) });
+        big.send_raw(huge.to_string()).await.unwrap();
+        let e = big
+            .next_msg(Duration::from_secs(5))
+            .await
+            .expect("an error frame");
+        assert_eq!(e["code"], "oversized", "{e}");
+        assert!(
+            e["message"].as_str().unwrap().contains("connection is closed"),
+            "{e}"
+        );
+        assert!(big.publish("t", b"x").await.is_err());
+        assert_eq!(other.publish("t", b"still").await.unwrap(), 3);
     });
 }
 
@@ -484,6 +501,28 @@ fn the_unix_socket_speaks_the_same_frames_and_metrics_count_them() {
     );
     let too_big = frame(&mut w, &mut r, huge);
     assert_eq!(too_big["code"], "oversized");
+    // A connection whose first frame is not hello is refused and audited.
+    let stranger = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    stranger.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (mut sw, mut sr) = (stranger.try_clone().unwrap(), BufReader::new(stranger));
+    writeln!(
+        sw,
+        "{}",
+        json!({ "op": "publish", "id": 1, "topic": "jobs", "payload": "x" })
+    )
+    .unwrap();
+    let mut refused = String::new();
+    sr.read_line(&mut refused).unwrap();
+    assert!(
+        refused.contains("unauthorized") && refused.contains("first frame must be hello"),
+        "{refused}"
+    );
+    let log = audit(&node);
+    assert!(
+        log.iter().any(|e| e["action"] == "bus.auth_failed"
+            && e["detail"]["why"].as_str().is_some_and(|w| w.contains("hello"))),
+        "the refused hello is audited"
+    );
     let ok = frame(
         &mut w,
         &mut r,
