@@ -87,4 +87,19 @@ pub enum Error {
         /// Sequence number.
         seq: u64,
     },
+    /// Settling a delivery whose lease expired and which was delivered again
+    /// since: the newer delivery is not this consumer's to settle.
+    #[error("delivery {count} of message {seq} of topic `{topic}` (group `{group}`) is no longer leased to this consumer: its lease expired and it was delivered again (delivery {now})")]
+    LeaseLost {
+        /// Topic.
+        topic: String,
+        /// Consumer group.
+        group: String,
+        /// Sequence number.
+        seq: u64,
+        /// The delivery the consumer holds.
+        count: u32,
+        /// The message's delivery count now.
+        now: u32,
+    },
 }

@@ -197,6 +197,13 @@ impl Apps {
         }
         for (k, v) in store.scan_prefix(APPS, b"")? {
             let name = String::from_utf8_lossy(&k).into_owned();
+            // Added before app names were checked (dots made `a.b` look
+            // like a consumer group of app `a`): never loaded, so its token
+            // stops working; the operator adds it again under a valid name.
+            if let Err(e) = check_app_name(&name) {
+                tracing::error!(app = %name, error = %e, "stored bus app not loaded, so its token no longer works: add it again under a valid name (vigilctl bus app-add)");
+                continue;
+            }
             let h: [u8; 32] = decode_value(APPS, FORMAT, &v)?
                 .try_into()
                 .map_err(|_| Error::Corrupt {
@@ -417,6 +424,24 @@ mod tests {
         apps.revoke("shop", Verb::Publish, "orders.*").unwrap();
         assert!(!apps.allowed("shop", Verb::Publish, "orders.new"));
         assert!(apps.grant("shop", Verb::Publish, "bad pattern").is_err());
+    }
+
+    #[test]
+    fn a_stored_app_name_with_a_dot_is_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let apps = Apps::open(store.clone(), &[]).unwrap();
+        let token = apps.add("shop").unwrap();
+        // As an older node could have stored it: `shop.admin` would pass
+        // for a consumer group of `shop`.
+        store
+            .insert(APPS, b"shop.admin", &encode_value(FORMAT, &hash(&token)))
+            .unwrap();
+        drop(apps);
+        let apps = Apps::open(store, &[]).unwrap();
+        assert!(apps.authenticate("shop", &token));
+        assert!(!apps.authenticate("shop.admin", &token), "never loaded");
+        assert!(apps.list().iter().all(|a| a.name != "shop.admin"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::session::{lock, Unacked};
+use super::session::{lock, Held, Unacked};
 use super::wire::{self, put_payload, FrameError};
 use super::Bus;
 use crate::queue::Delivery;
@@ -51,9 +51,12 @@ pub(super) async fn consume(
     };
     loop {
         let notified = waker.notified();
-        let room = credit.saturating_sub(lock(&unacked).held.len());
+        // Deliveries whose lease expired no longer count: the group delivers
+        // them again, maybe to another consumer, and this one may take more.
+        let (in_flight, first_end) = lock(&unacked).in_flight(std::time::Instant::now());
+        let room = credit.saturating_sub(in_flight);
         let fetched = if room == 0 {
-            Ok((Vec::new(), None))
+            Ok((Vec::new(), first_end))
         } else {
             bus.queues.fetch(&topic, &group, room.min(256))
         };
@@ -82,8 +85,9 @@ pub(super) async fn consume(
                         }
                         return;
                     }
+                    let now = std::time::Instant::now();
                     l.held
-                        .extend(ds.iter().map(|d| (d.envelope.seq, d.delivery_count)));
+                        .extend(ds.iter().map(|d| (d.envelope.seq, Held::of(d, now))));
                 }
                 for d in &ds {
                     let span = tracing::debug_span!("bus_msg", correlation = %d.envelope.correlation, topic = %topic, group = %group);
@@ -95,13 +99,17 @@ pub(super) async fn consume(
                     }
                 }
                 if auto_ack {
-                    let seqs: Vec<u64> = ds.iter().map(|d| d.envelope.seq).collect();
-                    if let Err(e) = bus.queues.ack_many(&topic, &group, &seqs) {
+                    // Each delivery still leased here is acked; one whose
+                    // lease expired while a send waited on a slow app was
+                    // delivered again and is not this one's to ack.
+                    let leases: Vec<(u64, u32)> =
+                        ds.iter().map(|d| (d.envelope.seq, d.delivery_count)).collect();
+                    if let Err(e) = bus.queues.ack_leases(&topic, &group, &leases) {
                         tracing::warn!(topic = %topic, group = %group, error = %e, "auto-ack failed; the leases expire instead");
                     }
                     let mut l = lock(&unacked);
-                    for s in &seqs {
-                        l.held.remove(s);
+                    for (seq, count) in leases {
+                        l.forget(seq, count);
                     }
                 }
             }

@@ -191,9 +191,11 @@ impl Bus {
     /// (a token issued again for the name must not find the old one's
     /// connections still open).
     pub fn remove_app(&self, name: &str) -> Result<()> {
-        self.apps.remove(name)?;
         let closed = {
+            // Lock order: bus state, then apps (a connecting session checks
+            // its token again under the state lock before it is listed).
             let mut st = self.state();
+            self.apps.remove(name)?;
             let ids: Vec<u64> = st
                 .sessions
                 .iter()

@@ -75,8 +75,13 @@ impl Router {
     }
 
     /// The sinks of `topic`: exact subscribers, then every matching pattern.
+    /// A dead-letter topic (`.dlq`) reaches exact subscribers only: reading
+    /// dead letters needs a grant naming that topic, never a pattern.
     pub(crate) fn route(&self, topic: &str) -> Vec<Sink> {
         let mut out: Vec<Sink> = self.exact.get(topic).cloned().unwrap_or_default();
+        if topic.ends_with(".dlq") {
+            return out;
+        }
         if let Some(all) = self.prefix.get("") {
             out.extend(all.iter().cloned());
         }
@@ -140,5 +145,16 @@ mod tests {
         r.remove_session(2);
         assert_eq!(r.len(), 0);
         assert!(r.table().is_empty());
+    }
+
+    #[test]
+    fn dead_letter_topics_reach_exact_subscribers_only() {
+        let mut r = Router::default();
+        r.add("orders.*", sink(1, 1));
+        r.add("*", sink(1, 2));
+        r.add("orders.dlq", sink(2, 1));
+        let subs = |t: &str| r.route(t).iter().map(|s| (s.session, s.sub)).collect::<Vec<_>>();
+        assert_eq!(subs("orders.dlq"), [(2, 1)], "no pattern covers dead letters");
+        assert_eq!(subs("orders.new"), [(1, 2), (1, 1)]);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use serde_json::{json, Value};
@@ -13,15 +13,58 @@ use super::consumer::consume;
 use super::router::Sink;
 use super::wire::{self, put_payload, FrameError, In};
 use super::{Bus, SessionInfo, Verb};
-use crate::queue::{check_name, Publish, Published, HDR_MSG_ID};
+use crate::queue::{check_name, check_topic, Publish, Published, Settle, HDR_MSG_ID};
 
-/// The deliveries a durable subscription holds: sequence number -> its
-/// delivery count (which lease it is). Closed when the subscription ends, so a
-/// consumer task that fetched meanwhile hands its batch back itself.
+/// The deliveries a durable subscription holds: sequence number -> which
+/// delivery of it (its count) and until when. Closed when the subscription
+/// ends, so a consumer task that fetched meanwhile hands its batch back itself.
 #[derive(Debug, Default)]
 pub(super) struct Leases {
-    pub(super) held: HashMap<u64, u32>,
+    pub(super) held: HashMap<u64, Held>,
     pub(super) closed: bool,
+}
+
+/// One delivery a subscription holds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Held {
+    /// Its delivery count: settles name this delivery, not a later one.
+    pub(super) count: u32,
+    /// Its lease's end (moved by `in_progress`).
+    pub(super) until: Instant,
+    /// The topic's `ack_wait`.
+    pub(super) wait: Duration,
+}
+
+impl Held {
+    pub(super) fn of(d: &crate::queue::Delivery, now: Instant) -> Self {
+        Self {
+            count: d.delivery_count,
+            until: d.lease_until,
+            wait: d.lease_until.saturating_duration_since(now),
+        }
+    }
+}
+
+impl Leases {
+    /// How many held deliveries' leases still run (what counts against the
+    /// credit: one that expired is the group's to deliver again), and when
+    /// the first of them ends. Forgets deliveries whose lease ended a whole
+    /// `ack_wait` ago: a late settle of one is `not_pending`.
+    pub(super) fn in_flight(&mut self, now: Instant) -> (usize, Option<Instant>) {
+        self.held.retain(|_, h| now < h.until + h.wait);
+        let live = self.held.values().filter(|h| h.until > now);
+        live.fold((0, None), |(n, first), h| {
+            (n + 1, Some(first.map_or(h.until, |f: Instant| f.min(h.until))))
+        })
+    }
+
+    /// Forgets `seq` if it is still delivery `count` here (the consumer may
+    /// have been handed a later delivery of it meanwhile).
+    pub(super) fn forget(&mut self, seq: u64, count: u32) {
+        if self.held.get(&seq).is_some_and(|h| h.count == count) {
+            self.held.remove(&seq);
+        }
+    }
 }
 
 pub(super) type Unacked = Arc<Mutex<Leases>>;
@@ -136,12 +179,12 @@ where
             let _ = out.send(wire::error_frame(id, &e)).await;
         }
     };
-    let app = match first {
+    let (app, token) = match first {
         Err(_) => return refuse(None, FrameError::new("unauthorized", "no hello within bus.hello_timeout: send {\"op\":\"hello\",\"app\":NAME,\"token\":TOKEN} first")).await,
         Ok(None) => return,
         Ok(Some(Err(e))) => return refuse(None, e).await,
         Ok(Some(Ok(text))) => match wire::parse(&text, max) {
-            Ok(In::Hello { app, token }) if bus.apps.authenticate(&app, &token) => app,
+            Ok(In::Hello { app, token }) if bus.apps.authenticate(&app, &token) => (app, token),
             Ok(In::Hello { app, .. }) => {
                 bus.audit(&app, "bus.auth_failed", json!({ "app": app, "peer": peer }));
                 let e = FrameError::new("unauthorized", format!("wrong token for app `{app}` (or no such app): ask the operator for a token (vigilctl bus app-add)"));
@@ -153,10 +196,21 @@ where
             Err((id, e)) => return refuse(id, e).await,
         },
     };
-    let (kick, mut kicked) = oneshot::channel();
+    let (kick, kicked) = oneshot::channel();
     let mut revoked = bus.revoked.subscribe();
     let id = {
         let mut st = bus.state();
+        // Checked again under the state lock, which `remove_app` holds while
+        // it removes the app: a removal between the first check and this
+        // insert would otherwise miss this session.
+        if !bus.apps.authenticate(&app, &token) {
+            drop(st);
+            let e = FrameError::new(
+                "unauthorized",
+                format!("app `{app}` was removed while it connected"),
+            );
+            return refuse(None, e).await;
+        }
         st.next_session += 1;
         let id = st.next_session;
         st.sessions.insert(
@@ -187,11 +241,17 @@ where
         confirms,
         frames: metrics::counter!(crate::metrics::BUS_FRAMES),
     };
+    // The app's removal ends the session even while a frame's handling waits
+    // on an app that stopped reading; the farewell is sent only if it fits.
+    let kicked = async move {
+        let _ = kicked.await;
+    };
+    tokio::pin!(kicked);
     loop {
         let item = tokio::select! {
             biased;
             _ = &mut kicked => {
-                s.error(None, FrameError::new("app_removed", format!("app `{}` was removed by the operator: this connection is closed", s.app))).await;
+                s.farewell();
                 break;
             }
             Ok(()) = revoked.changed() => {
@@ -203,15 +263,26 @@ where
                 None => break,
             },
         };
-        match item.map(|t| wire::parse(&t, max)) {
-            Ok(Ok(frame)) => {
-                let fid = frame.id();
-                if let Err(e) = s.handle(frame).await {
-                    s.error(fid, e).await;
+        let step = async {
+            match item.map(|t| wire::parse(&t, max)) {
+                Ok(Ok(frame)) => {
+                    let fid = frame.id();
+                    if let Err(e) = s.handle(frame).await {
+                        s.error(fid, e).await;
+                    }
                 }
+                Ok(Err((id, e))) => s.error(id, e).await,
+                Err(e) => s.error(None, e).await,
             }
-            Ok(Err((id, e))) => s.error(id, e).await,
-            Err(e) => s.error(None, e).await,
+        };
+        let removed = tokio::select! {
+            biased;
+            _ = &mut kicked => true,
+            _ = step => false,
+        };
+        if removed {
+            s.farewell();
+            break;
         }
     }
     s.cleanup().await;
@@ -220,6 +291,20 @@ where
 }
 
 impl Session {
+    /// Tells the app it was removed, if its outbound queue has room (it may
+    /// have stopped reading: the connection closes either way).
+    fn farewell(&self) {
+        let e = FrameError::new(
+            "app_removed",
+            format!(
+                "app `{}` was removed by the operator: this connection is closed",
+                self.app
+            ),
+        );
+        metrics::counter!(crate::metrics::BUS_ERRORS, "code" => e.code).increment(1);
+        let _ = self.out.try_send(wire::error_frame(None, &e));
+    }
+
     async fn send(&self, frame: String) {
         let _ = self.out.send(frame).await;
     }
@@ -304,7 +389,7 @@ impl Session {
                 msg_id,
                 sender,
             } => {
-                check_name("topic", &topic).map_err(|m| FrameError::new("bad_frame", m))?;
+                check_topic(&topic).map_err(|m| FrameError::new("bad_frame", m))?;
                 self.check(Verb::Publish, &topic)?;
                 self.forged(&sender);
                 let payload = body.bytes().map_err(|m| FrameError::new("bad_frame", m))?;
@@ -371,7 +456,7 @@ impl Session {
                 correlation,
                 sender,
             } => {
-                check_name("topic", &topic).map_err(|m| FrameError::new("bad_frame", m))?;
+                check_topic(&topic).map_err(|m| FrameError::new("bad_frame", m))?;
                 self.check(Verb::Send, &topic)?;
                 self.forged(&sender);
                 let payload = body.bytes().map_err(|m| FrameError::new("bad_frame", m))?;
@@ -450,34 +535,22 @@ impl Session {
                 self.send(ok(id, json!({}))).await;
                 Ok(())
             }
-            In::Ack { id, sub, seq } => self.settle(id, sub, seq, |b, t, g| b.queues.ack(t, g, seq)).await,
+            In::Ack { id, sub, seq } => self.settle(id, sub, seq, Settle::Ack).await,
             In::Nak {
                 id,
                 sub,
                 seq,
                 delay_ms,
             } => {
-                self.settle(id, sub, seq, |b, t, g| {
-                    b.queues.nak(t, g, seq, Duration::from_millis(delay_ms))
-                })
-                .await
+                self.settle(id, sub, seq, Settle::Nak(Duration::from_millis(delay_ms)))
+                    .await
             }
             In::Term { id, sub, seq, reason } => {
                 let r = reason.unwrap_or_else(|| "terminated by the consumer".into());
-                self.settle(id, sub, seq, |b, t, g| b.queues.term(t, g, seq, &r))
-                    .await
+                self.settle(id, sub, seq, Settle::Term(r)).await
             }
-            In::InProgress { id, sub, seq } => {
-                // Keeps it unacked: only extends the lease.
-                let (t, g, unacked) = self.durable(sub)?;
-                held(&unacked, sub, seq)?;
-                self.bus
-                    .queues
-                    .in_progress(&t, &g, seq)
-                    .map_err(|e| FrameError::new("not_pending", e.to_string()))?;
-                self.send(ok(id, json!({}))).await;
-                Ok(())
-            }
+            // Keeps it unacked: only extends the lease.
+            In::InProgress { id, sub, seq } => self.settle(id, sub, seq, Settle::InProgress).await,
             In::Request {
                 id,
                 app,
@@ -619,7 +692,7 @@ impl Session {
                 Ok(Subscribing::Live(p))
             }
             (Some(t), None) => {
-                check_name("topic", &t).map_err(|m| FrameError::new("bad_frame", m))?;
+                check_topic(&t).map_err(|m| FrameError::new("bad_frame", m))?;
                 self.check(Verb::Subscribe, &t)?;
                 if self.bus.is_ephemeral(&t) {
                     return Ok(Subscribing::Live(t));
@@ -674,20 +747,27 @@ impl Session {
         }
     }
 
-    async fn settle(
-        &self,
-        id: u64,
-        sub: u64,
-        seq: u64,
-        op: impl FnOnce(&Bus, &str, &str) -> crate::Result<()>,
-    ) -> Result<(), FrameError> {
+    async fn settle(&self, id: u64, sub: u64, seq: u64, how: Settle) -> Result<(), FrameError> {
         let (t, g, unacked) = self.durable(sub)?;
-        held(&unacked, sub, seq)?;
-        let r = op(&self.bus, &t, &g);
-        // Settled, or no longer pending at all (acked through another
-        // consumer after this lease expired): either way not held here.
-        if matches!(r, Ok(()) | Err(crate::Error::NotPending { .. })) {
-            lock(&unacked).held.remove(&seq);
+        let count = held(&unacked, sub, seq)?;
+        let r = self.bus.queues.settle(&t, &g, seq, count, how);
+        {
+            let mut l = lock(&unacked);
+            match &r {
+                // `in_progress`: held for longer.
+                Ok(Some(until)) => {
+                    if let Some(h) = l.held.get_mut(&seq).filter(|h| h.count == count) {
+                        h.until = *until;
+                    }
+                }
+                // Settled, no longer pending at all (acked through another
+                // consumer after this lease expired), or delivered again
+                // since: either way not held here.
+                Ok(None) | Err(crate::Error::NotPending { .. } | crate::Error::LeaseLost { .. }) => {
+                    l.forget(seq, count)
+                }
+                Err(_) => {}
+            }
         }
         r.map_err(|e| FrameError::new("not_pending", e.to_string()))?;
         self.send(ok(id, json!({}))).await;
@@ -803,8 +883,8 @@ impl Session {
                     l.closed = true;
                     std::mem::take(&mut l.held)
                 };
-                for (seq, count) in held {
-                    let _ = self.bus.queues.release(&topic, &group, seq, count);
+                for (seq, h) in held {
+                    let _ = self.bus.queues.release(&topic, &group, seq, h.count);
                 }
             }
         }
@@ -828,9 +908,9 @@ impl Session {
 }
 
 /// A settle verb names a delivery this subscription holds, or it is refused.
-fn held(unacked: &Unacked, sub: u64, seq: u64) -> Result<(), FrameError> {
-    if lock(unacked).held.contains_key(&seq) {
-        return Ok(());
+fn held(unacked: &Unacked, sub: u64, seq: u64) -> Result<u32, FrameError> {
+    if let Some(h) = lock(unacked).held.get(&seq) {
+        return Ok(h.count);
     }
     Err(FrameError::new(
         "not_pending",

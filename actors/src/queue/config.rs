@@ -98,6 +98,23 @@ impl Default for QueueConfig {
     }
 }
 
+/// Longest topic name, so that its dead-letter topic `<topic>.dlq` is a valid name too.
+pub const MAX_TOPIC_LEN: usize = 196;
+
+/// Checks a topic name: like [`check_name`], and at most [`MAX_TOPIC_LEN`]
+/// bytes unless it is a dead-letter topic (`.dlq`), whose dead letters could
+/// otherwise never move.
+pub fn check_topic(name: &str) -> Result<(), String> {
+    check_name("topic", name)?;
+    if name.len() > MAX_TOPIC_LEN && !name.ends_with(".dlq") {
+        return Err(format!(
+            "topic {name:?} is {} bytes: at most {MAX_TOPIC_LEN}, so that its dead-letter topic `<topic>.dlq` fits in 200",
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a topic or group name; the error says what is allowed.
 pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-pub use config::{check_name, QueueConfig, TopicConfig, TopicKind};
+pub use config::{check_name, check_topic, QueueConfig, TopicConfig, TopicKind, MAX_TOPIC_LEN};
 pub use envelope::Envelope;
 pub use flusher::ConfirmMode;
 pub use topic::{Delivery, GroupStats};
@@ -48,6 +48,19 @@ use crate::{Error, Result};
 use flusher::Flusher;
 pub use topic::now_us;
 use topic::{group_tree, msg_tree, pending_key_of, DeadLetter, TopicState};
+
+/// What a consumer does with a delivery it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settle {
+    /// Done with it.
+    Ack,
+    /// Deliver it again after this delay.
+    Nak(Duration),
+    /// Still working on it: extend the lease by `ack_wait`.
+    InProgress,
+    /// Give up: move it to `<topic>.dlq` now, with this reason.
+    Term(String),
+}
 
 /// Header: publisher-chosen id for deduplication.
 pub const HDR_MSG_ID: &str = "msg-id";
@@ -182,7 +195,7 @@ impl Queues {
         if let Some(t) = self.topics.read().unwrap_or_else(|p| p.into_inner()).get(name) {
             return Ok(t.clone());
         }
-        check_name("topic", name).map_err(Error::Invalid)?;
+        check_topic(name).map_err(Error::Invalid)?;
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = topics.get(name) {
             return Ok(t.clone());
@@ -299,8 +312,12 @@ impl Queues {
             metrics::counter!(m::QUEUE_DELIVERED, "topic" => topic.to_owned()).increment(out.len() as u64);
             metrics::counter!(m::QUEUE_REDELIVERED, "topic" => topic.to_owned()).increment(redelivered);
             if !dead.is_empty() {
-                // A failed move loses these deliveries' leases, not their messages.
-                self.move_to_dlq(&mut st, dead)?;
+                // Dead letters that cannot move stay pending (and are tried
+                // again on the next fetch); the deliveries leased here still
+                // go out, or they would wait out `ack_wait` undelivered.
+                if let Err(e) = self.move_to_dlq(&mut st, dead) {
+                    tracing::error!(topic, group, error = %e, "cannot move dead letters to the dead-letter topic; they stay pending");
+                }
             }
             (out, wake)
         };
@@ -371,7 +388,79 @@ impl Queues {
 
     /// Acknowledges a delivery.
     pub fn ack(&self, topic: &str, group: &str, seq: u64) -> Result<()> {
-        self.ack_many(topic, group, &[seq])
+        self.settle_lease(topic, group, seq, None, Settle::Ack).map(drop)
+    }
+
+    /// Settles delivery `count` of `seq` (its [`Delivery::delivery_count`]):
+    /// refused with [`Error::LeaseLost`] when the message was delivered again
+    /// since, so a consumer whose lease expired never settles the delivery
+    /// another consumer holds now. Returns the lease's new end for `InProgress`.
+    pub fn settle(
+        &self,
+        topic: &str,
+        group: &str,
+        seq: u64,
+        count: u32,
+        how: Settle,
+    ) -> Result<Option<Instant>> {
+        self.settle_lease(topic, group, seq, Some(count), how)
+    }
+
+    fn settle_lease(
+        &self,
+        topic: &str,
+        group: &str,
+        seq: u64,
+        count: Option<u32>,
+        how: Settle,
+    ) -> Result<Option<Instant>> {
+        let t = self.existing(topic)?;
+        let mut st = lock(&t.state);
+        if let Some(count) = count {
+            st.check_lease(group, seq, count)?;
+        }
+        match how {
+            Settle::Ack => {
+                st.ack(&self.store, group, &[seq])?;
+                metrics::counter!(m::QUEUE_ACKED, "topic" => topic.to_owned()).increment(1);
+                t.depth.set(st.msgs.count as f64);
+            }
+            Settle::Nak(delay) => {
+                st.nak(group, seq, delay)?;
+                metrics::counter!(m::QUEUE_NAKD, "topic" => topic.to_owned()).increment(1);
+            }
+            Settle::InProgress => return st.in_progress(group, seq).map(Some),
+            Settle::Term(reason) => {
+                let dead = st.take_for_term(&self.store, group, seq, &format!("term: {reason}"))?;
+                self.move_to_dlq(&mut st, vec![dead])?;
+                return Ok(None);
+            }
+        }
+        drop(st);
+        t.notify.notify_waiters();
+        Ok(None)
+    }
+
+    /// Acks each of `leases` (seq, delivery count) that is still that
+    /// delivery, in one write; skips those delivered again since or settled.
+    /// Returns how many were acked.
+    pub fn ack_leases(&self, topic: &str, group: &str, leases: &[(u64, u32)]) -> Result<usize> {
+        let t = self.existing(topic)?;
+        let mut st = lock(&t.state);
+        let seqs: Vec<u64> = leases
+            .iter()
+            .filter(|(seq, count)| st.check_lease(group, *seq, *count).is_ok())
+            .map(|(seq, _)| *seq)
+            .collect();
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        st.ack(&self.store, group, &seqs)?;
+        metrics::counter!(m::QUEUE_ACKED, "topic" => topic.to_owned()).increment(seqs.len() as u64);
+        t.depth.set(st.msgs.count as f64);
+        drop(st);
+        t.notify.notify_waiters();
+        Ok(seqs.len())
     }
 
     /// Acknowledges several deliveries in one write; all or none (each must be pending).
@@ -388,11 +477,8 @@ impl Queues {
 
     /// Negative ack: deliver again after `delay`.
     pub fn nak(&self, topic: &str, group: &str, seq: u64, delay: Duration) -> Result<()> {
-        let t = self.existing(topic)?;
-        lock(&t.state).nak(group, seq, delay)?;
-        metrics::counter!(m::QUEUE_NAKD, "topic" => topic.to_owned()).increment(1);
-        t.notify.notify_waiters();
-        Ok(())
+        self.settle_lease(topic, group, seq, None, Settle::Nak(delay))
+            .map(drop)
     }
 
     /// A consumer that is gone hands back its delivery `count` of `seq`:
@@ -408,15 +494,14 @@ impl Queues {
 
     /// Still working on it: extends the lease by `ack_wait`.
     pub fn in_progress(&self, topic: &str, group: &str, seq: u64) -> Result<()> {
-        lock(&self.existing(topic)?.state).in_progress(group, seq)
+        self.settle_lease(topic, group, seq, None, Settle::InProgress)
+            .map(drop)
     }
 
     /// Gives up on a delivery: moves it to the dead-letter topic now.
     pub fn term(&self, topic: &str, group: &str, seq: u64, reason: &str) -> Result<()> {
-        let t = self.existing(topic)?;
-        let mut st = lock(&t.state);
-        let dead = st.take_for_term(&self.store, group, seq, &format!("term: {reason}"))?;
-        self.move_to_dlq(&mut st, vec![dead])
+        self.settle_lease(topic, group, seq, None, Settle::Term(reason.to_owned()))
+            .map(drop)
     }
 
     /// A handle to wait for the next publish, nak or ack of `topic`. Create

@@ -102,6 +102,9 @@ pub struct Delivery {
     pub envelope: Envelope,
     /// 1 on first delivery.
     pub delivery_count: u32,
+    /// When this delivery's lease ends (`ack_wait` after the fetch): then it
+    /// is ready to be delivered again unless settled or extended.
+    pub lease_until: Instant,
 }
 
 #[derive(Debug)]
@@ -323,6 +326,30 @@ impl TopicState {
         group_name: &str,
         max: usize,
     ) -> Result<(Vec<Delivery>, Vec<DeadLetter>, Option<Instant>)> {
+        let (mut out, mut dead) = (Vec::new(), Vec::new());
+        match self.fetch_into(store, group_name, max, &mut out, &mut dead) {
+            Ok(wake) => Ok((out, dead, wake)),
+            Err(e) => {
+                // Nothing of this fetch reaches a consumer: its leases go back
+                // at once, and its dead letters (their pending keys still in
+                // sled) are pending again, so no later sweep deletes them.
+                for d in &out {
+                    self.release(group_name, d.envelope.seq, d.delivery_count);
+                }
+                self.restore_dead(dead.into_iter());
+                Err(e)
+            }
+        }
+    }
+
+    fn fetch_into(
+        &mut self,
+        store: &SledStore,
+        group_name: &str,
+        max: usize,
+        out: &mut Vec<Delivery>,
+        dead: &mut Vec<DeadLetter>,
+    ) -> Result<Option<Instant>> {
         if self.cfg.kind == TopicKind::Stream && self.cfg.max_age_secs > 0 {
             self.enforce_stream_limits(store)?;
         }
@@ -337,8 +364,7 @@ impl TopicState {
             .or_insert_with(|| Self::new_group(group_name, first_seq));
         let in_flight = g.pending.values().filter(|p| p.in_flight(now)).count();
         let want = max.min((cfg.max_in_flight as usize).saturating_sub(in_flight));
-        let mut out = Vec::new();
-        let mut dead = Vec::new();
+        let lease_until = now + cfg.ack_wait();
         // Ordered single writes, not a batch: sled batches and transactions wait
         // for a running fsync. Pending entries go first and `next` last; sled
         // recovers a prefix of its log, and `load` takes next = max(next, last
@@ -373,7 +399,7 @@ impl TopicState {
                 continue;
             }
             p.count += 1;
-            p.lease_until = Some(now + cfg.ack_wait());
+            p.lease_until = Some(lease_until);
             p.not_before = None;
             writes.push((pending_key(seq), p.count.to_be_bytes().to_vec()));
             g.stats.redelivered += 1;
@@ -381,6 +407,7 @@ impl TopicState {
             out.push(Delivery {
                 envelope,
                 delivery_count: p.count,
+                lease_until,
             });
         }
         if g.next < first_seq {
@@ -396,7 +423,7 @@ impl TopicState {
                 seq,
                 Pending {
                     count: 1,
-                    lease_until: Some(now + cfg.ack_wait()),
+                    lease_until: Some(lease_until),
                     not_before: None,
                 },
             );
@@ -405,6 +432,7 @@ impl TopicState {
             out.push(Delivery {
                 envelope,
                 delivery_count: 1,
+                lease_until,
             });
         }
         writes.push((KEY_NEXT.to_vec(), g.next.to_be_bytes().to_vec()));
@@ -414,7 +442,31 @@ impl TopicState {
         for (k, v) in writes {
             store.insert(&gtree, &k, &v)?;
         }
-        Ok((out, dead, wake))
+        Ok(wake)
+    }
+
+    /// Delivery `count` of `seq` is still the group's current delivery of it
+    /// (pending, and not delivered again since).
+    pub(crate) fn check_lease(&self, group: &str, seq: u64, count: u32) -> Result<()> {
+        let p = self
+            .groups
+            .get(group)
+            .and_then(|g| g.pending.get(&seq))
+            .ok_or_else(|| Error::NotPending {
+                topic: self.cfg.name.clone(),
+                group: group.to_owned(),
+                seq,
+            })?;
+        if p.count != count {
+            return Err(Error::LeaseLost {
+                topic: self.cfg.name.clone(),
+                group: group.to_owned(),
+                seq,
+                count,
+                now: p.count,
+            });
+        }
+        Ok(())
     }
 
     fn pending_mut(&mut self, group: &str, seq: u64) -> Result<&mut Pending> {
@@ -467,11 +519,11 @@ impl TopicState {
         }
     }
 
-    pub(crate) fn in_progress(&mut self, group: &str, seq: u64) -> Result<()> {
-        let wait = self.cfg.ack_wait();
-        let p = self.pending_mut(group, seq)?;
-        p.lease_until = Some(Instant::now() + wait);
-        Ok(())
+    /// Extends the lease by `ack_wait` from now; returns its new end.
+    pub(crate) fn in_progress(&mut self, group: &str, seq: u64) -> Result<Instant> {
+        let until = Instant::now() + self.cfg.ack_wait();
+        self.pending_mut(group, seq)?.lease_until = Some(until);
+        Ok(until)
     }
 
     /// Takes a pending message out for `term`: the caller moves it to the DLQ.

@@ -158,8 +158,9 @@ async fn max_deliver_moves_to_the_dlq_and_replay_brings_it_back() {
 #[tokio::test]
 async fn a_dead_letter_that_cannot_be_moved_stays_pending() {
     let dir = tempfile::tempdir().unwrap();
-    // 198 characters: a valid topic whose dead-letter topic name is too long.
-    let name = "x".repeat(198);
+    // A dead-letter topic of 200 characters: its own dead-letter topic's name
+    // would be too long, so its dead letters cannot move.
+    let name = format!("{}.dlq", "x".repeat(MAX_TOPIC_LEN));
     let cfg = |max_deliver| TopicConfig {
         max_deliver,
         ..topic(&name)
@@ -171,22 +172,82 @@ async fn a_dead_letter_that_cannot_be_moved_stays_pending() {
     assert_eq!(payloads(&d), ["poison", "fine"]);
     q.ack(&name, "g", 1).unwrap();
     q.nak(&name, "g", 0, Duration::ZERO).unwrap();
-    let err = q.fetch(&name, "g", 10).unwrap_err().to_string();
-    assert!(err.contains(".dlq") && err.contains("1 to 200"), "{err}");
+    q.publish(&name, msg("next")).await.unwrap();
+    let (d, _) = q.fetch(&name, "g", 10).unwrap();
+    assert_eq!(
+        payloads(&d),
+        ["next"],
+        "a failed move still hands out what the fetch leased"
+    );
     let stats = q.stats();
     let t = stats.iter().find(|s| s.topic == name).unwrap();
     assert_eq!(
-        t.depth, 2,
+        t.depth, 3,
         "the floor stays below the message that could not move"
     );
-    assert_eq!(t.groups[0].pending, 1, "and still pending for its group");
+    assert_eq!(t.groups[0].pending, 2, "it is still pending for its group");
     assert_eq!(t.groups[0].dead_lettered, 0);
     drop(q);
 
     let q = open(dir.path(), vec![cfg(5)]);
     let (d, _) = q.fetch(&name, "g", 10).unwrap();
-    assert_eq!(payloads(&d), ["poison"]);
+    assert_eq!(payloads(&d), ["poison", "next"]);
     assert_eq!(d[0].delivery_count, 2);
+}
+
+#[tokio::test]
+async fn a_consumer_whose_lease_expired_cannot_settle_the_next_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(
+        dir.path(),
+        vec![TopicConfig {
+            ack_wait_ms: 50,
+            ..topic("t")
+        }],
+    );
+    q.publish("t", msg("a")).await.unwrap();
+    q.publish("t", msg("b")).await.unwrap();
+    let t0 = std::time::Instant::now();
+    let (first, _) = q.fetch("t", "g", 10).unwrap();
+    assert!(first
+        .iter()
+        .all(|d| d.delivery_count == 1 && d.lease_until >= t0 + Duration::from_millis(50)));
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    // Another consumer of the group now holds delivery 2 of both.
+    let (again, _) = q.fetch("t", "g", 10).unwrap();
+    assert!(again.iter().all(|d| d.delivery_count == 2), "{again:?}");
+    for how in [
+        Settle::Ack,
+        Settle::Nak(Duration::ZERO),
+        Settle::InProgress,
+        Settle::Term("late".into()),
+    ] {
+        let e = q.settle("t", "g", 0, 1, how.clone()).unwrap_err();
+        assert!(
+            matches!(e, vigil_actors::Error::LeaseLost { count: 1, now: 2, .. }),
+            "{how:?}: {e}"
+        );
+        assert!(e.to_string().contains("delivered again"), "{e}");
+    }
+    assert!(
+        q.fetch("t", "g", 10).unwrap().0.is_empty(),
+        "delivery 2 is untouched: still leased"
+    );
+    let until = q
+        .settle("t", "g", 0, 2, Settle::InProgress)
+        .unwrap()
+        .expect("the lease's new end");
+    assert!(until > again[0].lease_until);
+    q.settle("t", "g", 0, 2, Settle::Ack).unwrap();
+    assert!(matches!(
+        q.settle("t", "g", 0, 2, Settle::Ack),
+        Err(vigil_actors::Error::NotPending { .. })
+    ));
+    // Auto-ack acks only what is still the consumer's delivery.
+    assert_eq!(q.ack_leases("t", "g", &[(1, 1), (1, 2)]).unwrap(), 1);
+    let stats = q.stats();
+    let g = &stats.iter().find(|s| s.topic == "t").unwrap().groups[0];
+    assert_eq!((g.acked, g.pending), (2, 0));
 }
 
 #[tokio::test]
@@ -343,6 +404,10 @@ async fn bad_names_and_oversized_payloads_are_refused() {
     assert!(e.contains("limit"), "{e}");
     let e = q.fetch("t", "", 1).unwrap_err().to_string();
     assert!(e.contains("group"), "{e}");
+    let long = "x".repeat(MAX_TOPIC_LEN + 1);
+    let e = q.publish(&long, msg("x")).await.unwrap_err().to_string();
+    assert!(e.contains("at most 196") && e.contains(".dlq"), "{e}");
+    q.publish(&"x".repeat(MAX_TOPIC_LEN), msg("x")).await.unwrap();
 }
 
 /// Messages go to sled in chunks (64 at a time): reads across chunk borders,

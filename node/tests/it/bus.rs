@@ -230,6 +230,45 @@ fn leases_dead_letters_revokes_and_removed_apps_are_enforced_at_once() {
     assert_eq!(removed["detail"]["sessions_closed"], 2);
 }
 
+/// A lease that ends unsettled frees the subscription's credit: with
+/// `max_in_flight = 1` the message comes again instead of the subscription
+/// waiting forever, and the new delivery is the one that settles.
+#[test]
+fn an_expired_lease_frees_its_credit_for_the_next_delivery() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = dev(&tmp, &[("VIGIL_BUS__TOPIC_DEFAULTS__ACK_WAIT_MS", "300")]);
+    let url = bus_url(&node);
+    let pub_token = app(&node, "shop", &["publish:jobs"]);
+    let w_token = app(&node, "worker", &["subscribe:jobs"]);
+    rt().block_on(async {
+        let shop = BusClient::connect(&url, "shop", &pub_token).await.unwrap();
+        let mut w = BusClient::connect(&url, "worker", &w_token).await.unwrap();
+        let s = w.subscribe_with("jobs", None, Some(1)).await.unwrap();
+        shop.publish("jobs", b"j-0").await.unwrap();
+        shop.publish("jobs", b"j-1").await.unwrap();
+        let m = w.next_msg(Duration::from_secs(5)).await.expect("first delivery");
+        assert_eq!(
+            (m["seq"].as_u64(), m["delivery_count"].as_u64()),
+            (Some(0), Some(1))
+        );
+        let m = w
+            .next_msg(Duration::from_secs(5))
+            .await
+            .expect("delivered again once its lease ended");
+        assert_eq!(
+            (m["seq"].as_u64(), m["delivery_count"].as_u64()),
+            (Some(0), Some(2))
+        );
+        w.ack(s, 0).await.unwrap();
+        let m = w
+            .next_msg(Duration::from_secs(5))
+            .await
+            .expect("then the next one");
+        assert_eq!(m["seq"].as_u64(), Some(1));
+        w.ack(s, 1).await.unwrap();
+    });
+}
+
 #[test]
 fn bad_frames_get_named_errors_and_hurt_nobody() {
     let tmp = tempfile::tempdir().unwrap();
