@@ -5,7 +5,10 @@
 //! - `overwrite`: write into a preallocated file through the page cache +
 //!   `fdatasync` (what the log did before);
 //! - `direct`: the same overwrite with `O_DIRECT` (whole aligned blocks, no
-//!   page cache) + `fdatasync` (what `vigil-queue.wal` does now).
+//!   page cache) + `fdatasync` (what `vigil-queue.wal` does now);
+//! - `direct-dsync`: the same `O_DIRECT` overwrite on a file opened `O_DSYNC`,
+//!   no `fdatasync` (the kernel flushes the device cache before `pwrite`
+//!   returns: one system call and one sleep per write instead of two).
 //!
 //! Each write is one 4 KiB block (a group commit of ~20 small messages).
 
@@ -26,7 +29,7 @@ const SIZE: u64 = 8 << 20;
 /// One way of writing, over every round.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// `append`, `overwrite` or `direct`.
+    /// `append`, `overwrite`, `direct` or `direct-dsync`.
     pub method: String,
     /// Wall time per write + sync.
     pub latency: Percentiles,
@@ -54,6 +57,7 @@ enum Method {
     Append,
     Overwrite,
     Direct,
+    DirectDsync,
 }
 
 impl Method {
@@ -62,6 +66,7 @@ impl Method {
             Method::Append => "append",
             Method::Overwrite => "overwrite",
             Method::Direct => "direct",
+            Method::DirectDsync => "direct-dsync",
         }
     }
 }
@@ -96,6 +101,9 @@ fn open(dir: &Path, m: Method) -> anyhow::Result<File> {
         Method::Direct => {
             o.custom_flags(libc::O_DIRECT);
         }
+        Method::DirectDsync => {
+            o.custom_flags(libc::O_DIRECT | libc::O_DSYNC);
+        }
     }
     o.open(&path).with_context(|| {
         format!(
@@ -112,7 +120,13 @@ pub fn run(dir: &Path, rounds: usize, per_round: usize, progress: &dyn Fn(&str))
         tempfile::tempdir_in(dir).with_context(|| format!("cannot make a temp dir in {}", dir.display()))?;
     preallocate(&work.path().join("overwrite.bin"))?;
     preallocate(&work.path().join("direct.bin"))?;
-    let methods = [Method::Append, Method::Overwrite, Method::Direct];
+    preallocate(&work.path().join("direct-dsync.bin"))?;
+    let methods = [
+        Method::Append,
+        Method::Overwrite,
+        Method::Direct,
+        Method::DirectDsync,
+    ];
     let mut lat: Vec<Vec<u64>> = vec![Vec::new(); methods.len()];
     let mut cpu = vec![0.0f64; methods.len()];
     let mut raw = vec![b'x'; BLOCK * 2];
@@ -137,7 +151,9 @@ pub fn run(dir: &Path, rounds: usize, per_round: usize, progress: &dyn Fn(&str))
                 let t = Instant::now();
                 f.write_all_at(block, at)
                     .with_context(|| format!("`{}` write failed", m.name()))?;
-                f.sync_data()?;
+                if !matches!(m, Method::DirectDsync) {
+                    f.sync_data()?;
+                }
                 lat[i].push(t.elapsed().as_nanos() as u64);
             }
             cpu[i] += cpu_secs(None).unwrap_or(0.0) - c0;
