@@ -141,7 +141,7 @@ async fn ws_conn(bus: Arc<Bus>, stream: tokio::net::TcpStream, peer: SocketAddr)
         })
         .filter_map(futures::future::ready);
     session::run(bus, Box::pin(frames), tx, peer.to_string()).await;
-    let _ = writer.await;
+    session::drain(writer).await;
 }
 
 async fn accept_unix(bus: Arc<Bus>, listener: UnixListener, mut stopped: watch::Receiver<bool>) {
@@ -213,5 +213,5 @@ async fn unix_conn(bus: Arc<Bus>, stream: tokio::net::UnixStream) {
         Some((item, r))
     });
     session::run(bus, Box::pin(lines), tx, "unix".into()).await;
-    let _ = writer.await;
+    session::drain(writer).await;
 }

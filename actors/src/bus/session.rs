@@ -287,7 +287,20 @@ where
     }
     s.cleanup().await;
     // Confirms already queued are still sent (the connection may be half-closed).
-    let _ = confirm_task.await;
+    drain(confirm_task).await;
+}
+
+/// How long the frames queued for a closing session may take to reach its
+/// app: one that stopped reading must not hold the connection open forever.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Waits for a task that sends a closing session's last frames, for at most
+/// [`DRAIN_GRACE`]; then ends it (dropping the connection's writer closes it).
+pub(super) async fn drain(mut task: JoinHandle<()>) {
+    if tokio::time::timeout(DRAIN_GRACE, &mut task).await.is_err() {
+        task.abort();
+        tracing::debug!("a closing bus session's app stopped reading: its last frames are dropped");
+    }
 }
 
 impl Session {

@@ -269,6 +269,67 @@ fn an_expired_lease_frees_its_credit_for_the_next_delivery() {
     });
 }
 
+/// An app that floods the node and never reads its answers blocks only its
+/// own session; removing the app still closes its connection.
+#[test]
+fn a_removed_app_that_stopped_reading_is_disconnected() {
+    use std::io::{BufRead, BufReader, ErrorKind, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let node = dev(&tmp, &[]);
+    let token = app(&node, "mute", &["publish:live.*"]);
+    let stream = std::os::unix::net::UnixStream::connect(node.dir.join("bus.sock")).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = stream.try_clone().unwrap();
+    writeln!(w, "{}", json!({ "op": "hello", "app": "mute", "token": token })).unwrap();
+    let mut welcome = String::new();
+    BufReader::new(stream).read_line(&mut welcome).unwrap();
+    assert!(welcome.contains("welcome"), "{welcome}");
+    // Publish to an ephemeral topic without reading a single answer, until
+    // the node's answers back up and it stops reading us.
+    w.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    let frame = format!(
+        "{}\n",
+        json!({ "op": "publish", "id": 1, "topic": "live.flood", "payload": "x" })
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stalled = loop {
+        match w.write_all(frame.as_bytes()) {
+            Ok(()) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break true,
+            Err(e) => panic!("the node closed a connection nobody removed: {e}"),
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+    };
+    assert!(
+        stalled,
+        "the node kept reading for 60 s without its answers being read"
+    );
+    let o = ctl(&node, &["bus", "app-remove", "mute"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let closed = loop {
+        match w.write_all(frame.as_bytes()) {
+            Ok(()) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break true,
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+    };
+    assert!(closed, "the removed app's connection is still open 15 s later");
+    // The node is fine: another app connects and publishes.
+    let other = app(&node, "other", &["publish:jobs"]);
+    rt().block_on(async {
+        let c = BusClient::connect(&bus_url(&node), "other", &other)
+            .await
+            .unwrap();
+        assert_eq!(c.publish("jobs", b"fine").await.unwrap(), 0);
+    });
+}
+
 #[test]
 fn bad_frames_get_named_errors_and_hurt_nobody() {
     let tmp = tempfile::tempdir().unwrap();
