@@ -87,6 +87,16 @@ pub enum Error {
         /// Sequence number.
         seq: u64,
     },
+    /// A dead-letter replay failed part way.
+    #[error("replay of `{topic}.dlq` stopped after moving {moved} messages back to `{topic}` (they stay there): {why}")]
+    ReplayStopped {
+        /// The source topic.
+        topic: String,
+        /// Messages moved back before the failure.
+        moved: u64,
+        /// What failed.
+        why: String,
+    },
     /// Settling a delivery whose lease expired and which was delivered again
     /// since: the newer delivery is not this consumer's to settle.
     #[error("delivery {count} of message {seq} of topic `{topic}` (group `{group}`) is no longer leased to this consumer: its lease expired and it was delivered again (delivery {now})")]

@@ -250,9 +250,17 @@ impl BusClient {
     /// Ends a subscription; the node releases its unacked leases before it answers, so the
     /// group's next consumer gets them at once.
     pub async fn unsubscribe(&self, sub: u64) -> Result<()> {
-        self.call(json!({ "op": "unsubscribe", "sub": sub }))
-            .await
-            .map(|_| ())
+        self.unsubscribe_acking(sub, &[]).await.map(drop)
+    }
+
+    /// Ends a subscription and acks these deliveries it holds as it ends
+    /// (acking them first would free credit for more deliveries, which the
+    /// end would then hand back); returns how many were acked.
+    pub async fn unsubscribe_acking(&self, sub: u64, ack: &[u64]) -> Result<u64> {
+        let v = self
+            .call(json!({ "op": "unsubscribe", "sub": sub, "ack": ack }))
+            .await?;
+        Ok(v["acked"].as_u64().unwrap_or(0))
     }
 
     /// Subscribes to a `prefix.*` pattern (live copies).

@@ -539,13 +539,13 @@ impl Session {
                 }
                 Ok(())
             }
-            In::Unsubscribe { id, sub } => {
+            In::Unsubscribe { id, sub, ack } => {
                 let s = self
                     .subs
                     .remove(&sub)
                     .ok_or_else(|| FrameError::new("not_found", format!("no subscription {sub}")))?;
-                self.end_sub(sub, s);
-                self.send(ok(id, json!({}))).await;
+                let acked = self.end_sub(sub, s, &ack);
+                self.send(ok(id, json!({ "acked": acked }))).await;
                 Ok(())
             }
             In::Ack { id, sub, seq } => self.settle(id, sub, seq, Settle::Ack).await,
@@ -630,7 +630,7 @@ impl Session {
             .collect();
         for (sub, name) in gone {
             if let Some(s) = self.subs.remove(&sub) {
-                self.end_sub(sub, s);
+                self.end_sub(sub, s, &[]);
             }
             self.bus.audit(
                 &self.app,
@@ -879,9 +879,14 @@ impl Session {
         Ok(())
     }
 
-    fn end_sub(&self, sub: u64, s: Sub) {
+    /// Ends a subscription: its deliveries listed in `ack` are acked, every
+    /// other one it holds is handed back. Returns how many were acked.
+    fn end_sub(&self, sub: u64, s: Sub, ack: &[u64]) -> usize {
         match s {
-            Sub::Live(_) => self.bus.state().router.remove(self.id, sub),
+            Sub::Live(_) => {
+                self.bus.state().router.remove(self.id, sub);
+                0
+            }
             Sub::Durable {
                 topic,
                 group,
@@ -896,16 +901,23 @@ impl Session {
                     l.closed = true;
                     std::mem::take(&mut l.held)
                 };
+                let mut acked = 0;
                 for (seq, h) in held {
-                    let _ = self.bus.queues.release(&topic, &group, seq, h.count);
+                    if ack.contains(&seq) {
+                        let r = self.bus.queues.settle(&topic, &group, seq, h.count, Settle::Ack);
+                        acked += usize::from(r.is_ok());
+                    } else {
+                        let _ = self.bus.queues.release(&topic, &group, seq, h.count);
+                    }
                 }
+                acked
             }
         }
     }
 
     async fn cleanup(mut self) {
         for (sub, s) in std::mem::take(&mut self.subs) {
-            self.end_sub(sub, s);
+            self.end_sub(sub, s, &[]);
         }
         let mut st = self.bus.state();
         st.router.remove_session(self.id);

@@ -103,8 +103,14 @@ pub enum In {
         #[serde(default)]
         max_in_flight: Option<u32>,
     },
-    /// End a subscription.
-    Unsubscribe { id: u64, sub: u64 },
+    /// End a subscription; `ack` lists held deliveries to ack as it ends (no
+    /// delivery is leased after them, as there would be after plain acks).
+    Unsubscribe {
+        id: u64,
+        sub: u64,
+        #[serde(default)]
+        ack: Vec<u64>,
+    },
     /// Settle a durable delivery.
     Ack { id: u64, sub: u64, seq: u64 },
     /// Deliver again after `delay_ms`.
@@ -196,8 +202,16 @@ impl FrameError {
 /// Parses one frame, naming what is wrong: not JSON, no or unknown `op`, bad fields.
 pub fn parse(text: &str, max_bytes: usize) -> Result<In, (Option<u64>, FrameError)> {
     if text.len() > max_bytes {
+        // Answered with the frame's id when it has one (the text is here,
+        // at most about twice the limit), so the caller's call gets its
+        // error instead of waiting for an answer that never comes.
+        #[derive(Deserialize)]
+        struct IdOnly {
+            id: Option<u64>,
+        }
+        let id = serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id);
         return Err((
-            None,
+            id,
             FrameError::new(
                 "oversized",
                 format!(
@@ -284,6 +298,15 @@ mod tests {
         let e = |t: &str| parse(t, 100).unwrap_err().1;
         assert_eq!(e("{nope").code, "malformed");
         assert_eq!(e(&"x".repeat(101)).code, "oversized");
+        let big = format!(
+            r#"{{"op":"publish","topic":"t","payload":"{}","id":7}}"#,
+            "x".repeat(100)
+        );
+        assert_eq!(
+            parse(&big, 100).unwrap_err().0,
+            Some(7),
+            "an oversized frame is answered with its id"
+        );
         assert_eq!(e(r#"{"id":1}"#).code, "bad_frame");
         let u = e(r#"{"op":"explode","id":3}"#);
         assert_eq!(u.code, "unknown_op");

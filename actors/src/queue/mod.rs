@@ -49,6 +49,18 @@ use flusher::Flusher;
 pub use topic::now_us;
 use topic::{group_tree, msg_tree, pending_key_of, DeadLetter, TopicState};
 
+/// Payload bytes one `dlq_list` page holds at most (besides its count limit).
+pub const DLQ_PAGE_BYTES: usize = 8 << 20;
+
+/// One page of a dead-letter topic.
+#[derive(Debug, Default)]
+pub struct DlqPage {
+    /// Dead letters in order, with their `dlq-*` headers.
+    pub items: Vec<Envelope>,
+    /// Where the next page starts; `None` when this one reaches the end.
+    pub next: Option<u64>,
+}
+
 /// What a consumer does with a delivery it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settle {
@@ -540,27 +552,77 @@ impl Queues {
     }
 
     /// Up to `limit` messages of `<topic>.dlq`, oldest first.
-    pub fn dlq_list(&self, topic: &str, limit: usize) -> Result<Vec<Envelope>> {
-        let dlq = self.topic(&format!("{topic}.dlq"))?;
+    pub fn dlq_list(&self, topic: &str, from: u64, limit: usize) -> Result<DlqPage> {
+        let dlq_name = self.dlq_of(topic)?;
+        let mut page = DlqPage::default();
+        // No dead letters yet: nothing to list (and nothing is created).
+        let Ok(dlq) = self.existing(&dlq_name) else {
+            return Ok(page);
+        };
         let mut st = lock(&dlq.state);
-        let mut out = Vec::new();
-        let mut seq = st.msgs.first_seq;
-        while out.len() < limit && seq < st.msgs.next_seq {
-            out.extend(st.msgs.get(&self.store, seq)?);
+        let mut seq = from.max(st.msgs.first_seq);
+        let mut bytes = 0;
+        while page.items.len() < limit && bytes < DLQ_PAGE_BYTES && seq < st.msgs.next_seq {
+            if let Some(e) = st.msgs.get(&self.store, seq)? {
+                bytes += e.payload.len();
+                page.items.push(e);
+            }
             seq += 1;
         }
-        Ok(out)
+        page.next = (seq < st.msgs.next_seq).then_some(seq);
+        Ok(page)
+    }
+
+    /// The dead-letter topic of `topic`, which must exist and not be one itself.
+    fn dlq_of(&self, topic: &str) -> Result<String> {
+        if let Some(src) = topic.strip_suffix(".dlq") {
+            return Err(Error::Invalid(format!(
+                "`{topic}` is a dead-letter topic: name the topic its messages came from (`{src}`)"
+            )));
+        }
+        self.existing(topic)?;
+        Ok(format!("{topic}.dlq"))
     }
 
     /// Moves every message of `<topic>.dlq` back to `topic`; each move (the
     /// insert and the dead-letter topic's floor) is one transaction. Returns how many.
+    /// A replay that fails part way says how many it moved
+    /// ([`Error::ReplayStopped`]): those are back in `topic` for good.
     pub async fn dlq_replay(&self, topic: &str) -> Result<u64> {
-        let dlq_name = format!("{topic}.dlq");
-        let dlq = self.topic(&dlq_name)?;
-        let t = self.topic(topic)?;
+        let dlq_name = self.dlq_of(topic)?;
+        let Ok(dlq) = self.existing(&dlq_name) else {
+            return Ok(0);
+        };
+        let t = self.existing(topic)?;
         let mut moved = 0;
-        // Locks are taken per 256 moves, so publishers to either topic wait at most that long.
+        let r = self.replay_moves(topic, &t, &dlq, &mut moved).await;
+        if moved > 0 {
+            t.notify.notify_waiters();
+        }
+        r.map(|()| moved).map_err(|e| Error::ReplayStopped {
+            topic: topic.to_owned(),
+            moved,
+            why: e.to_string(),
+        })
+    }
+
+    async fn replay_moves(&self, topic: &str, t: &Topic, dlq: &Topic, moved: &mut u64) -> Result<()> {
+        // Locks are taken per 256 moves, so publishers to either topic wait at
+        // most that long, and the runtime thread is handed back between batches.
         loop {
+            let done = self.replay_batch(topic, t, dlq, moved)?;
+            if done {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let ticket = self.flusher.request();
+        self.flusher.wait(ticket).await
+    }
+
+    /// Moves up to 256 dead letters back; true when none is left.
+    fn replay_batch(&self, topic: &str, t: &Topic, dlq: &Topic, moved: &mut u64) -> Result<bool> {
+        {
             let mut dst = lock(&t.state);
             let mut src = lock(&dlq.state);
             dst.msgs.seal(&self.store)?;
@@ -583,20 +645,14 @@ impl Queues {
                     batch.insert(floor_tree, floor_key, (seq + 1).to_be_bytes().to_vec());
                     self.store.apply(&batch)?;
                     dst.adopt_written(len);
-                    moved += 1;
+                    *moved += 1;
                 }
                 src.msgs.drop_front(&self.store, seq + 1, false)?;
             }
             t.depth.set(dst.msgs.count as f64);
             dlq.depth.set(src.msgs.count as f64);
-            if src.msgs.first_seq >= src.msgs.next_seq {
-                break;
-            }
+            Ok(src.msgs.first_seq >= src.msgs.next_seq)
         }
-        let ticket = self.flusher.request();
-        self.flusher.wait(ticket).await?;
-        t.notify.notify_waiters();
-        Ok(moved)
     }
 }
 

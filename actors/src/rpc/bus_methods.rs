@@ -37,6 +37,39 @@ fn params_error(usage: &str) -> ErrorObjectOwned {
     )
 }
 
+/// Params that may be absent, else a list of at most `max` items of type `T`.
+fn optional_list<T: serde::de::DeserializeOwned>(
+    p: &Params<'_>,
+    max: usize,
+    usage: &str,
+) -> Result<Vec<T>, ErrorObjectOwned> {
+    if p.as_str().is_none_or(|s| s.trim().is_empty()) {
+        return Ok(Vec::new());
+    }
+    let v: Vec<T> = p.parse().map_err(|_| params_error(usage))?;
+    if v.len() > max {
+        return Err(params_error(usage));
+    }
+    Ok(v)
+}
+
+const DLQ_USAGE: &str = "[topic, from_seq?, limit?] (limit 1 to 1000, default 100)";
+
+/// `[topic]`, `[topic, from_seq]` or `[topic, from_seq, limit]`.
+fn dlq_args(p: &Params<'_>) -> Result<(String, u64, usize), ErrorObjectOwned> {
+    let v: Vec<Value> = p.parse().map_err(|_| params_error(DLQ_USAGE))?;
+    let topic = v.first().and_then(Value::as_str).map(str::to_owned);
+    let from = v.get(1).map_or(Some(0), Value::as_u64);
+    let limit = v
+        .get(2)
+        .map_or(Some(100), Value::as_u64)
+        .filter(|n| (1..=1000).contains(n));
+    match (topic, from, limit) {
+        (Some(t), Some(f), Some(l)) if v.len() <= 3 => Ok((t, f, l as usize)),
+        _ => Err(params_error(DLQ_USAGE)),
+    }
+}
+
 fn grant_args(p: &Params<'_>) -> Result<(String, Verb, String), ErrorObjectOwned> {
     let [app, verb, pattern] = strings::<3>(
         p,
@@ -95,7 +128,9 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
     })
     .expect("unique");
     m.register_method("queue_stats", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
-        let only: Option<String> = p.parse::<Vec<String>>().ok().and_then(|v| v.into_iter().next());
+        let only = optional_list::<String>(&p, 1, "[] or [topic]")?
+            .into_iter()
+            .next();
         let stats: Vec<_> = bus(ctx)?
             .queues()
             .stats()
@@ -106,9 +141,13 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
     })
     .expect("unique");
     m.register_method("queue_dlq", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
-        let [topic] = strings::<1>(&p, "[topic]")?;
-        let list = bus(ctx)?.queues().dlq_list(&topic, 1000).map_err(refused)?;
-        let items: Vec<Value> = list
+        let (topic, from, limit) = dlq_args(&p)?;
+        let page = bus(ctx)?
+            .queues()
+            .dlq_list(&topic, from, limit)
+            .map_err(refused)?;
+        let items: Vec<Value> = page
+            .items
             .into_iter()
             .map(|e| {
                 let headers: serde_json::Map<String, Value> = e
@@ -122,23 +161,33 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
                 v
             })
             .collect();
-        Ok(Value::Array(items))
+        Ok(json!({ "topic": topic, "items": items, "next": page.next }))
     })
     .expect("unique");
     m.register_async_method("queue_dlq_replay", |p, ctx, _| async move {
         let [topic] = strings::<1>(&p, "[topic]")?;
         let b = bus(&ctx)?.clone();
-        let moved = b.queues().dlq_replay(&topic).await.map_err(refused)?;
-        b.audit(
-            "rpc",
-            "queue.dlq_replay",
-            json!({ "topic": topic, "moved": moved }),
-        );
+        let r = b.queues().dlq_replay(&topic).await;
+        // Audited however it ends: a replay that stopped part way moved some.
+        match &r {
+            Ok(moved) => b.audit(
+                "rpc",
+                "queue.dlq_replay",
+                json!({ "topic": topic, "moved": moved }),
+            ),
+            Err(e @ crate::Error::ReplayStopped { moved, .. }) => b.audit(
+                "rpc",
+                "queue.dlq_replay",
+                json!({ "topic": topic, "moved": moved, "error": e.to_string() }),
+            ),
+            Err(_) => {}
+        }
+        let moved = r.map_err(refused)?;
         Ok::<_, ErrorObjectOwned>(json!({ "topic": topic, "replayed": moved }))
     })
     .expect("unique");
     m.register_method("audit_list", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
-        let args: Vec<u64> = p.parse().unwrap_or_default();
+        let args = optional_list::<u64>(&p, 2, "[], [from] or [from, limit] (non-negative integers)")?;
         let from = args.first().copied().unwrap_or(0);
         let limit = args.get(1).copied().unwrap_or(1000).min(10_000) as usize;
         serde_json::to_value(ctx.audit.list(from, limit).map_err(refused)?).map_err(refused)

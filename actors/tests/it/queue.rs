@@ -132,7 +132,7 @@ async fn max_deliver_moves_to_the_dlq_and_replay_brings_it_back() {
     }
     let (d, _) = q.fetch("t", "g", 10).unwrap();
     assert!(d.is_empty(), "the 4th delivery moves it to the DLQ instead");
-    let dlq = q.dlq_list("t", 10).unwrap();
+    let dlq = q.dlq_list("t", 0, 10).unwrap().items;
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0].payload, b"poison");
     assert_eq!(dlq[0].header(HDR_DLQ_DELIVERIES), Some("3"));
@@ -144,15 +144,41 @@ async fn max_deliver_moves_to_the_dlq_and_replay_brings_it_back() {
     assert_eq!(t.groups[0].dead_lettered, 1);
 
     assert_eq!(q.dlq_replay("t").await.unwrap(), 1);
-    assert!(q.dlq_list("t", 10).unwrap().is_empty());
+    assert!(q.dlq_list("t", 0, 10).unwrap().items.is_empty());
     let (d, _) = q.fetch("t", "g", 10).unwrap();
     assert_eq!(payloads(&d), ["poison"]);
     assert_eq!(d[0].delivery_count, 1);
     assert!(d[0].envelope.header(HDR_DLQ_REASON).is_none());
 
     q.term("t", "g", d[0].envelope.seq, "cannot parse").unwrap();
-    let dlq = q.dlq_list("t", 10).unwrap();
+    let dlq = q.dlq_list("t", 0, 10).unwrap().items;
     assert_eq!(dlq[0].header(HDR_DLQ_REASON), Some("term: cannot parse"));
+
+    // Pages: `next` says where to go on, and is None at the end.
+    for i in 0..2 {
+        q.publish("t", msg(&format!("bad-{i}"))).await.unwrap();
+        let (d, _) = q.fetch("t", "g", 10).unwrap();
+        q.term("t", "g", d[0].envelope.seq, "paged").unwrap();
+    }
+    let p1 = q.dlq_list("t", 0, 2).unwrap();
+    assert_eq!(p1.items.len(), 2);
+    let p2 = q.dlq_list("t", p1.next.expect("more"), 2).unwrap();
+    assert_eq!(p2.items.len(), 1);
+    assert_eq!(p2.next, None);
+    assert_eq!(p2.items[0].payload, b"bad-1");
+
+    // Reading or replaying dead letters never creates a topic.
+    let before = q.stats().len();
+    let e = q.dlq_list("ordrs", 0, 10).unwrap_err().to_string();
+    assert!(e.contains("no topic `ordrs`"), "{e}");
+    let e = q.dlq_replay("ordrs").await.unwrap_err().to_string();
+    assert!(e.contains("no topic `ordrs`"), "{e}");
+    let e = q.dlq_list("t.dlq", 0, 10).unwrap_err().to_string();
+    assert!(e.contains("dead-letter topic") && e.contains("(`t`)"), "{e}");
+    q.publish("fresh", msg("x")).await.unwrap();
+    assert!(q.dlq_list("fresh", 0, 10).unwrap().items.is_empty());
+    assert_eq!(q.dlq_replay("fresh").await.unwrap(), 0);
+    assert_eq!(q.stats().len(), before + 1, "only `fresh` itself was created");
 }
 
 #[tokio::test]

@@ -377,6 +377,12 @@ fn bad_frames_get_named_errors_and_hurt_nobody() {
             assert_eq!(e["code"], code, "{frame:.60}: {e}");
             assert!(e["message"].as_str().unwrap().contains(text), "{e}");
         }
+        // A call whose frame is over the limit gets its answer, not silence.
+        let e = tokio::time::timeout(Duration::from_secs(5), c.publish("t", &[b'x'; 5000]))
+            .await
+            .expect("the oversized publish is answered")
+            .unwrap_err();
+        assert_eq!(err_code(&e), "oversized", "{e}");
         // The connection, the other session and the confirmed message are all fine.
         assert_eq!(c.publish("t", b"after").await.unwrap(), 1);
         assert_eq!(other.publish("t", b"other").await.unwrap(), 2);
@@ -678,6 +684,32 @@ fn vigilctl_publishes_stdin_consumes_and_manages_the_dead_letter_topic() {
         "{}",
         stdout(&o)
     );
+    // A line that is not UTF-8 is published as bytes, to a topic of its own.
+    let mut args = vec!["--data-dir", s(&node.dir), "--json", "bus", "publish", "raw"];
+    args.extend_from_slice(&who);
+    let o = ctl(&node, &["bus", "grant", "ops", "publish", "raw"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut child = std::process::Command::new(vigilctl_bin())
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"ok\n\xff\xfe bytes\r\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (r["published"].as_u64(), r["confirmed"].as_u64()),
+        (Some(2), Some(2)),
+        "{r}"
+    );
 
     let mut args = vec![
         "bus",
@@ -693,6 +725,20 @@ fn vigilctl_publishes_stdin_consumes_and_manages_the_dead_letter_topic() {
     let o = ctl(&node, &args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "job 0\njob 1\njob 2\n");
+    // It leased exactly what it printed: no delivery was handed back with
+    // its count raised.
+    let stats: Value =
+        serde_json::from_str(&stdout(&ctl(&node, &["queue", "stats", "jobs", "--json"]))).unwrap();
+    let g = &stats[0]["groups"][0];
+    assert_eq!(
+        (
+            g["delivered"].as_u64(),
+            g["redelivered"].as_u64(),
+            g["acked"].as_u64()
+        ),
+        (Some(3), Some(0), Some(3)),
+        "{g}"
+    );
 
     // Park one message in the DLQ through the protocol's `term`, then replay it.
     rt().block_on(async {
@@ -711,6 +757,13 @@ fn vigilctl_publishes_stdin_consumes_and_manages_the_dead_letter_topic() {
         "{}",
         stdout(&o)
     );
+    let page: Value =
+        serde_json::from_str(&stdout(&ctl(&node, &["queue", "dlq", "jobs", "--json"]))).unwrap();
+    assert_eq!(page["items"][0]["headers"]["dlq-reason"], "term: cannot parse");
+    assert!(page["next"].is_null(), "one page: {page}");
+    let o = ctl(&node, &["queue", "dlq", "jbos"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no topic `jbos`"), "{}", stderr(&o));
     let stats: Value =
         serde_json::from_str(&stdout(&ctl(&node, &["queue", "stats", "jobs", "--json"]))).unwrap();
     let g = &stats[0]["groups"][0];

@@ -75,11 +75,18 @@ pub(crate) struct AppFlags {
 pub(crate) enum QueueCmd {
     /// Depth, in flight, acked, redelivered, dead-lettered per topic and group.
     Stats { topic: Option<String> },
-    /// Messages in TOPIC's dead-letter topic; --replay moves them back.
+    /// Messages in TOPIC's dead-letter topic, a page at a time; --replay moves them all back.
     Dlq {
         topic: String,
+        /// Move every dead letter back to TOPIC (audited).
         #[arg(long)]
         replay: bool,
+        /// First sequence number to list (the previous page's `next`).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Dead letters per page, 1 to 1000.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
     },
 }
 
@@ -178,8 +185,12 @@ pub(crate) async fn bus_cmd(
             }
         }
         BusCmd::AppRemove { name } => {
-            rpc("bus_app_remove", json!([name])).await?;
-            println!("removed {name}");
+            let r = rpc("bus_app_remove", json!([name])).await?;
+            if json_out {
+                println!("{r}")
+            } else {
+                println!("removed {name}")
+            }
         }
         BusCmd::Grant { app, verb, pattern } => {
             let r = rpc("bus_grant", json!([app, verb, pattern])).await?;
@@ -190,16 +201,35 @@ pub(crate) async fn bus_cmd(
             }
         }
         BusCmd::Revoke { app, verb, pattern } => {
-            rpc("bus_revoke", json!([app, verb, pattern])).await?;
-            println!("revoked {verb}:{pattern} from {app}");
+            let r = rpc("bus_revoke", json!([app, verb, pattern])).await?;
+            if json_out {
+                println!("{r}")
+            } else {
+                println!("revoked {verb}:{pattern} from {app}")
+            }
         }
         BusCmd::Publish { topic, who } => {
             let client = connect_app(&who, data_dir).await?;
             let mut pending = std::collections::VecDeque::new();
             let (mut published, mut confirmed, mut failed) = (0u64, 0u64, Vec::new());
-            let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
-            while let Some(line) = lines.next_line().await? {
-                pending.push_back(client.publish_start(&topic, line.as_bytes()));
+            // Lines are bytes (a payload need not be UTF-8); a read error
+            // stops reading but still reports what was confirmed.
+            let mut input = tokio::io::BufReader::new(tokio::io::stdin());
+            let mut line = Vec::new();
+            let read_error = loop {
+                line.clear();
+                match tokio::io::AsyncBufReadExt::read_until(&mut input, b'\n', &mut line).await {
+                    Ok(0) => break None,
+                    Ok(_) => {}
+                    Err(e) => break Some(e),
+                }
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                }
+                pending.push_back(client.publish_start(&topic, &line));
                 published += 1;
                 if pending.len() >= 256 {
                     match pending.pop_front().expect("non-empty").await {
@@ -207,6 +237,9 @@ pub(crate) async fn bus_cmd(
                         Err(e) => failed.push(e.to_string()),
                     }
                 }
+            };
+            if let Some(e) = &read_error {
+                failed.push(format!("stopped reading stdin after {published} lines: {e}"));
             }
             for p in pending {
                 match p.await {
@@ -225,7 +258,16 @@ pub(crate) async fn bus_cmd(
                     eprintln!("error: {e}");
                 }
             }
-            anyhow::ensure!(failed.is_empty(), "{} messages were not confirmed", failed.len());
+            anyhow::ensure!(
+                failed.is_empty(),
+                "{} of {published} messages were not confirmed{}",
+                published - confirmed,
+                if read_error.is_some() {
+                    ", and stdin could not be read to its end"
+                } else {
+                    ""
+                }
+            );
         }
         BusCmd::Consume {
             topic,
@@ -240,6 +282,9 @@ pub(crate) async fn bus_cmd(
             let credit = count.map(|c| c.clamp(1, 256) as u32);
             let sub = client.subscribe_with(&topic, group.as_deref(), credit).await?;
             let mut n = 0usize;
+            // Acks that would free credit for deliveries beyond --count wait
+            // for the unsubscribe, which acks them as the subscription ends.
+            let mut deferred = Vec::new();
             while count.is_none_or(|c| n < c) {
                 let Some(m) = client.next_msg(std::time::Duration::from_millis(idle_ms)).await else {
                     break;
@@ -257,11 +302,23 @@ pub(crate) async fn bus_cmd(
                     println!("{}", String::from_utf8_lossy(&vigil_tools::bus::payload(&m)));
                 }
                 if ack {
-                    client.ack(sub, m["seq"].as_u64().unwrap_or(0)).await?;
+                    let seq = m["seq"].as_u64().unwrap_or(0);
+                    let left = count.map(|c| c - n - 1);
+                    if left.is_none_or(|l| l >= credit.unwrap_or(0) as usize) {
+                        client.ack(sub, seq).await?;
+                    } else {
+                        deferred.push(seq);
+                    }
                 }
                 n += 1;
             }
-            client.unsubscribe(sub).await?;
+            let acked = client.unsubscribe_acking(sub, &deferred).await?;
+            anyhow::ensure!(
+                acked == deferred.len() as u64,
+                "{} of the last {} messages printed were not acked (their leases had ended): they will be delivered again",
+                deferred.len() as u64 - acked,
+                deferred.len()
+            );
         }
     }
     Ok(())
@@ -315,7 +372,12 @@ pub(crate) async fn queue_cmd(ep: &Endpoint, cmd: QueueCmd, json_out: bool) -> R
                 }
             }
         }
-        QueueCmd::Dlq { topic, replay } => {
+        QueueCmd::Dlq {
+            topic,
+            replay,
+            from,
+            limit,
+        } => {
             if replay {
                 let r = ep.call("queue_dlq_replay", json!([topic])).await?;
                 if json_out {
@@ -324,11 +386,11 @@ pub(crate) async fn queue_cmd(ep: &Endpoint, cmd: QueueCmd, json_out: bool) -> R
                     println!("replayed {} messages back to {topic}", r["replayed"])
                 }
             } else {
-                let r = ep.call("queue_dlq", json!([topic])).await?;
+                let r = ep.call("queue_dlq", json!([topic, from, limit])).await?;
                 if json_out {
                     println!("{}", serde_json::to_string_pretty(&r)?);
                 } else {
-                    for m in r.as_array().cloned().unwrap_or_default() {
+                    for m in r["items"].as_array().cloned().unwrap_or_default() {
                         println!(
                             "seq {} from {} ({} after {} deliveries): {}",
                             m["seq"],
@@ -337,6 +399,9 @@ pub(crate) async fn queue_cmd(ep: &Endpoint, cmd: QueueCmd, json_out: bool) -> R
                             m["headers"]["dlq-deliveries"].as_str().unwrap_or("?"),
                             String::from_utf8_lossy(&vigil_tools::bus::payload(&m))
                         );
+                    }
+                    if let Some(next) = r["next"].as_u64() {
+                        println!("more: vigilctl queue dlq {topic} --from {next}");
                     }
                 }
             }
