@@ -43,6 +43,27 @@ impl std::error::Error for BusError {}
 
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 
+/// Live copies and requests a client keeps waiting for the app before it
+/// drops more (durable deliveries are bounded by credit and always kept).
+pub const MAX_BUFFERED: u64 = 4096;
+
+/// Durable deliveries a client keeps waiting beyond [`MAX_BUFFERED`].
+const DURABLE_ROOM: u64 = 65_536;
+
+/// Queues a frame for the app without waiting: a durable delivery or an
+/// error always (up to the channel's room), a live copy or request only
+/// while fewer than [`MAX_BUFFERED`] wait; counts what it drops.
+fn hand_over(tx: &mpsc::Sender<Value>, v: Value, buffered: &AtomicU64, dropped: &AtomicU64) {
+    let durable = v["op"] == "msg" && v.get("delivery_count").is_some();
+    let room = durable || v["op"] == "error" || buffered.load(Ordering::Relaxed) < MAX_BUFFERED;
+    // Counted before it can be taken, so the taker's decrement never comes first.
+    buffered.fetch_add(1, Ordering::Relaxed);
+    if !(room && tx.try_send(v).is_ok()) {
+        buffered.fetch_sub(1, Ordering::Relaxed);
+        dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// A connected app.
 #[derive(Debug)]
 pub struct BusClient {
@@ -50,6 +71,10 @@ pub struct BusClient {
     waiters: Waiters,
     msgs: mpsc::Receiver<Value>,
     requests: mpsc::Receiver<Value>,
+    /// Frames waiting in `msgs` and `requests` (to bound what the reader buffers).
+    buffered: Arc<AtomicU64>,
+    /// Live copies and requests dropped because too many were waiting.
+    dropped: Arc<AtomicU64>,
     next_id: AtomicU64,
     closed: Arc<std::sync::atomic::AtomicBool>,
     /// The session id the node gave this connection.
@@ -107,8 +132,16 @@ impl BusClient {
         }
         let session = v["session"].as_u64().unwrap_or(0);
         let waiters: Waiters = Arc::default();
-        let (msg_tx, msgs) = mpsc::channel(4096);
-        let (req_tx, requests) = mpsc::channel(1024);
+        // The reader never waits for the app to take a frame, so answers
+        // always reach their calls. Durable deliveries are bounded by the
+        // subscriptions' credit and kept (up to DURABLE_ROOM more: a
+        // delivery dropped past that comes again when its lease ends); live
+        // copies (at most once) and requests are dropped, and counted,
+        // beyond MAX_BUFFERED.
+        let (msg_tx, msgs) = mpsc::channel((MAX_BUFFERED + DURABLE_ROOM) as usize);
+        let (req_tx, requests) = mpsc::channel(MAX_BUFFERED as usize);
+        let (buffered, dropped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (held, lost) = (buffered.clone(), dropped.clone());
         let w = waiters.clone();
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let c = closed.clone();
@@ -129,15 +162,15 @@ impl BusClient {
                             }
                             // An answer to a frame sent with send_raw: hand it to the reader.
                             None => {
-                                let _ = msg_tx.send(v).await;
+                                hand_over(&msg_tx, v, &held, &lost);
                             }
                         }
                     }
                     ("request", _) => {
-                        let _ = req_tx.send(v).await;
+                        hand_over(&req_tx, v, &held, &lost);
                     }
                     _ => {
-                        let _ = msg_tx.send(v).await;
+                        hand_over(&msg_tx, v, &held, &lost);
                     }
                 }
             }
@@ -150,6 +183,8 @@ impl BusClient {
             waiters,
             msgs,
             requests,
+            buffered,
+            dropped,
             next_id: AtomicU64::new(1),
             closed,
             session,
@@ -288,10 +323,20 @@ impl BusClient {
 
     /// The next `msg` frame (or unsolicited error frame), if one comes within `timeout`.
     pub async fn next_msg(&mut self, timeout: Duration) -> Option<Value> {
-        tokio::time::timeout(timeout, self.msgs.recv())
+        let v = tokio::time::timeout(timeout, self.msgs.recv())
             .await
             .ok()
-            .flatten()
+            .flatten();
+        if v.is_some() {
+            self.buffered.fetch_sub(1, Ordering::Relaxed);
+        }
+        v
+    }
+
+    /// Live copies and requests dropped because more than [`MAX_BUFFERED`]
+    /// frames were waiting to be taken.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Declares that this session serves `action`.
@@ -303,10 +348,14 @@ impl BusClient {
 
     /// The next request forwarded to this session.
     pub async fn next_request(&mut self, timeout: Duration) -> Option<Value> {
-        tokio::time::timeout(timeout, self.requests.recv())
+        let v = tokio::time::timeout(timeout, self.requests.recv())
             .await
             .ok()
-            .flatten()
+            .flatten();
+        if v.is_some() {
+            self.buffered.fetch_sub(1, Ordering::Relaxed);
+        }
+        v
     }
 
     /// Answers request `rid`.

@@ -488,6 +488,23 @@ fn send_request_reply_and_ephemeral_topics() {
         );
         assert!(m1.get("seq").is_none(), "ephemeral messages are not stored");
         assert_eq!(payload(&m2), b"hi b");
+
+        // A client that never takes its live copies still gets its answers:
+        // beyond MAX_BUFFERED waiting frames, live copies are dropped, counted.
+        let lazy = BusClient::connect(&url, "b", &b).await.unwrap();
+        lazy.subscribe_pattern("live.*").await.unwrap();
+        let flood: Vec<_> = (0..12_000)
+            .map(|_| ca.start(json!({ "op": "publish", "topic": "live.flood", "payload": "x" })))
+            .collect();
+        for f in flood {
+            f.await.unwrap();
+        }
+        let answered = tokio::time::timeout(Duration::from_secs(10), lazy.serve("price")).await;
+        assert!(
+            matches!(answered, Ok(Ok(()))),
+            "a call of a client with a full buffer: {answered:?}"
+        );
+        assert!(lazy.dropped() > 0, "live copies beyond the buffer are dropped");
     });
     // Nothing of live.* touched the disk.
     let o = ctl(&node, &["queue", "stats", "--json"]);
@@ -684,8 +701,20 @@ fn vigilctl_publishes_stdin_consumes_and_manages_the_dead_letter_topic() {
         "{}",
         stdout(&o)
     );
-    // A line that is not UTF-8 is published as bytes, to a topic of its own.
-    let mut args = vec!["--data-dir", s(&node.dir), "--json", "bus", "publish", "raw"];
+    // A line that is not UTF-8 is published as bytes, to a topic of its own;
+    // an app needs its token and the bus URL, not the admin cookie.
+    let elsewhere = tmp.path().join("no-cookie-here");
+    let url = bus_url(&node);
+    let mut args = vec![
+        "--data-dir",
+        s(&elsewhere),
+        "--json",
+        "bus",
+        "publish",
+        "raw",
+        "--bus",
+        &url,
+    ];
     args.extend_from_slice(&who);
     let o = ctl(&node, &["bus", "grant", "ops", "publish", "raw"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -117,12 +117,13 @@ async fn connect_app(
 }
 
 pub(crate) async fn bus_cmd(
-    ep: &Endpoint,
+    ep: &dyn Fn() -> Result<Endpoint>,
     cmd: BusCmd,
     json_out: bool,
     data_dir: Option<&std::path::Path>,
 ) -> Result<()> {
-    let rpc = |m: &'static str, p: Value| async move { ep.call(m, p).await };
+    // Resolved (rpc.url and the cookie read) only by the admin commands.
+    let rpc = |m: &'static str, p: Value| async move { ep()?.call(m, p).await };
     match cmd {
         BusCmd::Topics => {
             let r = rpc("bus_topics", json!([])).await?;

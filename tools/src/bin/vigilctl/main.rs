@@ -154,7 +154,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let ep = Endpoint::resolve(cli.data_dir.as_deref(), cli.rpc.as_deref(), cli.cookie.as_deref())?;
+    let resolve = || Endpoint::resolve(cli.data_dir.as_deref(), cli.rpc.as_deref(), cli.cookie.as_deref());
+    // `bus publish` and `bus consume` speak the bus with an app's token:
+    // only the admin commands need the RPC endpoint and its cookie.
+    if let Command::Bus { cmd } = cli.command {
+        return bus_cmd(&resolve, cmd, cli.json, cli.data_dir.as_deref()).await;
+    }
+    let ep = resolve()?;
     match cli.command {
         Command::Status => {
             let info = ep.call("node_info", json!([])).await?;
@@ -205,7 +211,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Security { cmd } => chain::security(&ep, cmd, cli.json).await?,
         Command::Challenge { cmd } => storage::challenge_cmd(&ep, cmd, cli.json).await?,
         Command::Net { cmd } => net::net_cmd(&ep, cmd, cli.json).await?,
-        Command::Bus { cmd } => bus_cmd(&ep, cmd, cli.json, cli.data_dir.as_deref()).await?,
+        Command::Bus { .. } => unreachable!("handled above"),
         Command::Queue { cmd } => queue_cmd(&ep, cmd, cli.json).await?,
         Command::Audit { verify, from } => {
             if verify {
