@@ -60,6 +60,13 @@ fn audit(node: &Node) -> Vec<Value> {
         .clone()
 }
 
+/// `vigilctl queue stats TOPIC --json`: the topic's first consumer group.
+fn first_group(node: &Node, topic: &str) -> Value {
+    let stats: Value =
+        serde_json::from_str(&stdout(&ctl(node, &["queue", "stats", topic, "--json"]))).unwrap();
+    stats[0]["groups"][0].clone()
+}
+
 fn err_code(e: &anyhow::Error) -> String {
     e.downcast_ref::<vigil_tools::bus::BusError>()
         .map(|b| b.code.clone())
@@ -756,9 +763,7 @@ fn vigilctl_publishes_stdin_consumes_and_manages_the_dead_letter_topic() {
     assert_eq!(stdout(&o), "job 0\njob 1\njob 2\n");
     // It leased exactly what it printed: no delivery was handed back with
     // its count raised.
-    let stats: Value =
-        serde_json::from_str(&stdout(&ctl(&node, &["queue", "stats", "jobs", "--json"]))).unwrap();
-    let g = &stats[0]["groups"][0];
+    let g = first_group(&node, "jobs");
     assert_eq!(
         (
             g["delivered"].as_u64(),
@@ -793,9 +798,7 @@ fn vigilctl_publishes_stdin_consumes_and_manages_the_dead_letter_topic() {
     let o = ctl(&node, &["queue", "dlq", "jbos"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no topic `jbos`"), "{}", stderr(&o));
-    let stats: Value =
-        serde_json::from_str(&stdout(&ctl(&node, &["queue", "stats", "jobs", "--json"]))).unwrap();
-    let g = &stats[0]["groups"][0];
+    let g = first_group(&node, "jobs");
     assert_eq!(
         (
             g["group"].as_str(),
