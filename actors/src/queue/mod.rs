@@ -432,11 +432,7 @@ impl Queues {
             st.check_lease(group, seq, count)?;
         }
         match how {
-            Settle::Ack => {
-                st.ack(&self.store, group, &[seq])?;
-                metrics::counter!(m::QUEUE_ACKED, "topic" => topic.to_owned()).increment(1);
-                t.depth.set(st.msgs.count as f64);
-            }
+            Settle::Ack => return self.ack_locked(&t, st, group, &[seq]).map(|()| None),
             Settle::Nak(delay) => {
                 st.nak(group, seq, delay)?;
                 metrics::counter!(m::QUEUE_NAKD, "topic" => topic.to_owned()).increment(1);
@@ -458,7 +454,7 @@ impl Queues {
     /// Returns how many were acked.
     pub fn ack_leases(&self, topic: &str, group: &str, leases: &[(u64, u32)]) -> Result<usize> {
         let t = self.existing(topic)?;
-        let mut st = lock(&t.state);
+        let st = lock(&t.state);
         let seqs: Vec<u64> = leases
             .iter()
             .filter(|(seq, count)| st.check_lease(group, *seq, *count).is_ok())
@@ -467,20 +463,27 @@ impl Queues {
         if seqs.is_empty() {
             return Ok(0);
         }
-        st.ack(&self.store, group, &seqs)?;
-        metrics::counter!(m::QUEUE_ACKED, "topic" => topic.to_owned()).increment(seqs.len() as u64);
-        t.depth.set(st.msgs.count as f64);
-        drop(st);
-        t.notify.notify_waiters();
+        self.ack_locked(&t, st, group, &seqs)?;
         Ok(seqs.len())
     }
 
     /// Acknowledges several deliveries in one write; all or none (each must be pending).
     pub fn ack_many(&self, topic: &str, group: &str, seqs: &[u64]) -> Result<()> {
         let t = self.existing(topic)?;
-        let mut st = lock(&t.state);
+        let st = lock(&t.state);
+        self.ack_locked(&t, st, group, seqs)
+    }
+
+    /// Acks `seqs` of a topic whose lock the caller holds, then wakes its consumers.
+    fn ack_locked(
+        &self,
+        t: &Topic,
+        mut st: std::sync::MutexGuard<'_, TopicState>,
+        group: &str,
+        seqs: &[u64],
+    ) -> Result<()> {
         st.ack(&self.store, group, seqs)?;
-        metrics::counter!(m::QUEUE_ACKED, "topic" => topic.to_owned()).increment(seqs.len() as u64);
+        metrics::counter!(m::QUEUE_ACKED, "topic" => st.cfg.name.clone()).increment(seqs.len() as u64);
         t.depth.set(st.msgs.count as f64);
         drop(st);
         t.notify.notify_waiters();
