@@ -60,6 +60,20 @@ fn audit(node: &Node) -> Vec<Value> {
         .clone()
 }
 
+/// Runs `vigilctl ARGS` with `input` on its stdin.
+fn ctl_with_stdin(args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(vigilctl_bin())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// `vigilctl queue stats TOPIC --json`: the topic's first consumer group.
 fn first_group(node: &Node, topic: &str) -> Value {
     let stats: Value =
@@ -682,7 +696,6 @@ fn the_unix_socket_speaks_the_same_frames_and_metrics_count_them() {
 
 #[test]
 fn vigilctl_publishes_stdin_consumes_and_manages_the_dead_letter_topic() {
-    use std::io::Write;
     let tmp = tempfile::tempdir().unwrap();
     let node = dev(&tmp, &[]);
     let token = app(&node, "ops", &["publish:jobs", "subscribe:jobs"]);
@@ -692,16 +705,8 @@ fn vigilctl_publishes_stdin_consumes_and_manages_the_dead_letter_topic() {
 
     let mut args = vec!["--data-dir", s(&node.dir), "bus", "publish", "jobs"];
     args.extend_from_slice(&who);
-    let mut child = std::process::Command::new(vigilctl_bin())
-        .args(&args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let input: String = (0..500).map(|i| format!("job {i}\n")).collect();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = ctl_with_stdin(&args, input.as_bytes());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stdout(&o).contains("confirmed 500 of 500 messages on jobs"),
@@ -725,20 +730,7 @@ fn vigilctl_publishes_stdin_consumes_and_manages_the_dead_letter_topic() {
     args.extend_from_slice(&who);
     let o = ctl(&node, &["bus", "grant", "ops", "publish", "raw"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let mut child = std::process::Command::new(vigilctl_bin())
-        .args(&args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"ok\n\xff\xfe bytes\r\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = ctl_with_stdin(&args, b"ok\n\xff\xfe bytes\r\n");
     assert!(o.status.success(), "{}", stderr(&o));
     let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(
