@@ -50,18 +50,32 @@ pub const MAX_BUFFERED: u64 = 4096;
 /// Durable deliveries a client keeps waiting beyond [`MAX_BUFFERED`].
 const DURABLE_ROOM: u64 = 65_536;
 
-/// Queues a frame for the app without waiting: a durable delivery or an
-/// error always (up to the channel's room), a live copy or request only
-/// while fewer than [`MAX_BUFFERED`] wait; counts what it drops.
-fn hand_over(tx: &mpsc::Sender<Value>, v: Value, buffered: &AtomicU64, dropped: &AtomicU64) {
-    let durable = v["op"] == "msg" && v.get("delivery_count").is_some();
-    let room = durable || v["op"] == "error" || buffered.load(Ordering::Relaxed) < MAX_BUFFERED;
-    // Counted before it can be taken, so the taker's decrement never comes first.
-    buffered.fetch_add(1, Ordering::Relaxed);
-    if !(room && tx.try_send(v).is_ok()) {
-        buffered.fetch_sub(1, Ordering::Relaxed);
+/// Queues a frame for the app without waiting. `waiting` counts the frames
+/// of its kind that may be dropped (live copies, requests): at most
+/// [`MAX_BUFFERED`] of them wait. Anything else (answers, durable deliveries,
+/// errors) is kept while the channel has room. Counts what it drops.
+fn hand_over(tx: &mpsc::Sender<Value>, v: Value, waiting: Option<&AtomicU64>, dropped: &AtomicU64) {
+    let kept = match waiting {
+        Some(w) if w.load(Ordering::Relaxed) >= MAX_BUFFERED => false,
+        Some(w) => {
+            // Counted before it can be taken, so the taker's decrement never comes first.
+            w.fetch_add(1, Ordering::Relaxed);
+            let sent = tx.try_send(v).is_ok();
+            if !sent {
+                w.fetch_sub(1, Ordering::Relaxed);
+            }
+            sent
+        }
+        None => tx.try_send(v).is_ok(),
+    };
+    if !kept {
         dropped.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// A live copy (at most once, may be dropped), not a durable delivery.
+fn is_live_copy(v: &Value) -> bool {
+    v["op"] == "msg" && v.get("delivery_count").is_none()
 }
 
 /// A connected app.
@@ -71,8 +85,9 @@ pub struct BusClient {
     waiters: Waiters,
     msgs: mpsc::Receiver<Value>,
     requests: mpsc::Receiver<Value>,
-    /// Frames waiting in `msgs` and `requests` (to bound what the reader buffers).
-    buffered: Arc<AtomicU64>,
+    /// Live copies waiting in `msgs`, and requests in `requests`.
+    live_waiting: Arc<AtomicU64>,
+    requests_waiting: Arc<AtomicU64>,
     /// Live copies and requests dropped because too many were waiting.
     dropped: Arc<AtomicU64>,
     next_id: AtomicU64,
@@ -136,12 +151,14 @@ impl BusClient {
         // always reach their calls. Durable deliveries are bounded by the
         // subscriptions' credit and kept (up to DURABLE_ROOM more: a
         // delivery dropped past that comes again when its lease ends); live
-        // copies (at most once) and requests are dropped, and counted,
-        // beyond MAX_BUFFERED.
+        // copies (at most once) and requests are dropped, and counted, once
+        // MAX_BUFFERED of their kind wait.
         let (msg_tx, msgs) = mpsc::channel((MAX_BUFFERED + DURABLE_ROOM) as usize);
         let (req_tx, requests) = mpsc::channel(MAX_BUFFERED as usize);
-        let (buffered, dropped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let (held, lost) = (buffered.clone(), dropped.clone());
+        let live_waiting = Arc::new(AtomicU64::new(0));
+        let requests_waiting = Arc::new(AtomicU64::new(0));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (live, reqs, lost) = (live_waiting.clone(), requests_waiting.clone(), dropped.clone());
         let w = waiters.clone();
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let c = closed.clone();
@@ -162,15 +179,16 @@ impl BusClient {
                             }
                             // An answer to a frame sent with send_raw: hand it to the reader.
                             None => {
-                                hand_over(&msg_tx, v, &held, &lost);
+                                hand_over(&msg_tx, v, None, &lost);
                             }
                         }
                     }
                     ("request", _) => {
-                        hand_over(&req_tx, v, &held, &lost);
+                        hand_over(&req_tx, v, Some(&reqs), &lost);
                     }
                     _ => {
-                        hand_over(&msg_tx, v, &held, &lost);
+                        let waiting = is_live_copy(&v).then_some(&*live);
+                        hand_over(&msg_tx, v, waiting, &lost);
                     }
                 }
             }
@@ -183,7 +201,8 @@ impl BusClient {
             waiters,
             msgs,
             requests,
-            buffered,
+            live_waiting,
+            requests_waiting,
             dropped,
             next_id: AtomicU64::new(1),
             closed,
@@ -327,8 +346,8 @@ impl BusClient {
             .await
             .ok()
             .flatten();
-        if v.is_some() {
-            self.buffered.fetch_sub(1, Ordering::Relaxed);
+        if v.as_ref().is_some_and(is_live_copy) {
+            self.live_waiting.fetch_sub(1, Ordering::Relaxed);
         }
         v
     }
@@ -353,7 +372,7 @@ impl BusClient {
             .ok()
             .flatten();
         if v.is_some() {
-            self.buffered.fetch_sub(1, Ordering::Relaxed);
+            self.requests_waiting.fetch_sub(1, Ordering::Relaxed);
         }
         v
     }

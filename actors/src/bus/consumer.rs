@@ -62,9 +62,10 @@ pub(super) async fn consume(
         };
         match fetched {
             Ok((ds, wake)) if ds.is_empty() => {
-                let until = wake
-                    .map(tokio::time::Instant::from_std)
-                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1));
+                // At least once a second: credit also comes back through
+                // settles that wake no one (a delivery found settled elsewhere).
+                let cap = tokio::time::Instant::now() + Duration::from_secs(1);
+                let until = wake.map_or(cap, |w| tokio::time::Instant::from_std(w).min(cap));
                 tokio::select! {
                     _ = notified => {}
                     _ = tokio::time::sleep_until(until) => {}

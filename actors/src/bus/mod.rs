@@ -191,11 +191,12 @@ impl Bus {
     /// (a token issued again for the name must not find the old one's
     /// connections still open).
     pub fn remove_app(&self, name: &str) -> Result<()> {
+        // Gone from memory before the sessions are scanned; a session still
+        // saying hello checks its token again under the state lock before it
+        // is listed, so it either sees the app gone or is listed and closed.
+        self.apps.remove(name)?;
         let closed = {
-            // Lock order: bus state, then apps (a connecting session checks
-            // its token again under the state lock before it is listed).
             let mut st = self.state();
-            self.apps.remove(name)?;
             let ids: Vec<u64> = st
                 .sessions
                 .iter()

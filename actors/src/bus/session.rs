@@ -200,9 +200,9 @@ where
     let mut revoked = bus.revoked.subscribe();
     let id = {
         let mut st = bus.state();
-        // Checked again under the state lock, which `remove_app` holds while
-        // it removes the app: a removal between the first check and this
-        // insert would otherwise miss this session.
+        // Checked again under the state lock: `remove_app` takes the app out
+        // of memory before it scans the sessions under this lock, so a
+        // removal either fails this check or finds this session listed.
         if !bus.apps.authenticate(&app, &token) {
             drop(st);
             let e = FrameError::new(
@@ -248,31 +248,30 @@ where
     };
     tokio::pin!(kicked);
     loop {
-        let item = tokio::select! {
+        // `None`: a revoke to apply; `Some`: a frame.
+        let next = tokio::select! {
             biased;
             _ = &mut kicked => {
                 s.farewell();
                 break;
             }
-            Ok(()) = revoked.changed() => {
-                s.recheck().await;
-                continue;
-            }
+            Ok(()) = revoked.changed() => None,
             item = frames.next() => match item {
-                Some(item) => item,
+                Some(item) => Some(item),
                 None => break,
             },
         };
         let step = async {
-            match item.map(|t| wire::parse(&t, max)) {
-                Ok(Ok(frame)) => {
+            match next.map(|item| item.map(|t| wire::parse(&t, max))) {
+                None => s.recheck().await,
+                Some(Ok(Ok(frame))) => {
                     let fid = frame.id();
                     if let Err(e) = s.handle(frame).await {
                         s.error(fid, e).await;
                     }
                 }
-                Ok(Err((id, e))) => s.error(id, e).await,
-                Err(e) => s.error(None, e).await,
+                Some(Ok(Err((id, e)))) => s.error(id, e).await,
+                Some(Err(e)) => s.error(None, e).await,
             }
         };
         let removed = tokio::select! {
@@ -901,6 +900,7 @@ impl Session {
                     l.closed = true;
                     std::mem::take(&mut l.held)
                 };
+                let ack: HashSet<u64> = ack.iter().copied().collect();
                 let mut acked = 0;
                 for (seq, h) in held {
                     if ack.contains(&seq) {

@@ -184,17 +184,15 @@ impl Queues {
             cfg,
             topics,
         };
-        let mut names: Vec<String> = q
-            .store
-            .tree_names()
-            .iter()
-            .filter_map(|t| t.strip_prefix("q/")?.strip_suffix("/msg").map(str::to_owned))
-            .collect();
-        names.extend(q.cfg.topics.iter().map(|t| t.name.clone()));
-        names.sort();
-        names.dedup();
-        for n in names {
-            q.topic(&n)?;
+        // Topics already stored load under the rules they were created
+        // with (names of up to 200 bytes); configured ones are checked as new.
+        for n in q.store.tree_names() {
+            if let Some(name) = n.strip_prefix("q/").and_then(|t| t.strip_suffix("/msg")) {
+                q.topic_checked(name, |n| check_name("topic", n))?;
+            }
+        }
+        for t in &q.cfg.topics {
+            q.topic(&t.name)?;
         }
         Ok(Arc::new(q))
     }
@@ -204,10 +202,19 @@ impl Queues {
     }
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        self.topic_checked(name, check_topic)
+    }
+
+    /// The topic `name`, created (or loaded) on first use if `check` accepts the name.
+    fn topic_checked(
+        &self,
+        name: &str,
+        check: impl Fn(&str) -> std::result::Result<(), String>,
+    ) -> Result<Arc<Topic>> {
         if let Some(t) = self.topics.read().unwrap_or_else(|p| p.into_inner()).get(name) {
             return Ok(t.clone());
         }
-        check_topic(name).map_err(Error::Invalid)?;
+        check(name).map_err(Error::Invalid)?;
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = topics.get(name) {
             return Ok(t.clone());
@@ -441,7 +448,6 @@ impl Queues {
             Settle::Term(reason) => {
                 let dead = st.take_for_term(&self.store, group, seq, &format!("term: {reason}"))?;
                 self.move_to_dlq(&mut st, vec![dead])?;
-                return Ok(None);
             }
         }
         drop(st);

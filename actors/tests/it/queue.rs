@@ -436,6 +436,29 @@ async fn bad_names_and_oversized_payloads_are_refused() {
     q.publish(&"x".repeat(MAX_TOPIC_LEN), msg("x")).await.unwrap();
 }
 
+/// Topics stored before the 196-byte limit (which makes room for `.dlq`) still open.
+#[tokio::test]
+async fn a_topic_stored_before_the_length_limit_still_opens() {
+    use vigil_actors::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let long = "y".repeat(MAX_TOPIC_LEN + 2);
+    {
+        let store = SledStore::open(dir.path(), 8 << 20, None).unwrap();
+        // What an older node left: the topic's message tree.
+        let tree = format!("q/{long}/msg");
+        store.insert(&tree, b"k", b"v").unwrap();
+        store.remove(&tree, b"k").unwrap();
+        store.flush().unwrap();
+    }
+    let q = open(dir.path(), vec![]);
+    assert!(q.stats().iter().any(|t| t.topic == long), "loaded");
+    let e = q
+        .publish(&"z".repeat(MAX_TOPIC_LEN + 2), msg("x"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("at most 196"), "{e}");
+}
+
 /// Messages go to sled in chunks (64 at a time): reads across chunk borders,
 /// a reopen, and acks that delete whole chunks.
 #[tokio::test]

@@ -286,6 +286,9 @@ pub(crate) async fn bus_cmd(
             // Acks that would free credit for deliveries beyond --count wait
             // for the unsubscribe, which acks them as the subscription ends.
             let mut deferred = Vec::new();
+            // With --count, a lease that ends before the unsubscribe brings its
+            // message again: it is printed (and counted) once.
+            let mut seen = std::collections::HashSet::new();
             while count.is_none_or(|c| n < c) {
                 let Some(m) = client.next_msg(std::time::Duration::from_millis(idle_ms)).await else {
                     break;
@@ -296,6 +299,9 @@ pub(crate) async fn bus_cmd(
                         m["code"].as_str().unwrap_or("?"),
                         m["message"].as_str().unwrap_or("")
                     );
+                }
+                if count.is_some() && !seen.insert(m["seq"].as_u64()) {
+                    continue;
                 }
                 if json_out {
                     println!("{m}");
