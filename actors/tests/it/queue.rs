@@ -227,7 +227,7 @@ async fn a_consumer_whose_lease_expired_cannot_settle_the_next_delivery() {
     let q = open(
         dir.path(),
         vec![TopicConfig {
-            ack_wait_ms: 50,
+            ack_wait_ms: 300,
             ..topic("t")
         }],
     );
@@ -237,8 +237,8 @@ async fn a_consumer_whose_lease_expired_cannot_settle_the_next_delivery() {
     let (first, _) = q.fetch("t", "g", 10).unwrap();
     assert!(first
         .iter()
-        .all(|d| d.delivery_count == 1 && d.lease_until >= t0 + Duration::from_millis(50)));
-    tokio::time::sleep(Duration::from_millis(80)).await;
+        .all(|d| d.delivery_count == 1 && d.lease_until >= t0 + Duration::from_millis(300)));
+    tokio::time::sleep(Duration::from_millis(400)).await;
     // Another consumer of the group now holds delivery 2 of both.
     let (again, _) = q.fetch("t", "g", 10).unwrap();
     assert!(again.iter().all(|d| d.delivery_count == 2), "{again:?}");
