@@ -122,18 +122,21 @@ async fn ws_conn(bus: Arc<Bus>, stream: tokio::net::TcpStream, peer: SocketAddr)
             let item = match m {
                 _ if *ended => None,
                 Ok(Message::Text(t)) => Some(Some(Ok(t.as_str().to_owned()))),
-                Ok(Message::Binary(_)) => Some(Some(Err(FrameError::new(
-                    "bad_frame",
-                    "binary WebSocket frames are not supported: send JSON text",
+                Ok(Message::Binary(_)) => Some(Some(Err((
+                    None,
+                    FrameError::new(
+                        "bad_frame",
+                        "binary WebSocket frames are not supported: send JSON text",
+                    ),
                 )))),
                 Ok(Message::Close(_)) => None,
                 Ok(_) => Some(None),
                 Err(tokio_tungstenite::tungstenite::Error::Capacity(e)) => {
                     *ended = true;
-                    Some(Some(Err(FrameError::new(
+                    Some(Some(Err((None, FrameError::new(
                         "oversized",
                         format!("frame is far over the limit (bus.max_frame_bytes) of {max} bytes ({e}): the connection is closed"),
-                    ))))
+                    )))))
                 }
                 Err(_) => None,
             };
@@ -155,6 +158,9 @@ async fn accept_unix(bus: Arc<Bus>, listener: UnixListener, mut stopped: watch::
         }
     }
 }
+
+/// How much of an overlong Unix line is searched for its `"id"`.
+const ID_PREFIX_BYTES: usize = 4096;
 
 async fn unix_conn(bus: Arc<Bus>, stream: tokio::net::UnixStream) {
     let max = bus.settings.max_frame_bytes;
@@ -178,6 +184,8 @@ async fn unix_conn(bus: Arc<Bus>, stream: tokio::net::UnixStream) {
     let lines = futures::stream::unfold(BufReader::new(read), move |mut r| async move {
         let mut buf = Vec::new();
         let mut too_long = false;
+        // An overlong line's id, read from its start, so its error is answered with it.
+        let mut id = None;
         loop {
             let chunk = match r.fill_buf().await {
                 Ok([]) => return None,
@@ -192,6 +200,7 @@ async fn unix_conn(bus: Arc<Bus>, stream: tokio::net::UnixStream) {
                 buf.extend_from_slice(&chunk[..take]);
                 if buf.len() > max + 1 {
                     too_long = true;
+                    id = super::wire::id_in_prefix(&buf[..buf.len().min(ID_PREFIX_BYTES)]);
                     buf.clear();
                 }
             }
@@ -201,14 +210,17 @@ async fn unix_conn(bus: Arc<Bus>, stream: tokio::net::UnixStream) {
             }
         }
         let item = if too_long {
-            Err(FrameError::new(
-                "oversized",
-                format!("frame is over the limit (bus.max_frame_bytes) of {max} bytes"),
+            Err((
+                id,
+                FrameError::new(
+                    "oversized",
+                    format!("frame is over the limit (bus.max_frame_bytes) of {max} bytes"),
+                ),
             ))
         } else {
             String::from_utf8(buf)
                 .map(|s| s.trim_end().to_owned())
-                .map_err(|_| FrameError::new("malformed", "frame is not UTF-8"))
+                .map_err(|_| (None, FrameError::new("malformed", "frame is not UTF-8")))
         };
         Some((item, r))
     });

@@ -162,7 +162,7 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Runs a session over a stream of frames; answers go to `out`.
 pub(crate) async fn run<S>(bus: Arc<Bus>, mut frames: S, out: mpsc::Sender<String>, peer: String)
 where
-    S: Stream<Item = Result<String, FrameError>> + Unpin,
+    S: Stream<Item = Result<String, (Option<u64>, FrameError)>> + Unpin,
 {
     let max = bus.settings.max_frame_bytes;
     let first = tokio::time::timeout(bus.settings.hello_timeout, frames.next()).await;
@@ -182,7 +182,7 @@ where
     let (app, token) = match first {
         Err(_) => return refuse(None, FrameError::new("unauthorized", "no hello within bus.hello_timeout: send {\"op\":\"hello\",\"app\":NAME,\"token\":TOKEN} first")).await,
         Ok(None) => return,
-        Ok(Some(Err(e))) => return refuse(None, e).await,
+        Ok(Some(Err((id, e)))) => return refuse(id, e).await,
         Ok(Some(Ok(text))) => match wire::parse(&text, max) {
             Ok(In::Hello { app, token }) if bus.apps.authenticate(&app, &token) => (app, token),
             Ok(In::Hello { app, .. }) => {
@@ -271,7 +271,7 @@ where
                     }
                 }
                 Some(Ok(Err((id, e)))) => s.error(id, e).await,
-                Some(Err(e)) => s.error(None, e).await,
+                Some(Err((id, e))) => s.error(id, e).await,
             }
         };
         let removed = tokio::select! {

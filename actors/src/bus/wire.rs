@@ -199,6 +199,28 @@ impl FrameError {
     }
 }
 
+/// The `"id": N` of a frame from its first bytes (an overlong Unix line
+/// is never kept whole); `None` if it is not among them.
+pub(crate) fn id_in_prefix(prefix: &[u8]) -> Option<u64> {
+    let text = String::from_utf8_lossy(prefix);
+    let mut rest = text.as_ref();
+    while let Some(at) = rest.find("\"id\"") {
+        let after = rest[at + 4..].trim_start();
+        if let Some(value) = after.strip_prefix(':') {
+            let digits: String = value
+                .trim_start()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if let Ok(id) = digits.parse() {
+                return Some(id);
+            }
+        }
+        rest = &rest[at + 4..];
+    }
+    None
+}
+
 /// Parses one frame, naming what is wrong: not JSON, no or unknown `op`, bad fields.
 pub fn parse(text: &str, max_bytes: usize) -> Result<In, (Option<u64>, FrameError)> {
     if text.len() > max_bytes {
@@ -298,6 +320,16 @@ mod tests {
         let e = |t: &str| parse(t, 100).unwrap_err().1;
         assert_eq!(e("{nope").code, "malformed");
         assert_eq!(e(&"x".repeat(101)).code, "oversized");
+        assert_eq!(
+            id_in_prefix(br#"{"op":"publish","id" : 42,"payload":"xx"#),
+            Some(42)
+        );
+        assert_eq!(
+            id_in_prefix(br#"{"headers":{"id":"h"},"payload":"say \"id\": 7","id":3"#),
+            Some(3),
+            "only a field named id with a number counts"
+        );
+        assert_eq!(id_in_prefix(br#"{"op":"publish","payload":"xxxx"#), None);
         let big = format!(
             r#"{{"op":"publish","topic":"t","payload":"{}","id":7}}"#,
             "x".repeat(100)

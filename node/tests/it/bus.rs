@@ -645,6 +645,7 @@ fn the_unix_socket_speaks_the_same_frames_and_metrics_count_them() {
     );
     let too_big = frame(&mut w, &mut r, huge);
     assert_eq!(too_big["code"], "oversized");
+    assert_eq!(too_big["id"], 2, "answered with the overlong line's id");
     // A connection whose first frame is not hello is refused and audited.
     let stranger = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     stranger.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
