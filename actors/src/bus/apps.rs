@@ -43,7 +43,8 @@ impl Verb {
         })
     }
 
-    fn as_str(self) -> &'static str {
+    /// The verb as written in grants and on the wire.
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Verb::Publish => "publish",
             Verb::Send => "send",

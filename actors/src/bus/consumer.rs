@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::session::{lock, Held, Unacked};
+use super::leases::{Held, Unacked};
+use super::session::lock;
 use super::wire::{self, put_payload, FrameError};
 use super::Bus;
 use crate::queue::Delivery;

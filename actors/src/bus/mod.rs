@@ -13,6 +13,8 @@
 mod actor;
 mod apps;
 mod consumer;
+mod leases;
+mod outbound;
 mod router;
 mod server;
 mod session;

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::wire::FrameError;
-use super::{session, Bus};
+use super::{outbound, session, Bus};
 use crate::{Error, Result};
 
 /// The bus listeners; dropping it (or [`RunningBus::stop`]) stops accepting.
@@ -144,7 +144,7 @@ async fn ws_conn(bus: Arc<Bus>, stream: tokio::net::TcpStream, peer: SocketAddr)
         })
         .filter_map(futures::future::ready);
     session::run(bus, Box::pin(frames), tx, peer.to_string()).await;
-    session::drain(writer).await;
+    outbound::drain(writer).await;
 }
 
 async fn accept_unix(bus: Arc<Bus>, listener: UnixListener, mut stopped: watch::Receiver<bool>) {
@@ -225,5 +225,5 @@ async fn unix_conn(bus: Arc<Bus>, stream: tokio::net::UnixStream) {
         Some((item, r))
     });
     session::run(bus, Box::pin(lines), tx, "unix".into()).await;
-    session::drain(writer).await;
+    outbound::drain(writer).await;
 }

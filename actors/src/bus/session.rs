@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use serde_json::{json, Value};
@@ -10,64 +10,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::consumer::consume;
+use super::leases::{held, Unacked};
+use super::outbound::{confirmer, drain, fan_out, msg_frame, ok, ok_published, Confirm};
 use super::router::Sink;
 use super::wire::{self, put_payload, FrameError, In};
 use super::{Bus, SessionInfo, Verb};
-use crate::queue::{check_name, check_topic, Publish, Published, Settle, HDR_MSG_ID};
-
-/// The deliveries a durable subscription holds: sequence number -> which
-/// delivery of it (its count) and until when. Closed when the subscription
-/// ends, so a consumer task that fetched meanwhile hands its batch back itself.
-#[derive(Debug, Default)]
-pub(super) struct Leases {
-    pub(super) held: HashMap<u64, Held>,
-    pub(super) closed: bool,
-}
-
-/// One delivery a subscription holds.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Held {
-    /// Its delivery count: settles name this delivery, not a later one.
-    pub(super) count: u32,
-    /// Its lease's end (moved by `in_progress`).
-    pub(super) until: Instant,
-    /// The topic's `ack_wait`.
-    pub(super) wait: Duration,
-}
-
-impl Held {
-    pub(super) fn of(d: &crate::queue::Delivery, now: Instant) -> Self {
-        Self {
-            count: d.delivery_count,
-            until: d.lease_until,
-            wait: d.lease_until.saturating_duration_since(now),
-        }
-    }
-}
-
-impl Leases {
-    /// How many held deliveries' leases still run (what counts against the
-    /// credit: one that expired is the group's to deliver again), and when
-    /// the first of them ends. Forgets deliveries whose lease ended a whole
-    /// `ack_wait` ago: a late settle of one is `not_pending`.
-    pub(super) fn in_flight(&mut self, now: Instant) -> (usize, Option<Instant>) {
-        self.held.retain(|_, h| now < h.until + h.wait);
-        let live = self.held.values().filter(|h| h.until > now);
-        live.fold((0, None), |(n, first), h| {
-            (n + 1, Some(first.map_or(h.until, |f: Instant| f.min(h.until))))
-        })
-    }
-
-    /// Forgets `seq` if it is still delivery `count` here (the consumer may
-    /// have been handed a later delivery of it meanwhile).
-    pub(super) fn forget(&mut self, seq: u64, count: u32) {
-        if self.held.get(&seq).is_some_and(|h| h.count == count) {
-            self.held.remove(&seq);
-        }
-    }
-}
-
-pub(super) type Unacked = Arc<Mutex<Leases>>;
+use crate::queue::{check_name, check_topic, Publish, Settle, HDR_MSG_ID};
 
 enum Sub {
     /// A live subscription to this topic or pattern.
@@ -96,63 +44,6 @@ struct Session {
     confirms: mpsc::Sender<Confirm>,
     /// `BUS_FRAMES`, looked up once per session, not per frame.
     frames: metrics::Counter,
-}
-
-/// A publish waiting for its fsync, and the answer to send then.
-struct Confirm {
-    ticket: u64,
-    /// The publish frame's id, for the error if it never becomes durable.
-    id: u64,
-    frame: String,
-    t0: std::time::Instant,
-    span: tracing::Span,
-}
-
-/// Sends confirms in publish order; one flush wait covers every confirm queued meanwhile.
-async fn confirmer(bus: Arc<Bus>, mut rx: mpsc::Receiver<Confirm>, out: mpsc::Sender<String>) {
-    let mut batch = Vec::new();
-    let confirm_duration = metrics::histogram!(crate::metrics::QUEUE_CONFIRM_DURATION);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-        }
-        let last = batch.iter().map(|c| c.ticket).max().unwrap_or(0);
-        let durable = bus.queues.confirmed(last).await;
-        for c in batch.drain(..) {
-            let frame = match &durable {
-                Ok(()) => {
-                    confirm_duration.record(c.t0.elapsed().as_secs_f64());
-                    c.span.in_scope(|| tracing::debug!("confirmed"));
-                    c.frame
-                }
-                Err(e) => {
-                    c.span.in_scope(|| tracing::error!(error = %e, "not confirmed"));
-                    wire::error_frame(Some(c.id), &FrameError::new("not_durable", e.to_string()))
-                }
-            };
-            if out.send(frame).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-fn ok(id: u64, extra: Value) -> String {
-    let mut v = json!({ "op": "ok", "id": id });
-    if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
-        o.extend(e);
-    }
-    v.to_string()
-}
-
-/// The confirm of a durable publish, written directly: one per message on
-/// the hot path, where building a `Value` map cost 2.6% of the node's CPU.
-fn ok_published(id: u64, p: Published) -> String {
-    format!(
-        r#"{{"op":"ok","id":{id},"seq":{},"duplicate":{}}}"#,
-        p.seq, p.duplicate
-    )
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -289,19 +180,6 @@ where
     drain(confirm_task).await;
 }
 
-/// How long the frames queued for a closing session may take to reach its
-/// app: one that stopped reading must not hold the connection open forever.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
-
-/// Waits for a task that sends a closing session's last frames, for at most
-/// [`DRAIN_GRACE`]; then ends it (dropping the connection's writer closes it).
-pub(super) async fn drain(mut task: JoinHandle<()>) {
-    if tokio::time::timeout(DRAIN_GRACE, &mut task).await.is_err() {
-        task.abort();
-        tracing::debug!("a closing bus session's app stopped reading: its last frames are dropped");
-    }
-}
-
 impl Session {
     /// Tells the app it was removed, if its outbound queue has room (it may
     /// have stopped reading: the connection closes either way).
@@ -337,7 +215,7 @@ impl Session {
         );
         Err(FrameError::new(
             "forbidden",
-            format!("app `{}` may not {} `{name}`: the operator grants it with `vigilctl bus grant {} {} PATTERN`", self.app, verb_str(verb), self.app, verb_str(verb)),
+            format!("app `{}` may not {} `{name}`: the operator grants it with `vigilctl bus grant {} {} PATTERN`", self.app, verb.as_str(), self.app, verb.as_str()),
         ))
     }
 
@@ -350,39 +228,6 @@ impl Session {
             );
             tracing::warn!(app = %self.app, claimed = %c, "sender field ignored: the node stamps the sender");
         }
-    }
-
-    fn msg_frame(
-        &self,
-        sub: u64,
-        topic: &str,
-        seq: Option<u64>,
-        correlation: &str,
-        payload: &[u8],
-        extra: Value,
-    ) -> String {
-        let mut v = json!({ "op": "msg", "sub": sub, "topic": topic, "sender": self.app, "correlation": correlation });
-        if let Some(seq) = seq {
-            v["seq"] = seq.into();
-        }
-        if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
-            o.extend(e);
-        }
-        put_payload(&mut v, payload);
-        v.to_string()
-    }
-
-    /// Copies to live subscribers (at most once: a full queue drops the copy).
-    fn fan_out(&self, sinks: &[Sink], frame_for: impl Fn(u64) -> String) -> usize {
-        let mut n = 0;
-        for s in sinks {
-            if s.tx.try_send(frame_for(s.sub)).is_ok() {
-                n += 1;
-            } else {
-                metrics::counter!(crate::metrics::BUS_DROPPED).increment(1);
-            }
-        }
-        n
     }
 
     async fn handle(&mut self, f: In) -> Result<(), FrameError> {
@@ -410,8 +255,8 @@ impl Session {
                 let span = tracing::info_span!("bus_msg", correlation = %correlation, app = %self.app, topic = %topic);
                 let sinks = self.bus.state().router.route(&topic);
                 if self.bus.is_ephemeral(&topic) {
-                    let n = self.fan_out(&sinks, |sub| {
-                        self.msg_frame(sub, &topic, None, &correlation, &payload, json!({}))
+                    let n = fan_out(&sinks, |sub| {
+                        msg_frame(&self.app, sub, &topic, None, &correlation, &payload, json!({}))
                     });
                     span.in_scope(|| tracing::debug!(delivered = n, "ephemeral publish"));
                     self.send(ok(id, json!({ "delivered": n }))).await;
@@ -434,8 +279,9 @@ impl Session {
                     .publish_nowait(&topic, p)
                     .map_err(|e| FrameError::new("rejected", e.to_string()))?;
                 if !published.duplicate {
-                    self.fan_out(&sinks, |sub| {
-                        self.msg_frame(
+                    fan_out(&sinks, |sub| {
+                        msg_frame(
+                            &self.app,
                             sub,
                             &topic,
                             Some(published.seq),
@@ -490,8 +336,8 @@ impl Session {
                     ));
                 }
                 let c = correlation.unwrap_or_default();
-                let n = self.fan_out(&sinks, |sub| {
-                    self.msg_frame(sub, &topic, None, &c, &payload, json!({ "to": app }))
+                let n = fan_out(&sinks, |sub| {
+                    msg_frame(&self.app, sub, &topic, None, &c, &payload, json!({ "to": app }))
                 });
                 self.send(ok(id, json!({ "delivered": n }))).await;
                 Ok(())
@@ -929,42 +775,5 @@ impl Session {
         drop(st);
         metrics::gauge!(crate::metrics::BUS_SESSIONS).decrement(1.0);
         tracing::info!(app = %self.app, session = self.id, "app disconnected");
-    }
-}
-
-/// A settle verb names a delivery this subscription holds, or it is refused.
-fn held(unacked: &Unacked, sub: u64, seq: u64) -> Result<u32, FrameError> {
-    if let Some(h) = lock(unacked).held.get(&seq) {
-        return Ok(h.count);
-    }
-    Err(FrameError::new(
-        "not_pending",
-        format!("seq {seq} is not a delivery subscription {sub} holds: it was never delivered here, is settled already, or its lease expired and it went to another consumer"),
-    ))
-}
-
-fn verb_str(v: Verb) -> &'static str {
-    match v {
-        Verb::Publish => "publish",
-        Verb::Send => "send",
-        Verb::Subscribe => "subscribe",
-        Verb::Request => "request",
-        Verb::Serve => "serve",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_publish_confirm_is_the_ok_frame_with_seq_and_duplicate() {
-        for (id, seq, duplicate) in [(0, 0, false), (7, u64::MAX, true), (u64::MAX, 42, false)] {
-            let direct: Value =
-                serde_json::from_str(&ok_published(id, Published { seq, duplicate })).unwrap();
-            let built: Value =
-                serde_json::from_str(&ok(id, json!({ "seq": seq, "duplicate": duplicate }))).unwrap();
-            assert_eq!(direct, built);
-        }
     }
 }

@@ -560,7 +560,8 @@ impl Queues {
         v
     }
 
-    /// Up to `limit` messages of `<topic>.dlq`, oldest first.
+    /// A page of `<topic>.dlq`, oldest first: up to `limit` messages (and
+    /// [`DLQ_PAGE_BYTES`] of payload) from sequence `from` on.
     pub fn dlq_list(&self, topic: &str, from: u64, limit: usize) -> Result<DlqPage> {
         let dlq_name = self.dlq_of(topic)?;
         let mut page = DlqPage::default();
@@ -631,37 +632,35 @@ impl Queues {
 
     /// Moves up to 256 dead letters back; true when none is left.
     fn replay_batch(&self, topic: &str, t: &Topic, dlq: &Topic, moved: &mut u64) -> Result<bool> {
-        {
-            let mut dst = lock(&t.state);
-            let mut src = lock(&dlq.state);
-            dst.msgs.seal(&self.store)?;
-            for _ in 0..256 {
-                let seq = src.msgs.first_seq;
-                if seq >= src.msgs.next_seq {
-                    break;
-                }
-                if let Some(mut env) = src.msgs.get(&self.store, seq)? {
-                    for h in [HDR_DLQ_REASON, HDR_DLQ_GROUP, HDR_DLQ_DELIVERIES, HDR_DLQ_SEQ] {
-                        env.headers.remove(h);
-                    }
-                    env.seq = dst.msgs.next_seq;
-                    env.topic = topic.to_owned();
-                    let bytes = env.encode()?;
-                    let len = bytes.len();
-                    let (floor_tree, floor_key) = src.msgs.floor_key();
-                    let mut batch = Batch::default();
-                    batch.insert(&msg_tree(topic), &env.seq.to_be_bytes(), bytes);
-                    batch.insert(floor_tree, floor_key, (seq + 1).to_be_bytes().to_vec());
-                    self.store.apply(&batch)?;
-                    dst.adopt_written(len);
-                    *moved += 1;
-                }
-                src.msgs.drop_front(&self.store, seq + 1, false)?;
+        let mut dst = lock(&t.state);
+        let mut src = lock(&dlq.state);
+        dst.msgs.seal(&self.store)?;
+        for _ in 0..256 {
+            let seq = src.msgs.first_seq;
+            if seq >= src.msgs.next_seq {
+                break;
             }
-            t.depth.set(dst.msgs.count as f64);
-            dlq.depth.set(src.msgs.count as f64);
-            Ok(src.msgs.first_seq >= src.msgs.next_seq)
+            if let Some(mut env) = src.msgs.get(&self.store, seq)? {
+                for h in [HDR_DLQ_REASON, HDR_DLQ_GROUP, HDR_DLQ_DELIVERIES, HDR_DLQ_SEQ] {
+                    env.headers.remove(h);
+                }
+                env.seq = dst.msgs.next_seq;
+                env.topic = topic.to_owned();
+                let bytes = env.encode()?;
+                let len = bytes.len();
+                let (floor_tree, floor_key) = src.msgs.floor_key();
+                let mut batch = Batch::default();
+                batch.insert(&msg_tree(topic), &env.seq.to_be_bytes(), bytes);
+                batch.insert(floor_tree, floor_key, (seq + 1).to_be_bytes().to_vec());
+                self.store.apply(&batch)?;
+                dst.adopt_written(len);
+                *moved += 1;
+            }
+            src.msgs.drop_front(&self.store, seq + 1, false)?;
         }
+        t.depth.set(dst.msgs.count as f64);
+        dlq.depth.set(src.msgs.count as f64);
+        Ok(src.msgs.first_seq >= src.msgs.next_seq)
     }
 }
 

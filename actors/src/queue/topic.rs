@@ -452,11 +452,7 @@ impl TopicState {
             .groups
             .get(group)
             .and_then(|g| g.pending.get(&seq))
-            .ok_or_else(|| Error::NotPending {
-                topic: self.cfg.name.clone(),
-                group: group.to_owned(),
-                seq,
-            })?;
+            .ok_or_else(|| self.not_pending(group, seq))?;
         if p.count != count {
             return Err(Error::LeaseLost {
                 topic: self.cfg.name.clone(),
@@ -470,15 +466,19 @@ impl TopicState {
     }
 
     fn pending_mut(&mut self, group: &str, seq: u64) -> Result<&mut Pending> {
-        let topic = self.cfg.name.clone();
+        let missing = self.not_pending(group, seq);
         self.groups
             .get_mut(group)
             .and_then(|g| g.pending.get_mut(&seq))
-            .ok_or(Error::NotPending {
-                topic,
-                group: group.to_owned(),
-                seq,
-            })
+            .ok_or(missing)
+    }
+
+    fn not_pending(&self, group: &str, seq: u64) -> Error {
+        Error::NotPending {
+            topic: self.cfg.name.clone(),
+            group: group.to_owned(),
+            seq,
+        }
     }
 
     /// Acks every seq of `seqs` (all must be pending) in one batch.
@@ -535,11 +535,10 @@ impl TopicState {
         reason: &str,
     ) -> Result<DeadLetter> {
         let deliveries = self.pending_mut(group, seq)?.count;
-        let envelope = self.msgs.get(store, seq)?.ok_or_else(|| Error::NotPending {
-            topic: self.cfg.name.clone(),
-            group: group.to_owned(),
-            seq,
-        })?;
+        let envelope = self
+            .msgs
+            .get(store, seq)?
+            .ok_or_else(|| self.not_pending(group, seq))?;
         let g = self.groups.get_mut(group).expect("checked by pending_mut");
         g.pending.remove(&seq);
         g.stats.dead_lettered += 1;

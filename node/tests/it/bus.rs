@@ -7,7 +7,7 @@ use vigil_tools::bus::{payload, BusClient};
 
 use crate::util::*;
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -15,7 +15,7 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn dev(tmp: &tempfile::TempDir, env: &[(&str, &str)]) -> Node {
+pub(crate) fn dev(tmp: &tempfile::TempDir, env: &[(&str, &str)]) -> Node {
     let data = tmp.path().join("dev");
     let mut cmd = vigil(&["dev", "--data-dir", s(&data), "--rpc-addr", "127.0.0.1:0"]);
     for (k, v) in env {
@@ -26,21 +26,21 @@ fn dev(tmp: &tempfile::TempDir, env: &[(&str, &str)]) -> Node {
     node
 }
 
-fn bus_url(node: &Node) -> String {
+pub(crate) fn bus_url(node: &Node) -> String {
     std::fs::read_to_string(node.dir.join("bus.url"))
         .unwrap()
         .trim()
         .to_owned()
 }
 
-fn ctl(node: &Node, args: &[&str]) -> std::process::Output {
+pub(crate) fn ctl(node: &Node, args: &[&str]) -> std::process::Output {
     let mut a = vec!["--data-dir", s(&node.dir)];
     a.extend_from_slice(args);
     vigilctl(&a)
 }
 
 /// Creates an app with these grants (`verb:pattern`); returns its token.
-fn app(node: &Node, name: &str, grants: &[&str]) -> String {
+pub(crate) fn app(node: &Node, name: &str, grants: &[&str]) -> String {
     let o = ctl(node, &["bus", "app-add", name]);
     assert!(o.status.success(), "{}", stderr(&o));
     for g in grants {
@@ -51,7 +51,7 @@ fn app(node: &Node, name: &str, grants: &[&str]) -> String {
     stdout(&o).trim().to_owned()
 }
 
-fn audit(node: &Node) -> Vec<Value> {
+pub(crate) fn audit(node: &Node) -> Vec<Value> {
     let o = ctl(node, &["audit", "--json"]);
     serde_json::from_str::<Value>(&stdout(&o))
         .unwrap()
@@ -60,28 +60,7 @@ fn audit(node: &Node) -> Vec<Value> {
         .clone()
 }
 
-/// Runs `vigilctl ARGS` with `input` on its stdin.
-fn ctl_with_stdin(args: &[&str], input: &[u8]) -> std::process::Output {
-    use std::io::Write;
-    let mut child = std::process::Command::new(vigilctl_bin())
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-/// `vigilctl queue stats TOPIC --json`: the topic's first consumer group.
-fn first_group(node: &Node, topic: &str) -> Value {
-    let stats: Value =
-        serde_json::from_str(&stdout(&ctl(node, &["queue", "stats", topic, "--json"]))).unwrap();
-    stats[0]["groups"][0].clone()
-}
-
-fn err_code(e: &anyhow::Error) -> String {
+pub(crate) fn err_code(e: &anyhow::Error) -> String {
     e.downcast_ref::<vigil_tools::bus::BusError>()
         .map(|b| b.code.clone())
         .unwrap_or_else(|| e.to_string())
@@ -693,129 +672,6 @@ fn the_unix_socket_speaks_the_same_frames_and_metrics_count_them() {
         text.contains("vigil_queue_confirm_duration_seconds_bucket"),
         "{text}"
     );
-}
-
-#[test]
-fn vigilctl_publishes_stdin_consumes_and_manages_the_dead_letter_topic() {
-    let tmp = tempfile::tempdir().unwrap();
-    let node = dev(&tmp, &[]);
-    let token = app(&node, "ops", &["publish:jobs", "subscribe:jobs"]);
-    let token_file = tmp.path().join("ops.token");
-    std::fs::write(&token_file, &token).unwrap();
-    let who = ["--app", "ops", "--token-file", s(&token_file)];
-
-    let mut args = vec!["--data-dir", s(&node.dir), "bus", "publish", "jobs"];
-    args.extend_from_slice(&who);
-    let input: String = (0..500).map(|i| format!("job {i}\n")).collect();
-    let o = ctl_with_stdin(&args, input.as_bytes());
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stdout(&o).contains("confirmed 500 of 500 messages on jobs"),
-        "{}",
-        stdout(&o)
-    );
-    // A line that is not UTF-8 is published as bytes, to a topic of its own;
-    // an app needs its token and the bus URL, not the admin cookie.
-    let elsewhere = tmp.path().join("no-cookie-here");
-    let url = bus_url(&node);
-    let mut args = vec![
-        "--data-dir",
-        s(&elsewhere),
-        "--json",
-        "bus",
-        "publish",
-        "raw",
-        "--bus",
-        &url,
-    ];
-    args.extend_from_slice(&who);
-    let o = ctl(&node, &["bus", "grant", "ops", "publish", "raw"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = ctl_with_stdin(&args, b"ok\n\xff\xfe bytes\r\n");
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(
-        (r["published"].as_u64(), r["confirmed"].as_u64()),
-        (Some(2), Some(2)),
-        "{r}"
-    );
-
-    let mut args = vec![
-        "bus",
-        "consume",
-        "jobs",
-        "--group",
-        "ops.workers",
-        "--count",
-        "3",
-        "--ack",
-    ];
-    args.extend_from_slice(&who);
-    let o = ctl(&node, &args);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "job 0\njob 1\njob 2\n");
-    // It leased exactly what it printed: no delivery was handed back with
-    // its count raised.
-    let g = first_group(&node, "jobs");
-    assert_eq!(
-        (
-            g["delivered"].as_u64(),
-            g["redelivered"].as_u64(),
-            g["acked"].as_u64()
-        ),
-        (Some(3), Some(0), Some(3)),
-        "{g}"
-    );
-
-    // Park one message in the DLQ through the protocol's `term`, then replay it.
-    rt().block_on(async {
-        let url = bus_url(&node);
-        let mut c = BusClient::connect(&url, "ops", &token).await.unwrap();
-        let sub = c.subscribe("jobs", Some("ops.workers")).await.unwrap();
-        let m = c.next_msg(Duration::from_secs(5)).await.unwrap();
-        assert_eq!(payload(&m), b"job 3");
-        c.call(json!({ "op": "term", "sub": sub, "seq": m["seq"], "reason": "cannot parse" }))
-            .await
-            .unwrap();
-    });
-    let o = ctl(&node, &["queue", "dlq", "jobs"]);
-    assert!(
-        stdout(&o).contains("term: cannot parse") && stdout(&o).contains("job 3"),
-        "{}",
-        stdout(&o)
-    );
-    let page: Value =
-        serde_json::from_str(&stdout(&ctl(&node, &["queue", "dlq", "jobs", "--json"]))).unwrap();
-    assert_eq!(page["items"][0]["headers"]["dlq-reason"], "term: cannot parse");
-    assert!(page["next"].is_null(), "one page: {page}");
-    let o = ctl(&node, &["queue", "dlq", "jbos"]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("no topic `jbos`"), "{}", stderr(&o));
-    let g = first_group(&node, "jobs");
-    assert_eq!(
-        (
-            g["group"].as_str(),
-            g["acked"].as_u64(),
-            g["dead_lettered"].as_u64()
-        ),
-        (Some("ops.workers"), Some(3), Some(1))
-    );
-    let o = ctl(&node, &["queue", "dlq", "jobs", "--replay"]);
-    assert!(
-        stdout(&o).contains("replayed 1 messages back to jobs"),
-        "{}",
-        stdout(&o)
-    );
-    let table = stdout(&ctl(&node, &["queue", "stats"]));
-    assert!(
-        table.contains("DEAD-LETTERED") && table.contains("workers"),
-        "{table}"
-    );
-    let actions: Vec<String> = audit(&node)
-        .iter()
-        .map(|e| e["action"].as_str().unwrap().to_owned())
-        .collect();
-    assert!(actions.contains(&"queue.dlq_replay".to_owned()), "{actions:?}");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 mod actors;
 mod bad_input;
 mod bus;
+mod bus_cli;
 mod chain;
 mod config_cli;
 mod crash;

@@ -1,0 +1,138 @@
+//! What a session sends besides durable deliveries: `ok` frames, durable
+//! publishes' confirms in publish order, live copies, and the last frames of
+//! a closing session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::router::Sink;
+use super::wire::{self, put_payload, FrameError};
+use super::Bus;
+use crate::queue::Published;
+
+/// A publish waiting for its fsync, and the answer to send then.
+pub(super) struct Confirm {
+    pub(super) ticket: u64,
+    /// The publish frame's id, for the error if it never becomes durable.
+    pub(super) id: u64,
+    pub(super) frame: String,
+    pub(super) t0: std::time::Instant,
+    pub(super) span: tracing::Span,
+}
+
+/// Sends confirms in publish order; one flush wait covers every confirm queued meanwhile.
+pub(super) async fn confirmer(bus: Arc<Bus>, mut rx: mpsc::Receiver<Confirm>, out: mpsc::Sender<String>) {
+    let mut batch = Vec::new();
+    let confirm_duration = metrics::histogram!(crate::metrics::QUEUE_CONFIRM_DURATION);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let last = batch.iter().map(|c| c.ticket).max().unwrap_or(0);
+        let durable = bus.queues.confirmed(last).await;
+        for c in batch.drain(..) {
+            let frame = match &durable {
+                Ok(()) => {
+                    confirm_duration.record(c.t0.elapsed().as_secs_f64());
+                    c.span.in_scope(|| tracing::debug!("confirmed"));
+                    c.frame
+                }
+                Err(e) => {
+                    c.span.in_scope(|| tracing::error!(error = %e, "not confirmed"));
+                    wire::error_frame(Some(c.id), &FrameError::new("not_durable", e.to_string()))
+                }
+            };
+            if out.send(frame).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+pub(super) fn ok(id: u64, extra: Value) -> String {
+    let mut v = json!({ "op": "ok", "id": id });
+    if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    v.to_string()
+}
+
+/// The confirm of a durable publish, written directly: one per message on
+/// the hot path, where building a `Value` map cost 2.6% of the node's CPU.
+pub(super) fn ok_published(id: u64, p: Published) -> String {
+    format!(
+        r#"{{"op":"ok","id":{id},"seq":{},"duplicate":{}}}"#,
+        p.seq, p.duplicate
+    )
+}
+
+/// A `msg` frame for a live copy (`seq` set for a durable message's copy),
+/// stamped with the sending app's name.
+pub(super) fn msg_frame(
+    sender: &str,
+    sub: u64,
+    topic: &str,
+    seq: Option<u64>,
+    correlation: &str,
+    payload: &[u8],
+    extra: Value,
+) -> String {
+    let mut v =
+        json!({ "op": "msg", "sub": sub, "topic": topic, "sender": sender, "correlation": correlation });
+    if let Some(seq) = seq {
+        v["seq"] = seq.into();
+    }
+    if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    put_payload(&mut v, payload);
+    v.to_string()
+}
+
+/// Copies to live subscribers (at most once: a full queue drops the copy);
+/// returns how many were queued.
+pub(super) fn fan_out(sinks: &[Sink], frame_for: impl Fn(u64) -> String) -> usize {
+    let mut n = 0;
+    for s in sinks {
+        if s.tx.try_send(frame_for(s.sub)).is_ok() {
+            n += 1;
+        } else {
+            metrics::counter!(crate::metrics::BUS_DROPPED).increment(1);
+        }
+    }
+    n
+}
+
+/// How long the frames queued for a closing session may take to reach its
+/// app: one that stopped reading must not hold the connection open forever.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Waits for a task that sends a closing session's last frames, for at most
+/// [`DRAIN_GRACE`]; then ends it (dropping the connection's writer closes it).
+pub(super) async fn drain(mut task: JoinHandle<()>) {
+    if tokio::time::timeout(DRAIN_GRACE, &mut task).await.is_err() {
+        task.abort();
+        tracing::debug!("a closing bus session's app stopped reading: its last frames are dropped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_confirm_is_the_ok_frame_with_seq_and_duplicate() {
+        for (id, seq, duplicate) in [(0, 0, false), (7, u64::MAX, true), (u64::MAX, 42, false)] {
+            let direct: Value =
+                serde_json::from_str(&ok_published(id, Published { seq, duplicate })).unwrap();
+            let built: Value =
+                serde_json::from_str(&ok(id, json!({ "seq": seq, "duplicate": duplicate }))).unwrap();
+            assert_eq!(direct, built);
+        }
+    }
+}
