@@ -1,5 +1,5 @@
 //! A small client of the vigil bus (the wire protocol of `docs/bus.md`) over
-//! WebSocket. Used by `vigilctl bus ...`, the tests and the benchmarks.
+//! WebSocket or the node's Unix socket. Used by `vigilctl bus ...`, the tests and the benchmarks.
 //!
 //! ```no_run
 //! # async fn f() -> anyhow::Result<()> {
@@ -20,8 +20,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use base64::Engine as _;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use serde_json::{json, Value};
+use std::pin::Pin;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{mpsc, oneshot};
 
 /// An error frame from the node.
@@ -122,26 +124,73 @@ fn with_payload(mut v: Value, bytes: &[u8]) -> Value {
     v
 }
 
+/// Frames the node sends, as text, until the connection ends.
+type Frames = Pin<Box<dyn Stream<Item = String> + Send>>;
+
+/// A WebSocket connection: frames to send go into the sender, one text
+/// message each.
+async fn ws_transport(url: &str) -> Result<(mpsc::Sender<String>, Frames)> {
+    let cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(vigil_actors::bus::wire::WS_READ_BUFFER);
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(cfg), true)
+        .await
+        .with_context(|| {
+            format!("cannot connect to the bus at {url}: is the node running with the bus enabled?")
+        })?;
+    let (write, read) = ws.split();
+    let (out, out_rx) = mpsc::channel::<String>(1024);
+    tokio::spawn(vigil_actors::bus::wire::write_frames(write, out_rx));
+    // Text messages until the first error or close; anything else is skipped.
+    let frames = read
+        .take_while(|m| std::future::ready(m.is_ok()))
+        .filter_map(|m| std::future::ready(m.ok().and_then(|m| m.into_text().ok()).map(|t| t.to_string())));
+    Ok((out, Box::pin(frames)))
+}
+
+/// A Unix socket connection: one frame per line each way.
+async fn unix_transport(path: &str) -> Result<(mpsc::Sender<String>, Frames)> {
+    let stream = tokio::net::UnixStream::connect(path).await.with_context(|| {
+        format!("cannot connect to the bus socket {path}: is the node running with the bus enabled?")
+    })?;
+    let (read, write) = stream.into_split();
+    let (out, mut out_rx) = mpsc::channel::<String>(1024);
+    tokio::spawn(async move {
+        // Frames queued together go out in one write.
+        let mut write = BufWriter::new(write);
+        'outer: while let Some(frame) = out_rx.recv().await {
+            for f in std::iter::once(frame).chain(std::iter::from_fn(|| out_rx.try_recv().ok())) {
+                if write.write_all(f.as_bytes()).await.is_err() || write.write_all(b"\n").await.is_err() {
+                    break 'outer;
+                }
+            }
+            if write.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let lines = futures::stream::unfold(BufReader::new(read).lines(), |mut l| async move {
+        l.next_line().await.ok().flatten().map(|line| (line, l))
+    });
+    Ok((out, Box::pin(lines)))
+}
+
 impl BusClient {
-    /// Connects and says hello; fails with the node's reason.
+    /// Connects and says hello; fails with the node's reason. `url` is
+    /// `ws://HOST:PORT` (the address in `DATA_DIR/bus.url`) or
+    /// `unix:PATH` (the node's `DATA_DIR/bus.sock`: one JSON frame per line,
+    /// no WebSocket framing, for apps on the same host).
     pub async fn connect(url: &str, app: &str, token: &str) -> Result<Self> {
-        let cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .read_buffer_size(vigil_actors::bus::wire::WS_READ_BUFFER);
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(cfg), true)
-            .await
-            .with_context(|| {
-                format!("cannot connect to the bus at {url}: is the node running with the bus enabled?")
-            })?;
-        let (write, mut read) = ws.split();
-        let (out, out_rx) = mpsc::channel::<String>(1024);
-        tokio::spawn(vigil_actors::bus::wire::write_frames(write, out_rx));
+        let (out, mut frames) = match url.strip_prefix("unix:") {
+            Some(path) => unix_transport(path).await?,
+            None => ws_transport(url).await?,
+        };
         out.send(json!({ "op": "hello", "app": app, "token": token }).to_string())
             .await?;
-        let first = tokio::time::timeout(Duration::from_secs(10), read.next())
+        let first = tokio::time::timeout(Duration::from_secs(10), frames.next())
             .await
             .map_err(|_| anyhow!("no answer to hello within 10 s"))?
-            .ok_or_else(|| anyhow!("the bus closed the connection"))??;
-        let v: Value = serde_json::from_str(first.to_text()?)?;
+            .ok_or_else(|| anyhow!("the bus closed the connection"))?;
+        let v: Value = serde_json::from_str(&first)?;
         if let Some(e) = error_of(&v) {
             return Err(e.into());
         }
@@ -163,9 +212,8 @@ impl BusClient {
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let c = closed.clone();
         tokio::spawn(async move {
-            while let Some(Ok(m)) = read.next().await {
-                let Ok(text) = m.to_text() else { continue };
-                let Ok(v) = serde_json::from_str::<Value>(text) else {
+            while let Some(text) = frames.next().await {
+                let Ok(v) = serde_json::from_str::<Value>(&text) else {
                     continue;
                 };
                 let op = v["op"].as_str().unwrap_or("");

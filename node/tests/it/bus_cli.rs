@@ -151,3 +151,70 @@ fn vigilctl_publishes_stdin_consumes_and_manages_the_dead_letter_topic() {
         .collect();
     assert!(actions.contains(&"queue.dlq_replay".to_owned()), "{actions:?}");
 }
+
+#[test]
+fn the_client_and_vigilctl_speak_the_unix_socket_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = dev(&tmp, &[]);
+    let token = app(&node, "ops", &["publish:jobs", "subscribe:jobs"]);
+    let url = format!("unix:{}", node.dir.join("bus.sock").display());
+    rt().block_on(async {
+        let e = BusClient::connect(&url, "ops", "not-the-token")
+            .await
+            .unwrap_err();
+        assert_eq!(crate::bus::err_code(&e), "unauthorized", "{e}");
+        let e = BusClient::connect("unix:/nonexistent/bus.sock", "ops", &token)
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("cannot connect to the bus socket /nonexistent/bus.sock"),
+            "{e:#}"
+        );
+
+        let mut c = BusClient::connect(&url, "ops", &token).await.unwrap();
+        // Pipelined publishes over the socket are confirmed in order.
+        let pending: Vec<_> = (0..50)
+            .map(|i| c.publish_start("jobs", format!("j-{i}").as_bytes()))
+            .collect();
+        for (i, p) in pending.into_iter().enumerate() {
+            assert_eq!(p.await.unwrap()["seq"], i as u64);
+        }
+        let bytes = [0xff_u8, 0, 1];
+        assert_eq!(
+            c.publish("jobs", &bytes).await.unwrap(),
+            50,
+            "bytes that are not UTF-8 cross too"
+        );
+        let sub = c.subscribe("jobs", None).await.unwrap();
+        for i in 0..51 {
+            let m = c.next_msg(Duration::from_secs(5)).await.expect("delivered");
+            assert_eq!(m["seq"], i);
+            let want = if i < 50 {
+                format!("j-{i}").into_bytes()
+            } else {
+                bytes.to_vec()
+            };
+            assert_eq!(payload(&m), want);
+            c.ack(sub, i).await.unwrap();
+        }
+    });
+    // vigilctl publishes over the socket when given `--bus unix:PATH`.
+    let args = [
+        "--data-dir",
+        s(&node.dir),
+        "--json",
+        "bus",
+        "publish",
+        "jobs",
+        "--app",
+        "ops",
+        "--token",
+        &token,
+        "--bus",
+        &url,
+    ];
+    let o = ctl_with_stdin(&args, b"a\nb\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["confirmed"], 2, "{v}");
+}

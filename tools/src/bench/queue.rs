@@ -3,7 +3,9 @@
 //! Measured side by side in one run, same payload size and concurrency:
 //! - vigil over its bus: each publisher is a WebSocket client on 127.0.0.1 of a
 //!   real `vigil dev` node process started by the benchmark (`vigil-node` rows),
-//!   as Redis's clients talk to a `redis-server` process; the same against a
+//!   as Redis's clients talk to a `redis-server` process over TCP; the same
+//!   over the node's Unix socket (`vigil-node-unix`, against `redis-unix`:
+//!   Redis on a Unix socket too); the same against a
 //!   node with `bus.confirm = none` (`node-no-fsync`: the durable path
 //!   without the disk) and to an ephemeral topic (`bus-no-disk`: the bus alone);
 //! - vigil's queue engine in-process (`Queues::publish`, confirm mode `always`);
@@ -38,6 +40,39 @@ pub struct Options {
     pub redis: bool,
     /// Publishes each publisher keeps in flight over the wire (1 = wait for each confirm).
     pub window: usize,
+    /// How clients reach the servers: each is measured for vigil and Redis alike.
+    pub transports: Vec<Transport>,
+}
+
+/// How a client reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// 127.0.0.1: WebSocket for vigil, RESP over TCP for Redis.
+    Tcp,
+    /// A Unix socket: one JSON frame per line for vigil, RESP for Redis.
+    Unix,
+}
+
+impl Transport {
+    /// The suffix of this transport's row names.
+    fn suffix(self) -> &'static str {
+        match self {
+            Transport::Tcp => "",
+            Transport::Unix => "-unix",
+        }
+    }
+}
+
+/// vigil node / Redis throughput for one transport and publisher count.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    /// How the clients connected.
+    pub transport: Transport,
+    /// Concurrent publishers.
+    pub publishers: usize,
+    /// vigil node msg/s over Redis msg/s.
+    pub ratio: f64,
 }
 
 /// One (system, publishers) measurement.
@@ -122,8 +157,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Publish -> deliver -> ack, messages per second (16 publishers, one consumer).
     pub end_to_end_msgs_per_sec: f64,
-    /// vigil over the bus / Redis throughput at each publisher count, when Redis ran.
-    pub ratio_vs_redis: Vec<(usize, f64)>,
+    /// vigil over the bus / Redis throughput per transport and publisher count, when Redis ran.
+    pub ratio_vs_redis: Vec<Ratio>,
     /// Why Redis did not run, if it did not.
     pub redis_note: Option<String>,
     /// Payload bytes.
@@ -243,8 +278,8 @@ impl Drop for NodeProcess {
 }
 
 /// Starts `vigil dev` on temp dirs and free ports, with `bus.confirm` set to
-/// `confirm`; returns it, the bus URL and an app token.
-async fn node_process(confirm: &str) -> Result<(NodeProcess, String, String), String> {
+/// `confirm`; returns it, the bus URL for `transport` and an app token.
+async fn node_process(confirm: &str, transport: Transport) -> Result<(NodeProcess, String, String), String> {
     let exe = std::env::current_exe()
         .map_err(|e| e.to_string())?
         .with_file_name("vigil");
@@ -277,7 +312,10 @@ async fn node_process(confirm: &str) -> Result<(NodeProcess, String, String), St
             std::fs::read_to_string(data.join("bus.url")),
             data.join("rpc.url").exists(),
         ) {
-            break u.trim().to_owned();
+            break match transport {
+                Transport::Tcp => u.trim().to_owned(),
+                Transport::Unix => format!("unix:{}", data.join("bus.sock").display()),
+            };
         }
         if Instant::now() > deadline {
             return Err("the vigil node did not start within 30 s".into());
@@ -330,7 +368,14 @@ impl Target {
 }
 
 /// Publishes over the bus to a real node.
-async fn bus_row(publishers: usize, per: usize, payload: usize, window: usize, target: Target) -> Row {
+async fn bus_row(
+    publishers: usize,
+    per: usize,
+    payload: usize,
+    window: usize,
+    target: Target,
+    transport: Transport,
+) -> Row {
     let dir = tempfile::tempdir().expect("temp dir");
     let ephemeral = target == Target::Ephemeral;
     let confirm = if target.confirm() == ConfirmMode::None {
@@ -339,12 +384,21 @@ async fn bus_row(publishers: usize, per: usize, payload: usize, window: usize, t
         "always"
     };
     // A real node process, like redis-server; in-process only if the binary is missing.
-    let (system, _node, _running, url, token) = match node_process(confirm).await {
-        Ok((node, url, token)) => (target.system(true), Some(node), None, url, token),
+    let (system, _node, _running, url, token) = match node_process(confirm, transport).await {
+        Ok((node, url, token)) => (
+            format!("{}{}", target.system(true), transport.suffix()),
+            Some(node),
+            None,
+            url,
+            token,
+        ),
+        Err(why) if transport == Transport::Unix => {
+            panic!("{why}: the Unix socket rows need the vigil binary")
+        }
         Err(why) => {
             eprintln!("note: {why}; measuring an in-process bus instead");
             let (running, url, token) = bus_server(dir.path(), target.confirm()).await;
-            (target.system(false), None, Some(running), url, token)
+            (target.system(false).to_owned(), None, Some(running), url, token)
         }
     };
     let mut clients = Vec::new();
@@ -385,7 +439,7 @@ async fn bus_row(publishers: usize, per: usize, payload: usize, window: usize, t
     let (server_cpu_us, client_cpu_us) = cpu.per_msg(publishers * per);
     let (server_rss_half_mib, server_rss_end_mib) = rss.finish().await;
     Row {
-        system: system.into(),
+        system,
         publishers,
         msgs_per_sec: (publishers * per) as f64 / secs,
         confirm: Percentiles::from_nanos(all),
@@ -444,7 +498,17 @@ async fn end_to_end(publishers: usize, per: usize, payload: usize) -> f64 {
 struct RedisServer {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// The client URL for `transport`.
+    fn url(&self, transport: Transport) -> String {
+        match transport {
+            Transport::Tcp => format!("redis://127.0.0.1:{}/", self.port),
+            Transport::Unix => format!("redis+unix://{}", self.dir.path().join("redis.sock").display()),
+        }
+    }
 }
 
 impl Drop for RedisServer {
@@ -463,6 +527,9 @@ fn start_redis() -> Result<RedisServer, String> {
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
         .arg(dir.path())
+        .arg("--unixsocket")
+        .arg(dir.path().join("redis.sock"))
+        .args(["--unixsocketperm", "700"])
         .args([
             "--appendonly",
             "yes",
@@ -479,13 +546,10 @@ fn start_redis() -> Result<RedisServer, String> {
         .map_err(|e| {
             format!("cannot start redis-server ({e}): install it with `apt-get install redis-server`")
         })?;
-    let server = RedisServer {
-        child,
-        port,
-        _dir: dir,
-    };
+    let sock = dir.path().join("redis.sock");
+    let server = RedisServer { child, port, dir };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || !sock.exists() {
         if Instant::now() > deadline {
             return Err("redis-server did not start listening within 10 s".into());
         }
@@ -495,14 +559,15 @@ fn start_redis() -> Result<RedisServer, String> {
 }
 
 async fn redis_row(
-    pid: u32,
-    port: u16,
+    server: &RedisServer,
+    transport: Transport,
     publishers: usize,
     per: usize,
     payload: usize,
     window: usize,
 ) -> Result<Row, String> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).map_err(|e| e.to_string())?;
+    let pid = server.child.id();
+    let client = redis::Client::open(server.url(transport)).map_err(|e| e.to_string())?;
     let mut conns = Vec::new();
     for _ in 0..publishers {
         conns.push(
@@ -512,7 +577,7 @@ async fn redis_row(
                 .map_err(|e| e.to_string())?,
         );
     }
-    let key = format!("bench{publishers}");
+    let key = format!("bench{publishers}{}", transport.suffix());
     let cpu = CpuMark::now(Some(pid));
     let rss = RssWatch::start(Some(pid), publishers * per);
     let t0 = Instant::now();
@@ -528,8 +593,7 @@ async fn redis_row(
                 for i in 0..per {
                     // A multiplexed connection pipelines concurrent commands on one socket.
                     let (mut c, key, body) = (c.clone(), key.clone(), body.clone());
-                    // Spawned so the command is sent now, like the vigil client's.
-                    let f = tokio::spawn(async move {
+                    let xadd = async move {
                         redis::cmd("XADD")
                             .arg(&key)
                             .arg("*")
@@ -537,9 +601,18 @@ async fn redis_row(
                             .arg(&body)
                             .query_async::<String>(&mut c)
                             .await
-                    });
-                    in_flight.push_back((Instant::now(), f));
-                    while in_flight.len() >= window.max(1) || (i + 1 == per && !in_flight.is_empty()) {
+                    };
+                    if window <= 1 {
+                        // One at a time: awaited here, no task of its own to pay for.
+                        let t = Instant::now();
+                        xadd.await?;
+                        lat.push(t.elapsed().as_nanos() as u64);
+                        confirmed.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    // Spawned so the command is sent now, like the vigil client's.
+                    in_flight.push_back((Instant::now(), tokio::spawn(xadd)));
+                    while in_flight.len() >= window || (i + 1 == per && !in_flight.is_empty()) {
                         let (t, f) = in_flight.pop_front().expect("non-empty");
                         f.await
                             .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))??;
@@ -559,7 +632,7 @@ async fn redis_row(
     let (server_cpu_us, client_cpu_us) = cpu.per_msg(publishers * per);
     let (server_rss_half_mib, server_rss_end_mib) = rss.finish().await;
     Ok(Row {
-        system: "redis".into(),
+        system: format!("redis{}", transport.suffix()),
         publishers,
         msgs_per_sec: (publishers * per) as f64 / secs,
         confirm: Percentiles::from_nanos(all),
@@ -586,47 +659,73 @@ pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> Report {
             Some(Ok(_)) => None,
         };
         for &n in &opts.publishers {
-            for (what, target) in [
-                ("vigil over the bus", Target::Durable),
-                ("the node with bus.confirm = none (no fsync)", Target::NoFsync),
-                ("the bus without disk (ephemeral topic)", Target::Ephemeral),
-            ] {
-                progress(&format!("{what}, {n} publishers"));
-                rows.push(bus_row(n, opts.per_publisher, opts.payload, opts.window, target).await);
+            for &transport in &opts.transports {
+                let over = match transport {
+                    Transport::Tcp => "",
+                    Transport::Unix => " over Unix sockets",
+                };
+                let mut targets = vec![("vigil over the bus", Target::Durable)];
+                // The rows that isolate one cost are measured on one transport.
+                if transport == Transport::Tcp {
+                    targets.push(("the node with bus.confirm = none (no fsync)", Target::NoFsync));
+                    targets.push(("the bus without disk (ephemeral topic)", Target::Ephemeral));
+                }
+                for (what, target) in targets {
+                    progress(&format!("{what}{over}, {n} publishers"));
+                    let row = bus_row(
+                        n,
+                        opts.per_publisher,
+                        opts.payload,
+                        opts.window,
+                        target,
+                        transport,
+                    );
+                    rows.push(row.await);
+                }
+                if let Some(Ok(server)) = &redis {
+                    progress(&format!("redis{over}, {n} publishers"));
+                    match redis_row(
+                        server,
+                        transport,
+                        n,
+                        opts.per_publisher,
+                        opts.payload,
+                        opts.window,
+                    )
+                    .await
+                    {
+                        Ok(r) => rows.push(r),
+                        Err(e) => redis_note = Some(e),
+                    }
+                }
             }
             progress(&format!("vigil engine in-process, {n} publishers"));
             rows.push(vigil_row(n, opts.per_publisher, opts.payload).await);
-            if let Some(Ok(server)) = &redis {
-                progress(&format!("redis, {n} publishers"));
-                match redis_row(
-                    server.child.id(),
-                    server.port,
-                    n,
-                    opts.per_publisher,
-                    opts.payload,
-                    opts.window,
-                )
-                .await
-                {
-                    Ok(r) => rows.push(r),
-                    Err(e) => redis_note = Some(e),
-                }
-            }
         }
         progress("end to end");
         let max_pubs = opts.publishers.iter().copied().max().unwrap_or(1);
         let end_to_end_msgs_per_sec = end_to_end(max_pubs, opts.per_publisher, opts.payload).await;
-        let ratio_vs_redis = opts
-            .publishers
-            .iter()
-            .filter_map(|&n| {
-                let v = rows
-                    .iter()
-                    .find(|r| r.system.starts_with("vigil-") && r.publishers == n)?;
-                let r = rows.iter().find(|r| r.system == "redis" && r.publishers == n)?;
-                Some((n, v.msgs_per_sec / r.msgs_per_sec))
-            })
-            .collect();
+        let rate = |system: String, n: usize| {
+            rows.iter()
+                .find(|r| r.system == system && r.publishers == n)
+                .map(|r| r.msgs_per_sec)
+        };
+        let mut ratio_vs_redis = Vec::new();
+        for &transport in &opts.transports {
+            for &n in &opts.publishers {
+                let sfx = transport.suffix();
+                // An in-process bus stands in for the node when its binary is missing.
+                let vigil =
+                    rate(format!("vigil-node{sfx}"), n).or_else(|| rate(format!("vigil-bus{sfx}"), n));
+                if let (Some(v), Some(r)) = (vigil, rate(format!("redis{sfx}"), n)) {
+                    ratio_vs_redis.push(Ratio {
+                        transport,
+                        publishers: n,
+                        ratio: v / r,
+                    });
+                }
+            }
+        }
         Report {
             rows,
             end_to_end_msgs_per_sec,

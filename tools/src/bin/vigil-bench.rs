@@ -56,6 +56,10 @@ enum Area {
         /// Publisher counts to measure (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "1,16")]
         publishers: Vec<usize>,
+        /// How the clients reach vigil and Redis (comma-separated): tcp
+        /// (vigil's WebSocket, Redis's TCP port) and unix (each one's Unix socket).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "tcp,unix")]
+        transports: Vec<queue::Transport>,
     },
     /// One durable write of the queue's log, three ways side by side: append,
     /// overwrite through the page cache, overwrite with O_DIRECT (each + fdatasync).
@@ -163,6 +167,7 @@ fn main() {
             no_redis,
             window,
             publishers,
+            transports,
         } => {
             let opts = queue::Options {
                 per_publisher,
@@ -170,6 +175,7 @@ fn main() {
                 payload: payload.max(8),
                 redis: !no_redis,
                 window: window.max(1),
+                transports,
             };
             let r = queue::run(&opts, &progress);
             if cli.json {
@@ -180,7 +186,7 @@ fn main() {
                     r.payload, r.window
                 );
                 println!(
-                    "  {:<14} {:>10} {:>14} {:>10} {:>10} {:>14} {:>14} {:>16}",
+                    "  {:<16} {:>10} {:>12} {:>10} {:>10} {:>14} {:>14} {:>16}",
                     "system",
                     "publishers",
                     "msg/s",
@@ -193,7 +199,7 @@ fn main() {
                 let us = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
                 for row in &r.rows {
                     println!(
-                        "  {:<14} {:>10} {:>14.0} {:>10.3} {:>10.3} {:>14} {:>14} {:>16}",
+                        "  {:<16} {:>10} {:>12.0} {:>10.3} {:>10.3} {:>14} {:>14} {:>16}",
                         row.system,
                         row.publishers,
                         row.msgs_per_sec,
@@ -207,20 +213,30 @@ fn main() {
                         }
                     );
                 }
-                for (n, ratio) in &r.ratio_vs_redis {
-                    println!("  vigil over the bus / redis at {n} publishers: {ratio:.2}x");
-                    let rate = |sys: &str| {
-                        r.rows
-                            .iter()
-                            .find(|x| x.system == sys && x.publishers == *n)
-                            .map(|x| x.msgs_per_sec)
+                for q in &r.ratio_vs_redis {
+                    let over = match q.transport {
+                        queue::Transport::Tcp => "over the bus",
+                        queue::Transport::Unix => "over Unix sockets",
                     };
-                    // The in-process engine rows always wait for each confirm:
-                    // compared with Redis only when Redis does too.
-                    if let (Some(e), Some(redis), 1) = (rate("vigil"), rate("redis"), r.window) {
+                    println!(
+                        "  vigil {over} / redis at {} publishers: {:.2}x",
+                        q.publishers, q.ratio
+                    );
+                }
+                let rate = |sys: &str, n: usize| {
+                    r.rows
+                        .iter()
+                        .find(|x| x.system == sys && x.publishers == n)
+                        .map(|x| x.msgs_per_sec)
+                };
+                // The in-process engine rows always wait for each confirm:
+                // compared with Redis only when Redis does too.
+                for row in r.rows.iter().filter(|x| x.system == "vigil" && r.window == 1) {
+                    if let Some(redis) = rate("redis", row.publishers) {
                         println!(
-                            "  vigil engine in-process / redis at {n} publishers: {:.2}x",
-                            e / redis
+                            "  vigil engine in-process / redis at {} publishers: {:.2}x",
+                            row.publishers,
+                            row.msgs_per_sec / redis
                         );
                     }
                 }

@@ -66,7 +66,9 @@ pub(crate) struct AppFlags {
     /// File holding the app's token.
     #[arg(long)]
     token_file: Option<PathBuf>,
-    /// Bus URL (default: DIR/bus.url).
+    /// Bus URL: `ws://HOST:PORT`, or `unix:PATH` for the node's Unix socket
+    /// (DIR/bus.sock, owner only, no WebSocket framing: faster on the same
+    /// host). Default: the WebSocket address in DIR/bus.url.
     #[arg(long)]
     bus: Option<String>,
 }
