@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::{decode_value, encode_value, SledStore, Store};
+use crate::store::{decode_value, encode_value, Batch, SledStore, Store};
 use crate::{Error, Result};
 
 const TREE: &str = "audit";
@@ -52,6 +52,9 @@ fn digest(prev: &[u8; 32], seq: u64, ts_us: u64, who: &str, action: &str, detail
 pub struct Audit {
     store: SledStore,
     head: Arc<Mutex<(u64, [u8; 32])>>,
+    /// Tests: every write fails, as on a store that cannot write.
+    #[cfg(test)]
+    broken: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Audit {
@@ -75,12 +78,49 @@ impl Audit {
         Ok(Self {
             store,
             head: Arc::new(Mutex::new(head)),
+            #[cfg(test)]
+            broken: Arc::default(),
         })
     }
 
-    /// Appends an entry; returns its sequence number.
+    /// Tests: makes every later write of this log (and its clones) fail.
+    #[cfg(test)]
+    pub(crate) fn break_for_test(&self) {
+        self.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Appends an entry; returns its sequence number. For what happened
+    /// (a denial, a failed hello); an operator's change goes through
+    /// [`Audit::commit`], so it is never made without its entry.
     pub fn append(&self, who: &str, action: &str, detail: Value) -> Result<u64> {
+        self.write(Batch::default(), who, action, detail)
+    }
+
+    /// Appends an entry for something that happens whether or not it can be
+    /// recorded (a denial, a ban, a safety pause): a failure is logged at
+    /// error, never hidden.
+    pub fn append_or_log(&self, who: &str, action: &str, detail: Value) {
+        if let Err(e) = self.append(who, action, detail) {
+            tracing::error!(error = %e, action, "cannot write the audit log");
+        }
+    }
+
+    /// Applies `changes` and appends their entry in one atomic write:
+    /// either both happened or neither did (durable at the store's next
+    /// flush). An operator action the node cannot audit is refused, not
+    /// done unrecorded.
+    pub fn commit(&self, changes: Batch, who: &str, action: &str, detail: Value) -> Result<u64> {
+        self.write(changes, who, action, detail)
+    }
+
+    fn write(&self, mut batch: Batch, who: &str, action: &str, detail: Value) -> Result<u64> {
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        #[cfg(test)]
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Invalid(
+                "the audit log cannot be written (broken by a test)".into(),
+            ));
+        }
         let (seq, prev) = *head;
         let ts_us = crate::queue::now_us();
         let hash = digest(&prev, seq, ts_us, who, action, &detail);
@@ -94,8 +134,10 @@ impl Audit {
             hash: hex::encode(hash),
         };
         let json = serde_json::to_vec(&e).map_err(|e| Error::Invalid(e.to_string()))?;
+        batch.insert(TREE, &seq.to_be_bytes(), encode_value(FORMAT, &json));
         self.store
-            .insert(TREE, &seq.to_be_bytes(), &encode_value(FORMAT, &json))?;
+            .apply(&batch)
+            .map_err(|e| Error::Invalid(format!("cannot write the audit log: {e}")))?;
         *head = (seq + 1, hash);
         tracing::info!(target: "vigil::audit", seq, who, action, "audit");
         Ok(seq)

@@ -10,7 +10,8 @@ use std::sync::RwLock;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{decode_value, encode_value, SledStore, Store};
+use crate::audit::Audit;
+use crate::store::{decode_value, encode_value, Batch, SledStore, Store};
 use crate::{Error, Result};
 
 const APPS: &str = "bus/apps";
@@ -237,8 +238,10 @@ impl Apps {
         })
     }
 
-    /// Creates an app and returns its token (shown once; only its hash is kept).
-    pub fn add(&self, name: &str) -> Result<String> {
+    /// Creates an app and returns its token (shown once; only its hash is
+    /// kept). Every change below is written with its `audit` entry in one
+    /// atomic write, or refused.
+    pub fn add(&self, name: &str, audit: &Audit) -> Result<String> {
         check_app_name(name)?;
         let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
         if apps.contains_key(name) {
@@ -250,8 +253,9 @@ impl Apps {
         rand::thread_rng().fill_bytes(&mut raw);
         let token = hex::encode(raw);
         let h = hash(&token);
-        self.store
-            .insert(APPS, name.as_bytes(), &encode_value(FORMAT, &h))?;
+        let mut b = Batch::default();
+        b.insert(APPS, name.as_bytes(), encode_value(FORMAT, &h));
+        audit.commit(b, "rpc", "bus.app_add", serde_json::json!({ "app": name }))?;
         self.store.flush()?;
         apps.insert(
             name.to_owned(),
@@ -265,8 +269,9 @@ impl Apps {
     }
 
     /// Removes an app added over RPC, with its grants.
-    pub fn remove(&self, name: &str) -> Result<()> {
+    pub fn remove(&self, name: &str, audit: &Audit) -> Result<()> {
         let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
+        let mut b = Batch::default();
         match apps.get(name) {
             None => return Err(Error::Invalid(format!("no app `{name}`"))),
             Some(a) if a.source == "config" => {
@@ -276,11 +281,12 @@ impl Apps {
             }
             Some(a) => {
                 for g in a.grants.keys() {
-                    self.store.remove(GRANTS, &grant_key(name, g))?;
+                    b.remove(GRANTS, &grant_key(name, g));
                 }
             }
         }
-        self.store.remove(APPS, name.as_bytes())?;
+        b.remove(APPS, name.as_bytes());
+        audit.commit(b, "rpc", "bus.app_remove", serde_json::json!({ "app": name }))?;
         self.store.flush()?;
         apps.remove(name);
         Ok(())
@@ -300,7 +306,7 @@ impl Apps {
     }
 
     /// Grants `verb` on `pattern` to `app`; false when it already had it.
-    pub fn grant(&self, app: &str, verb: Verb, pattern: &str) -> Result<bool> {
+    pub fn grant(&self, app: &str, verb: Verb, pattern: &str, audit: &Audit) -> Result<bool> {
         check_pattern(pattern)?;
         let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
         let a = apps
@@ -310,17 +316,23 @@ impl Apps {
             verb,
             pattern: pattern.to_owned(),
         };
-        if a.grants.contains_key(&g) {
+        let new = !a.grants.contains_key(&g);
+        let mut b = Batch::default();
+        if new {
+            b.insert(GRANTS, &grant_key(app, &g), vec![]);
+        }
+        let detail = serde_json::json!({ "app": app, "verb": verb, "pattern": pattern, "new": new });
+        audit.commit(b, "rpc", "bus.grant", detail)?;
+        if !new {
             return Ok(false);
         }
-        self.store.insert(GRANTS, &grant_key(app, &g), &[])?;
         self.store.flush()?;
         a.grants.insert(g, "rpc");
         Ok(true)
     }
 
     /// Revokes a grant made over RPC.
-    pub fn revoke(&self, app: &str, verb: Verb, pattern: &str) -> Result<()> {
+    pub fn revoke(&self, app: &str, verb: Verb, pattern: &str, audit: &Audit) -> Result<()> {
         let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
         let a = apps
             .get_mut(app)
@@ -339,7 +351,10 @@ impl Apps {
                 verb.as_str()
             ))),
             Some(_) => {
-                self.store.remove(GRANTS, &grant_key(app, &g))?;
+                let mut b = Batch::default();
+                b.remove(GRANTS, &grant_key(app, &g));
+                let detail = serde_json::json!({ "app": app, "verb": verb, "pattern": pattern });
+                audit.commit(b, "rpc", "bus.revoke", detail)?;
                 self.store.flush()?;
                 a.grants.remove(&g);
                 Ok(())
@@ -392,14 +407,15 @@ mod tests {
     fn nothing_is_allowed_until_granted_and_grants_persist() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let audit = Audit::open(store.clone()).unwrap();
         let apps = Apps::open(store.clone(), &[]).unwrap();
-        let token = apps.add("shop").unwrap();
+        let token = apps.add("shop", &audit).unwrap();
         assert!(apps.authenticate("shop", &token));
         assert!(!apps.authenticate("shop", "guess"));
         assert!(!apps.authenticate("nobody", &token));
         assert!(!apps.allowed("shop", Verb::Publish, "orders.new"));
-        assert!(apps.grant("shop", Verb::Publish, "orders.*").unwrap());
-        assert!(!apps.grant("shop", Verb::Publish, "orders.*").unwrap());
+        assert!(apps.grant("shop", Verb::Publish, "orders.*", &audit).unwrap());
+        assert!(!apps.grant("shop", Verb::Publish, "orders.*", &audit).unwrap());
         assert!(apps.allowed("shop", Verb::Publish, "orders.new"));
         assert!(
             apps.allowed("shop", Verb::Publish, "orders.eu.*"),
@@ -408,31 +424,32 @@ mod tests {
         assert!(!apps.allowed("shop", Verb::Publish, "ordersx"));
         assert!(!apps.allowed("shop", Verb::Subscribe, "orders.new"), "per verb");
         // Dead letters need a grant that names them.
-        assert!(apps.grant("shop", Verb::Subscribe, "*").unwrap());
+        assert!(apps.grant("shop", Verb::Subscribe, "*", &audit).unwrap());
         assert!(apps.allowed("shop", Verb::Subscribe, "orders.new"));
         assert!(!apps.allowed("shop", Verb::Subscribe, "orders.dlq"), "not by `*`");
         assert!(
             !apps.allowed("shop", Verb::Publish, "orders.dlq"),
             "not by `orders.*`"
         );
-        assert!(apps.grant("shop", Verb::Subscribe, "orders.dlq").unwrap());
+        assert!(apps.grant("shop", Verb::Subscribe, "orders.dlq", &audit).unwrap());
         assert!(apps.allowed("shop", Verb::Subscribe, "orders.dlq"));
         assert!(!apps.allowed("shop", Verb::Subscribe, "billing.dlq"));
         drop(apps);
         let apps = Apps::open(store, &[]).unwrap();
         assert!(apps.authenticate("shop", &token));
         assert!(apps.allowed("shop", Verb::Publish, "orders.new"));
-        apps.revoke("shop", Verb::Publish, "orders.*").unwrap();
+        apps.revoke("shop", Verb::Publish, "orders.*", &audit).unwrap();
         assert!(!apps.allowed("shop", Verb::Publish, "orders.new"));
-        assert!(apps.grant("shop", Verb::Publish, "bad pattern").is_err());
+        assert!(apps.grant("shop", Verb::Publish, "bad pattern", &audit).is_err());
     }
 
     #[test]
     fn a_stored_app_name_with_a_dot_is_not_loaded() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let audit = Audit::open(store.clone()).unwrap();
         let apps = Apps::open(store.clone(), &[]).unwrap();
-        let token = apps.add("shop").unwrap();
+        let token = apps.add("shop", &audit).unwrap();
         // As an older node could have stored it: `shop.admin` would pass
         // for a consumer group of `shop`.
         store
@@ -449,6 +466,7 @@ mod tests {
     fn config_apps_and_grants_are_fixed() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let audit = Audit::open(store.clone()).unwrap();
         let cfg = AppConfig {
             name: "cfg".into(),
             token_blake3: token_hash_hex("t0k"),
@@ -458,10 +476,53 @@ mod tests {
         assert!(apps.authenticate("cfg", "t0k"));
         assert!(apps.allowed("cfg", Verb::Subscribe, "anything"));
         assert!(apps
-            .revoke("cfg", Verb::Subscribe, "*")
+            .revoke("cfg", Verb::Subscribe, "*", &audit)
             .unwrap_err()
             .to_string()
             .contains("in config"));
-        assert!(apps.remove("cfg").unwrap_err().to_string().contains("in config"));
+        assert!(apps
+            .remove("cfg", &audit)
+            .unwrap_err()
+            .to_string()
+            .contains("in config"));
+    }
+
+    #[test]
+    fn a_change_the_audit_log_cannot_record_is_refused_and_not_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let audit = Audit::open(store.clone()).unwrap();
+        let apps = Apps::open(store.clone(), &[]).unwrap();
+        apps.add("shop", &audit).unwrap();
+        assert!(apps.grant("shop", Verb::Publish, "orders.*", &audit).unwrap());
+        let actions =
+            |a: &Audit| -> Vec<String> { a.list(0, 100).unwrap().into_iter().map(|e| e.action).collect() };
+        assert_eq!(actions(&audit), ["bus.app_add", "bus.grant"]);
+
+        audit.break_for_test();
+        let refused = |r: Result<()>| {
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains("cannot be written"), "{e}");
+        };
+        refused(apps.add("billing", &audit).map(drop));
+        refused(apps.grant("shop", Verb::Subscribe, "orders.*", &audit).map(drop));
+        refused(apps.revoke("shop", Verb::Publish, "orders.*", &audit));
+        refused(apps.remove("shop", &audit));
+        // Nothing changed, in memory or on disk.
+        for apps in [apps, Apps::open(store.clone(), &[]).unwrap()] {
+            assert!(apps.list().iter().all(|a| a.name != "billing"));
+            assert!(
+                apps.allowed("shop", Verb::Publish, "orders.new"),
+                "not revoked, not removed"
+            );
+            assert!(
+                !apps.allowed("shop", Verb::Subscribe, "orders.new"),
+                "not granted"
+            );
+        }
+        assert_eq!(
+            actions(&Audit::open(store).unwrap()),
+            ["bus.app_add", "bus.grant"]
+        );
     }
 }

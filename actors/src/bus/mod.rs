@@ -152,30 +152,17 @@ impl Bus {
 
     /// Appends to the audit log; a failure is logged, never hidden.
     pub fn audit(&self, who: &str, action: &str, detail: serde_json::Value) {
-        if let Err(e) = self.audit.append(who, action, detail) {
-            tracing::error!(error = %e, action, "cannot write the audit log");
-        }
+        self.audit.append_or_log(who, action, detail);
     }
 
-    /// Operator grant (audited).
+    /// Operator grant, written with its audit entry or refused.
     pub fn grant(&self, app: &str, verb: Verb, pattern: &str) -> Result<bool> {
-        let new = self.apps.grant(app, verb, pattern)?;
-        self.audit(
-            "rpc",
-            "bus.grant",
-            serde_json::json!({ "app": app, "verb": verb, "pattern": pattern, "new": new }),
-        );
-        Ok(new)
+        self.apps.grant(app, verb, pattern, &self.audit)
     }
 
-    /// Operator revoke (audited).
+    /// Operator revoke, written with its audit entry or refused.
     pub fn revoke(&self, app: &str, verb: Verb, pattern: &str) -> Result<()> {
-        self.apps.revoke(app, verb, pattern)?;
-        self.audit(
-            "rpc",
-            "bus.revoke",
-            serde_json::json!({ "app": app, "verb": verb, "pattern": pattern }),
-        );
+        self.apps.revoke(app, verb, pattern, &self.audit)?;
         // What was subscribed or served under the grant ends now, not at
         // the app's next connection.
         self.revoked.send_modify(|n| *n += 1);
@@ -184,9 +171,7 @@ impl Bus {
 
     /// Operator: new app, returns its token (audited, token not logged).
     pub fn add_app(&self, name: &str) -> Result<String> {
-        let token = self.apps.add(name)?;
-        self.audit("rpc", "bus.app_add", serde_json::json!({ "app": name }));
-        Ok(token)
+        self.apps.add(name, &self.audit)
     }
 
     /// Operator: remove an app (audited); its sessions are closed at once
@@ -196,7 +181,7 @@ impl Bus {
         // Gone from memory before the sessions are scanned; a session still
         // saying hello checks its token again under the state lock before it
         // is listed, so it either sees the app gone or is listed and closed.
-        self.apps.remove(name)?;
+        self.apps.remove(name, &self.audit)?;
         let closed = {
             let mut st = self.state();
             let ids: Vec<u64> = st
@@ -212,11 +197,13 @@ impl Bus {
             }
             ids.len()
         };
-        self.audit(
-            "rpc",
-            "bus.app_remove",
-            serde_json::json!({ "app": name, "sessions_closed": closed }),
-        );
+        if closed > 0 {
+            self.audit(
+                "rpc",
+                "bus.sessions_closed",
+                serde_json::json!({ "app": name, "sessions": closed, "why": "app removed" }),
+            );
+        }
         Ok(())
     }
 

@@ -305,7 +305,7 @@ impl SecurityHub {
             "security.resume"
         };
         if let Some(a) = &self.audit {
-            let _ = a.append(by, action, json!({ "actor": actor, "was_paused": was }));
+            a.append_or_log(by, action, json!({ "actor": actor, "was_paused": was }));
         }
         tracing::warn!(
             actor,
@@ -347,7 +347,7 @@ impl SecurityHub {
         tracing::warn!(source = %d.source, kind = %d.kind, detail = %d.detail, actions = ?d.actions, "security detection");
         metrics::counter!(crate::metrics::SECURITY_DETECTIONS, "kind" => d.kind.clone()).increment(1);
         if let Some(a) = &self.audit {
-            let _ = a.append("chain-monitor", "security.detection", json!(d));
+            a.append_or_log("chain-monitor", "security.detection", json!(d));
         }
         {
             let mut al = self.alerts.lock().unwrap_or_else(|p| p.into_inner());

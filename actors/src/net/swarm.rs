@@ -438,7 +438,7 @@ impl Loop {
         metrics::counter!(m::NET_BANS).increment(1);
         tracing::warn!(%peer, secs, reason, by, "peer banned");
         if let Some(a) = &self.net.inner.audit {
-            let _ = a.append(
+            a.append_or_log(
                 by,
                 "net.ban",
                 json!({ "peer": peer.to_string(), "secs": secs, "reason": reason }),

@@ -4,6 +4,7 @@ use jsonrpsee::types::{ErrorObjectOwned, Params};
 use jsonrpsee::RpcModule;
 use serde_json::{json, Value};
 
+use super::methods::{audited, Audited};
 use super::NodeContext;
 
 /// Error code: no such actor, or the operation does not apply to it.
@@ -75,7 +76,8 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
                 ));
             }
             tracing::warn!(actor = %name, "panic injected over RPC");
-            let _ = ctx.audit.append("rpc", "actors.inject_panic", json!({ "actor": name }));
+            let entry = ctx.audit.append("rpc", "actors.inject_panic", json!({ "actor": name }));
+            audited(Audited::Before, "actors.inject_panic", entry)?;
             ctx.registry.inject_panic(&name).await.map_err(|e| err(ACTOR_ERROR, e))?;
             Ok(json!({ "injected": name }))
         })

@@ -6,6 +6,7 @@ use jsonrpsee::types::{ErrorObjectOwned, Params};
 use jsonrpsee::RpcModule;
 use serde_json::{json, Value};
 
+use super::methods::{audited, Audited};
 use super::NodeContext;
 use crate::bus::{Bus, Verb};
 
@@ -169,18 +170,16 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
         let b = bus(&ctx)?.clone();
         let r = b.queues().dlq_replay(&topic).await;
         // Audited however it ends: a replay that stopped part way moved some.
-        match &r {
-            Ok(moved) => b.audit(
-                "rpc",
-                "queue.dlq_replay",
-                json!({ "topic": topic, "moved": moved }),
-            ),
-            Err(e @ crate::Error::ReplayStopped { moved, .. }) => b.audit(
-                "rpc",
-                "queue.dlq_replay",
-                json!({ "topic": topic, "moved": moved, "error": e.to_string() }),
-            ),
-            Err(_) => {}
+        let detail = match &r {
+            Ok(moved) => Some(json!({ "topic": topic, "moved": moved })),
+            Err(e @ crate::Error::ReplayStopped { moved, .. }) => {
+                Some(json!({ "topic": topic, "moved": moved, "error": e.to_string() }))
+            }
+            Err(_) => None,
+        };
+        if let Some(d) = detail {
+            let entry = ctx.audit.append("rpc", "queue.dlq_replay", d);
+            audited(Audited::After, "queue.dlq_replay", entry)?;
         }
         let moved = r.map_err(refused)?;
         Ok::<_, ErrorObjectOwned>(json!({ "topic": topic, "replayed": moved }))

@@ -89,6 +89,31 @@ pub const UNSAFE_METHODS: [&str; 20] = [
 /// Error code: the node is shutting down already.
 const SHUTTING_DOWN: i32 = -32010;
 
+/// Error code: the audit log could not record an operator action.
+pub(super) const AUDIT_FAILED: i32 = -32011;
+
+/// When an operator action's audit entry is written: before the action
+/// (which is then refused if the entry cannot be written) or after it,
+/// when the entry records its outcome (then the caller learns that the
+/// action was done unrecorded, and the node logs it at error).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Audited {
+    Before,
+    After,
+}
+
+/// Maps an audit append to the RPC's answer: an action is never done,
+/// or reported done, without its entry silently missing.
+pub(super) fn audited(when: Audited, action: &str, r: crate::Result<u64>) -> Result<(), ErrorObjectOwned> {
+    let Err(e) = r else { return Ok(()) };
+    tracing::error!(action, error = %e, "an operator action could not be audited");
+    let msg = match when {
+        Audited::Before => format!("`{action}` refused: {e}; the node does not act on what it cannot audit (check the disk and the node's log)"),
+        Audited::After => format!("`{action}` was done, but {e}; check the disk and the node's log"),
+    };
+    Err(ErrorObjectOwned::owned(AUDIT_FAILED, msg, None::<()>))
+}
+
 pub(super) fn module(ctx: Arc<NodeContext>) -> RpcModule<NodeContext> {
     let mut module = RpcModule::from_arc(ctx);
     register(&mut module);
@@ -122,11 +147,85 @@ fn register(module: &mut RpcModule<NodeContext>) {
     module
         .register_method("node_shutdown", |_, ctx, _| -> Result<&str, ErrorObjectOwned> {
             tracing::warn!("shutdown requested over RPC");
-            let _ = ctx.audit.append("rpc", "node.shutdown", json!({}));
+            audited(
+                Audited::Before,
+                "node.shutdown",
+                ctx.audit.append("rpc", "node.shutdown", json!({})),
+            )?;
             ctx.shutdown.try_send(ShutdownReason::Rpc).map_err(|_| {
                 ErrorObjectOwned::owned(SHUTTING_DOWN, "the node is already shutting down", None::<()>)
             })?;
             Ok("shutting down")
         })
         .expect("method names are unique");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Audit;
+    use crate::store::SledStore;
+    use jsonrpsee::core::EmptyServerParams;
+
+    fn context(audit: Audit, shutdown: tokio::sync::mpsc::Sender<ShutdownReason>) -> Arc<NodeContext> {
+        Arc::new(NodeContext {
+            info: super::super::NodeInfo {
+                version: "test".into(),
+                peer_id: String::new(),
+                genesis_name: "test".into(),
+                genesis_hash: String::new(),
+                data_dir: std::path::PathBuf::new(),
+                listen_addrs: vec![],
+                insecure_key: true,
+            },
+            started: std::time::Instant::now(),
+            ready: Default::default(),
+            shutdown,
+            metrics: None,
+            registry: Default::default(),
+            fault_injection: false,
+            bus: None,
+            audit,
+            net: None,
+            ready_alone: true,
+            epochs: None,
+            storage: None,
+            challenger: None,
+            continuity: None,
+            monitor: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_the_audit_log_cannot_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Audit::open(SledStore::open(dir.path(), 1 << 20, None).unwrap()).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let m = module(context(audit.clone(), tx));
+
+        audit.break_for_test();
+        let e = m
+            .call::<_, String>("node_shutdown", EmptyServerParams::new())
+            .await
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("`node.shutdown` refused") && msg.contains("cannot be written"),
+            "{msg}"
+        );
+        assert!(rx.try_recv().is_err(), "the shutdown was not started");
+        assert!(audit.list(0, 10).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_is_audited_before_it_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Audit::open(SledStore::open(dir.path(), 1 << 20, None).unwrap()).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let m = module(context(audit.clone(), tx));
+        let ok: String = m.call("node_shutdown", EmptyServerParams::new()).await.unwrap();
+        assert_eq!(ok, "shutting down");
+        assert_eq!(rx.try_recv().unwrap(), ShutdownReason::Rpc);
+        assert_eq!(audit.list(0, 10).unwrap()[0].action, "node.shutdown");
+    }
 }

@@ -5,6 +5,7 @@ use jsonrpsee::RpcModule;
 use libp2p::{Multiaddr, PeerId};
 use serde_json::{json, Value};
 
+use super::methods::{audited, Audited};
 use super::NodeContext;
 use crate::net::Network;
 
@@ -95,11 +96,12 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
     m.register_async_method("net_unban", |p, ctx, _| async move {
         let peer = peer_arg(&one_string(&p, "[peer_id]")?)?;
         let was = net(&ctx)?.unban(peer).await.map_err(refused)?;
-        let _ = ctx.audit.append(
+        let entry = ctx.audit.append(
             "rpc",
             "net.unban",
             json!({ "peer": peer.to_string(), "was_banned": was }),
         );
+        audited(Audited::After, "net.unban", entry)?;
         Ok::<_, ErrorObjectOwned>(json!({ "peer": peer.to_string(), "was_banned": was }))
     })
     .expect("unique");
@@ -109,8 +111,13 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
         let addr: Multiaddr = s
             .parse()
             .map_err(|e| params_error(&format!("{usage} (`{s}`: {e})")))?;
-        net(&ctx)?.dial(addr.clone()).await.map_err(refused)?;
-        let _ = ctx.audit.append("rpc", "net.dial", json!({ "addr": s }));
+        let net = net(&ctx)?;
+        audited(
+            Audited::Before,
+            "net.dial",
+            ctx.audit.append("rpc", "net.dial", json!({ "addr": s })),
+        )?;
+        net.dial(addr.clone()).await.map_err(refused)?;
         Ok::<_, ErrorObjectOwned>(json!({ "dialing": addr.to_string() }))
     })
     .expect("unique");

@@ -6,6 +6,7 @@ use jsonrpsee::RpcModule;
 use libp2p::PeerId;
 use serde_json::{json, Value};
 
+use super::methods::{audited, Audited};
 use super::NodeContext;
 use crate::challenge::Challenger;
 use crate::storage::{parse_root, Storage};
@@ -123,7 +124,11 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
             .await
             .map_err(refused)?
             .map_err(refused)?;
-        let _ = ctx.audit.append("rpc", "storage.put", json!(info));
+        audited(
+            Audited::After,
+            "storage.put",
+            ctx.audit.append("rpc", "storage.put", json!(info)),
+        )?;
         if let Some(s) = &ctx.storage {
             s.announce_all().await;
         }
@@ -180,11 +185,12 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
         let s = storage(ctx)?;
         let root = dataset_root(s, str_at(&v, 0, u)?)?;
         let removed = s.remove(&root).map_err(refused)?;
-        let _ = ctx.audit.append(
+        let entry = ctx.audit.append(
             "rpc",
             "storage.remove",
             json!({ "replica_root": hex::encode(root) }),
         );
+        audited(Audited::After, "storage.remove", entry)?;
         Ok(json!({ "removed": removed }))
     })
     .expect("unique");
@@ -194,7 +200,11 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
             .run(peer, &target)
             .await
             .map_err(|e| ErrorObjectOwned::owned(CHALLENGE_REFUSED, e.to_string(), None::<()>))?;
-        let _ = ctx.audit.append("rpc", "challenge.run", json!(r));
+        audited(
+            Audited::After,
+            "challenge.run",
+            ctx.audit.append("rpc", "challenge.run", json!(r)),
+        )?;
         Ok::<_, ErrorObjectOwned>(json!(r))
     })
     .expect("unique");
@@ -205,7 +215,8 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
             .await
             .map_err(|e| ErrorObjectOwned::owned(CHALLENGE_REFUSED, e.to_string(), None::<()>))?;
         let out = json!({ "peer": peer.to_string(), "dataset": target.replica_root, "passed": passed });
-        let _ = ctx.audit.append("rpc", "challenge.audit", out.clone());
+        let entry = ctx.audit.append("rpc", "challenge.audit", out.clone());
+        audited(Audited::After, "challenge.audit", entry)?;
         Ok::<_, ErrorObjectOwned>(out)
     })
     .expect("unique");

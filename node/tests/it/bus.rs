@@ -226,8 +226,10 @@ fn leases_dead_letters_revokes_and_removed_apps_are_enforced_at_once() {
     let log = audit(&node);
     let ended = log.iter().filter(|e| e["action"] == "bus.revoked_end").count();
     assert!(ended >= 2, "each ended subscription audited (w1's and w2's)");
-    let removed = log.iter().find(|e| e["action"] == "bus.app_remove").unwrap();
-    assert_eq!(removed["detail"]["sessions_closed"], 2);
+    let removed = log.iter().position(|e| e["action"] == "bus.app_remove").unwrap();
+    let closed = &log[removed + 1];
+    assert_eq!(closed["action"], "bus.sessions_closed", "{closed}");
+    assert_eq!(closed["detail"]["sessions"], 2);
 }
 
 /// A lease that ends unsettled frees the subscription's credit: with
