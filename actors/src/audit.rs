@@ -52,9 +52,6 @@ fn digest(prev: &[u8; 32], seq: u64, ts_us: u64, who: &str, action: &str, detail
 pub struct Audit {
     store: SledStore,
     head: Arc<Mutex<(u64, [u8; 32])>>,
-    /// Tests: every write fails, as on a store that cannot write.
-    #[cfg(test)]
-    broken: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Audit {
@@ -78,15 +75,7 @@ impl Audit {
         Ok(Self {
             store,
             head: Arc::new(Mutex::new(head)),
-            #[cfg(test)]
-            broken: Arc::default(),
         })
-    }
-
-    /// Tests: makes every later write of this log (and its clones) fail.
-    #[cfg(test)]
-    pub(crate) fn break_for_test(&self) {
-        self.broken.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Appends an entry; returns its sequence number. For what happened
@@ -115,12 +104,6 @@ impl Audit {
 
     fn write(&self, mut batch: Batch, who: &str, action: &str, detail: Value) -> Result<u64> {
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
-        #[cfg(test)]
-        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(Error::Invalid(
-                "the audit log cannot be written (broken by a test)".into(),
-            ));
-        }
         let (seq, prev) = *head;
         let ts_us = crate::queue::now_us();
         let hash = digest(&prev, seq, ts_us, who, action, &detail);

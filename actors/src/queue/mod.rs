@@ -30,6 +30,9 @@ mod messages;
 mod topic;
 mod wal;
 
+#[cfg(test)]
+mod store_faults;
+
 use std::collections::HashMap;
 use std::iter::Peekable;
 use std::sync::{Arc, Mutex, RwLock};

@@ -199,18 +199,19 @@ mod tests {
     #[tokio::test]
     async fn a_shutdown_the_audit_log_cannot_record_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let audit = Audit::open(SledStore::open(dir.path(), 1 << 20, None).unwrap()).unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let audit = Audit::open(store.clone()).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
         let m = module(context(audit.clone(), tx));
 
-        audit.break_for_test();
+        store.fail_writes_after(0);
         let e = m
             .call::<_, String>("node_shutdown", EmptyServerParams::new())
             .await
             .unwrap_err();
         let msg = e.to_string();
         assert!(
-            msg.contains("`node.shutdown` refused") && msg.contains("cannot be written"),
+            msg.contains("`node.shutdown` refused") && msg.contains("injected"),
             "{msg}"
         );
         assert!(rx.try_recv().is_err(), "the shutdown was not started");

@@ -12,6 +12,9 @@ pub struct SledStore {
     /// sled's log file, for the `fdatasync` sled itself does not do (below).
     log: std::sync::Arc<std::fs::File>,
     path: std::path::PathBuf,
+    /// Tests: writes that still succeed before every write fails (negative: never fail).
+    #[cfg(test)]
+    writes_left: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl SledStore {
@@ -51,7 +54,35 @@ impl SledStore {
             db,
             log: std::sync::Arc::new(log),
             path: path.to_owned(),
+            #[cfg(test)]
+            writes_left: std::sync::Arc::new((-1).into()),
         })
+    }
+
+    /// Tests: after `n` more writes (insert, remove, batch) every write of
+    /// this store and its clones fails, as on a disk that stopped taking
+    /// them; `-1` heals it.
+    #[cfg(test)]
+    pub(crate) fn fail_writes_after(&self, n: i64) {
+        self.writes_left.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Tests: whether this write is one that fails.
+    fn injected_failure(&self) -> Result<()> {
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::SeqCst;
+            let left = self.writes_left.load(SeqCst);
+            if left == 0 {
+                return Err(Error::Sled(sled::Error::Io(std::io::Error::other(
+                    "write failed (injected by a test)",
+                ))));
+            }
+            if left > 0 {
+                self.writes_left.fetch_sub(1, SeqCst);
+            }
+        }
+        Ok(())
     }
 
     /// The database folder (other logs of the node's store live in it too).
@@ -70,11 +101,13 @@ impl Store for SledStore {
     }
 
     fn insert(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.injected_failure()?;
         self.tree(tree)?.insert(key, value)?;
         Ok(())
     }
 
     fn remove(&self, tree: &str, key: &[u8]) -> Result<bool> {
+        self.injected_failure()?;
         Ok(self.tree(tree)?.remove(key)?.is_some())
     }
 
@@ -115,6 +148,7 @@ impl Store for SledStore {
         let Some(first) = batch.0.first() else {
             return Ok(());
         };
+        self.injected_failure()?;
         if batch.0.iter().all(|w| w.tree == first.tree) {
             // One tree: sled's batch is atomic and much cheaper than a transaction.
             let mut b = sled::Batch::default();
