@@ -381,6 +381,20 @@ impl BusClient {
             .map(|_| ())
     }
 
+    /// Acks several durable deliveries in one frame (and one write on the
+    /// node); returns how many were acked and the seqs that were not (not
+    /// held by this subscription, or delivered again since).
+    pub async fn ack_many(&self, sub: u64, seqs: &[u64]) -> Result<(u64, Vec<u64>)> {
+        let v = self
+            .call(json!({ "op": "ack", "sub": sub, "seqs": seqs }))
+            .await?;
+        let not_acked = v["not_acked"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        Ok((v["acked"].as_u64().unwrap_or(0), not_acked))
+    }
+
     /// Naks a durable delivery.
     pub async fn nak(&self, sub: u64, seq: u64, delay_ms: u64) -> Result<()> {
         self.call(json!({ "op": "nak", "sub": sub, "seq": seq, "delay_ms": delay_ms }))

@@ -47,6 +47,9 @@ pub const MAX_PENDING_REQUESTS: usize = 1024;
 /// Subscriptions one session may hold at once.
 pub const MAX_SUBSCRIPTIONS: usize = 1024;
 
+/// Deliveries one `ack` frame may settle (`seqs`).
+pub const MAX_ACK_BATCH: usize = 4096;
+
 /// Settings of the bus, from the node's `[bus]` config.
 #[derive(Debug, Clone)]
 pub struct BusSettings {

@@ -393,7 +393,25 @@ impl Session {
                 self.send(ok(id, json!({ "acked": acked }))).await;
                 Ok(())
             }
-            In::Ack { id, sub, seq } => self.settle(id, sub, seq, Settle::Ack).await,
+            In::Ack {
+                id,
+                sub,
+                seq: Some(seq),
+                seqs,
+            } if seqs.is_empty() => self.settle(id, sub, seq, Settle::Ack).await,
+            In::Ack {
+                id,
+                sub,
+                seq: None,
+                seqs,
+            } if !seqs.is_empty() => self.ack_batch(id, sub, seqs).await,
+            In::Ack { .. } => Err(FrameError::new(
+                "bad_frame",
+                format!(
+                    "ack takes `seq` (one delivery) or `seqs` (1 to {} deliveries), not both or neither",
+                    super::MAX_ACK_BATCH
+                ),
+            )),
             In::Nak {
                 id,
                 sub,
@@ -629,6 +647,48 @@ impl Session {
         }
         r.map_err(|e| FrameError::new("not_pending", e.to_string()))?;
         self.send(ok(id, json!({}))).await;
+        Ok(())
+    }
+
+    /// Acks the listed deliveries this subscription holds in one write;
+    /// answers with how many, and which it did not ack (not held here, or
+    /// delivered again since), like an `unsubscribe`'s `ack`.
+    async fn ack_batch(&self, id: u64, sub: u64, mut seqs: Vec<u64>) -> Result<(), FrameError> {
+        seqs.sort_unstable();
+        seqs.dedup();
+        if seqs.len() > super::MAX_ACK_BATCH {
+            return Err(FrameError::new(
+                "bad_frame",
+                format!(
+                    "ack lists {} deliveries: at most {} per frame",
+                    seqs.len(),
+                    super::MAX_ACK_BATCH
+                ),
+            ));
+        }
+        let (t, g, unacked) = self.durable(sub)?;
+        let leases: Vec<(u64, u32)> = {
+            let l = lock(&unacked);
+            seqs.iter()
+                .filter_map(|seq| l.held.get(seq).map(|h| (*seq, h.count)))
+                .collect()
+        };
+        let acked = self
+            .bus
+            .queues
+            .ack_leases(&t, &g, &leases)
+            .map_err(|e| FrameError::new("not_pending", e.to_string()))?;
+        // Acked, or settled or delivered again since: not held here either way.
+        {
+            let mut l = lock(&unacked);
+            for (seq, count) in &leases {
+                l.forget(*seq, *count);
+            }
+        }
+        let acked_set: HashSet<u64> = acked.iter().copied().collect();
+        let not_acked: Vec<u64> = seqs.into_iter().filter(|s| !acked_set.contains(s)).collect();
+        self.send(ok(id, json!({ "acked": acked.len(), "not_acked": not_acked })))
+            .await;
         Ok(())
     }
 

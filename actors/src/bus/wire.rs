@@ -111,8 +111,15 @@ pub enum In {
         #[serde(default)]
         ack: Vec<u64>,
     },
-    /// Settle a durable delivery.
-    Ack { id: u64, sub: u64, seq: u64 },
+    /// Settle a durable delivery (`seq`), or several in one write (`seqs`).
+    Ack {
+        id: u64,
+        sub: u64,
+        #[serde(default)]
+        seq: Option<u64>,
+        #[serde(default)]
+        seqs: Vec<u64>,
+    },
     /// Deliver again after `delay_ms`.
     Nak {
         id: u64,

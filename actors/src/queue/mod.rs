@@ -460,8 +460,8 @@ impl Queues {
 
     /// Acks each of `leases` (seq, delivery count) that is still that
     /// delivery, in one write; skips those delivered again since or settled.
-    /// Returns how many were acked.
-    pub fn ack_leases(&self, topic: &str, group: &str, leases: &[(u64, u32)]) -> Result<usize> {
+    /// Returns the seqs it acked.
+    pub fn ack_leases(&self, topic: &str, group: &str, leases: &[(u64, u32)]) -> Result<Vec<u64>> {
         let t = self.existing(topic)?;
         let st = lock(&t.state);
         let seqs: Vec<u64> = leases
@@ -469,11 +469,10 @@ impl Queues {
             .filter(|(seq, count)| st.check_lease(group, *seq, *count).is_ok())
             .map(|(seq, _)| *seq)
             .collect();
-        if seqs.is_empty() {
-            return Ok(0);
+        if !seqs.is_empty() {
+            self.ack_locked(&t, st, group, &seqs)?;
         }
-        self.ack_locked(&t, st, group, &seqs)?;
-        Ok(seqs.len())
+        Ok(seqs)
     }
 
     /// Acknowledges several deliveries in one write; all or none (each must be pending).

@@ -270,7 +270,7 @@ async fn a_consumer_whose_lease_expired_cannot_settle_the_next_delivery() {
         Err(vigil_actors::Error::NotPending { .. })
     ));
     // Auto-ack acks only what is still the consumer's delivery.
-    assert_eq!(q.ack_leases("t", "g", &[(1, 1), (1, 2)]).unwrap(), 1);
+    assert_eq!(q.ack_leases("t", "g", &[(1, 1), (1, 2)]).unwrap(), [1]);
     let stats = q.stats();
     let g = &stats.iter().find(|s| s.topic == "t").unwrap().groups[0];
     assert_eq!((g.acked, g.pending), (2, 0));

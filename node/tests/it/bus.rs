@@ -271,6 +271,60 @@ fn an_expired_lease_frees_its_credit_for_the_next_delivery() {
     });
 }
 
+#[test]
+fn one_ack_frame_settles_a_batch_of_deliveries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = dev(&tmp, &[]);
+    let url = bus_url(&node);
+    let token = app(&node, "shop", &["publish:jobs", "subscribe:jobs"]);
+    rt().block_on(async {
+        let shop = BusClient::connect(&url, "shop", &token).await.unwrap();
+        for i in 0..5 {
+            shop.publish("jobs", format!("j-{i}").as_bytes()).await.unwrap();
+        }
+        let mut w = BusClient::connect(&url, "shop", &token).await.unwrap();
+        let s = w.subscribe("jobs", None).await.unwrap();
+        for i in 0..5 {
+            let m = w.next_msg(Duration::from_secs(5)).await.expect("delivered");
+            assert_eq!(m["seq"], i);
+        }
+        // Another session of the same group holds none of them (w has all five).
+        let other = shop.subscribe("jobs", None).await.unwrap();
+        let (acked, not) = shop.ack_many(other, &[0, 1]).await.unwrap();
+        assert_eq!((acked, not), (0, vec![0, 1]));
+
+        let (acked, not) = w.ack_many(s, &[2, 0, 1, 0, 99]).await.unwrap();
+        assert_eq!(
+            (acked, not),
+            (3, vec![99]),
+            "duplicates count once; 99 is not held"
+        );
+        let e = w.ack(s, 1).await.unwrap_err();
+        assert_eq!(err_code(&e), "not_pending", "{e}");
+        for bad in [
+            json!({ "op": "ack", "sub": s, "seq": 3, "seqs": [4] }),
+            json!({ "op": "ack", "sub": s }),
+            json!({ "op": "ack", "sub": s, "seqs": (0..4097).collect::<Vec<u64>>() }),
+        ] {
+            let e = w.call(bad).await.unwrap_err();
+            assert_eq!(err_code(&e), "bad_frame", "{e}");
+        }
+        let (acked, not) = w.ack_many(s, &[3, 4]).await.unwrap();
+        assert_eq!((acked, not), (2, vec![]));
+    });
+    let stats: Value =
+        serde_json::from_str(&stdout(&ctl(&node, &["queue", "stats", "jobs", "--json"]))).unwrap();
+    let group = stats[0]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == "shop")
+        .unwrap()
+        .clone();
+    assert_eq!(group["acked"], 5, "{group}");
+    assert_eq!(group["in_flight"], 0, "{group}");
+}
+
 /// An app that floods the node and never reads its answers blocks only its
 /// own session; removing the app still closes its connection.
 #[test]

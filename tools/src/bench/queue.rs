@@ -55,6 +55,14 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// `tcp` or `unix`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Unix => "unix",
+        }
+    }
+
     /// The suffix of this transport's row names.
     fn suffix(self) -> &'static str {
         match self {
@@ -62,6 +70,21 @@ impl Transport {
             Transport::Unix => "-unix",
         }
     }
+}
+
+/// Publish -> deliver -> ack through a server process over one transport.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndToEnd {
+    /// `vigil-node` or `redis`.
+    pub system: String,
+    /// How the publishers and the consumer connected.
+    pub transport: Transport,
+    /// Publishers (each waits for its confirm).
+    pub publishers: usize,
+    /// Messages published, delivered and acked per second.
+    pub msgs_per_sec: f64,
+    /// Publish sent -> delivery received by the consumer.
+    pub deliver: Percentiles,
 }
 
 /// vigil node / Redis throughput for one transport and publisher count.
@@ -155,8 +178,12 @@ impl CpuMark {
 pub struct Report {
     /// Publish -> confirm rows.
     pub rows: Vec<Row>,
-    /// Publish -> deliver -> ack, messages per second (16 publishers, one consumer).
+    /// Publish -> deliver -> ack, messages per second (16 publishers, one
+    /// consumer), the queue engine in-process.
     pub end_to_end_msgs_per_sec: f64,
+    /// The same through a node process (publishers and one consumer app
+    /// over the bus) and through Redis, per transport.
+    pub end_to_end_bus: Vec<EndToEnd>,
     /// vigil over the bus / Redis throughput per transport and publisher count, when Redis ran.
     pub ratio_vs_redis: Vec<Ratio>,
     /// Why Redis did not run, if it did not.
@@ -327,9 +354,11 @@ async fn node_process(confirm: &str, transport: Transport) -> Result<(NodeProces
         .call("bus_app_add", serde_json::json!(["bench"]))
         .await
         .map_err(|e| e.to_string())?;
-    ep.call("bus_grant", serde_json::json!(["bench", "publish", "*"]))
-        .await
-        .map_err(|e| e.to_string())?;
+    for verb in ["publish", "subscribe"] {
+        ep.call("bus_grant", serde_json::json!(["bench", verb, "*"]))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let token = added["token"].as_str().unwrap_or_default().to_owned();
     Ok((node, bus_url, token))
 }
@@ -494,6 +523,93 @@ async fn end_to_end(publishers: usize, per: usize, payload: usize) -> f64 {
     total as f64 / t0.elapsed().as_secs_f64()
 }
 
+/// Publish -> deliver -> ack through a `vigil dev` node: `publishers` apps
+/// publish `per` messages each (waiting for each confirm) to a durable
+/// topic; one consumer app in a consumer group receives them and acks what
+/// has arrived with one `ack` frame (`seqs`), up to 8 such frames
+/// outstanding. Each payload carries its send time, so the consumer
+/// measures publish -> delivery.
+async fn end_to_end_bus(
+    publishers: usize,
+    per: usize,
+    payload: usize,
+    transport: Transport,
+) -> Result<EndToEnd, String> {
+    let (_node, url, token) = node_process("always", transport).await?;
+    let connect = || crate::bus::BusClient::connect(&url, "bench", &token);
+    let mut consumer = connect().await.map_err(|e| e.to_string())?;
+    let sub = consumer
+        .subscribe_with("e2e", Some("bench.e2e"), Some(1024))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut clients = Vec::new();
+    for _ in 0..publishers {
+        clients.push(connect().await.map_err(|e| e.to_string())?);
+    }
+    let total = publishers * per;
+    let t0 = Instant::now();
+    let receive = tokio::spawn(async move {
+        let mut lat = Vec::with_capacity(total);
+        let mut acks = std::collections::VecDeque::new();
+        while lat.len() < total {
+            let Some(first) = consumer.next_msg(Duration::from_secs(30)).await else {
+                return Err(format!("no delivery within 30 s after {} of {total}", lat.len()));
+            };
+            // What has arrived meanwhile, acked together in one frame, as
+            // Redis's consumer acks each XREADGROUP batch with one XACK.
+            let mut batch = vec![first];
+            while batch.len() < 512 {
+                match consumer.next_msg(Duration::ZERO).await {
+                    Some(m) => batch.push(m),
+                    None => break,
+                }
+            }
+            let now = t0.elapsed().as_nanos() as u64;
+            let mut seqs = Vec::with_capacity(batch.len());
+            for m in &batch {
+                let sent = sent_at(&crate::bus::payload(m)).ok_or("a delivery without its send time")?;
+                lat.push(now.saturating_sub(sent));
+                seqs.push(m["seq"].as_u64().ok_or("a delivery without seq")?);
+            }
+            acks.push_back(consumer.start(serde_json::json!({ "op": "ack", "sub": sub, "seqs": seqs })));
+            if acks.len() >= 8 {
+                acks.pop_front()
+                    .expect("non-empty")
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        for a in acks {
+            a.await.map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>(lat)
+    });
+    let pubs: Vec<_> = clients
+        .into_iter()
+        .map(|c| {
+            tokio::spawn(async move {
+                for _ in 0..per {
+                    c.publish("e2e", &timed_payload(t0, payload))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok::<_, String>(())
+            })
+        })
+        .collect();
+    for p in pubs {
+        p.await.map_err(|e| e.to_string())??;
+    }
+    let lat = receive.await.map_err(|e| e.to_string())??;
+    Ok(EndToEnd {
+        system: "vigil-node".into(),
+        transport,
+        publishers,
+        msgs_per_sec: total as f64 / t0.elapsed().as_secs_f64(),
+        deliver: Percentiles::from_nanos(lat),
+    })
+}
+
 /// A `redis-server` with `appendfsync always` in a temp dir, killed on drop.
 struct RedisServer {
     child: Child,
@@ -643,6 +759,153 @@ async fn redis_row(
     })
 }
 
+/// The ids and first field values of an `XREADGROUP` reply for one stream.
+fn stream_entries(reply: redis::Value) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use redis::Value;
+    let mut out = Vec::new();
+    let Value::Array(streams) = reply else {
+        return out; // Nil: nothing within the block time.
+    };
+    for stream in streams {
+        let Value::Array(mut kv) = stream else { continue };
+        let Some(Value::Array(entries)) = kv.pop() else {
+            continue;
+        };
+        for entry in entries {
+            let Value::Array(parts) = entry else { continue };
+            let mut parts = parts.into_iter();
+            if let (Some(Value::BulkString(id)), Some(Value::Array(fields))) = (parts.next(), parts.next()) {
+                let value = match fields.into_iter().nth(1) {
+                    Some(Value::BulkString(v)) => v,
+                    _ => Vec::new(),
+                };
+                out.push((id, value));
+            }
+        }
+    }
+    out
+}
+
+/// The send time (ns since the run's start) that leads a payload.
+fn sent_at(body: &[u8]) -> Option<u64> {
+    std::str::from_utf8(&body[..20.min(body.len())])
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A payload of `size` bytes led by the send time.
+fn timed_payload(t0: Instant, size: usize) -> Vec<u8> {
+    let mut body = format!("{:<20}", t0.elapsed().as_nanos()).into_bytes();
+    body.resize(size.max(20), b'x');
+    body
+}
+
+/// The Redis side of [`end_to_end_bus`]: `XADD` by each publisher (waiting
+/// for each reply), one consumer in a consumer group reading with
+/// `XREADGROUP ... COUNT 512 BLOCK` and acking each batch with one `XACK`;
+/// every command fsynced (`appendfsync always`).
+async fn end_to_end_redis(
+    server: &RedisServer,
+    publishers: usize,
+    per: usize,
+    payload: usize,
+    transport: Transport,
+) -> Result<EndToEnd, String> {
+    let client = redis::Client::open(server.url(transport)).map_err(|e| e.to_string())?;
+    let key = format!("e2e{}", transport.suffix());
+    let mut reader = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&key)
+        .arg("g")
+        .arg("$")
+        .arg("MKSTREAM")
+        .query_async::<()>(&mut reader)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut conns = Vec::new();
+    for _ in 0..publishers {
+        conns.push(
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let total = publishers * per;
+    let t0 = Instant::now();
+    let k = key.clone();
+    let receive = tokio::spawn(async move {
+        let mut lat = Vec::with_capacity(total);
+        while lat.len() < total {
+            let reply: redis::Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("g")
+                .arg("c")
+                .arg("COUNT")
+                .arg(512)
+                .arg("BLOCK")
+                .arg(30_000)
+                .arg("STREAMS")
+                .arg(&k)
+                .arg(">")
+                .query_async(&mut reader)
+                .await
+                .map_err(|e| e.to_string())?;
+            let entries = stream_entries(reply);
+            if entries.is_empty() {
+                return Err(format!("no delivery within 30 s after {} of {total}", lat.len()));
+            }
+            let now = t0.elapsed().as_nanos() as u64;
+            let mut ack = redis::cmd("XACK");
+            ack.arg(&k).arg("g");
+            for (id, body) in &entries {
+                lat.push(now.saturating_sub(sent_at(body).ok_or("an entry without its send time")?));
+                ack.arg(id);
+            }
+            ack.query_async::<u64>(&mut reader)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>(lat)
+    });
+    let pubs: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            let key = key.clone();
+            tokio::spawn(async move {
+                for _ in 0..per {
+                    redis::cmd("XADD")
+                        .arg(&key)
+                        .arg("*")
+                        .arg("p")
+                        .arg(timed_payload(t0, payload))
+                        .query_async::<String>(&mut c)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok::<_, String>(())
+            })
+        })
+        .collect();
+    for p in pubs {
+        p.await.map_err(|e| e.to_string())??;
+    }
+    let lat = receive.await.map_err(|e| e.to_string())??;
+    Ok(EndToEnd {
+        system: "redis".into(),
+        transport,
+        publishers,
+        msgs_per_sec: total as f64 / t0.elapsed().as_secs_f64(),
+        deliver: Percentiles::from_nanos(lat),
+    })
+}
+
 /// Runs the benchmark on a 2-worker tokio runtime.
 pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> Report {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -705,6 +968,22 @@ pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> Report {
         progress("end to end");
         let max_pubs = opts.publishers.iter().copied().max().unwrap_or(1);
         let end_to_end_msgs_per_sec = end_to_end(max_pubs, opts.per_publisher, opts.payload).await;
+        let mut through_node = Vec::new();
+        for &transport in &opts.transports {
+            let over = transport.name();
+            progress(&format!("end to end through the node ({over})"));
+            match end_to_end_bus(max_pubs, opts.per_publisher, opts.payload, transport).await {
+                Ok(e) => through_node.push(e),
+                Err(e) => eprintln!("note: end to end through the node ({over}) not measured: {e}"),
+            }
+            if let Some(Ok(server)) = &redis {
+                progress(&format!("end to end through redis ({over})"));
+                match end_to_end_redis(server, max_pubs, opts.per_publisher, opts.payload, transport).await {
+                    Ok(e) => through_node.push(e),
+                    Err(e) => redis_note = Some(format!("end to end: {e}")),
+                }
+            }
+        }
         let rate = |system: String, n: usize| {
             rows.iter()
                 .find(|r| r.system == system && r.publishers == n)
@@ -729,6 +1008,7 @@ pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> Report {
         Report {
             rows,
             end_to_end_msgs_per_sec,
+            end_to_end_bus: through_node,
             ratio_vs_redis,
             redis_note,
             payload: opts.payload,

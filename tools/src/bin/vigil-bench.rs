@@ -244,9 +244,20 @@ fn main() {
                     println!("  redis: {note}");
                 }
                 println!(
-                    "  end to end publish -> deliver -> ack: {:.0} msg/s",
+                    "  end to end publish -> deliver -> ack, engine in-process: {:.0} msg/s",
                     r.end_to_end_msgs_per_sec
                 );
+                for e in &r.end_to_end_bus {
+                    println!(
+                        "  end to end through {} ({}, {} publishers, one consumer acking): {:.0} msg/s, publish -> delivery p50 {:.2} ms, p99 {:.2} ms",
+                        e.system,
+                        e.transport.name(),
+                        e.publishers,
+                        e.msgs_per_sec,
+                        e.deliver.p50_us / 1000.0,
+                        e.deliver.p99_us / 1000.0
+                    );
+                }
             }
         }
         Area::LogSync { dir, rounds, writes } => {
