@@ -120,7 +120,7 @@ impl Audit {
         batch.insert(TREE, &seq.to_be_bytes(), encode_value(FORMAT, &json));
         self.store
             .apply(&batch)
-            .map_err(|e| Error::Invalid(format!("cannot write the audit log: {e}")))?;
+            .map_err(|e| Error::AuditWrite(e.to_string()))?;
         *head = (seq + 1, hash);
         tracing::info!(target: "vigil::audit", seq, who, action, "audit");
         Ok(seq)

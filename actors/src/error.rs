@@ -70,6 +70,9 @@ pub enum Error {
     /// Bad input to the queue or bus: the message says what is allowed.
     #[error("{0}")]
     Invalid(String),
+    /// The audit log could not take an entry (the store failed).
+    #[error("cannot write the audit log: {0}")]
+    AuditWrite(String),
     /// The queue's flusher thread stopped before a write was durable: it is
     /// not confirmed.
     #[error("the queue flusher stopped before this write was durable, so it is not confirmed: see the node log for why, and restart the node")]

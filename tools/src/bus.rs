@@ -124,8 +124,8 @@ fn with_payload(mut v: Value, bytes: &[u8]) -> Value {
     v
 }
 
-/// Frames the node sends, as text, until the connection ends.
-type Frames = Pin<Box<dyn Stream<Item = String> + Send>>;
+/// Frames the node sends, as text, until the connection ends (or fails: the error says why).
+type Frames = Pin<Box<dyn Stream<Item = std::result::Result<String, String>> + Send>>;
 
 /// A WebSocket connection: frames to send go into the sender, one text
 /// message each.
@@ -140,10 +140,11 @@ async fn ws_transport(url: &str) -> Result<(mpsc::Sender<String>, Frames)> {
     let (write, read) = ws.split();
     let (out, out_rx) = mpsc::channel::<String>(1024);
     tokio::spawn(vigil_actors::bus::wire::write_frames(write, out_rx));
-    // Text messages until the first error or close; anything else is skipped.
-    let frames = read
-        .take_while(|m| std::future::ready(m.is_ok()))
-        .filter_map(|m| std::future::ready(m.ok().and_then(|m| m.into_text().ok()).map(|t| t.to_string())));
+    // Text messages (anything else reads as an empty, unparsable frame) until an error.
+    let frames = read.map(|m| {
+        m.map(|m| m.into_text().map(|t| t.to_string()).unwrap_or_default())
+            .map_err(|e| e.to_string())
+    });
     Ok((out, Box::pin(frames)))
 }
 
@@ -169,7 +170,11 @@ async fn unix_transport(path: &str) -> Result<(mpsc::Sender<String>, Frames)> {
         }
     });
     let lines = futures::stream::unfold(BufReader::new(read).lines(), |mut l| async move {
-        l.next_line().await.ok().flatten().map(|line| (line, l))
+        match l.next_line().await {
+            Ok(Some(line)) => Some((Ok(line), l)),
+            Ok(None) => None,
+            Err(e) => Some((Err(e.to_string()), l)),
+        }
     });
     Ok((out, Box::pin(lines)))
 }
@@ -189,7 +194,8 @@ impl BusClient {
         let first = tokio::time::timeout(Duration::from_secs(10), frames.next())
             .await
             .map_err(|_| anyhow!("no answer to hello within 10 s"))?
-            .ok_or_else(|| anyhow!("the bus closed the connection"))?;
+            .ok_or_else(|| anyhow!("the bus closed the connection"))?
+            .map_err(|e| anyhow!("the bus connection failed before its answer to hello: {e}"))?;
         let v: Value = serde_json::from_str(&first)?;
         if let Some(e) = error_of(&v) {
             return Err(e.into());
@@ -212,7 +218,7 @@ impl BusClient {
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let c = closed.clone();
         tokio::spawn(async move {
-            while let Some(text) = frames.next().await {
+            while let Some(Ok(text)) = frames.next().await {
                 let Ok(v) = serde_json::from_str::<Value>(&text) else {
                     continue;
                 };
@@ -385,14 +391,20 @@ impl BusClient {
     /// node); returns how many were acked and the seqs that were not (not
     /// held by this subscription, or delivered again since).
     pub async fn ack_many(&self, sub: u64, seqs: &[u64]) -> Result<(u64, Vec<u64>)> {
+        if seqs.is_empty() {
+            return Ok((0, Vec::new()));
+        }
         let v = self
             .call(json!({ "op": "ack", "sub": sub, "seqs": seqs }))
             .await?;
+        let acked = v["acked"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("the node's answer to a batch ack has no `acked`: {v}"))?;
         let not_acked = v["not_acked"]
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_u64).collect())
             .unwrap_or_default();
-        Ok((v["acked"].as_u64().unwrap_or(0), not_acked))
+        Ok((acked, not_acked))
     }
 
     /// Naks a durable delivery.

@@ -256,7 +256,6 @@ impl Apps {
         let mut b = Batch::default();
         b.insert(APPS, name.as_bytes(), encode_value(FORMAT, &h));
         audit.commit(b, "rpc", "bus.app_add", serde_json::json!({ "app": name }))?;
-        self.store.flush()?;
         apps.insert(
             name.to_owned(),
             App {
@@ -265,6 +264,10 @@ impl Apps {
                 grants: BTreeMap::new(),
             },
         );
+        self.durable(
+            &format!("app `{name}` was added and its token works, but"),
+            "remove it and add it again once the disk is fixed",
+        )?;
         Ok(token)
     }
 
@@ -287,9 +290,21 @@ impl Apps {
         }
         b.remove(APPS, name.as_bytes());
         audit.commit(b, "rpc", "bus.app_remove", serde_json::json!({ "app": name }))?;
-        self.store.flush()?;
         apps.remove(name);
-        Ok(())
+        self.durable(
+            &format!("app `{name}` was removed, but"),
+            "remove it again once the disk is fixed",
+        )
+    }
+
+    /// Flushes a change already made (on disk and in memory, with its audit
+    /// entry); a failure says it is in effect but may not survive a restart.
+    fn durable(&self, done: &str, then: &str) -> Result<()> {
+        self.store.flush().map(drop).map_err(|e| {
+            Error::Invalid(format!(
+                "{done} the store could not make it durable ({e}), so a restart may undo it: {then}"
+            ))
+        })
     }
 
     /// Whether `token` is `app`'s (constant-time comparison of hashes).
@@ -326,8 +341,11 @@ impl Apps {
         if !new {
             return Ok(false);
         }
-        self.store.flush()?;
         a.grants.insert(g, "rpc");
+        self.durable(
+            &format!("the grant to `{app}` is in effect, but"),
+            "grant it again once the disk is fixed",
+        )?;
         Ok(true)
     }
 
@@ -355,9 +373,11 @@ impl Apps {
                 b.remove(GRANTS, &grant_key(app, &g));
                 let detail = serde_json::json!({ "app": app, "verb": verb, "pattern": pattern });
                 audit.commit(b, "rpc", "bus.revoke", detail)?;
-                self.store.flush()?;
                 a.grants.remove(&g);
-                Ok(())
+                self.durable(
+                    &format!("the grant of `{app}` is revoked, but"),
+                    "revoke it again once the disk is fixed",
+                )
             }
         }
     }

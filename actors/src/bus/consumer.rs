@@ -5,29 +5,63 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use base64::Engine as _;
+use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::leases::{Held, Unacked};
 use super::session::lock;
-use super::wire::{self, put_payload, FrameError};
+use super::wire::{self, FrameError};
 use super::Bus;
 use crate::queue::Delivery;
 
+/// A delivery's `msg` frame, serialized straight from the envelope (one per
+/// delivered message: no intermediate `Value` maps).
+#[derive(Serialize)]
+struct MsgFrame<'a> {
+    op: &'static str,
+    sub: u64,
+    topic: &'a str,
+    seq: u64,
+    sender: &'a str,
+    correlation: &'a str,
+    headers: Headers<'a>,
+    ts_us: u64,
+    delivery_count: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_b64: Option<String>,
+}
+
+/// Header values as text (invalid UTF-8 replaced), as the wire carries them.
+struct Headers<'a>(&'a std::collections::BTreeMap<String, Vec<u8>>);
+
+impl Serialize for Headers<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, String::from_utf8_lossy(v))))
+    }
+}
+
 fn delivery_frame(sub: u64, d: &Delivery) -> String {
     let e = &d.envelope;
-    let headers: serde_json::Map<String, Value> = e
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(String::from_utf8_lossy(v).into_owned())))
-        .collect();
-    let mut v = json!({
-        "op": "msg", "sub": sub, "topic": e.topic, "seq": e.seq, "sender": e.sender,
-        "correlation": e.correlation, "headers": headers, "ts_us": e.timestamp_us,
-        "delivery_count": d.delivery_count,
-    });
-    put_payload(&mut v, &e.payload);
-    v.to_string()
+    let text = std::str::from_utf8(&e.payload).ok();
+    let frame = MsgFrame {
+        op: "msg",
+        sub,
+        topic: &e.topic,
+        seq: e.seq,
+        sender: &e.sender,
+        correlation: &e.correlation,
+        headers: Headers(&e.headers),
+        ts_us: e.timestamp_us,
+        delivery_count: d.delivery_count,
+        payload: text,
+        payload_b64: text
+            .is_none()
+            .then(|| base64::engine::general_purpose::STANDARD.encode(&e.payload)),
+    };
+    serde_json::to_string(&frame).expect("a msg frame serializes")
 }
 
 /// Delivers a durable subscription: fetch within the credit, send, wait for more.
@@ -120,5 +154,52 @@ pub(super) async fn consume(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::Envelope;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn a_msg_frame_carries_every_field_text_or_base64() {
+        let mut e = Envelope {
+            seq: 42,
+            timestamp_us: 1_700_000_000_000_000,
+            topic: "orders.\"eu\"".into(),
+            sender: "shop".into(),
+            correlation: "c-1\n".into(),
+            payload: "ünïcode \"quoted\"".as_bytes().to_vec(),
+            ..Envelope::default()
+        };
+        e.headers.insert("k".into(), b"v".to_vec());
+        e.headers.insert("bin".into(), vec![0xff, b'a']);
+        let d = Delivery {
+            envelope: e.clone(),
+            delivery_count: 3,
+            lease_until: std::time::Instant::now(),
+        };
+        let v: Value = serde_json::from_str(&delivery_frame(7, &d)).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "op": "msg", "sub": 7, "topic": "orders.\"eu\"", "seq": 42, "sender": "shop",
+                "correlation": "c-1\n", "headers": { "k": "v", "bin": "\u{fffd}a" },
+                "ts_us": 1_700_000_000_000_000u64, "delivery_count": 3,
+                "payload": "ünïcode \"quoted\"",
+            })
+        );
+        let bin = Delivery {
+            envelope: Envelope {
+                payload: vec![0, 0xff, 1],
+                ..e
+            },
+            ..d
+        };
+        let v: Value = serde_json::from_str(&delivery_frame(7, &bin)).unwrap();
+        assert_eq!(v["payload_b64"], "AP8B");
+        assert!(v.get("payload").is_none());
     }
 }

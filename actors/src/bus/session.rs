@@ -10,12 +10,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::consumer::consume;
-use super::leases::{held, Unacked};
+use super::leases::Unacked;
 use super::outbound::{confirmer, drain, fan_out, msg_frame, ok, ok_published, Confirm};
 use super::router::Sink;
 use super::wire::{self, put_payload, FrameError, In};
 use super::{Bus, SessionInfo, Verb};
 use crate::queue::{check_name, check_topic, Publish, Settle, HDR_MSG_ID};
+
+mod settle;
 
 enum Sub {
     /// A live subscription to this topic or pattern.
@@ -605,91 +607,6 @@ impl Session {
         };
         self.bus.state().router.add(name, sink);
         self.subs.insert(sub, Sub::Live(name.to_owned()));
-    }
-
-    fn durable(&self, sub: u64) -> Result<(String, String, Unacked), FrameError> {
-        match self.subs.get(&sub) {
-            Some(Sub::Durable {
-                topic,
-                group,
-                unacked,
-                ..
-            }) => Ok((topic.clone(), group.clone(), unacked.clone())),
-            Some(Sub::Live(_)) => Err(FrameError::new(
-                "bad_frame",
-                format!("subscription {sub} is live: nothing to settle"),
-            )),
-            None => Err(FrameError::new("not_found", format!("no subscription {sub}"))),
-        }
-    }
-
-    async fn settle(&self, id: u64, sub: u64, seq: u64, how: Settle) -> Result<(), FrameError> {
-        let (t, g, unacked) = self.durable(sub)?;
-        let count = held(&unacked, sub, seq)?;
-        let r = self.bus.queues.settle(&t, &g, seq, count, how);
-        {
-            let mut l = lock(&unacked);
-            match &r {
-                // `in_progress`: held for longer.
-                Ok(Some(until)) => {
-                    if let Some(h) = l.held.get_mut(&seq).filter(|h| h.count == count) {
-                        h.until = *until;
-                    }
-                }
-                // Settled, no longer pending at all (acked through another
-                // consumer after this lease expired), or delivered again
-                // since: either way not held here.
-                Ok(None) | Err(crate::Error::NotPending { .. } | crate::Error::LeaseLost { .. }) => {
-                    l.forget(seq, count)
-                }
-                Err(_) => {}
-            }
-        }
-        r.map_err(|e| FrameError::new("not_pending", e.to_string()))?;
-        self.send(ok(id, json!({}))).await;
-        Ok(())
-    }
-
-    /// Acks the listed deliveries this subscription holds in one write;
-    /// answers with how many, and which it did not ack (not held here, or
-    /// delivered again since), like an `unsubscribe`'s `ack`.
-    async fn ack_batch(&self, id: u64, sub: u64, mut seqs: Vec<u64>) -> Result<(), FrameError> {
-        seqs.sort_unstable();
-        seqs.dedup();
-        if seqs.len() > super::MAX_ACK_BATCH {
-            return Err(FrameError::new(
-                "bad_frame",
-                format!(
-                    "ack lists {} deliveries: at most {} per frame",
-                    seqs.len(),
-                    super::MAX_ACK_BATCH
-                ),
-            ));
-        }
-        let (t, g, unacked) = self.durable(sub)?;
-        let leases: Vec<(u64, u32)> = {
-            let l = lock(&unacked);
-            seqs.iter()
-                .filter_map(|seq| l.held.get(seq).map(|h| (*seq, h.count)))
-                .collect()
-        };
-        let acked = self
-            .bus
-            .queues
-            .ack_leases(&t, &g, &leases)
-            .map_err(|e| FrameError::new("not_pending", e.to_string()))?;
-        // Acked, or settled or delivered again since: not held here either way.
-        {
-            let mut l = lock(&unacked);
-            for (seq, count) in &leases {
-                l.forget(*seq, *count);
-            }
-        }
-        let acked_set: HashSet<u64> = acked.iter().copied().collect();
-        let not_acked: Vec<u64> = seqs.into_iter().filter(|s| !acked_set.contains(s)).collect();
-        self.send(ok(id, json!({ "acked": acked.len(), "not_acked": not_acked })))
-            .await;
-        Ok(())
     }
 
     async fn request(

@@ -527,6 +527,14 @@ impl Queues {
             .map(drop)
     }
 
+    /// Wakes `topic`'s consumers, e.g. after a consumer's own bookkeeping
+    /// of a settle (its credit) changed after the settle itself woke them.
+    pub fn wake_consumers(&self, topic: &str) {
+        if let Ok(t) = self.existing(topic) {
+            t.notify.notify_waiters();
+        }
+    }
+
     /// A handle to wait for the next publish, nak or ack of `topic`. Create
     /// the [`TopicWaker::notified`] future *before* fetching, then await it
     /// when the fetch returned nothing: no wakeup is missed.

@@ -11,7 +11,7 @@ use super::envelope::Envelope;
 pub(crate) use super::messages::msg_tree;
 use super::messages::{Messages, MAX_SEQ};
 use super::{TopicConfig, TopicKind};
-use crate::store::{SledStore, Store};
+use crate::store::{Batch, SledStore, Store};
 use crate::{Error, Result};
 pub(crate) fn pending_key_of(seq: u64) -> Vec<u8> {
     pending_key(seq)
@@ -487,10 +487,23 @@ impl TopicState {
             self.pending_mut(group, seq)?;
         }
         let gtree = group_tree(&self.cfg.name, group);
+        // On disk first, all or none: one ack stays a single removal (the
+        // hot path: a sled batch waits for a running flush), several are one batch.
+        match seqs {
+            [seq] => {
+                store.remove(&gtree, &pending_key(*seq))?;
+            }
+            _ => {
+                let mut b = Batch::default();
+                for &seq in seqs {
+                    b.remove(&gtree, &pending_key(seq));
+                }
+                store.apply(&b)?;
+            }
+        }
         let g = self.groups.get_mut(group).expect("checked by pending_mut");
         for &seq in seqs {
             g.pending.remove(&seq);
-            store.remove(&gtree, &pending_key(seq))?;
         }
         g.stats.acked += seqs.len() as u64;
         self.sweep_acked(store)

@@ -56,9 +56,10 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
         .register_async_method("actors_restart", |params, ctx, _| async move {
             let name = name_param(&params)?;
             tracing::warn!(actor = %name, "restart requested over RPC");
-            let _ = ctx
+            let entry = ctx
                 .audit
                 .append("rpc", "actors.restart", json!({ "actor": name }));
+            audited(Audited::Before, "actors.restart", entry)?;
             ctx.registry
                 .restart(&name)
                 .await

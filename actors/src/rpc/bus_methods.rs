@@ -6,7 +6,7 @@ use jsonrpsee::types::{ErrorObjectOwned, Params};
 use jsonrpsee::RpcModule;
 use serde_json::{json, Value};
 
-use super::methods::{audited, Audited};
+use super::methods::{audit_error, audited, Audited};
 use super::NodeContext;
 use crate::bus::{Bus, Verb};
 
@@ -17,6 +17,16 @@ const BUS_REFUSED: i32 = -32031;
 
 fn refused(e: impl ToString) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(BUS_REFUSED, e.to_string(), None::<()>)
+}
+
+/// An operator change to the bus's apps or grants that failed: refused as
+/// bad input, or because its audit entry could not be written (then, like
+/// every unauditable action, with the audit code; nothing changed).
+fn change_refused(action: &str) -> impl Fn(crate::Error) -> ErrorObjectOwned + '_ {
+    move |e| match e {
+        crate::Error::AuditWrite(_) => audit_error(Audited::Before, action, &e),
+        other => refused(other),
+    }
 }
 
 fn bus(ctx: &NodeContext) -> Result<&Arc<Bus>, ErrorObjectOwned> {
@@ -106,25 +116,31 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
     .expect("unique");
     m.register_method("bus_app_add", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
         let [name] = strings::<1>(&p, "[name]")?;
-        let token = bus(ctx)?.add_app(&name).map_err(refused)?;
+        let token = bus(ctx)?.add_app(&name).map_err(change_refused("bus.app_add"))?;
         Ok(json!({ "app": name, "token": token, "note": "shown once: only its hash is stored" }))
     })
     .expect("unique");
     m.register_method("bus_app_remove", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
         let [name] = strings::<1>(&p, "[name]")?;
-        bus(ctx)?.remove_app(&name).map_err(refused)?;
+        bus(ctx)?
+            .remove_app(&name)
+            .map_err(change_refused("bus.app_remove"))?;
         Ok(json!({ "removed": name }))
     })
     .expect("unique");
     m.register_method("bus_grant", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
         let (app, verb, pattern) = grant_args(&p)?;
-        let new = bus(ctx)?.grant(&app, verb, &pattern).map_err(refused)?;
+        let new = bus(ctx)?
+            .grant(&app, verb, &pattern)
+            .map_err(change_refused("bus.grant"))?;
         Ok(json!({ "app": app, "verb": verb, "pattern": pattern, "new": new }))
     })
     .expect("unique");
     m.register_method("bus_revoke", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
         let (app, verb, pattern) = grant_args(&p)?;
-        bus(ctx)?.revoke(&app, verb, &pattern).map_err(refused)?;
+        bus(ctx)?
+            .revoke(&app, verb, &pattern)
+            .map_err(change_refused("bus.revoke"))?;
         Ok(json!({ "app": app, "verb": verb, "pattern": pattern, "revoked": true }))
     })
     .expect("unique");
@@ -178,8 +194,8 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
             Err(_) => None,
         };
         if let Some(d) = detail {
-            let entry = ctx.audit.append("rpc", "queue.dlq_replay", d);
-            audited(Audited::After, "queue.dlq_replay", entry)?;
+            let entry = ctx.audit.append("rpc", "queue.dlq_replay", d.clone());
+            audited(Audited::After(d), "queue.dlq_replay", entry)?;
         }
         let moved = r.map_err(refused)?;
         Ok::<_, ErrorObjectOwned>(json!({ "topic": topic, "replayed": moved }))

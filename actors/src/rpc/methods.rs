@@ -86,32 +86,50 @@ pub const UNSAFE_METHODS: [&str; 20] = [
     "security_resume",
 ];
 
+// jsonrpsee itself answers with -32000 to -32011 (busy, oversized,
+// batches): the node's own codes start at -32012.
+
 /// Error code: the node is shutting down already.
-const SHUTTING_DOWN: i32 = -32010;
+const SHUTTING_DOWN: i32 = -32012;
 
 /// Error code: the audit log could not record an operator action.
-pub(super) const AUDIT_FAILED: i32 = -32011;
+pub(super) const AUDIT_FAILED: i32 = -32013;
 
 /// When an operator action's audit entry is written: before the action
 /// (which is then refused if the entry cannot be written) or after it,
-/// when the entry records its outcome (then the caller learns that the
-/// action was done unrecorded, and the node logs it at error).
-#[derive(Debug, Clone, Copy)]
+/// when the entry records its outcome: then the call fails with the
+/// outcome it would have returned in the error's `data`, so the caller
+/// learns both what happened and that it is not in the log.
+#[derive(Debug, Clone)]
 pub(super) enum Audited {
     Before,
-    After,
+    After(serde_json::Value),
 }
 
 /// Maps an audit append to the RPC's answer: an action is never done,
 /// or reported done, without its entry silently missing.
 pub(super) fn audited(when: Audited, action: &str, r: crate::Result<u64>) -> Result<(), ErrorObjectOwned> {
-    let Err(e) = r else { return Ok(()) };
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) => Err(audit_error(when, action, &e)),
+    }
+}
+
+/// The RPC error for `action` whose audit entry could not be written.
+pub(super) fn audit_error(when: Audited, action: &str, e: &crate::Error) -> ErrorObjectOwned {
     tracing::error!(action, error = %e, "an operator action could not be audited");
-    let msg = match when {
-        Audited::Before => format!("`{action}` refused: {e}; the node does not act on what it cannot audit (check the disk and the node's log)"),
-        Audited::After => format!("`{action}` was done, but {e}; check the disk and the node's log"),
-    };
-    Err(ErrorObjectOwned::owned(AUDIT_FAILED, msg, None::<()>))
+    match when {
+        Audited::Before => ErrorObjectOwned::owned(
+            AUDIT_FAILED,
+            format!("`{action}` refused, nothing was done: {e}; the node does not act on what it cannot audit (check the disk and the node's log)"),
+            None::<()>,
+        ),
+        Audited::After(outcome) => ErrorObjectOwned::owned(
+            AUDIT_FAILED,
+            format!("`{action}` ran (its outcome is in this error's data), but {e}; check the disk and the node's log"),
+            Some(outcome),
+        ),
+    }
 }
 
 pub(super) fn module(ctx: Arc<NodeContext>) -> RpcModule<NodeContext> {
@@ -211,11 +229,31 @@ mod tests {
             .unwrap_err();
         let msg = e.to_string();
         assert!(
-            msg.contains("`node.shutdown` refused") && msg.contains("injected"),
+            msg.contains("`node.shutdown` refused, nothing was done") && msg.contains("injected"),
             "{msg}"
         );
         assert!(rx.try_recv().is_err(), "the shutdown was not started");
         assert!(audit.list(0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_action_done_but_not_audited_fails_with_its_outcome() {
+        let e = crate::Error::AuditWrite("disk full".into());
+        let r = audit_error(Audited::After(json!({ "removed": true })), "storage.remove", &e);
+        assert_eq!(r.code(), AUDIT_FAILED);
+        assert!(
+            r.message().contains("`storage.remove` ran") && r.message().contains("disk full"),
+            "{}",
+            r.message()
+        );
+        assert_eq!(r.data().map(|d| d.get()), Some(r#"{"removed":true}"#));
+        let r = audit_error(Audited::Before, "net.dial", &e);
+        assert!(
+            r.message().starts_with("`net.dial` refused, nothing was done"),
+            "{}",
+            r.message()
+        );
+        assert!(r.data().is_none());
     }
 
     #[tokio::test]

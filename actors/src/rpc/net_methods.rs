@@ -96,13 +96,10 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
     m.register_async_method("net_unban", |p, ctx, _| async move {
         let peer = peer_arg(&one_string(&p, "[peer_id]")?)?;
         let was = net(&ctx)?.unban(peer).await.map_err(refused)?;
-        let entry = ctx.audit.append(
-            "rpc",
-            "net.unban",
-            json!({ "peer": peer.to_string(), "was_banned": was }),
-        );
-        audited(Audited::After, "net.unban", entry)?;
-        Ok::<_, ErrorObjectOwned>(json!({ "peer": peer.to_string(), "was_banned": was }))
+        let out = json!({ "peer": peer.to_string(), "was_banned": was });
+        let entry = ctx.audit.append("rpc", "net.unban", out.clone());
+        audited(Audited::After(out.clone()), "net.unban", entry)?;
+        Ok::<_, ErrorObjectOwned>(out)
     })
     .expect("unique");
     m.register_async_method("net_dial", |p, ctx, _| async move {

@@ -124,14 +124,12 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
             .await
             .map_err(refused)?
             .map_err(refused)?;
-        audited(
-            Audited::After,
-            "storage.put",
-            ctx.audit.append("rpc", "storage.put", json!(info)),
-        )?;
+        // Announced whatever the audit log does: the dataset is stored.
         if let Some(s) = &ctx.storage {
             s.announce_all().await;
         }
+        let entry = ctx.audit.append("rpc", "storage.put", json!(info));
+        audited(Audited::After(json!(info)), "storage.put", entry)?;
         Ok::<_, ErrorObjectOwned>(json!(info))
     })
     .expect("unique");
@@ -190,7 +188,11 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
             "storage.remove",
             json!({ "replica_root": hex::encode(root) }),
         );
-        audited(Audited::After, "storage.remove", entry)?;
+        audited(
+            Audited::After(json!({ "removed": removed })),
+            "storage.remove",
+            entry,
+        )?;
         Ok(json!({ "removed": removed }))
     })
     .expect("unique");
@@ -200,11 +202,8 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
             .run(peer, &target)
             .await
             .map_err(|e| ErrorObjectOwned::owned(CHALLENGE_REFUSED, e.to_string(), None::<()>))?;
-        audited(
-            Audited::After,
-            "challenge.run",
-            ctx.audit.append("rpc", "challenge.run", json!(r)),
-        )?;
+        let entry = ctx.audit.append("rpc", "challenge.run", json!(r));
+        audited(Audited::After(json!(r)), "challenge.run", entry)?;
         Ok::<_, ErrorObjectOwned>(json!(r))
     })
     .expect("unique");
@@ -216,7 +215,7 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
             .map_err(|e| ErrorObjectOwned::owned(CHALLENGE_REFUSED, e.to_string(), None::<()>))?;
         let out = json!({ "peer": peer.to_string(), "dataset": target.replica_root, "passed": passed });
         let entry = ctx.audit.append("rpc", "challenge.audit", out.clone());
-        audited(Audited::After, "challenge.audit", entry)?;
+        audited(Audited::After(out.clone()), "challenge.audit", entry)?;
         Ok::<_, ErrorObjectOwned>(out)
     })
     .expect("unique");

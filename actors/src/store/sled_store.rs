@@ -72,14 +72,14 @@ impl SledStore {
         #[cfg(test)]
         {
             use std::sync::atomic::Ordering::SeqCst;
-            let left = self.writes_left.load(SeqCst);
-            if left == 0 {
+            // One write takes one of those left; at 0 every write fails.
+            let took = self
+                .writes_left
+                .fetch_update(SeqCst, SeqCst, |n| (n > 0).then(|| n - 1));
+            if took == Err(0) {
                 return Err(Error::Sled(sled::Error::Io(std::io::Error::other(
                     "write failed (injected by a test)",
                 ))));
-            }
-            if left > 0 {
-                self.writes_left.fetch_sub(1, SeqCst);
             }
         }
         Ok(())

@@ -325,6 +325,38 @@ fn one_ack_frame_settles_a_batch_of_deliveries() {
     assert_eq!(group["in_flight"], 0, "{group}");
 }
 
+/// With `max_in_flight = 1` each ack's credit reaches the consumer at once:
+/// the next delivery does not wait for the consumer's once-a-second look.
+#[test]
+fn each_ack_lets_the_next_delivery_through_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = dev(&tmp, &[]);
+    let url = bus_url(&node);
+    let token = app(&node, "shop", &["publish:jobs", "subscribe:jobs"]);
+    rt().block_on(async {
+        let shop = BusClient::connect(&url, "shop", &token).await.unwrap();
+        for i in 0..30 {
+            shop.publish("jobs", format!("j-{i}").as_bytes()).await.unwrap();
+        }
+        let mut w = BusClient::connect(&url, "shop", &token).await.unwrap();
+        let s = w.subscribe_with("jobs", None, Some(1)).await.unwrap();
+        let t0 = Instant::now();
+        for i in 0..30u64 {
+            let m = w.next_msg(Duration::from_secs(5)).await.expect("delivered");
+            assert_eq!(m["seq"], i);
+            if i % 2 == 0 {
+                w.ack(s, i).await.unwrap();
+            } else {
+                assert_eq!(w.ack_many(s, &[i]).await.unwrap(), (1, vec![]));
+            }
+        }
+        // 30 one-second waits if a credit were missed each time; even a
+        // stalled machine does these 30 round trips in well under that.
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+        t0.elapsed()
+    });
+}
+
 /// An app that floods the node and never reads its answers blocks only its
 /// own session; removing the app still closes its connection.
 #[test]

@@ -256,10 +256,12 @@ async fn vigil_row(publishers: usize, per: usize, payload: usize) -> Row {
     }
 }
 
-/// A bus server on 127.0.0.1:0 over a fresh engine, with one app allowed to publish.
+/// A bus server on 127.0.0.1:0 (and a Unix socket in `dir`) over a fresh
+/// engine, with one app allowed to publish; the URL is `transport`'s.
 async fn bus_server(
     dir: &std::path::Path,
     confirm: ConfirmMode,
+    transport: Transport,
 ) -> (vigil_actors::bus::RunningBus, String, String) {
     use vigil_actors::bus::{Apps, Bus, BusSettings, Verb};
     let store = SledStore::open(dir, 256 << 20, None).expect("open sled");
@@ -275,7 +277,7 @@ async fn bus_server(
     let audit = vigil_actors::audit::Audit::open(store).expect("audit");
     let settings = BusSettings {
         addr: "127.0.0.1:0".parse().expect("addr"),
-        unix_socket: None,
+        unix_socket: Some(dir.join("bus.sock")),
         max_frame_bytes: 1 << 20,
         ephemeral_topics: vec![],
         outbound_queue: 4096,
@@ -287,7 +289,10 @@ async fn bus_server(
     let running = vigil_actors::bus::start(bus.clone(), "127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("bus listens");
-    let url = format!("ws://{}", running.ws_addr);
+    let url = match transport {
+        Transport::Tcp => format!("ws://{}", running.ws_addr),
+        Transport::Unix => format!("unix:{}", dir.join("bus.sock").display()),
+    };
     (running, url, token)
 }
 
@@ -421,13 +426,11 @@ async fn bus_row(
             url,
             token,
         ),
-        Err(why) if transport == Transport::Unix => {
-            panic!("{why}: the Unix socket rows need the vigil binary")
-        }
         Err(why) => {
             eprintln!("note: {why}; measuring an in-process bus instead");
-            let (running, url, token) = bus_server(dir.path(), target.confirm()).await;
-            (target.system(false).to_owned(), None, Some(running), url, token)
+            let (running, url, token) = bus_server(dir.path(), target.confirm(), transport).await;
+            let system = format!("{}{}", target.system(false), transport.suffix());
+            (system, None, Some(running), url, token)
         }
     };
     let mut clients = Vec::new();
@@ -526,8 +529,8 @@ async fn end_to_end(publishers: usize, per: usize, payload: usize) -> f64 {
 /// Publish -> deliver -> ack through a `vigil dev` node: `publishers` apps
 /// publish `per` messages each (waiting for each confirm) to a durable
 /// topic; one consumer app in a consumer group receives them and acks what
-/// has arrived with one `ack` frame (`seqs`), up to 8 such frames
-/// outstanding. Each payload carries its send time, so the consumer
+/// has arrived with one `ack` frame (`seqs`), up to [`ACKS_IN_FLIGHT`] such
+/// frames outstanding. Each payload carries its send time, so the consumer
 /// measures publish -> delivery.
 async fn end_to_end_bus(
     publishers: usize,
@@ -548,10 +551,17 @@ async fn end_to_end_bus(
     }
     let total = publishers * per;
     let t0 = Instant::now();
+    // An ack frame's answer: every listed delivery acked.
+    let all_acked = |v: serde_json::Value| match v["not_acked"].as_array() {
+        Some(n) if n.is_empty() => Ok(()),
+        _ => Err(format!("deliveries not acked: {v}")),
+    };
     let receive = tokio::spawn(async move {
         let mut lat = Vec::with_capacity(total);
+        // A delivery that comes again (its lease ended) is acked, not counted twice.
+        let mut seen = std::collections::HashSet::with_capacity(total);
         let mut acks = std::collections::VecDeque::new();
-        while lat.len() < total {
+        while seen.len() < total {
             let Some(first) = consumer.next_msg(Duration::from_secs(30)).await else {
                 return Err(format!("no delivery within 30 s after {} of {total}", lat.len()));
             };
@@ -567,20 +577,25 @@ async fn end_to_end_bus(
             let now = t0.elapsed().as_nanos() as u64;
             let mut seqs = Vec::with_capacity(batch.len());
             for m in &batch {
-                let sent = sent_at(&crate::bus::payload(m)).ok_or("a delivery without its send time")?;
-                lat.push(now.saturating_sub(sent));
-                seqs.push(m["seq"].as_u64().ok_or("a delivery without seq")?);
+                let seq = m["seq"].as_u64().ok_or("a delivery without seq")?;
+                if seen.insert(seq) {
+                    let sent = sent_at(&crate::bus::payload(m)).ok_or("a delivery without its send time")?;
+                    lat.push(now.saturating_sub(sent));
+                }
+                seqs.push(seq);
             }
             acks.push_back(consumer.start(serde_json::json!({ "op": "ack", "sub": sub, "seqs": seqs })));
-            if acks.len() >= 8 {
-                acks.pop_front()
-                    .expect("non-empty")
-                    .await
-                    .map_err(|e| e.to_string())?;
+            if acks.len() >= ACKS_IN_FLIGHT {
+                all_acked(
+                    acks.pop_front()
+                        .expect("non-empty")
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )?;
             }
         }
         for a in acks {
-            a.await.map_err(|e| e.to_string())?;
+            all_acked(a.await.map_err(|e| e.to_string())?)?;
         }
         Ok::<_, String>(lat)
     });
@@ -759,6 +774,9 @@ async fn redis_row(
     })
 }
 
+/// Batch acks an end-to-end consumer keeps outstanding, vigil and Redis alike.
+const ACKS_IN_FLIGHT: usize = 8;
+
 /// The ids and first field values of an `XREADGROUP` reply for one stream.
 fn stream_entries(reply: redis::Value) -> Vec<(Vec<u8>, Vec<u8>)> {
     use redis::Value;
@@ -804,8 +822,9 @@ fn timed_payload(t0: Instant, size: usize) -> Vec<u8> {
 
 /// The Redis side of [`end_to_end_bus`]: `XADD` by each publisher (waiting
 /// for each reply), one consumer in a consumer group reading with
-/// `XREADGROUP ... COUNT 512 BLOCK` and acking each batch with one `XACK`;
-/// every command fsynced (`appendfsync always`).
+/// `XREADGROUP ... COUNT 512 BLOCK` and acking each batch with one `XACK`
+/// (up to [`ACKS_IN_FLIGHT`] outstanding); every command fsynced
+/// (`appendfsync always`).
 async fn end_to_end_redis(
     server: &RedisServer,
     publishers: usize,
@@ -842,6 +861,7 @@ async fn end_to_end_redis(
     let k = key.clone();
     let receive = tokio::spawn(async move {
         let mut lat = Vec::with_capacity(total);
+        let mut acks = std::collections::VecDeque::new();
         while lat.len() < total {
             let reply: redis::Value = redis::cmd("XREADGROUP")
                 .arg("GROUP")
@@ -868,9 +888,15 @@ async fn end_to_end_redis(
                 lat.push(now.saturating_sub(sent_at(body).ok_or("an entry without its send time")?));
                 ack.arg(id);
             }
-            ack.query_async::<u64>(&mut reader)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut c = reader.clone();
+            acks.push_back(tokio::spawn(async move { ack.query_async::<u64>(&mut c).await }));
+            if acks.len() >= ACKS_IN_FLIGHT {
+                let a = acks.pop_front().expect("non-empty").await;
+                a.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            }
+        }
+        for a in acks {
+            a.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
         }
         Ok::<_, String>(lat)
     });
