@@ -73,6 +73,11 @@ pub enum Error {
     /// The audit log could not take an entry (the store failed).
     #[error("cannot write the audit log: {0}")]
     AuditWrite(String),
+    /// An operator change was made (in effect, with its audit entry) but
+    /// the store could not flush it: a restart may undo it. The message
+    /// says what to check.
+    #[error("{0}")]
+    ChangeNotDurable(String),
     /// The queue's flusher thread stopped before a write was durable: it is
     /// not confirmed.
     #[error("the queue flusher stopped before this write was durable, so it is not confirmed: see the node log for why, and restart the node")]

@@ -94,6 +94,8 @@ pub struct BusClient {
     dropped: Arc<AtomicU64>,
     next_id: AtomicU64,
     closed: Arc<std::sync::atomic::AtomicBool>,
+    /// Why the connection failed, when it did (not set for a clean close).
+    failure: Arc<Mutex<Option<String>>>,
     /// The session id the node gave this connection.
     pub session: u64,
 }
@@ -216,9 +218,17 @@ impl BusClient {
         let (live, reqs, lost) = (live_waiting.clone(), requests_waiting.clone(), dropped.clone());
         let w = waiters.clone();
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let c = closed.clone();
+        let failure: Arc<Mutex<Option<String>>> = Arc::default();
+        let (c, why) = (closed.clone(), failure.clone());
         tokio::spawn(async move {
-            while let Some(Ok(text)) = frames.next().await {
+            while let Some(frame) = frames.next().await {
+                let text = match frame {
+                    Ok(t) => t,
+                    Err(e) => {
+                        *why.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        break;
+                    }
+                };
                 let Ok(v) = serde_json::from_str::<Value>(&text) else {
                     continue;
                 };
@@ -260,6 +270,7 @@ impl BusClient {
             dropped,
             next_id: AtomicU64::new(1),
             closed,
+            failure,
             session,
         })
     }
@@ -285,16 +296,24 @@ impl BusClient {
             Err(mpsc::error::TrySendError::Closed(_)) => Some(String::new()),
         };
         let out = self.out.clone();
+        let failure = self.failure.clone();
+        // "closed", with why when the connection failed rather than closed.
+        let gone = move |what: &str| match &*failure.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(why) => anyhow!("{what}: {why}"),
+            None => anyhow!("{what}"),
+        };
         async move {
             if let Some(f) = unsent {
-                anyhow::ensure!(!f.is_empty(), "the bus connection is closed");
+                if f.is_empty() {
+                    return Err(gone("the bus connection is closed"));
+                }
                 out.send(f)
                     .await
-                    .map_err(|_| anyhow!("the bus connection is closed"))?;
+                    .map_err(|_| gone("the bus connection is closed"))?;
             }
             let v = rx
                 .await
-                .map_err(|_| anyhow!("the bus connection closed before the answer"))?;
+                .map_err(|_| gone("the bus connection closed before the answer"))?;
             match error_of(&v) {
                 Some(e) => Err(e.into()),
                 None => Ok(v),

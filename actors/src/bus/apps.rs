@@ -265,8 +265,8 @@ impl Apps {
             },
         );
         self.durable(
-            &format!("app `{name}` was added and its token works, but"),
-            "remove it and add it again once the disk is fixed",
+            &format!("app `{name}` was added (its token is not shown), but"),
+            &format!("remove it (vigilctl bus app-remove {name}) and add it again once the disk is fixed"),
         )?;
         Ok(token)
     }
@@ -292,8 +292,8 @@ impl Apps {
         audit.commit(b, "rpc", "bus.app_remove", serde_json::json!({ "app": name }))?;
         apps.remove(name);
         self.durable(
-            &format!("app `{name}` was removed, but"),
-            "remove it again once the disk is fixed",
+            &format!("app `{name}` was removed and its sessions closed, but"),
+            "once the disk is fixed, check `vigilctl bus apps` after a restart",
         )
     }
 
@@ -301,7 +301,7 @@ impl Apps {
     /// entry); a failure says it is in effect but may not survive a restart.
     fn durable(&self, done: &str, then: &str) -> Result<()> {
         self.store.flush().map(drop).map_err(|e| {
-            Error::Invalid(format!(
+            Error::ChangeNotDurable(format!(
                 "{done} the store could not make it durable ({e}), so a restart may undo it: {then}"
             ))
         })
@@ -344,7 +344,7 @@ impl Apps {
         a.grants.insert(g, "rpc");
         self.durable(
             &format!("the grant to `{app}` is in effect, but"),
-            "grant it again once the disk is fixed",
+            "once the disk is fixed, check `vigilctl bus apps` after a restart",
         )?;
         Ok(true)
     }
@@ -375,8 +375,8 @@ impl Apps {
                 audit.commit(b, "rpc", "bus.revoke", detail)?;
                 a.grants.remove(&g);
                 self.durable(
-                    &format!("the grant of `{app}` is revoked, but"),
-                    "revoke it again once the disk is fixed",
+                    &format!("the grant of `{app}` is revoked (what it allowed ends now), but"),
+                    "once the disk is fixed, check `vigilctl bus apps` after a restart",
                 )
             }
         }

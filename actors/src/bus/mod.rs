@@ -165,11 +165,14 @@ impl Bus {
 
     /// Operator revoke, written with its audit entry or refused.
     pub fn revoke(&self, app: &str, verb: Verb, pattern: &str) -> Result<()> {
-        self.apps.revoke(app, verb, pattern, &self.audit)?;
+        let r = self.apps.revoke(app, verb, pattern, &self.audit);
         // What was subscribed or served under the grant ends now, not at
-        // the app's next connection.
-        self.revoked.send_modify(|n| *n += 1);
-        Ok(())
+        // the app's next connection (also when the revoke is in effect but
+        // not yet durable).
+        if matches!(r, Ok(()) | Err(crate::Error::ChangeNotDurable(_))) {
+            self.revoked.send_modify(|n| *n += 1);
+        }
+        r
     }
 
     /// Operator: new app, returns its token (audited, token not logged).
@@ -184,7 +187,13 @@ impl Bus {
         // Gone from memory before the sessions are scanned; a session still
         // saying hello checks its token again under the state lock before it
         // is listed, so it either sees the app gone or is listed and closed.
-        self.apps.remove(name, &self.audit)?;
+        let removed = self.apps.remove(name, &self.audit);
+        if let Err(e) = &removed {
+            if !matches!(e, crate::Error::ChangeNotDurable(_)) {
+                return removed;
+            }
+        }
+        // Out of memory (durable or not): its sessions end now.
         let closed = {
             let mut st = self.state();
             let ids: Vec<u64> = st
@@ -207,7 +216,7 @@ impl Bus {
                 serde_json::json!({ "app": name, "sessions": closed, "why": "app removed" }),
             );
         }
-        Ok(())
+        removed
     }
 
     /// Live topics and patterns with their subscriber counts.
@@ -232,5 +241,65 @@ impl Bus {
             *m.entry(s.app.clone()).or_insert(0) += 1;
         }
         m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+    use crate::Error;
+
+    fn bus(store: &SledStore) -> Arc<Bus> {
+        let queues = Queues::open(store.clone(), crate::queue::QueueConfig::default()).unwrap();
+        let settings = BusSettings {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            unix_socket: None,
+            max_frame_bytes: 1 << 20,
+            ephemeral_topics: vec![],
+            outbound_queue: 16,
+            hello_timeout: std::time::Duration::from_secs(1),
+        };
+        let apps = Apps::open(store.clone(), &[]).unwrap();
+        Bus::new(settings, queues, apps, Audit::open(store.clone()).unwrap())
+    }
+
+    #[test]
+    fn a_change_in_effect_but_not_durable_still_ends_what_it_took_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let b = bus(&store);
+        b.add_app("shop").unwrap();
+        b.grant("shop", Verb::Subscribe, "orders.*").unwrap();
+        let mut revokes = b.revoked.subscribe();
+        revokes.mark_unchanged();
+
+        // The change and its audit entry are written; the flush after fails.
+        store.fail_writes_after(1);
+        let e = b.revoke("shop", Verb::Subscribe, "orders.*").unwrap_err();
+        assert!(matches!(e, Error::ChangeNotDurable(_)), "{e}");
+        assert!(e.to_string().contains("vigilctl bus apps"), "{e}");
+        assert!(
+            revokes.has_changed().unwrap(),
+            "open subscriptions under the grant are ended"
+        );
+        assert!(!b.apps.allowed("shop", Verb::Subscribe, "orders.new"));
+
+        store.fail_writes_after(1);
+        let e = b.remove_app("shop").unwrap_err();
+        assert!(matches!(e, Error::ChangeNotDurable(_)), "{e}");
+        assert!(b.apps.list().iter().all(|a| a.name != "shop"), "gone from memory");
+        store.fail_writes_after(-1);
+        let actions: Vec<String> = b
+            .audit
+            .list(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(
+            actions,
+            ["bus.app_add", "bus.grant", "bus.revoke", "bus.app_remove"]
+        );
     }
 }

@@ -356,7 +356,8 @@ impl Queues {
         let r = self.write_dead_letters(&topic, &mut dead);
         src.restore_dead(dead);
         r?;
-        src.after_dead_letters(&self.store)
+        src.after_dead_letters(&self.store);
+        Ok(())
     }
 
     /// Writes dead letters from `dead` until one fails; that one and the rest stay in `dead`.

@@ -506,7 +506,8 @@ impl TopicState {
             g.pending.remove(&seq);
         }
         g.stats.acked += seqs.len() as u64;
-        self.sweep_acked(store)
+        self.sweep_after_settle(store);
+        Ok(())
     }
 
     pub(crate) fn nak(&mut self, group: &str, seq: u64, delay: Duration) -> Result<()> {
@@ -564,8 +565,17 @@ impl TopicState {
     }
 
     /// After dead letters left the pending set: delete what every group is done with.
-    pub(crate) fn after_dead_letters(&mut self, store: &SledStore) -> Result<()> {
-        self.sweep_acked(store)
+    pub(crate) fn after_dead_letters(&mut self, store: &SledStore) {
+        self.sweep_after_settle(store)
+    }
+
+    /// Deletes what every group has acked, after an ack or a dead-letter
+    /// move that is already written: a failure here does not undo or fail
+    /// that (the next ack sweeps again), so it is logged, not returned.
+    pub(crate) fn sweep_after_settle(&mut self, store: &SledStore) {
+        if let Err(e) = self.sweep_acked(store) {
+            tracing::warn!(topic = %self.cfg.name, error = %e, "cannot delete acked messages yet; the next ack tries again");
+        }
     }
 
     /// Dead letters that could not be moved (their pending keys are still in

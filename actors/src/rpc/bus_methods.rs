@@ -194,8 +194,13 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
             Err(_) => None,
         };
         if let Some(d) = detail {
-            let entry = ctx.audit.append("rpc", "queue.dlq_replay", d.clone());
-            audited(Audited::After(d), "queue.dlq_replay", entry)?;
+            // The outcome as the call answers it: `replayed`, and why it stopped.
+            let mut outcome = json!({ "topic": topic, "replayed": d["moved"] });
+            if let Some(e) = d.get("error") {
+                outcome["error"] = e.clone();
+            }
+            let entry = ctx.audit.append("rpc", "queue.dlq_replay", d);
+            audited(Audited::After(outcome), "queue.dlq_replay", entry)?;
         }
         let moved = r.map_err(refused)?;
         Ok::<_, ErrorObjectOwned>(json!({ "topic": topic, "replayed": moved }))

@@ -59,7 +59,7 @@ impl SledStore {
         })
     }
 
-    /// Tests: after `n` more writes (insert, remove, batch) every write of
+    /// Tests: after `n` more writes (insert, remove, batch, flush) every write of
     /// this store and its clones fails, as on a disk that stopped taking
     /// them; `-1` heals it.
     #[cfg(test)]
@@ -193,6 +193,7 @@ impl Store for SledStore {
     /// the file's metadata. The `fdatasync` after it does both (what Redis's
     /// `appendfsync always` does), so a confirmed message survives a power cut.
     fn flush(&self) -> Result<usize> {
+        self.injected_failure()?;
         let n = self.db.flush()?;
         self.log.sync_data().map_err(|e| Error::Sled(e.into()))?;
         Ok(n)

@@ -578,11 +578,17 @@ async fn end_to_end_bus(
             let mut seqs = Vec::with_capacity(batch.len());
             for m in &batch {
                 let seq = m["seq"].as_u64().ok_or("a delivery without seq")?;
+                // A repeat (its lease ended before the ack arrived) needs no
+                // ack of its own: the first one, processed after the repeat
+                // was delivered, acks the delivery the session holds.
                 if seen.insert(seq) {
                     let sent = sent_at(&crate::bus::payload(m)).ok_or("a delivery without its send time")?;
                     lat.push(now.saturating_sub(sent));
+                    seqs.push(seq);
                 }
-                seqs.push(seq);
+            }
+            if seqs.is_empty() {
+                continue;
             }
             acks.push_back(consumer.start(serde_json::json!({ "op": "ack", "sub": sub, "seqs": seqs })));
             if acks.len() >= ACKS_IN_FLIGHT {
