@@ -156,7 +156,7 @@ fn vigilctl_publishes_stdin_consumes_and_manages_the_dead_letter_topic() {
 fn the_client_and_vigilctl_speak_the_unix_socket_too() {
     let tmp = tempfile::tempdir().unwrap();
     let node = dev(&tmp, &[]);
-    let token = app(&node, "ops", &["publish:jobs", "subscribe:jobs"]);
+    let token = app(&node, "ops", &["publish:jobs", "subscribe:jobs", "publish:big"]);
     let url = format!("unix:{}", node.dir.join("bus.sock").display());
     rt().block_on(async {
         let e = BusClient::connect(&url, "ops", "not-the-token")
@@ -185,6 +185,13 @@ fn the_client_and_vigilctl_speak_the_unix_socket_too() {
             50,
             "bytes that are not UTF-8 cross too"
         );
+        // Pipelined frames larger than the socket takes at once go out whole
+        // and in order.
+        let big: Vec<Vec<u8>> = (0..20u8).map(|i| vec![b'a' + i; 400_000]).collect();
+        let pending: Vec<_> = big.iter().map(|b| c.publish_start("big", b)).collect();
+        for (i, p) in pending.into_iter().enumerate() {
+            assert_eq!(p.await.unwrap()["seq"], i as u64);
+        }
         let sub = c.subscribe("jobs", None).await.unwrap();
         for i in 0..51 {
             let m = c.next_msg(Duration::from_secs(5)).await.expect("delivered");
