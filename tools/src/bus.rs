@@ -23,7 +23,7 @@ use base64::Engine as _;
 use futures::{Stream, StreamExt};
 use serde_json::{json, Value};
 use std::pin::Pin;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 /// An error frame from the node.
@@ -156,21 +156,8 @@ async fn unix_transport(path: &str) -> Result<(mpsc::Sender<String>, Frames)> {
         format!("cannot connect to the bus socket {path}: is the node running with the bus enabled?")
     })?;
     let (read, write) = stream.into_split();
-    let (out, mut out_rx) = mpsc::channel::<String>(1024);
-    tokio::spawn(async move {
-        // Frames queued together go out in one write.
-        let mut write = BufWriter::new(write);
-        'outer: while let Some(frame) = out_rx.recv().await {
-            for f in std::iter::once(frame).chain(std::iter::from_fn(|| out_rx.try_recv().ok())) {
-                if write.write_all(f.as_bytes()).await.is_err() || write.write_all(b"\n").await.is_err() {
-                    break 'outer;
-                }
-            }
-            if write.flush().await.is_err() {
-                break;
-            }
-        }
-    });
+    let (out, out_rx) = mpsc::channel::<String>(1024);
+    tokio::spawn(vigil_actors::bus::wire::write_lines(write, out_rx));
     let lines = futures::stream::unfold(BufReader::new(read).lines(), |mut l| async move {
         match l.next_line().await {
             Ok(Some(line)) => Some((Ok(line), l)),

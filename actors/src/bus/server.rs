@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -165,21 +165,8 @@ const ID_PREFIX_BYTES: usize = 4096;
 async fn unix_conn(bus: Arc<Bus>, stream: tokio::net::UnixStream) {
     let max = bus.settings.max_frame_bytes;
     let (read, write) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<String>(bus.settings.outbound_queue);
-    let writer = tokio::spawn(async move {
-        // Lines queued together go out in one write.
-        let mut write = BufWriter::new(write);
-        'outer: while let Some(frame) = rx.recv().await {
-            for f in std::iter::once(frame).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
-                if write.write_all(f.as_bytes()).await.is_err() || write.write_all(b"\n").await.is_err() {
-                    break 'outer;
-                }
-            }
-            if write.flush().await.is_err() {
-                break;
-            }
-        }
-    });
+    let (tx, rx) = mpsc::channel::<String>(bus.settings.outbound_queue);
+    let writer = tokio::spawn(super::wire::write_lines(write, rx));
     // Lines longer than the limit are reported and skipped, never buffered whole.
     let lines = futures::stream::unfold(BufReader::new(read), move |mut r| async move {
         let mut buf = Vec::new();

@@ -318,6 +318,26 @@ where
     let _ = sink.close().await;
 }
 
+/// Writes queued frames to a Unix socket, one per line, until the queue
+/// closes or the socket fails. Frames queued together go out in one write.
+pub async fn write_lines<W>(write: W, mut rx: tokio::sync::mpsc::Receiver<String>)
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let mut write = tokio::io::BufWriter::new(write);
+    'outer: while let Some(frame) = rx.recv().await {
+        for f in std::iter::once(frame).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            if write.write_all(f.as_bytes()).await.is_err() || write.write_all(b"\n").await.is_err() {
+                break 'outer;
+            }
+        }
+        if write.flush().await.is_err() {
+            break;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ mod actors;
 mod bad_input;
 mod bus;
 mod bus_cli;
+mod bus_settle;
 mod chain;
 mod config_cli;
 mod crash;
