@@ -14,6 +14,7 @@ mod actor;
 mod apps;
 mod consumer;
 mod leases;
+mod line_out;
 mod outbound;
 mod router;
 mod server;

@@ -24,7 +24,28 @@ pub(super) struct Confirm {
     pub(super) span: tracing::Span,
 }
 
-/// Sends confirms in publish order; one flush wait covers every confirm queued meanwhile.
+impl Confirm {
+    /// The frame to send once the flusher has answered: the confirm, or
+    /// `not_durable` if its pass never came.
+    pub(super) fn answer(self, durable: &crate::Result<()>, confirm_duration: &metrics::Histogram) -> String {
+        match durable {
+            Ok(()) => {
+                confirm_duration.record(self.t0.elapsed().as_secs_f64());
+                self.span.in_scope(|| tracing::debug!("confirmed"));
+                self.frame
+            }
+            Err(e) => {
+                self.span
+                    .in_scope(|| tracing::error!(error = %e, "not confirmed"));
+                wire::error_frame(Some(self.id), &FrameError::new("not_durable", e.to_string()))
+            }
+        }
+    }
+}
+
+/// Sends confirms in publish order; one flush wait covers every confirm
+/// queued meanwhile. (A Unix-socket session has none: the flusher thread
+/// writes its confirms, see `line_out.rs`.)
 pub(super) async fn confirmer(bus: Arc<Bus>, mut rx: mpsc::Receiver<Confirm>, out: mpsc::Sender<String>) {
     let mut batch = Vec::new();
     let confirm_duration = metrics::histogram!(crate::metrics::QUEUE_CONFIRM_DURATION);
@@ -36,18 +57,7 @@ pub(super) async fn confirmer(bus: Arc<Bus>, mut rx: mpsc::Receiver<Confirm>, ou
         let last = batch.iter().map(|c| c.ticket).max().unwrap_or(0);
         let durable = bus.queues.confirmed(last).await;
         for c in batch.drain(..) {
-            let frame = match &durable {
-                Ok(()) => {
-                    confirm_duration.record(c.t0.elapsed().as_secs_f64());
-                    c.span.in_scope(|| tracing::debug!("confirmed"));
-                    c.frame
-                }
-                Err(e) => {
-                    c.span.in_scope(|| tracing::error!(error = %e, "not confirmed"));
-                    wire::error_frame(Some(c.id), &FrameError::new("not_durable", e.to_string()))
-                }
-            };
-            if out.send(frame).await.is_err() {
+            if out.send(c.answer(&durable, &confirm_duration)).await.is_err() {
                 return;
             }
         }
@@ -110,7 +120,7 @@ pub(super) fn fan_out(sinks: &[Sink], frame_for: impl Fn(u64) -> String) -> usiz
 
 /// How long the frames queued for a closing session may take to reach its
 /// app: one that stopped reading must not hold the connection open forever.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
+pub(super) const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Waits for a task that sends a closing session's last frames, for at most
 /// [`DRAIN_GRACE`]; then ends it (dropping the connection's writer closes it).

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::line_out::{self, LineOut};
 use super::wire::FrameError;
 use super::{outbound, session, Bus};
 use crate::{Error, Result};
@@ -143,7 +144,7 @@ async fn ws_conn(bus: Arc<Bus>, stream: tokio::net::TcpStream, peer: SocketAddr)
             futures::future::ready(item)
         })
         .filter_map(futures::future::ready);
-    session::run(bus, Box::pin(frames), tx, peer.to_string()).await;
+    session::run(bus, Box::pin(frames), tx, peer.to_string(), None).await;
     outbound::drain(writer).await;
 }
 
@@ -164,9 +165,23 @@ const ID_PREFIX_BYTES: usize = 4096;
 
 async fn unix_conn(bus: Arc<Bus>, stream: tokio::net::UnixStream) {
     let max = bus.settings.max_frame_bytes;
+    // A second handle for the flusher thread to write confirms through.
+    let direct = match stream.into_std().and_then(|s| Ok((s.try_clone()?, s))) {
+        Ok((second, stream)) => match LineOut::new(second).and_then(|out| {
+            stream.set_nonblocking(true)?;
+            Ok((out, tokio::net::UnixStream::from_std(stream)?))
+        }) {
+            Ok(pair) => pair,
+            Err(e) => return tracing::warn!(error = %e, "bus unix connection dropped: cannot set it up"),
+        },
+        Err(e) => {
+            return tracing::warn!(error = %e, "bus unix connection dropped: cannot duplicate its handle")
+        }
+    };
+    let (out, stream) = direct;
     let (read, write) = stream.into_split();
     let (tx, rx) = mpsc::channel::<String>(bus.settings.outbound_queue);
-    let writer = tokio::spawn(super::wire::write_lines(write, rx));
+    let writer = tokio::spawn(line_out::write_lines(write, out.clone(), rx));
     // Lines longer than the limit are reported and skipped, never buffered whole.
     let lines = futures::stream::unfold(BufReader::new(read), move |mut r| async move {
         let mut buf = Vec::new();
@@ -211,6 +226,6 @@ async fn unix_conn(bus: Arc<Bus>, stream: tokio::net::UnixStream) {
         };
         Some((item, r))
     });
-    session::run(bus, Box::pin(lines), tx, "unix".into()).await;
+    session::run(bus, Box::pin(lines), tx, "unix".into(), Some(out)).await;
     outbound::drain(writer).await;
 }

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::consumer::consume;
 use super::leases::Unacked;
-use super::outbound::{confirmer, drain, fan_out, msg_frame, ok, ok_published, Confirm};
+use super::line_out::LineOut;
+use super::outbound::{self, confirmer, drain, fan_out, msg_frame, ok, ok_published, Confirm};
 use super::router::Sink;
 use super::wire::{self, put_payload, FrameError, In};
 use super::{Bus, SessionInfo, Verb};
@@ -36,6 +37,19 @@ enum Subscribing {
     Durable { topic: String, group: String },
 }
 
+/// Where a durable publish's confirm goes once it is durable.
+enum Confirms {
+    /// WebSocket: the session's confirmer task, which waits for each pass.
+    Task(mpsc::Sender<Confirm>, JoinHandle<()>),
+    /// Unix socket: the flusher thread writes it (`line_out.rs`). A
+    /// session has at most `bus.outbound_queue` of them outstanding.
+    Direct {
+        out: Arc<LineOut>,
+        slots: Arc<Semaphore>,
+        confirm_duration: metrics::Histogram,
+    },
+}
+
 struct Session {
     bus: Arc<Bus>,
     id: u64,
@@ -43,7 +57,7 @@ struct Session {
     out: mpsc::Sender<String>,
     subs: HashMap<u64, Sub>,
     next_sub: u64,
-    confirms: mpsc::Sender<Confirm>,
+    confirms: Confirms,
     /// `BUS_FRAMES`, looked up once per session, not per frame.
     frames: metrics::Counter,
 }
@@ -52,9 +66,15 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs a session over a stream of frames; answers go to `out`.
-pub(crate) async fn run<S>(bus: Arc<Bus>, mut frames: S, out: mpsc::Sender<String>, peer: String)
-where
+/// Runs a session over a stream of frames; answers go to `out`, and
+/// confirms to `direct` when given (a Unix-socket session), else to `out` too.
+pub(crate) async fn run<S>(
+    bus: Arc<Bus>,
+    mut frames: S,
+    out: mpsc::Sender<String>,
+    peer: String,
+    direct: Option<Arc<LineOut>>,
+) where
     S: Stream<Item = Result<String, (Option<u64>, FrameError)>> + Unpin,
 {
     let max = bus.settings.max_frame_bytes;
@@ -122,8 +142,17 @@ where
     let _ = out
         .send(json!({ "op": "welcome", "app": app, "session": id }).to_string())
         .await;
-    let (confirms, confirm_rx) = mpsc::channel(bus.settings.outbound_queue);
-    let confirm_task = tokio::spawn(confirmer(bus.clone(), confirm_rx, out.clone()));
+    let confirms = match direct {
+        Some(out) => Confirms::Direct {
+            out,
+            slots: Arc::new(Semaphore::new(bus.settings.outbound_queue)),
+            confirm_duration: metrics::histogram!(crate::metrics::QUEUE_CONFIRM_DURATION),
+        },
+        None => {
+            let (tx, rx) = mpsc::channel(bus.settings.outbound_queue);
+            Confirms::Task(tx, tokio::spawn(confirmer(bus.clone(), rx, out.clone())))
+        }
+    };
     let mut s = Session {
         bus,
         id,
@@ -178,8 +207,6 @@ where
         }
     }
     s.cleanup().await;
-    // Confirms already queued are still sent (the connection may be half-closed).
-    drain(confirm_task).await;
 }
 
 impl Session {
@@ -295,17 +322,37 @@ impl Session {
                 }
                 // Confirmed off the read loop, in order, by the session's confirmer:
                 // an app can pipeline publishes, and one wait covers a whole batch.
-                let frame = ok_published(id, published);
-                let _ = self
-                    .confirms
-                    .send(Confirm {
-                        ticket,
-                        id,
-                        frame,
-                        t0,
-                        span,
-                    })
-                    .await;
+                let confirm = Confirm {
+                    ticket,
+                    id,
+                    frame: ok_published(id, published),
+                    t0,
+                    span,
+                };
+                match &self.confirms {
+                    Confirms::Task(tx, _) => {
+                        let _ = tx.send(confirm).await;
+                    }
+                    Confirms::Direct {
+                        out,
+                        slots,
+                        confirm_duration,
+                    } => {
+                        // An app that does not read its confirms stops being read.
+                        out.wait_room().await;
+                        let Ok(slot) = slots.clone().acquire_owned().await else {
+                            return Ok(());
+                        };
+                        let (out, hist) = (out.clone(), confirm_duration.clone());
+                        self.bus.queues.on_confirmed(
+                            ticket,
+                            Box::new(move |durable| {
+                                out.send_line(&confirm.answer(&durable, &hist));
+                                drop(slot);
+                            }),
+                        );
+                    }
+                }
                 Ok(())
             }
             In::Send {
@@ -742,15 +789,27 @@ impl Session {
         for (sub, s) in std::mem::take(&mut self.subs) {
             self.end_sub(sub, s, &[]);
         }
-        let mut st = self.bus.state();
-        st.router.remove_session(self.id);
-        st.sessions.remove(&self.id);
-        // Requests it serves fail at once with `no_server`; its own requests
-        // are dropped, which ends the tasks waiting for their answers.
-        st.requests
-            .retain(|_, (server, requester, _)| *server != self.id && *requester != self.id);
-        drop(st);
+        {
+            let mut st = self.bus.state();
+            st.router.remove_session(self.id);
+            st.sessions.remove(&self.id);
+            // Requests it serves fail at once with `no_server`; its own requests
+            // are dropped, which ends the tasks waiting for their answers.
+            st.requests
+                .retain(|_, (server, requester, _)| *server != self.id && *requester != self.id);
+        }
         metrics::gauge!(crate::metrics::BUS_SESSIONS).decrement(1.0);
         tracing::info!(app = %self.app, session = self.id, "app disconnected");
+        // Confirms already queued are still sent (the connection may be half-closed).
+        match self.confirms {
+            Confirms::Task(tx, task) => {
+                drop(tx);
+                drain(task).await;
+            }
+            Confirms::Direct { slots, .. } => {
+                let all = u32::try_from(self.bus.settings.outbound_queue).unwrap_or(u32::MAX);
+                let _ = tokio::time::timeout(outbound::DRAIN_GRACE, slots.acquire_many(all)).await;
+            }
+        }
     }
 }

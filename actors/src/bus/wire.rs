@@ -7,7 +7,6 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// Every op an app may send.
 /// How much a WebSocket read asks the socket for. tungstenite zero-fills
 /// this much of its read buffer before every read (128 KiB by default): with
 /// frames of a few hundred bytes that memset was 4% of the node's CPU at 16
@@ -15,6 +14,7 @@ use serde_json::{json, Value};
 /// to a frame's announced length.
 pub const WS_READ_BUFFER: usize = 8 * 1024;
 
+/// Every op an app may send.
 pub const OPS: [&str; 12] = [
     "hello",
     "publish",

@@ -5,12 +5,10 @@
 //! about once a second (a checkpoint, after which the log starts over). Other writes
 //! (dead-lettering, replays) ask for a full flush of sled.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
+use super::done::{CloseOnExit, Done, OnDurable};
 use super::wal::Wal;
 use crate::store::{SledStore, Store};
 
@@ -51,67 +49,6 @@ struct State {
     /// the state before it waits again): a publish wakes it only then, since
     /// every `notify_one` is a futex syscall.
     waiting: bool,
-}
-
-/// The highest durable ticket and the publishers waiting for later ones. A
-/// pass wakes only the waiters it covers: a watch channel woke every waiting
-/// session on every pass, most of them to wait again.
-#[derive(Debug, Default)]
-struct Done(Mutex<DoneState>);
-
-#[derive(Debug, Default)]
-struct DoneState {
-    at: u64,
-    waiters: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
-    /// The flusher thread is gone: nothing later than `at` will be durable.
-    closed: bool,
-}
-
-impl Done {
-    /// Everything up to `ticket` is durable.
-    fn advance(&self, ticket: u64) {
-        let ready = {
-            let mut d = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            d.at = d.at.max(ticket);
-            let first_later = d.at + 1;
-            let later = d.waiters.split_off(&first_later);
-            std::mem::replace(&mut d.waiters, later)
-        };
-        for tx in ready.into_values().flatten() {
-            let _ = tx.send(());
-        }
-    }
-
-    /// None when `ticket` is durable already, else a receiver that fires
-    /// when it is (and fails if the flusher stops first).
-    fn watch(&self, ticket: u64) -> crate::Result<Option<oneshot::Receiver<()>>> {
-        let mut d = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if d.at >= ticket {
-            return Ok(None);
-        }
-        if d.closed {
-            return Err(crate::Error::NotDurable);
-        }
-        let (tx, rx) = oneshot::channel();
-        d.waiters.entry(ticket).or_default().push(tx);
-        Ok(Some(rx))
-    }
-
-    /// The flusher thread ends (also when it panics): fail every waiter.
-    fn close(&self) {
-        let mut d = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        d.closed = true;
-        d.waiters.clear();
-    }
-}
-
-/// Closes [`Done`] when the flusher thread ends, however it ends.
-struct CloseOnExit(Arc<Done>);
-
-impl Drop for CloseOnExit {
-    fn drop(&mut self) {
-        self.0.close();
-    }
 }
 
 /// The flusher thread's handle.
@@ -195,6 +132,16 @@ impl Flusher {
             Some(rx) => rx.await.map_err(|_| crate::Error::NotDurable),
             None => Ok(()),
         }
+    }
+
+    /// Runs `f` once `ticket` is durable (per the confirm mode): on the
+    /// flusher thread after the pass that covers it, or at once on this
+    /// thread if it is already (or in mode `none`). See [`OnDurable`].
+    pub(crate) fn on_durable(&self, ticket: u64, f: OnDurable) {
+        if self.mode == ConfirmMode::None {
+            return f(Ok(()));
+        }
+        self.done.on_durable(ticket, f)
     }
 
     pub(crate) fn mode(&self) -> ConfirmMode {
@@ -356,39 +303,6 @@ fn checkpoint(store: &SledStore, wal: &mut Option<Wal>, seal: &Seal) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_pass_wakes_only_the_waiters_it_covers() {
-        let done = Done::default();
-        let mut w2 = done.watch(2).unwrap().expect("not durable yet");
-        let mut w5 = done.watch(5).unwrap().expect("not durable yet");
-        let mut w5b = done.watch(5).unwrap().expect("not durable yet");
-        done.advance(3);
-        assert_eq!(w2.try_recv(), Ok(()));
-        assert!(w5.try_recv().is_err(), "ticket 5 is not covered by 3");
-        assert!(done.watch(3).unwrap().is_none(), "a covered ticket does not wait");
-        // A stale, lower advance never moves the mark back.
-        done.advance(1);
-        assert!(done.watch(2).unwrap().is_none());
-        done.advance(5);
-        assert_eq!(w5.try_recv(), Ok(()));
-        assert_eq!(w5b.try_recv(), Ok(()));
-        assert!(done.0.lock().unwrap().waiters.is_empty());
-    }
-
-    #[test]
-    fn waiters_fail_when_the_flusher_thread_is_gone() {
-        let done = Arc::new(Done::default());
-        let mut w = done.watch(2).unwrap().unwrap();
-        done.advance(1);
-        drop(CloseOnExit(done.clone()));
-        assert!(matches!(w.try_recv(), Err(oneshot::error::TryRecvError::Closed)));
-        assert!(
-            done.watch(1).unwrap().is_none(),
-            "durable before the end stays so"
-        );
-        assert!(matches!(done.watch(2), Err(crate::Error::NotDurable)));
-    }
 
     #[test]
     fn a_failed_checkpoint_is_retried_as_a_checkpoint() {

@@ -24,6 +24,7 @@
 
 mod chunk;
 mod config;
+mod done;
 mod envelope;
 mod flusher;
 mod messages;
@@ -41,6 +42,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 pub use config::{check_name, check_topic, QueueConfig, TopicConfig, TopicKind, MAX_TOPIC_LEN};
+pub use done::OnDurable;
 pub use envelope::Envelope;
 pub use flusher::ConfirmMode;
 pub use topic::{Delivery, GroupStats};
@@ -306,6 +308,13 @@ impl Queues {
     /// mode); [`Error::NotDurable`] if they never will be.
     pub async fn confirmed(&self, ticket: u64) -> Result<()> {
         self.flusher.wait(ticket).await
+    }
+
+    /// Runs `f` once `ticket` (from [`Queues::publish_nowait`]) is durable,
+    /// on the flusher thread, so a confirm can be written without waking a
+    /// runtime thread; `f` must not block. Callbacks run in ticket order.
+    pub fn on_confirmed(&self, ticket: u64, f: OnDurable) {
+        self.flusher.on_durable(ticket, f)
     }
 
     /// Stores a message and waits for its confirm.

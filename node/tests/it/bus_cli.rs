@@ -225,3 +225,62 @@ fn the_client_and_vigilctl_speak_the_unix_socket_too() {
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["confirmed"], 2, "{v}");
 }
+
+/// An app on the Unix socket that pipelines publishes without reading its
+/// confirms: the flusher thread writes them until the socket and the
+/// session's backlog are full, then the node stops reading that app; other
+/// apps go on, and once the app reads, every confirm arrives once, in order.
+#[test]
+fn an_app_that_does_not_read_its_confirms_is_held_back_and_loses_none() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let tmp = tempfile::tempdir().unwrap();
+    let node = dev(&tmp, &[]);
+    let token = app(&node, "flood", &["publish:jobs"]);
+    let other = app(&node, "other", &["publish:jobs"]);
+    let path = node.dir.join("bus.sock");
+    let sock = UnixStream::connect(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut lines = BufReader::new(sock.try_clone().unwrap()).lines();
+    let hello = json!({ "op": "hello", "app": "flood", "token": token });
+    writeln!(&sock, "{hello}").unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&lines.next().unwrap().unwrap()).unwrap()["op"],
+        "welcome"
+    );
+    // ~1 MB of confirms: more than the socket buffers and the session's
+    // backlog (256 KiB) hold together.
+    const N: u64 = 20_000;
+    let mut w = sock.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut frames = String::new();
+        for i in 0..N {
+            frames.push_str(&format!(
+                "{{\"op\":\"publish\",\"id\":{i},\"topic\":\"jobs\",\"payload\":\"{i}\"}}\n"
+            ));
+        }
+        w.write_all(frames.as_bytes()).unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!writer.is_finished(), "the node stopped reading the flood");
+    rt().block_on(async {
+        let url = format!("unix:{}", path.display());
+        let c = BusClient::connect(&url, "other", &other).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), c.publish("jobs", b"still served"))
+            .await
+            .expect("another app is served meanwhile")
+            .unwrap();
+    });
+    let mut seqs = std::collections::BTreeSet::new();
+    for i in 0..N {
+        let answer: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(
+            (answer["op"].as_str(), answer["id"].as_u64()),
+            (Some("ok"), Some(i)),
+            "{answer}"
+        );
+        assert!(seqs.insert(answer["seq"].as_u64().unwrap()), "{answer}");
+    }
+    writer.join().unwrap();
+    assert_eq!(seqs.len() as u64, N);
+}

@@ -93,9 +93,19 @@ fn confirmed_messages_survive_sigkill_at_random_points() {
     let mut next = 0u64;
     let mut confirmed = BTreeSet::new();
     let mut restored = 0;
+    let mut confirmed_unix = 0;
     for cycle in 0..20 {
-        let (mut node, url) = start(&data);
+        let (mut node, ws_url) = start(&data);
         restored += restored_from_log(&node);
+        // The publisher alternates transports: over the Unix socket the
+        // flusher thread itself writes the confirms, over WebSocket the
+        // session's confirmer task does.
+        let unix = cycle % 2 == 0;
+        let url = if unix {
+            format!("unix:{}", data.join("bus.sock").display())
+        } else {
+            ws_url
+        };
         let kill_after = Duration::from_millis(rng.gen_range(30..400));
         let first = next;
         // A second group reads and acks while the publishes run: its cursor
@@ -170,6 +180,9 @@ fn confirmed_messages_survive_sigkill_at_random_points() {
             "cycle {cycle}: the node should have been killed"
         );
         next = sent;
+        if unix {
+            confirmed_unix += ok.len();
+        }
         confirmed.extend(ok);
     }
     assert!(
@@ -198,10 +211,11 @@ fn confirmed_messages_survive_sigkill_at_random_points() {
     let duplicated = delivered.len() - unique.len();
     let reordered = delivered.windows(2).filter(|w| w[1] < w[0]).count();
     eprintln!(
-        "crash test: 20 SIGKILL cycles in {:.1} s; {} sent, {} confirmed, {} delivered ({} unconfirmed but stored); lost {}, duplicated {}, reordered {}; {} put back from the queue log; {} acked by the live group meanwhile",
+        "crash test: 20 SIGKILL cycles in {:.1} s; {} sent, {} confirmed ({} over the Unix socket), {} delivered ({} unconfirmed but stored); lost {}, duplicated {}, reordered {}; {} put back from the queue log; {} acked by the live group meanwhile",
         t0.elapsed().as_secs_f64(),
         next,
         confirmed.len(),
+        confirmed_unix,
         delivered.len(),
         unique.len() - unique.intersection(&confirmed).count(),
         lost.len(),
@@ -218,6 +232,11 @@ fn confirmed_messages_survive_sigkill_at_random_points() {
     // Sled is flushed about once a second: the last confirms before each kill
     // were durable only in the queue's log, and came back from it.
     assert!(live_acked > 0, "the live group read nothing during the cycles");
+    assert!(
+        confirmed_unix > 0 && confirmed_unix < confirmed.len(),
+        "both transports confirmed messages ({confirmed_unix} of {} over Unix)",
+        confirmed.len()
+    );
     assert!(
         restored > 0,
         "no kill needed the queue log: the test did not exercise it"
