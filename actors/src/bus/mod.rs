@@ -12,6 +12,7 @@
 
 mod actor;
 mod apps;
+mod confirms;
 mod consumer;
 mod leases;
 mod line_out;

@@ -1,68 +1,15 @@
-//! What a session sends besides durable deliveries: `ok` frames, durable
-//! publishes' confirms in publish order, live copies, and the last frames of
-//! a closing session.
+//! What a session sends besides durable deliveries and confirms
+//! (`confirms.rs`): `ok` frames, live copies, and the last frames of a
+//! closing session.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::router::Sink;
-use super::wire::{self, put_payload, FrameError};
-use super::Bus;
+use super::wire::put_payload;
 use crate::queue::Published;
-
-/// A publish waiting for its fsync, and the answer to send then.
-pub(super) struct Confirm {
-    pub(super) ticket: u64,
-    /// The publish frame's id, for the error if it never becomes durable.
-    pub(super) id: u64,
-    pub(super) frame: String,
-    pub(super) t0: std::time::Instant,
-    pub(super) span: tracing::Span,
-}
-
-impl Confirm {
-    /// The frame to send once the flusher has answered: the confirm, or
-    /// `not_durable` if its pass never came.
-    pub(super) fn answer(self, durable: &crate::Result<()>, confirm_duration: &metrics::Histogram) -> String {
-        match durable {
-            Ok(()) => {
-                confirm_duration.record(self.t0.elapsed().as_secs_f64());
-                self.span.in_scope(|| tracing::debug!("confirmed"));
-                self.frame
-            }
-            Err(e) => {
-                self.span
-                    .in_scope(|| tracing::error!(error = %e, "not confirmed"));
-                wire::error_frame(Some(self.id), &FrameError::new("not_durable", e.to_string()))
-            }
-        }
-    }
-}
-
-/// Sends confirms in publish order; one flush wait covers every confirm
-/// queued meanwhile. (A Unix-socket session has none: the flusher thread
-/// writes its confirms, see `line_out.rs`.)
-pub(super) async fn confirmer(bus: Arc<Bus>, mut rx: mpsc::Receiver<Confirm>, out: mpsc::Sender<String>) {
-    let mut batch = Vec::new();
-    let confirm_duration = metrics::histogram!(crate::metrics::QUEUE_CONFIRM_DURATION);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-        }
-        let last = batch.iter().map(|c| c.ticket).max().unwrap_or(0);
-        let durable = bus.queues.confirmed(last).await;
-        for c in batch.drain(..) {
-            if out.send(c.answer(&durable, &confirm_duration)).await.is_err() {
-                return;
-            }
-        }
-    }
-}
 
 pub(super) fn ok(id: u64, extra: Value) -> String {
     let mut v = json!({ "op": "ok", "id": id });

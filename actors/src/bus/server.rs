@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::confirms::{self, Via};
 use super::line_out::{self, LineOut};
 use super::wire::FrameError;
 use super::{outbound, session, Bus};
@@ -114,7 +115,10 @@ async fn ws_conn(bus: Arc<Bus>, stream: tokio::net::TcpStream, peer: SocketAddr)
     };
     let (write, read) = ws.split();
     let (tx, rx) = mpsc::channel::<String>(bus.settings.outbound_queue);
-    let writer = tokio::spawn(super::wire::write_frames(write, rx));
+    // Never full: each confirm in it holds one of the session's
+    // `outbound_queue` slots (`confirms.rs`).
+    let (confirm_tx, confirm_rx) = mpsc::channel(bus.settings.outbound_queue.max(1));
+    let writer = tokio::spawn(confirms::write_ws(write, rx, confirm_rx));
     // Ends at a close frame or a read error; a frame the WebSocket layer
     // refused as too long ends it too (it cannot be skipped), but the app is
     // told why first.
@@ -144,7 +148,14 @@ async fn ws_conn(bus: Arc<Bus>, stream: tokio::net::TcpStream, peer: SocketAddr)
             futures::future::ready(item)
         })
         .filter_map(futures::future::ready);
-    session::run(bus, Box::pin(frames), tx, peer.to_string(), None).await;
+    session::run(
+        bus,
+        Box::pin(frames),
+        tx,
+        peer.to_string(),
+        Via::Writer(confirm_tx),
+    )
+    .await;
     outbound::drain(writer).await;
 }
 
@@ -226,6 +237,6 @@ async fn unix_conn(bus: Arc<Bus>, stream: tokio::net::UnixStream) {
         };
         Some((item, r))
     });
-    session::run(bus, Box::pin(lines), tx, "unix".into(), Some(out)).await;
+    session::run(bus, Box::pin(lines), tx, "unix".into(), Via::Line(out)).await;
     outbound::drain(writer).await;
 }

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::confirms::{Confirm, Confirms, Via};
 use super::consumer::consume;
 use super::leases::Unacked;
-use super::line_out::LineOut;
-use super::outbound::{self, confirmer, drain, fan_out, msg_frame, ok, ok_published, Confirm};
+use super::outbound::{fan_out, msg_frame, ok, ok_published};
 use super::router::Sink;
 use super::wire::{self, put_payload, FrameError, In};
 use super::{Bus, SessionInfo, Verb};
@@ -37,19 +37,6 @@ enum Subscribing {
     Durable { topic: String, group: String },
 }
 
-/// Where a durable publish's confirm goes once it is durable.
-enum Confirms {
-    /// WebSocket: the session's confirmer task, which waits for each pass.
-    Task(mpsc::Sender<Confirm>, JoinHandle<()>),
-    /// Unix socket: the flusher thread writes it (`line_out.rs`). A
-    /// session has at most `bus.outbound_queue` of them outstanding.
-    Direct {
-        out: Arc<LineOut>,
-        slots: Arc<Semaphore>,
-        confirm_duration: metrics::Histogram,
-    },
-}
-
 struct Session {
     bus: Arc<Bus>,
     id: u64,
@@ -66,15 +53,10 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs a session over a stream of frames; answers go to `out`, and
-/// confirms to `direct` when given (a Unix-socket session), else to `out` too.
-pub(crate) async fn run<S>(
-    bus: Arc<Bus>,
-    mut frames: S,
-    out: mpsc::Sender<String>,
-    peer: String,
-    direct: Option<Arc<LineOut>>,
-) where
+/// Runs a session over a stream of frames; answers go to `out`, durable
+/// publishes' confirms `via` the flusher thread (`confirms.rs`).
+pub(crate) async fn run<S>(bus: Arc<Bus>, mut frames: S, out: mpsc::Sender<String>, peer: String, via: Via)
+where
     S: Stream<Item = Result<String, (Option<u64>, FrameError)>> + Unpin,
 {
     let max = bus.settings.max_frame_bytes;
@@ -142,17 +124,7 @@ pub(crate) async fn run<S>(
     let _ = out
         .send(json!({ "op": "welcome", "app": app, "session": id }).to_string())
         .await;
-    let confirms = match direct {
-        Some(out) => Confirms::Direct {
-            out,
-            slots: Arc::new(Semaphore::new(bus.settings.outbound_queue)),
-            confirm_duration: metrics::histogram!(crate::metrics::QUEUE_CONFIRM_DURATION),
-        },
-        None => {
-            let (tx, rx) = mpsc::channel(bus.settings.outbound_queue);
-            Confirms::Task(tx, tokio::spawn(confirmer(bus.clone(), rx, out.clone())))
-        }
-    };
+    let confirms = Confirms::new(&bus, via);
     let mut s = Session {
         bus,
         id,
@@ -323,36 +295,12 @@ impl Session {
                 // Confirmed off the read loop, in order, by the session's confirmer:
                 // an app can pipeline publishes, and one wait covers a whole batch.
                 let confirm = Confirm {
-                    ticket,
                     id,
                     frame: ok_published(id, published),
                     t0,
                     span,
                 };
-                match &self.confirms {
-                    Confirms::Task(tx, _) => {
-                        let _ = tx.send(confirm).await;
-                    }
-                    Confirms::Direct {
-                        out,
-                        slots,
-                        confirm_duration,
-                    } => {
-                        // An app that does not read its confirms stops being read.
-                        out.wait_room().await;
-                        let Ok(slot) = slots.clone().acquire_owned().await else {
-                            return Ok(());
-                        };
-                        let (out, hist) = (out.clone(), confirm_duration.clone());
-                        self.bus.queues.on_confirmed(
-                            ticket,
-                            Box::new(move |durable| {
-                                out.send_line(&confirm.answer(&durable, &hist));
-                                drop(slot);
-                            }),
-                        );
-                    }
-                }
+                self.confirms.send(&self.bus, ticket, confirm).await;
                 Ok(())
             }
             In::Send {
@@ -801,15 +749,6 @@ impl Session {
         metrics::gauge!(crate::metrics::BUS_SESSIONS).decrement(1.0);
         tracing::info!(app = %self.app, session = self.id, "app disconnected");
         // Confirms already queued are still sent (the connection may be half-closed).
-        match self.confirms {
-            Confirms::Task(tx, task) => {
-                drop(tx);
-                drain(task).await;
-            }
-            Confirms::Direct { slots, .. } => {
-                let all = u32::try_from(self.bus.settings.outbound_queue).unwrap_or(u32::MAX);
-                let _ = tokio::time::timeout(outbound::DRAIN_GRACE, slots.acquire_many(all)).await;
-            }
-        }
+        self.confirms.finish().await;
     }
 }

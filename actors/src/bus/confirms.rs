@@ -1,0 +1,174 @@
+//! A durable publish's confirm, sent from the flusher thread as soon as the
+//! pass that covers it ends (`Queues::on_confirmed`), with no runtime task
+//! waiting for the pass: over the Unix socket the flusher writes it to the
+//! connection itself (`line_out.rs`); over WebSocket it hands it to the
+//! session's writer task, which frames it. Either way one connection's
+//! confirms leave in publish order (callbacks run in ticket order).
+
+use std::sync::Arc;
+
+use futures::{Sink, SinkExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::line_out::LineOut;
+use super::outbound::DRAIN_GRACE;
+use super::wire::{self, FrameError};
+use super::Bus;
+
+/// A publish waiting for its fsync, and the answer to send then.
+pub(super) struct Confirm {
+    /// The publish frame's id, for the error if it never becomes durable.
+    pub(super) id: u64,
+    pub(super) frame: String,
+    pub(super) t0: std::time::Instant,
+    pub(super) span: tracing::Span,
+}
+
+impl Confirm {
+    /// The frame to send once the flusher has answered: the confirm, or
+    /// `not_durable` if its pass never came.
+    fn answer(self, durable: &crate::Result<()>, confirm_duration: &metrics::Histogram) -> String {
+        match durable {
+            Ok(()) => {
+                confirm_duration.record(self.t0.elapsed().as_secs_f64());
+                self.span.in_scope(|| tracing::debug!("confirmed"));
+                self.frame
+            }
+            Err(e) => {
+                self.span
+                    .in_scope(|| tracing::error!(error = %e, "not confirmed"));
+                wire::error_frame(Some(self.id), &FrameError::new("not_durable", e.to_string()))
+            }
+        }
+    }
+}
+
+/// A confirm for the WebSocket writer task, with its slot (freed once written).
+pub(super) type Framed = (String, OwnedSemaphorePermit);
+
+/// Where a session's confirms go.
+pub(super) enum Via {
+    /// Written by the flusher thread to the Unix socket.
+    Line(Arc<LineOut>),
+    /// Handed to the WebSocket writer task.
+    Writer(mpsc::Sender<Framed>),
+}
+
+/// A session's confirms: at most `bus.outbound_queue` outstanding (sent
+/// for, not yet written or queued to the connection).
+pub(super) struct Confirms {
+    via: Via,
+    slots: Arc<Semaphore>,
+    max: u32,
+    confirm_duration: metrics::Histogram,
+}
+
+impl Confirms {
+    pub(super) fn new(bus: &Bus, via: Via) -> Self {
+        let max = u32::try_from(bus.settings.outbound_queue.max(1)).unwrap_or(u32::MAX);
+        Self {
+            via,
+            slots: Arc::new(Semaphore::new(max as usize)),
+            max,
+            confirm_duration: metrics::histogram!(crate::metrics::QUEUE_CONFIRM_DURATION),
+        }
+    }
+
+    /// Sends `confirm` once `ticket` is durable. Waits first while the app
+    /// has too many confirms it has not read: such an app stops being read.
+    pub(super) async fn send(&self, bus: &Bus, ticket: u64, confirm: Confirm) {
+        if let Via::Line(out) = &self.via {
+            out.wait_room().await;
+        }
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return;
+        };
+        let hist = self.confirm_duration.clone();
+        let f: crate::queue::OnDurable = match &self.via {
+            Via::Line(out) => {
+                let out = out.clone();
+                Box::new(move |durable| {
+                    out.send_line(&confirm.answer(&durable, &hist));
+                    drop(slot);
+                })
+            }
+            Via::Writer(tx) => {
+                let tx = tx.clone();
+                // Never full: the channel holds as many as there are slots.
+                Box::new(move |durable| {
+                    let _ = tx.try_send((confirm.answer(&durable, &hist), slot));
+                })
+            }
+        };
+        bus.queues.on_confirmed(ticket, f);
+    }
+
+    /// Waits (at most [`DRAIN_GRACE`]) until every confirm sent for is
+    /// written, or queued to a connection that may be half-closed.
+    pub(super) async fn finish(self) {
+        let _ = tokio::time::timeout(DRAIN_GRACE, self.slots.acquire_many(self.max)).await;
+    }
+}
+
+/// The writer task of a WebSocket session: its frames and its confirms,
+/// every burst already queued in one flush (one `send` syscall), until the
+/// frames' queue closes or the socket fails; then closes the socket.
+pub(super) async fn write_ws<S>(
+    mut sink: S,
+    mut rx: mpsc::Receiver<String>,
+    mut confirms: mpsc::Receiver<Framed>,
+) where
+    S: Sink<Message> + Unpin,
+{
+    let mut written = Vec::new();
+    let mut confirms_open = true;
+    'outer: loop {
+        let first = tokio::select! {
+            biased;
+            c = confirms.recv(), if confirms_open => match c {
+                Some((frame, slot)) => {
+                    written.push(slot);
+                    frame
+                }
+                None => {
+                    confirms_open = false;
+                    continue;
+                }
+            },
+            f = rx.recv() => match f {
+                Some(frame) => frame,
+                None => break,
+            },
+        };
+        if sink.feed(Message::text(first)).await.is_err() {
+            break;
+        }
+        loop {
+            let next = match confirms.try_recv() {
+                Ok((frame, slot)) => {
+                    written.push(slot);
+                    frame
+                }
+                Err(_) => match rx.try_recv() {
+                    Ok(frame) => frame,
+                    Err(_) => break,
+                },
+            };
+            if sink.feed(Message::text(next)).await.is_err() {
+                break 'outer;
+            }
+        }
+        if sink.flush().await.is_err() {
+            break;
+        }
+        written.clear();
+    }
+    // The session ended (it waited for its confirms first).
+    while let Ok((frame, _slot)) = confirms.try_recv() {
+        if sink.feed(Message::text(frame)).await.is_err() {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
