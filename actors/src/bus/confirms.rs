@@ -172,3 +172,69 @@ pub(super) async fn write_ws<S>(
     }
     let _ = sink.close().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::Publish;
+    use crate::store::SledStore;
+    use std::time::Duration;
+
+    fn confirm(id: u64) -> Confirm {
+        Confirm {
+            id,
+            frame: id.to_string(),
+            t0: std::time::Instant::now(),
+            span: tracing::Span::none(),
+        }
+    }
+
+    #[tokio::test]
+    async fn confirms_come_once_in_order_and_a_session_has_at_most_outbound_queue_unwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let bus = super::super::tests::bus(&store);
+        let max = bus.settings.outbound_queue as u64;
+        let (tx, mut rx) = mpsc::channel(bus.settings.outbound_queue);
+        let confirms = Confirms::new(&bus, Via::Writer(tx));
+        let publish = |i: u64| {
+            let p = Publish {
+                payload: i.to_string().into_bytes(),
+                ..Publish::default()
+            };
+            bus.queues.publish_nowait("jobs", p).unwrap().1
+        };
+        for i in 0..max {
+            confirms.send(&bus, publish(i), confirm(i)).await;
+        }
+        // No writer takes them: the next publish's confirm must wait.
+        let next = publish(max);
+        assert!(
+            tokio::time::timeout(
+                Duration::from_millis(300),
+                confirms.send(&bus, next, confirm(max))
+            )
+            .await
+            .is_err(),
+            "a confirm past bus.outbound_queue unwritten ones must wait"
+        );
+        for i in 0..max {
+            let (frame, slot) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("confirmed after its pass")
+                .unwrap();
+            assert_eq!(frame, i.to_string(), "in publish order");
+            drop(slot);
+        }
+        // Written: room again.
+        let next = publish(max + 1);
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            confirms.send(&bus, next, confirm(max + 1)),
+        )
+        .await
+        .expect("room once the writer wrote");
+        assert_eq!(rx.recv().await.unwrap().0, (max + 1).to_string());
+        assert!(rx.try_recv().is_err(), "each confirm once");
+    }
+}

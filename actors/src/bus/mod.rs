@@ -247,12 +247,13 @@ impl Bus {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::SledStore;
     use crate::Error;
 
-    fn bus(store: &SledStore) -> Arc<Bus> {
+    /// A bus on `store` with `outbound_queue = 16`, no listeners.
+    pub(crate) fn bus(store: &SledStore) -> Arc<Bus> {
         let queues = Queues::open(store.clone(), crate::queue::QueueConfig::default()).unwrap();
         let settings = BusSettings {
             addr: "127.0.0.1:0".parse().unwrap(),
