@@ -695,10 +695,12 @@ fn seal_all(store: SledStore, topics: TopicMap) -> flusher::Seal {
             .cloned()
             .collect();
         for t in all {
-            lock(&t.state)
-                .msgs
+            let mut st = lock(&t.state);
+            st.msgs
                 .seal(&store)
                 .map_err(|e| format!("cannot write a chunk of messages: {e}"))?;
+            st.persist_groups(&store)
+                .map_err(|e| format!("cannot write the consumer groups' state: {e}"))?;
         }
         Ok(())
     })

@@ -90,6 +90,10 @@ fn confirmed_messages_survive_sigkill_at_random_points() {
 
     let t0 = Instant::now();
     let mut live_acked = 0u64;
+    // What the live group was handed across the cycles: its state (cursor,
+    // pending deliveries) comes back from each kill, and none of what was
+    // confirmed may be skipped by it either.
+    let mut live_seen = BTreeSet::new();
     let mut next = 0u64;
     let mut confirmed = BTreeSet::new();
     let mut restored = 0;
@@ -111,11 +115,12 @@ fn confirmed_messages_survive_sigkill_at_random_points() {
         // A second group reads and acks while the publishes run: its cursor
         // moves past messages that may be only in the log when the kill lands.
         let live = async {
+            let mut seen = Vec::new();
             let Ok(mut c) = BusClient::connect(&url, "pub", &token).await else {
-                return 0;
+                return (0, seen);
             };
             let Ok(sub) = c.subscribe("crash", Some("pub.live")).await else {
-                return 0;
+                return (0, seen);
             };
             // Acks are pipelined (64 unanswered at most) so the group keeps
             // up with the publisher, reading the newest messages.
@@ -125,13 +130,14 @@ fn confirmed_messages_survive_sigkill_at_random_points() {
                 let Some(seq) = m["seq"].as_u64().filter(|_| m["op"] == "msg") else {
                     break;
                 };
+                seen.push(String::from_utf8(payload(&m)).unwrap().parse::<u64>().unwrap());
                 acks.push_back(Box::pin(c.start(json!({ "op": "ack", "sub": sub, "seq": seq }))));
                 acked += 1;
                 if acks.len() > 64 && acks.pop_front().expect("not empty").await.is_err() {
                     break;
                 }
             }
-            acked
+            (acked, seen)
         };
         let publish = async {
             let client = BusClient::connect(&url, "pub", &token).await.unwrap();
@@ -168,12 +174,13 @@ fn confirmed_messages_survive_sigkill_at_random_points() {
             }
             (n, ok)
         };
-        let ((sent, ok), acked) = rt
+        let ((sent, ok), (acked, seen)) = rt
             .block_on(async {
                 tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(publish, live) }).await
             })
             .expect("a crash cycle finishes within 60 s");
         live_acked += acked;
+        live_seen.extend(seen);
         let status = node.wait_exit(10);
         assert!(
             !status.success(),
@@ -205,13 +212,25 @@ fn confirmed_messages_survive_sigkill_at_random_points() {
         }
         got
     });
+    // The live group's state came back from every kill: what it was not
+    // handed before comes now.
+    rt.block_on(async {
+        let mut c = BusClient::connect(&url, "pub", &token).await.unwrap();
+        let sub = c.subscribe("crash", Some("pub.live")).await.unwrap();
+        while let Some(m) = c.next_msg(Duration::from_secs(3)).await {
+            assert_eq!(m["op"], "msg", "{m}");
+            live_seen.insert(String::from_utf8(payload(&m)).unwrap().parse::<u64>().unwrap());
+            c.ack(sub, m["seq"].as_u64().unwrap()).await.unwrap();
+        }
+    });
     drop(node);
+    let live_lost: Vec<u64> = confirmed.difference(&live_seen).copied().collect();
     let unique: BTreeSet<u64> = delivered.iter().copied().collect();
     let lost: Vec<u64> = confirmed.difference(&unique).copied().collect();
     let duplicated = delivered.len() - unique.len();
     let reordered = delivered.windows(2).filter(|w| w[1] < w[0]).count();
     eprintln!(
-        "crash test: 20 SIGKILL cycles in {:.1} s; {} sent, {} confirmed ({} over the Unix socket), {} delivered ({} unconfirmed but stored); lost {}, duplicated {}, reordered {}; {} put back from the queue log; {} acked by the live group meanwhile",
+        "crash test: 20 SIGKILL cycles in {:.1} s; {} sent, {} confirmed ({} over the Unix socket), {} delivered ({} unconfirmed but stored); lost {}, duplicated {}, reordered {}; {} put back from the queue log; {} acked by the live group meanwhile, {} skipped by it",
         t0.elapsed().as_secs_f64(),
         next,
         confirmed.len(),
@@ -222,12 +241,18 @@ fn confirmed_messages_survive_sigkill_at_random_points() {
         duplicated,
         reordered,
         restored,
-        live_acked
+        live_acked,
+        live_lost.len()
     );
     assert!(
         lost.is_empty(),
         "confirmed messages lost: {:?}",
         &lost[..lost.len().min(20)]
+    );
+    assert!(
+        live_lost.is_empty(),
+        "confirmed messages the live group skipped across the kills: {:?}",
+        &live_lost[..live_lost.len().min(20)]
     );
     // Sled is flushed about once a second: the last confirms before each kill
     // were durable only in the queue's log, and came back from it.
