@@ -104,12 +104,27 @@ impl Confirms {
         bus.queues.on_confirmed(ticket, f);
     }
 
+    /// Sends `frame` ahead of every confirm to come (the `welcome`).
+    pub(super) async fn send_first(&self, frame: String) {
+        match &self.via {
+            Via::Line(out) => out.send_line(&frame),
+            Via::Writer(tx) => {
+                if let Ok(slot) = self.slots.clone().acquire_owned().await {
+                    let _ = tx.send((frame, slot)).await;
+                }
+            }
+        }
+    }
+
     /// Waits (at most [`DRAIN_GRACE`]) until every confirm sent for is
     /// written, or queued to a connection that may be half-closed.
     pub(super) async fn finish(self) {
         let _ = tokio::time::timeout(DRAIN_GRACE, self.slots.acquire_many(self.max)).await;
     }
 }
+
+/// Frames fed before one flush, at most.
+const BURST: usize = 256;
 
 /// The writer task of a WebSocket session: its frames and its confirms,
 /// every burst already queued in one flush (one `send` syscall), until the
@@ -144,7 +159,8 @@ pub(super) async fn write_ws<S>(
         if sink.feed(Message::text(first)).await.is_err() {
             break;
         }
-        loop {
+        // A bounded burst: confirms' slots come back at each flush.
+        for _ in 0..BURST {
             let next = match confirms.try_recv() {
                 Ok((frame, slot)) => {
                     written.push(slot);

@@ -37,7 +37,8 @@ struct Backlog {
     bytes: Vec<u8>,
     /// How much of `bytes` is written already.
     start: usize,
-    /// A write failed: the app is gone; later frames are dropped.
+    /// A write failed (the app is gone) or the writer task ended: later
+    /// frames are dropped, never half-written.
     broken: bool,
 }
 
@@ -106,6 +107,13 @@ impl LineOut {
         self.room.notify_waiters();
     }
 
+    /// No more writes: the session's writer task ended. A confirm that
+    /// comes later (its pass took longer than the session's grace) is
+    /// dropped whole rather than written half before the connection closes.
+    fn close(&self) {
+        self.break_off(self.lock());
+    }
+
     /// Writes what the backlog holds through the runtime's handle (so a full
     /// socket is seen by its readiness); `Ok(true)` once it is empty.
     fn drain(&self, half: &OwnedWriteHalf) -> io::Result<bool> {
@@ -159,11 +167,16 @@ impl LineOut {
 /// The writer task of a Unix-socket session: the backlog first, then the
 /// frames queued on `rx` (a burst in one write), until `rx` closes.
 pub(super) async fn write_lines(half: OwnedWriteHalf, out: Arc<LineOut>, mut rx: mpsc::Receiver<String>) {
+    write_until_closed(&half, &out, &mut rx).await;
+    out.close();
+}
+
+async fn write_until_closed(half: &OwnedWriteHalf, out: &LineOut, rx: &mut mpsc::Receiver<String>) {
     let mut buf = String::new();
     loop {
         // Everything already in the backlog goes before anything newer.
         loop {
-            match out.drain(&half) {
+            match out.drain(half) {
                 Ok(true) => break,
                 Ok(false) => {
                     if half.writable().await.is_err() {
@@ -191,7 +204,7 @@ pub(super) async fn write_lines(half: OwnedWriteHalf, out: Arc<LineOut>, mut rx:
         }
     }
     // The session ended: what is left still goes, if the app reads it.
-    while let Ok(false) = out.drain(&half) {
+    while let Ok(false) = out.drain(half) {
         if half.writable().await.is_err() {
             return;
         }

@@ -121,10 +121,11 @@ where
     };
     metrics::gauge!(crate::metrics::BUS_SESSIONS).increment(1.0);
     tracing::info!(app = %app, session = id, %peer, "app connected");
-    let _ = out
-        .send(json!({ "op": "welcome", "app": app, "session": id }).to_string())
-        .await;
+    // Through the confirms' path, which no later confirm can overtake.
     let confirms = Confirms::new(&bus, via);
+    confirms
+        .send_first(json!({ "op": "welcome", "app": app, "session": id }).to_string())
+        .await;
     let mut s = Session {
         bus,
         id,
@@ -292,7 +293,7 @@ impl Session {
                         )
                     });
                 }
-                // Confirmed off the read loop, in order, by the session's confirmer:
+                // Confirmed off the read loop, in order, by the flusher (`confirms.rs`):
                 // an app can pipeline publishes, and one wait covers a whole batch.
                 let confirm = Confirm {
                     id,

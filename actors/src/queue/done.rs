@@ -128,7 +128,7 @@ fn run_all(callbacks: BTreeMap<u64, Vec<OnDurable>>, result: crate::Result<()>) 
 
 /// A callback that panics is a bug in it; it must not take the flusher
 /// thread (and with it every later confirm) down.
-fn run_one(f: OnDurable, result: crate::Result<()>) {
+pub(super) fn run_one(f: OnDurable, result: crate::Result<()>) {
     if catch_unwind(AssertUnwindSafe(|| f(result))).is_err() {
         tracing::error!("a confirm callback panicked; the flusher goes on");
     }

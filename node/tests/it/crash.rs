@@ -103,7 +103,7 @@ fn confirmed_messages_survive_sigkill_at_random_points() {
         restored += restored_from_log(&node);
         // The publisher alternates transports: over the Unix socket the
         // flusher thread itself writes the confirms, over WebSocket the
-        // session's confirmer task does.
+        // flusher hands them to the session's writer task.
         let unix = cycle % 2 == 0;
         let url = if unix {
             format!("unix:{}", data.join("bus.sock").display())
