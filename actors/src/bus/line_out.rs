@@ -23,8 +23,6 @@ pub(super) const BACKLOG_ROOM: usize = 256 * 1024;
 /// See the module documentation.
 #[derive(Debug)]
 pub(super) struct LineOut {
-    /// A second handle to the connection, non-blocking.
-    sock: UnixStream,
     state: Mutex<Backlog>,
     /// The writer task: bytes wait in the backlog.
     wake: Notify,
@@ -34,6 +32,8 @@ pub(super) struct LineOut {
 
 #[derive(Debug, Default)]
 struct Backlog {
+    /// A second handle to the connection, non-blocking; closed with the line.
+    sock: Option<UnixStream>,
     bytes: Vec<u8>,
     /// How much of `bytes` is written already.
     start: usize,
@@ -53,8 +53,10 @@ impl LineOut {
     pub(super) fn new(sock: UnixStream) -> io::Result<Arc<Self>> {
         sock.set_nonblocking(true)?;
         Ok(Arc::new(Self {
-            sock,
-            state: Mutex::default(),
+            state: Mutex::new(Backlog {
+                sock: Some(sock),
+                ..Backlog::default()
+            }),
             wake: Notify::new(),
             room: Notify::new(),
         }))
@@ -69,9 +71,9 @@ impl LineOut {
     /// does not take) queued for the writer task.
     pub(super) fn send_line(&self, frame: &str) {
         let mut b = self.lock();
-        if b.broken {
+        let Some(sock) = b.sock.as_ref().filter(|_| !b.broken) else {
             return;
-        }
+        };
         if b.waiting() > 0 {
             b.bytes.extend_from_slice(frame.as_bytes());
             b.bytes.push(b'\n');
@@ -82,7 +84,7 @@ impl LineOut {
         line.push(b'\n');
         let mut at = 0;
         while at < line.len() {
-            match (&self.sock).write(&line[at..]) {
+            match (&*sock).write(&line[at..]) {
                 Ok(0) => return self.break_off(b),
                 Ok(n) => at += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -101,6 +103,7 @@ impl LineOut {
 
     fn break_off(&self, mut b: MutexGuard<'_, Backlog>) {
         b.broken = true;
+        b.sock = None;
         b.bytes = Vec::new();
         b.start = 0;
         drop(b);

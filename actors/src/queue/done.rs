@@ -20,9 +20,9 @@ pub type OnDurable = Box<dyn FnOnce(crate::Result<()>) + Send>;
 #[derive(Default)]
 pub(super) struct Done {
     state: Mutex<DoneState>,
-    /// Held while callbacks run, taken before `state` is released: callbacks
-    /// run in the order their tickets became durable, whichever thread runs
-    /// them (a session's confirms leave in publish order).
+    /// Held while callbacks run; a pass takes it before it releases `state`:
+    /// callbacks run in the order their tickets became durable, whichever
+    /// thread runs them (a session's confirms leave in publish order).
     running: Mutex<()>,
 }
 
@@ -97,8 +97,12 @@ impl Done {
             d.callbacks.entry(ticket).or_default().push(f);
             return;
         };
-        let running = lock(&self.running);
+        // The pass that covered `ticket` took `running` before it released
+        // `state`: waiting for `running` here (without holding `state`, so
+        // no other thread waits on that pass's callbacks) runs `f` after
+        // that pass's callbacks, never before.
         drop(d);
+        let running = lock(&self.running);
         run_one(f, result);
         drop(running);
     }
