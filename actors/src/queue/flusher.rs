@@ -5,6 +5,7 @@
 //! about once a second (a checkpoint, after which the log starts over). Other writes
 //! (dead-lettering, replays) ask for a full flush of sled.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,9 @@ struct State {
 pub(crate) struct Flusher {
     state: Arc<(Mutex<State>, Condvar)>,
     done: Arc<Done>,
+    /// Consumer groups changed since the last checkpoint (see
+    /// [`Flusher::groups_changed`]).
+    groups_dirty: Arc<AtomicBool>,
     mode: ConfirmMode,
     /// Publishes go through the write-ahead log.
     logged: bool,
@@ -69,7 +73,8 @@ impl Flusher {
         let logged = wal.is_some();
         let state = Arc::new((Mutex::new(State::default()), Condvar::new()));
         let done = Arc::new(Done::default());
-        let (st, tx) = (state.clone(), done.clone());
+        let groups_dirty = Arc::new(AtomicBool::new(false));
+        let (st, tx, dirty) = (state.clone(), done.clone(), groups_dirty.clone());
         let period = match mode {
             ConfirmMode::Interval(ms) => Some(Duration::from_millis(ms.max(1))),
             ConfirmMode::None => Some(SEAL_EVERY),
@@ -77,11 +82,12 @@ impl Flusher {
         };
         let thread = std::thread::Builder::new()
             .name("vigil-flusher".into())
-            .spawn(move || run(store, st, tx, (mode, period), wal, seal))
+            .spawn(move || run(store, (st, tx, dirty), (mode, period), wal, seal))
             .expect("cannot spawn the flusher thread");
         Self {
             state,
             done,
+            groups_dirty,
             mode,
             logged,
             thread: Some(thread),
@@ -144,6 +150,18 @@ impl Flusher {
         self.done.on_durable(ticket, f)
     }
 
+    /// A consumer group's state changed (a delivery, a settle): a
+    /// checkpoint within [`CHECKPOINT_EVERY`] writes it, even when nothing
+    /// is published.
+    pub(crate) fn groups_changed(&self) {
+        if !self.groups_dirty.swap(true, Ordering::AcqRel) {
+            let (lock, cv) = &*self.state;
+            if lock.lock().unwrap_or_else(|p| p.into_inner()).waiting {
+                cv.notify_one();
+            }
+        }
+    }
+
     pub(crate) fn mode(&self) -> ConfirmMode {
         self.mode
     }
@@ -169,8 +187,7 @@ impl Drop for Flusher {
 
 fn run(
     store: SledStore,
-    state: Arc<(Mutex<State>, Condvar)>,
-    done: Arc<Done>,
+    (state, done, groups_dirty): (Arc<(Mutex<State>, Condvar)>, Arc<Done>, Arc<AtomicBool>),
     (mode, period): (ConfirmMode, Option<Duration>),
     mut wal: Option<Wal>,
     seal: Seal,
@@ -182,10 +199,12 @@ fn run(
     let mut force_checkpoint = false;
     let mut frame_buf = Vec::new();
     loop {
+        // A checkpoint is due when the log or the consumer groups hold
+        // changes sled does not have yet, once a second (or a half-full log).
         let checkpoint_due = |wal: &Option<Wal>, at: Instant| {
-            wal.as_ref().is_some_and(|w| {
-                w.len() > 0 && (at.elapsed() >= CHECKPOINT_EVERY || w.len() >= CHECKPOINT_BYTES)
-            })
+            let logged = wal.as_ref().map_or(0, |w| w.len());
+            (logged > 0 || groups_dirty.load(Ordering::Acquire))
+                && (at.elapsed() >= CHECKPOINT_EVERY || logged >= CHECKPOINT_BYTES)
         };
         let (target, full, records, stop) = {
             let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -193,8 +212,14 @@ fn run(
                 None => {
                     while s.requested == flushed && !s.stop && !checkpoint_due(&wal, last_checkpoint) {
                         s.waiting = true;
+                        let dirty = groups_dirty.load(Ordering::Acquire);
                         s = match &wal {
-                            // Wake for the checkpoint of a log that holds records.
+                            // Wake for the checkpoint of a log that holds
+                            // records, or of changed groups.
+                            _ if dirty => {
+                                let left = CHECKPOINT_EVERY.saturating_sub(last_checkpoint.elapsed());
+                                cv.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0
+                            }
                             Some(w) if w.len() > 0 => {
                                 let left = CHECKPOINT_EVERY.saturating_sub(last_checkpoint.elapsed());
                                 cv.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0
@@ -262,17 +287,28 @@ fn run(
             }
             _ => None,
         };
+        // A pass that seals writes the groups' state too: what changes from
+        // here on marks them changed again.
+        let seals = logged.is_none();
+        if seals {
+            groups_dirty.store(false, Ordering::Release);
+        }
         let r = match (logged, wal.is_some()) {
             (Some(r), _) => r,
             // The records taken are in memory already: the checkpoint covers them.
             (None, true) => checkpoint(&store, &mut wal, &seal).map(|()| {
-                last_checkpoint = Instant::now();
                 force_checkpoint = false;
             }),
             // Mode `none`: sled's own periodic flush makes the chunks durable.
             (None, false) if mode == ConfirmMode::None => seal(),
             (None, false) => seal().and_then(|()| store.flush().map(|_| ()).map_err(|e| e.to_string())),
         };
+        if seals {
+            match &r {
+                Ok(()) => last_checkpoint = Instant::now(),
+                Err(_) => groups_dirty.store(true, Ordering::Release),
+            }
+        }
         match r {
             Ok(()) => {
                 metrics::histogram!(crate::metrics::QUEUE_FLUSH_DURATION).record(t0.elapsed().as_secs_f64());

@@ -334,6 +334,9 @@ impl Queues {
         let (out, wake) = {
             let mut st = lock(&t.state);
             let (out, dead, wake) = st.fetch(&self.store, group, max)?;
+            if !out.is_empty() || !dead.is_empty() {
+                self.flusher.groups_changed();
+            }
             if let Some(g) = st.groups.get(group) {
                 let inflight = g.pending.len() as f64;
                 metrics::gauge!(m::QUEUE_IN_FLIGHT, "topic" => topic.to_owned(), "group" => group.to_owned())
@@ -460,6 +463,7 @@ impl Queues {
             Settle::InProgress => return st.in_progress(group, seq).map(Some),
             Settle::Term(reason) => {
                 let dead = st.take_for_term(&self.store, group, seq, &format!("term: {reason}"))?;
+                self.flusher.groups_changed();
                 self.move_to_dlq(&mut st, vec![dead])?;
             }
         }
@@ -501,6 +505,7 @@ impl Queues {
         seqs: &[u64],
     ) -> Result<()> {
         st.ack(&self.store, group, seqs)?;
+        self.flusher.groups_changed();
         metrics::counter!(m::QUEUE_ACKED, "topic" => st.cfg.name.clone()).increment(seqs.len() as u64);
         t.depth.set(st.msgs.count as f64);
         drop(st);

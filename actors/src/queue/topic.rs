@@ -98,6 +98,9 @@ pub(crate) struct Group {
     /// pending entry in sled; first deliveries since then are only in
     /// memory until the next checkpoint ([`TopicState::persist_groups`]).
     pub(crate) next_on_disk: u64,
+    /// Pending entries loaded past `next`: delivered before a crash, so the
+    /// cursor never hands them out as new, even once they are settled.
+    pub(crate) ahead: std::collections::BTreeSet<u64>,
     pub(crate) pending: BTreeMap<u64, Pending>,
     pub(crate) stats: GroupStats,
 }
@@ -149,6 +152,7 @@ impl TopicState {
             let mut g = Group {
                 next: 0,
                 next_on_disk: 0,
+                ahead: Default::default(),
                 pending: BTreeMap::new(),
                 stats: GroupStats {
                     group: group.to_owned(),
@@ -185,22 +189,28 @@ impl TopicState {
                     );
                 }
             }
-            // Pending entries past `next` (written before `next` moved, or
-            // redeliveries of messages delivered since the last checkpoint)
-            // are pending: `fetch` skips them when its cursor gets there.
+            // Pending entries past `next` (redeliveries since the last
+            // checkpoint) were delivered already: the cursor passes over
+            // them, settled since or not (`ahead`).
             g.next_on_disk = g.next;
+            g.ahead = g.pending.range(g.next..).map(|(s, _)| *s).collect();
+            // What the group has seen, `next` or a pending entry past it:
+            // sled may have lost those messages (a crash before the log or a
+            // checkpoint covered them), and their sequence numbers must not
+            // be given to new messages this group would take for them.
+            let seen = g.ahead.last().map_or(g.next, |s| (s + 1).max(g.next));
             // A group reads past what sled kept only by what a crash lost.
-            if g.next > msgs.next_seq + MAX_LOST {
+            if seen > msgs.next_seq + MAX_LOST {
                 return Err(corrupt(
                     &t,
                     format!(
                         "the group's next is {}, {} past the topic's last stored message; a crash loses at most {MAX_LOST}",
-                        g.next,
-                        g.next - msgs.next_seq
+                        seen,
+                        seen - msgs.next_seq
                     ),
                 ));
             }
-            msgs.extend_to(g.next);
+            msgs.extend_to(seen);
             groups.insert(group.to_owned(), g);
         }
         // An id whose message sled did not keep (a crash before the log or a
@@ -354,6 +364,7 @@ impl TopicState {
         Group {
             next: start,
             next_on_disk: 0,
+            ahead: Default::default(),
             pending: BTreeMap::new(),
             stats: GroupStats {
                 group: name.to_owned(),
@@ -466,12 +477,13 @@ impl TopicState {
         }
         if g.next < first_seq {
             g.next = first_seq;
+            g.ahead = g.ahead.split_off(&first_seq);
         }
         while out.len() < want && g.next < next_seq {
             let seq = g.next;
             g.next += 1;
-            if g.pending.contains_key(&seq) {
-                continue; // loaded pending past the cursor sled had
+            if g.ahead.remove(&seq) || g.pending.contains_key(&seq) {
+                continue; // delivered before a crash (loaded past the cursor sled had)
             }
             let Some(envelope) = msgs.get(store, seq)? else {
                 continue;
@@ -784,7 +796,8 @@ mod tests {
         }
         st.msgs.seal(&store).unwrap();
         drop(st);
-        // A crash after fetch wrote both pending entries but before `next`.
+        // Pending entries past `next` (an older version wrote them before
+        // `next`; now redeliveries since the last checkpoint).
         let gtree = group_tree("t", "g");
         store
             .insert(&gtree, &pending_key(0), &1u32.to_be_bytes())
@@ -796,5 +809,114 @@ mod tests {
         let (out, _, _) = st.fetch(&store, "g", 10).unwrap();
         let got: Vec<(u64, u32)> = out.iter().map(|d| (d.envelope.seq, d.delivery_count)).collect();
         assert_eq!(got, [(0, 2), (1, 2)], "each delivered once, as a redelivery");
+    }
+
+    /// A topic `t` with `n` messages in sled.
+    fn with_messages(store: &SledStore, n: u8) -> TopicState {
+        let mut st = TopicState::load(store, cfg()).unwrap();
+        for p in 0..n {
+            let env = Envelope {
+                timestamp_us: now_us(),
+                payload: vec![p],
+                ..Envelope::default()
+            };
+            st.append(store, env, None).unwrap();
+        }
+        st.msgs.seal(store).unwrap();
+        st
+    }
+
+    fn seqs_counts(out: &[Delivery]) -> Vec<(u64, u32)> {
+        out.iter().map(|d| (d.envelope.seq, d.delivery_count)).collect()
+    }
+
+    /// A crash is a reload from what sled has, without the checkpoint's
+    /// [`TopicState::persist_groups`].
+    #[test]
+    fn after_a_crash_before_a_checkpoint_a_group_skips_nothing_unsettled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let mut st = with_messages(&store, 10);
+        let (out, _, _) = st.fetch(&store, "g", 6).unwrap();
+        assert_eq!(out.len(), 6);
+        // 0 and 1 acked (the floor moves to 2), 4 acked past the floor;
+        // 2, 3, 5 in flight; 6..9 never delivered.
+        st.ack(&store, "g", &[0, 1, 4]).unwrap();
+        st.sweep_after_settle(&store);
+        drop(st);
+        let mut st = TopicState::load(&store, cfg()).unwrap();
+        let (out, _, _) = st.fetch(&store, "g", 100).unwrap();
+        assert_eq!(
+            seqs_counts(&out),
+            [(2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (7, 1), (8, 1), (9, 1)],
+            "everything past the settled floor again (4, acked past it, too): none skipped"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_makes_a_crash_exact_and_redelivery_counts_survive_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let mut st = with_messages(&store, 6);
+        st.fetch(&store, "g", 4).unwrap();
+        st.ack(&store, "g", &[1]).unwrap();
+        st.sweep_after_settle(&store);
+        st.persist_groups(&store).unwrap();
+        // After the checkpoint: 2 redelivered (its count written at once).
+        st.release("g", 2, 1);
+        let (out, _, _) = st.fetch(&store, "g", 1).unwrap();
+        assert_eq!(seqs_counts(&out), [(2, 2)]);
+        drop(st);
+        let mut st = TopicState::load(&store, cfg()).unwrap();
+        let (out, _, _) = st.fetch(&store, "g", 100).unwrap();
+        assert_eq!(
+            seqs_counts(&out),
+            [(0, 2), (2, 3), (3, 2), (4, 1), (5, 1)],
+            "1 stays acked, in-flight ones come back counted, the rest as new"
+        );
+    }
+
+    #[test]
+    fn a_redelivered_message_settled_after_a_crash_is_not_delivered_again_as_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let mut st = with_messages(&store, 6);
+        // `next` in sled stays 0: 0..5 delivered, 3 redelivered (written).
+        st.fetch(&store, "g", 6).unwrap();
+        st.release("g", 3, 1);
+        let (out, _, _) = st.fetch(&store, "g", 1).unwrap();
+        assert_eq!(seqs_counts(&out), [(3, 2)]);
+        drop(st);
+        let mut st = TopicState::load(&store, cfg()).unwrap();
+        // The loaded redelivery goes first and is acked...
+        let (out, _, _) = st.fetch(&store, "g", 1).unwrap();
+        assert_eq!(seqs_counts(&out), [(3, 3)]);
+        st.ack(&store, "g", &[3]).unwrap();
+        // ... and the cursor, reaching it, passes over it.
+        let (out, _, _) = st.fetch(&store, "g", 100).unwrap();
+        assert_eq!(seqs_counts(&out), [(0, 1), (1, 1), (2, 1), (4, 1), (5, 1)]);
+    }
+
+    #[test]
+    fn a_redelivery_past_what_sled_kept_does_not_take_a_new_message_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let mut st = with_messages(&store, 2);
+        // A redelivery's entry for seq 2, whose message sled did not keep
+        // (a crash before its chunk or the log covered it).
+        store
+            .insert(&group_tree("t", "g"), &pending_key(2), &5u32.to_be_bytes())
+            .unwrap();
+        drop(st);
+        st = TopicState::load(&store, cfg()).unwrap();
+        let env = Envelope {
+            timestamp_us: now_us(),
+            payload: b"new".to_vec(),
+            ..Envelope::default()
+        };
+        let (seq, _) = st.append(&store, env, None).unwrap();
+        assert_eq!(seq, 3, "seq 2 is not given to a new message");
+        let (out, _, _) = st.fetch(&store, "g", 100).unwrap();
+        assert_eq!(seqs_counts(&out), [(0, 1), (1, 1), (3, 1)]);
     }
 }

@@ -123,18 +123,38 @@ fn confirmed_messages_survive_sigkill_at_random_points() {
                 return (0, seen);
             };
             // Acks are pipelined (64 unanswered at most) so the group keeps
-            // up with the publisher, reading the newest messages.
+            // up with the publisher, reading the newest messages. Every 7th
+            // first delivery is nak'd instead, so redeliveries (whose counts
+            // are written at once) cross the kills too. A message counts as
+            // handed to the group once its ack is answered: one delivered
+            // but not acked before a kill must come again.
             let mut acks = VecDeque::new();
             let mut acked = 0u64;
             while let Some(m) = c.next_msg(Duration::from_millis(500)).await {
                 let Some(seq) = m["seq"].as_u64().filter(|_| m["op"] == "msg") else {
                     break;
                 };
-                seen.push(String::from_utf8(payload(&m)).unwrap().parse::<u64>().unwrap());
-                acks.push_back(Box::pin(c.start(json!({ "op": "ack", "sub": sub, "seq": seq }))));
-                acked += 1;
-                if acks.len() > 64 && acks.pop_front().expect("not empty").await.is_err() {
-                    break;
+                let n: u64 = String::from_utf8(payload(&m)).unwrap().parse().unwrap();
+                if m["delivery_count"] == 1 && n % 7 == 0 {
+                    let nak = c.start(json!({ "op": "nak", "sub": sub, "seq": seq }));
+                    acks.push_back((None, Box::pin(nak)));
+                } else {
+                    let ack = c.start(json!({ "op": "ack", "sub": sub, "seq": seq }));
+                    acks.push_back((Some(n), Box::pin(ack)));
+                }
+                if acks.len() > 64 {
+                    let (n, answer) = acks.pop_front().expect("not empty");
+                    match answer.await {
+                        Ok(_) => seen.extend(n),
+                        Err(_) => break,
+                    }
+                    acked += u64::from(n.is_some());
+                }
+            }
+            for (n, answer) in acks {
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), answer).await {
+                    seen.extend(n);
+                    acked += u64::from(n.is_some());
                 }
             }
             (acked, seen)
