@@ -185,9 +185,12 @@ impl Drop for Flusher {
     }
 }
 
+/// What the flusher thread shares with [`Flusher`].
+type Shared = (Arc<(Mutex<State>, Condvar)>, Arc<Done>, Arc<AtomicBool>);
+
 fn run(
     store: SledStore,
-    (state, done, groups_dirty): (Arc<(Mutex<State>, Condvar)>, Arc<Done>, Arc<AtomicBool>),
+    (state, done, groups_dirty): Shared,
     (mode, period): (ConfirmMode, Option<Duration>),
     mut wal: Option<Wal>,
     seal: Seal,

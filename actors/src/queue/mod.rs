@@ -18,8 +18,9 @@
 //!
 //! Trees per topic: `q/<topic>/msg` (first seq -> a chunk of [`Envelope`]s,
 //! see `chunk.rs`), `q/<topic>/meta` (the floor: the first seq still stored),
-//! `q/<topic>/cursor/<group>` (the group's next sequence and its pending
-//! deliveries, in one tree so both change atomically), `q/<topic>/dedupe`
+//! `q/<topic>/cursor/<group>` (the group's `next`, below which everything
+//! is settled or pending, and its pending deliveries written so far: see
+//! architecture.md, "Consumer group state"), `q/<topic>/dedupe`
 //! (msg-id -> seq, time).
 
 mod chunk;

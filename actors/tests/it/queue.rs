@@ -57,7 +57,9 @@ async fn confirmed_messages_survive_reopen_and_unacked_leases_return() {
         assert_eq!(d[0].envelope.sender, "test");
         q.ack("jobs", "workers", 0).unwrap();
         q.publish("jobs", msg("flush")).await.unwrap(); // flushes the ack too
-    } // dropped without any shutdown: like a crash after the last confirm
+    } // dropped: the flusher's last checkpoint writes the groups' state (a
+      // clean stop; crashes before a checkpoint: topic.rs unit tests and
+      // the node's SIGKILL crash test)
     let q = open(dir.path(), vec![]);
     let (d, _) = q.fetch("jobs", "workers", 10).unwrap();
     // m1, m2 were leased when we "crashed": ready again, with their count kept.
