@@ -101,7 +101,27 @@ pub fn vigil_bin() -> PathBuf {
     "vigil".into()
 }
 
-fn free_port() -> Result<u16> {
+/// A port free now, below the kernel's ephemeral range: the node binds it
+/// only when it starts, and a port from that range (what binding port 0
+/// gives) can meanwhile be taken by any outgoing connection, a peer's dial
+/// included, which stopped a node at startup once in a loaded test run.
+fn free_port(taken: &[u16]) -> Result<u16> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (from, to) = if low > 12_000 {
+        (10_000, low)
+    } else {
+        (1024, low.max(1025))
+    };
+    let mut rng = rand::thread_rng();
+    for _ in 0..200 {
+        let port = rng.gen_range(from..to);
+        if !taken.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
     Ok(l.local_addr()?.port())
 }
@@ -165,7 +185,7 @@ pub fn create(dir: &Path, o: &Options) -> Result<Manifest> {
     for i in 0..n {
         ports.push(match base_port {
             Some(b) => b.checked_add(i as u16).context("--base-port + n is over 65535")?,
-            None => free_port()?,
+            None => free_port(&ports)?,
         });
     }
     let addrs: Vec<String> = (0..n)
@@ -369,8 +389,20 @@ pub async fn wait_peers(m: &Manifest, min_peers: u64, timeout: Duration) -> Resu
             return Ok(t0.elapsed());
         }
         if t0.elapsed() > timeout {
+            // A node that stopped says why in its last lines.
+            let stopped: String = st
+                .iter()
+                .filter(|s| s.status == "stopped")
+                .filter_map(|s| m.nodes.iter().find(|n| n.name == s.name))
+                .map(|n| {
+                    let log = std::fs::read_to_string(n.dir.join("node.log")).unwrap_or_default();
+                    let lines: Vec<&str> = log.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(15)..].join("\n  ");
+                    format!("\n{} stopped; the last lines of its node.log:\n  {tail}", n.name)
+                })
+                .collect();
             bail!(
-                "after {:?} these nodes have fewer than {min_peers} peers: {}; see `vigil-testnet logs --dir {} NODE`",
+                "after {:?} these nodes have fewer than {min_peers} peers: {}; see `vigil-testnet logs --dir {} NODE`{stopped}",
                 timeout,
                 slow.join(", "),
                 m.dir.display()
