@@ -261,8 +261,18 @@ fn an_app_that_does_not_read_its_confirms_is_held_back_and_loses_none() {
         }
         w.write_all(frames.as_bytes()).unwrap();
     });
+    // Held back, not merely slow: the topic stops growing, short of the flood.
+    let depth = || {
+        let stats: Value =
+            serde_json::from_str(&stdout(&ctl(&node, &["queue", "stats", "jobs", "--json"]))).unwrap();
+        stats[0]["depth"].as_u64().unwrap()
+    };
     std::thread::sleep(Duration::from_secs(2));
-    assert!(!writer.is_finished(), "the node stopped reading the flood");
+    let held = depth();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(depth(), held, "the node stopped reading the flood");
+    assert!(held < N, "{held} of {N} publishes read");
+    assert!(!writer.is_finished(), "the app's writes wait on the node");
     rt().block_on(async {
         let url = format!("unix:{}", path.display());
         let c = BusClient::connect(&url, "other", &other).await.unwrap();
