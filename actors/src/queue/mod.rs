@@ -28,6 +28,7 @@ mod config;
 mod done;
 mod envelope;
 mod flusher;
+mod group;
 mod messages;
 mod topic;
 mod wal;
@@ -46,14 +47,15 @@ pub use config::{check_name, check_topic, QueueConfig, TopicConfig, TopicKind, M
 pub use done::OnDurable;
 pub use envelope::Envelope;
 pub use flusher::ConfirmMode;
-pub use topic::{Delivery, GroupStats};
+pub use group::{Delivery, GroupStats};
 
 use crate::metrics as m;
 use crate::store::{Batch, SledStore, Store};
 use crate::{Error, Result};
 use flusher::Flusher;
+use group::{group_tree, pending_key, DeadLetter};
 pub use topic::now_us;
-use topic::{group_tree, msg_tree, pending_key_of, DeadLetter, TopicState};
+use topic::{msg_tree, TopicState};
 
 /// Payload bytes one `dlq_list` page holds at most (besides its count limit).
 pub const DLQ_PAGE_BYTES: usize = 8 << 20;
@@ -401,7 +403,7 @@ impl Queues {
                 st.msgs.seal(&self.store)?;
                 let mut batch = Batch::default();
                 batch.insert(&msg_tree(&dlq_name), &env.seq.to_be_bytes(), bytes);
-                batch.remove(&group_tree(topic, &d.group), &pending_key_of(orig_seq));
+                batch.remove(&group_tree(topic, &d.group), &pending_key(orig_seq));
                 self.store.apply(&batch)?;
                 Ok(len)
             });

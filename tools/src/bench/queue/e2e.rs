@@ -221,15 +221,7 @@ pub(super) async fn end_to_end_redis(
         .query_async::<()>(&mut reader)
         .await
         .map_err(|e| e.to_string())?;
-    let mut conns = Vec::new();
-    for _ in 0..publishers {
-        conns.push(
-            client
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(|e| e.to_string())?,
-        );
-    }
+    let conns = super::redis_rows::connections(&client, publishers).await?;
     let total = publishers * per;
     let t0 = Instant::now();
     let k = key.clone();

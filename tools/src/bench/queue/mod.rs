@@ -123,6 +123,33 @@ pub struct Row {
     pub server_rss_end_mib: Option<f64>,
 }
 
+impl Row {
+    /// The row of `publishers` x `per` confirmed publishes that took `secs`,
+    /// with their latencies and the server's CPU and memory.
+    async fn measured(
+        system: String,
+        publishers: usize,
+        per: usize,
+        secs: f64,
+        latencies: Vec<u64>,
+        cpu: &CpuMark,
+        rss: RssWatch,
+    ) -> Row {
+        let (server_cpu_us, client_cpu_us) = cpu.per_msg(publishers * per);
+        let (server_rss_half_mib, server_rss_end_mib) = rss.finish().await;
+        Row {
+            system,
+            publishers,
+            msgs_per_sec: (publishers * per) as f64 / secs,
+            confirm: Percentiles::from_nanos(latencies),
+            server_cpu_us,
+            client_cpu_us,
+            server_rss_half_mib,
+            server_rss_end_mib,
+        }
+    }
+}
+
 /// Samples a server's resident memory when half of a row's messages are
 /// confirmed (publishers count them in [`RssWatch::confirmed`]) and at the end.
 struct RssWatch {

@@ -5,7 +5,24 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{CpuMark, Percentiles, Row, RssWatch, Transport};
+use super::{CpuMark, Row, RssWatch, Transport};
+
+/// One multiplexed connection per publisher.
+pub(super) async fn connections(
+    client: &redis::Client,
+    n: usize,
+) -> Result<Vec<redis::aio::MultiplexedConnection>, String> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        conns.push(
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    Ok(conns)
+}
 
 /// A `redis-server` with `appendfsync always` in a temp dir, killed on drop.
 pub(super) struct RedisServer {
@@ -81,15 +98,7 @@ pub(super) async fn redis_row(
 ) -> Result<Row, String> {
     let pid = server.child.id();
     let client = redis::Client::open(server.url(transport)).map_err(|e| e.to_string())?;
-    let mut conns = Vec::new();
-    for _ in 0..publishers {
-        conns.push(
-            client
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(|e| e.to_string())?,
-        );
-    }
+    let conns = connections(&client, publishers).await?;
     let key = format!("bench{publishers}{}", transport.suffix());
     let cpu = CpuMark::now(Some(pid));
     let rss = RssWatch::start(Some(pid), publishers * per);
@@ -142,16 +151,14 @@ pub(super) async fn redis_row(
         all.extend(t.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?);
     }
     let secs = t0.elapsed().as_secs_f64();
-    let (server_cpu_us, client_cpu_us) = cpu.per_msg(publishers * per);
-    let (server_rss_half_mib, server_rss_end_mib) = rss.finish().await;
-    Ok(Row {
-        system: format!("redis{}", transport.suffix()),
+    Ok(Row::measured(
+        format!("redis{}", transport.suffix()),
         publishers,
-        msgs_per_sec: (publishers * per) as f64 / secs,
-        confirm: Percentiles::from_nanos(all),
-        server_cpu_us,
-        client_cpu_us,
-        server_rss_half_mib,
-        server_rss_end_mib,
-    })
+        per,
+        secs,
+        all,
+        &cpu,
+        rss,
+    )
+    .await)
 }

@@ -279,16 +279,5 @@ pub(super) async fn bus_row(
         .collect();
     let all = join_latencies(tasks).await;
     let secs = t0.elapsed().as_secs_f64();
-    let (server_cpu_us, client_cpu_us) = cpu.per_msg(publishers * per);
-    let (server_rss_half_mib, server_rss_end_mib) = rss.finish().await;
-    Row {
-        system,
-        publishers,
-        msgs_per_sec: (publishers * per) as f64 / secs,
-        confirm: Percentiles::from_nanos(all),
-        server_cpu_us,
-        client_cpu_us,
-        server_rss_half_mib,
-        server_rss_end_mib,
-    }
+    Row::measured(system, publishers, per, secs, all, &cpu, rss).await
 }
