@@ -5,7 +5,8 @@
 //! (u32 count, then each as u32 length + multiaddr bytes), then every
 //! parameter in declaration order at its fixed width, the VDF mode as one byte,
 //! and, only when the genesis has one, `anchor` followed by the anchor's four
-//! u64 fields (so adding the option changed no existing genesis hash).
+//! u64 fields (so adding the option changed no existing genesis hash), then,
+//! only when they differ from the defaults, `security` and its three u32s.
 
 use std::fmt;
 
@@ -80,6 +81,14 @@ impl Genesis {
         if let Some(a) = &p.anchor {
             out.extend_from_slice(b"anchor");
             for v in [a.chain_id, a.start_height, a.blocks_per_epoch, a.confirmations] {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+        // Likewise only when not the defaults, so no earlier genesis changed hash.
+        let s = &p.security;
+        if !s.is_default() {
+            out.extend_from_slice(b"security");
+            for v in [s.rtt_allowance_max_ms, s.audit_period_epochs, s.audit_deadline_ms] {
                 out.extend_from_slice(&v.to_be_bytes());
             }
         }

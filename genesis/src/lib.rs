@@ -23,5 +23,5 @@ mod presets;
 
 pub use canonical::GenesisHash;
 pub use error::{Error, Problem, Result};
-pub use model::{AnchorParams, Genesis, Params, VdfMode};
+pub use model::{AnchorParams, Genesis, Params, SecurityParams, VdfMode};
 pub use presets::{Preset, PRESET_NAMES};

@@ -48,6 +48,47 @@ pub struct Params {
     /// External anchor mixed into every epoch input (`[params.anchor]`); none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anchor: Option<AnchorParams>,
+    /// Bounds that keep a cheating peer from bending the protocols
+    /// (`[params.security]`); the defaults when absent.
+    #[serde(default, skip_serializing_if = "SecurityParams::is_default")]
+    pub security: SecurityParams,
+}
+
+/// Bounds every verifier of the network applies alike, so that what a
+/// cheating prover or a lying peer can get away with is fixed at genesis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityParams {
+    /// Largest allowance for network distance added to the response
+    /// deadline, ms (0..=10,000). The verifier takes the lowest round trip
+    /// it measured itself, capped by this: a prover that delays its pongs
+    /// gains at most this much.
+    pub rtt_allowance_max_ms: u32,
+    /// Every verifier audits each announced dataset of a connected peer once
+    /// in this many epochs (1..=10,000): a prover whose replica does not
+    /// encode its plaintext is caught within this many epochs.
+    pub audit_period_epochs: u32,
+    /// Deadline of an audit answer, ms (100..=60,000): the prover
+    /// regenerates one sector's encoding for it. No valid answer in time is
+    /// a failed proof.
+    pub audit_deadline_ms: u32,
+}
+
+impl Default for SecurityParams {
+    fn default() -> Self {
+        Self {
+            rtt_allowance_max_ms: 100,
+            audit_period_epochs: 10,
+            audit_deadline_ms: 30_000,
+        }
+    }
+}
+
+impl SecurityParams {
+    /// True for the defaults (left out of the TOML and of the hash).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// The DESIGN's epoch anchor: epoch `n`'s input takes the hash of the block at
@@ -204,6 +245,25 @@ impl Genesis {
             range("anchor.blocks_per_epoch", a.blocks_per_epoch, 1, 1_000_000);
             range("anchor.confirmations", a.confirmations, 1, 10_000);
         }
+        let sec = &p.security;
+        range(
+            "security.rtt_allowance_max_ms",
+            sec.rtt_allowance_max_ms.into(),
+            0,
+            10_000,
+        );
+        range(
+            "security.audit_period_epochs",
+            sec.audit_period_epochs.into(),
+            1,
+            10_000,
+        );
+        range(
+            "security.audit_deadline_ms",
+            sec.audit_deadline_ms.into(),
+            100,
+            60_000,
+        );
         out
     }
 }
@@ -291,6 +351,35 @@ mod tests {
         let unknown = anchored.replace("confirmations", "confirmation");
         let msg = Genesis::from_toml_str(&unknown, None).unwrap_err().to_string();
         assert!(msg.contains("confirmation"), "{msg}");
+    }
+
+    #[test]
+    fn security_bounds_default_and_are_checked() {
+        let plain = Preset::Dev.genesis().unwrap();
+        assert!(plain.params.security.is_default());
+        assert!(
+            !plain.to_toml().contains("security"),
+            "defaults stay out of the TOML"
+        );
+        let set = format!(
+            "{}\n[params.security]\nrtt_allowance_max_ms = 40\naudit_period_epochs = 3\n",
+            Preset::Dev.toml()
+        );
+        let g = Genesis::from_toml_str(&set, None).unwrap();
+        assert_eq!(g.params.security.rtt_allowance_max_ms, 40);
+        assert_eq!(g.params.security.audit_period_epochs, 3);
+        assert_eq!(
+            g.params.security.audit_deadline_ms, 30_000,
+            "an unset bound keeps its default"
+        );
+        assert_eq!(Genesis::from_toml_str(&g.to_toml(), None).unwrap(), g);
+        assert_ne!(g.hash(), plain.hash(), "the bounds are part of the genesis hash");
+        let bad = set.replace("audit_period_epochs = 3", "audit_period_epochs = 0");
+        let msg = Genesis::from_toml_str(&bad, None).unwrap_err().to_string();
+        assert!(
+            msg.contains("params.security.audit_period_epochs = 0: allowed 1..=10000"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -64,7 +64,8 @@ pub struct ChallengeConfig {
     pub enabled: bool,
     /// Leaves asked per challenge.
     pub chunks: u32,
-    /// One audit (re-encoding one leaf) every this many epochs; 0 = never.
+    /// Audit each peer dataset once in this many epochs when that is more
+    /// often than the genesis' `security.audit_period_epochs`; 0 = the genesis period.
     pub audit_every_epochs: u64,
 }
 
@@ -73,7 +74,7 @@ impl Default for ChallengeConfig {
         Self {
             enabled: true,
             chunks: 4,
-            audit_every_epochs: 10,
+            audit_every_epochs: 0,
         }
     }
 }

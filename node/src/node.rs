@@ -235,12 +235,18 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         sources,
         hub: Arc::new(hub),
     };
+    let sec = &p.genesis.params.security;
     let challenger = net.as_ref().map(|(n, _)| {
         let settings = ChallengeSettings {
             per_epoch: p.genesis.params.challenges_per_epoch,
             deadline: Duration::from_millis(p.genesis.params.response_deadline_ms.into()),
             chunks: opts.config.challenge.chunks as usize,
-            audit_every: opts.config.challenge.audit_every_epochs,
+            audit_period: audit_period(
+                opts.config.challenge.audit_every_epochs,
+                p.genesis.params.security.audit_period_epochs,
+            ),
+            audit_deadline: Duration::from_millis(sec.audit_deadline_ms.into()),
+            rtt_allowance_max: Duration::from_millis(sec.rtt_allowance_max_ms.into()),
             enabled: opts.config.challenge.enabled,
             paused: pauses.flag("challenges"),
         };
@@ -395,6 +401,14 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
 
 /// File with the bus WebSocket URL, in the data dir.
 pub const BUS_URL_FILE: &str = "bus.url";
+
+/// The audit period: the genesis', or the node's shorter one (`challenge.audit_every_epochs`).
+fn audit_period(node: u64, genesis: u32) -> u64 {
+    match node {
+        0 => genesis.into(),
+        n => n.min(genesis.into()),
+    }
+}
 
 fn open_bus(opts: &RunOptions, db: &SledStore, audit: &Audit) -> Result<Arc<Bus>> {
     let c = &opts.config.bus;

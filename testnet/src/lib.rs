@@ -6,6 +6,8 @@
 //! with `node.log` and `vigil.pid`. The integration tests and
 //! `vigil-bench network` drive testnets through this library.
 
+pub mod adversary;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -80,6 +82,11 @@ impl Manifest {
         })
     }
 
+    /// The testnet's genesis (`DIR/genesis.toml`).
+    pub fn genesis(&self) -> Result<Genesis> {
+        Ok(Genesis::load_file(&self.dir.join("genesis.toml"))?)
+    }
+
     fn passphrase(&self) -> PathBuf {
         self.dir.join("passphrase")
     }
@@ -139,6 +146,8 @@ pub struct Options {
     pub vdf_iterations: Option<u64>,
     /// Nodes that run a VDF worker (the first ones); the rest follow.
     pub timelords: usize,
+    /// Overrides the preset's `[params.security]` bounds.
+    pub security: Option<vigil_genesis::SecurityParams>,
 }
 
 impl Default for Options {
@@ -149,6 +158,7 @@ impl Default for Options {
             preset: "testnet".into(),
             vdf_iterations: None,
             timelords: 1,
+            security: None,
         }
     }
 }
@@ -200,6 +210,9 @@ pub fn create(dir: &Path, o: &Options) -> Result<Manifest> {
     let mut genesis = Genesis::load(&o.preset)?;
     if let Some(t) = o.vdf_iterations {
         genesis.params.vdf_iterations = t;
+    }
+    if let Some(s) = o.security {
+        genesis.params.security = s;
     }
     let problems = genesis.problems();
     if let Some(p) = problems.first() {

@@ -150,6 +150,7 @@ async fn run(cli: Cli) -> Result<()> {
                 preset,
                 vdf_iterations,
                 timelords,
+                security: None,
             };
             let (m, took) = up(&dir, &o, Duration::from_secs(timeout)).await?;
             if !cli.json {

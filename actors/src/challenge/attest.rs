@@ -1,6 +1,8 @@
-//! Signed attestations of challenge outcomes, gossiped on
-//! `/vigil/<g8>/attestations`; other nodes check the signature against the
-//! gossip author and record them (sled `challenge/attestations`).
+//! Signed attestations of challenge and audit outcomes, gossiped on
+//! `/vigil/<g8>/attestations/2`; other nodes check the signature against the
+//! gossip author and record them (sled `challenge/attestations`), and the
+//! challenger records its own. Version 2 signs the outcome's reason too
+//! (`detail`): an audit failed by a timeout says so.
 
 use libp2p::identity::{Keypair, PublicKey};
 use libp2p::PeerId;
@@ -13,9 +15,9 @@ use crate::store::{SledStore, Store};
 use crate::Result;
 
 /// Gossip topic suffix.
-pub const TOPIC: &str = "attestations";
+pub const TOPIC: &str = "attestations/2";
 const TREE: &str = "challenge/attestations";
-const DOMAIN: &[u8] = b"vigil/attestation/v1";
+const DOMAIN: &[u8] = b"vigil/attestation/v2";
 /// Attestations kept (oldest dropped first).
 const KEPT: usize = 10_000;
 
@@ -32,6 +34,9 @@ pub struct Attestation {
     pub epoch: u64,
     /// Outcome.
     pub outcome: String,
+    /// What was wrong, if anything (empty when nothing).
+    #[serde(default)]
+    pub detail: String,
     /// Round trip, µs.
     pub latency_us: u64,
     /// Challenger's public key (protobuf, hex).
@@ -48,6 +53,7 @@ impl Attestation {
             &self.dataset,
             &self.epoch.to_string(),
             &self.outcome,
+            &self.detail,
             &self.latency_us.to_string(),
         ];
         let mut out = DOMAIN.to_vec();
@@ -66,6 +72,7 @@ impl Attestation {
             dataset: r.dataset.clone(),
             epoch: r.epoch,
             outcome: r.outcome.to_owned(),
+            detail: r.detail.clone().unwrap_or_default(),
             latency_us: (r.latency_ms * 1000.0) as u64,
             public_key: hex::encode(key.public().encode_protobuf()),
             signature: String::new(),
@@ -126,12 +133,19 @@ impl Recorder {
             .collect())
     }
 
-    fn record(&self, a: &Attestation) -> Result<()> {
+    /// Records `a` (keyed by epoch, challenger, prover and dataset).
+    pub fn record(&self, a: &Attestation) -> Result<()> {
         let key = [
             a.epoch.to_be_bytes().as_slice(),
             a.challenger.as_bytes(),
             a.prover.as_bytes(),
             a.dataset.as_bytes(),
+            // An audit and a challenge of one dataset in one epoch are two entries.
+            if a.outcome.starts_with("audit") {
+                b"/audit"
+            } else {
+                b""
+            },
         ]
         .concat();
         self.store.insert(TREE, &key, &a.encode())?;

@@ -8,6 +8,7 @@
 //! `/vigil/<g8>/attestations` that other nodes verify and record ([`attest`]).
 
 pub mod attest;
+pub mod audit;
 pub mod prover;
 pub mod service;
 
@@ -46,8 +47,14 @@ pub struct ChallengeSettings {
     pub deadline: Duration,
     /// Leaves asked per challenge.
     pub chunks: usize,
-    /// One audit every this many epochs (0: never).
-    pub audit_every: u64,
+    /// Each announced dataset of a connected peer is audited once in this
+    /// many epochs (genesis `security.audit_period_epochs`; 0: never, for tools).
+    pub audit_period: u64,
+    /// An audit not answered correctly within this is a failed proof (genesis).
+    pub audit_deadline: Duration,
+    /// Largest allowance for network distance over the deadline (genesis
+    /// `security.rtt_allowance_max_ms`).
+    pub rtt_allowance_max: Duration,
     /// Issue challenges every epoch (false: only answer them).
     pub enabled: bool,
     /// Set while the actor is paused by the security rules or the operator:
@@ -64,7 +71,8 @@ pub struct ChallengeResult {
     pub dataset: String,
     /// Epoch whose output seeded the indices.
     pub epoch: u64,
-    /// `ok | wrong | late | missing | malformed | refused`.
+    /// `ok | wrong | late | missing | malformed | refused`, or for an audit
+    /// `audit_ok | audit_failed`.
     pub outcome: &'static str,
     /// What was wrong, if anything.
     pub detail: Option<String>,
@@ -79,9 +87,9 @@ pub struct ChallengeResult {
 /// Per-peer figures for `challenge_stats`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PeerStats {
-    /// Challenges issued to it.
+    /// Challenges and audits issued to it.
     pub challenges: u64,
-    /// Answered `ok`.
+    /// Answered `ok` (or `audit_ok`).
     pub ok: u64,
     /// Count per outcome.
     pub outcomes: HashMap<&'static str, u64>,
@@ -105,6 +113,9 @@ struct Inner {
     net: Network,
     queues: Option<Arc<Queues>>,
     stats: Mutex<HashMap<String, PeerStats>>,
+    /// Audits running at once (each regenerates a sector's encoding here).
+    audits: tokio::sync::Semaphore,
+    attestations: attest::Recorder,
 }
 
 /// Handle to the challenge machinery; cheap to clone.
@@ -133,6 +144,7 @@ impl Challenger {
         net: Network,
         queues: Option<Arc<Queues>>,
     ) -> Self {
+        let storage_store = storage.store();
         let c = Self {
             inner: Arc::new(Inner {
                 settings,
@@ -141,16 +153,17 @@ impl Challenger {
                 net,
                 queues,
                 stats: Mutex::new(HashMap::new()),
+                audits: tokio::sync::Semaphore::new(2),
+                attestations: attest::Recorder::new(storage_store.clone()),
             }),
         };
         c.inner.net.set_challenge_server(Arc::new(prover::Prover::new(
             c.inner.storage.clone(),
             c.inner.chain.clone(),
         )));
-        c.inner.net.set_gossip_handler(
-            attest::TOPIC,
-            Arc::new(attest::Recorder::new(c.inner.storage.store())),
-        );
+        c.inner
+            .net
+            .set_gossip_handler(attest::TOPIC, Arc::new(attest::Recorder::new(storage_store)));
         c
     }
 
@@ -164,9 +177,9 @@ impl Challenger {
         lock(&self.inner.stats).clone()
     }
 
-    /// Attestations recorded from other nodes.
+    /// Attestations recorded: this node's own and those gossiped by others.
     pub fn attestations(&self, limit: usize) -> Result<Vec<attest::Attestation>> {
-        attest::Recorder::new(self.inner.storage.store()).list(limit)
+        self.inner.attestations.list(limit)
     }
 
     /// A dataset `peer` announced: `dataset` (replica root hex) or the first one.
@@ -287,7 +300,7 @@ impl Challenger {
             let s = all.entry(r.peer.clone()).or_default();
             s.challenges += 1;
             *s.outcomes.entry(r.outcome).or_default() += 1;
-            if r.outcome == "ok" {
+            if r.outcome == "ok" || r.outcome == audit::AUDIT_OK {
                 s.ok += 1;
             } else {
                 s.last_failure = Some(r.clone());
@@ -305,7 +318,7 @@ impl Challenger {
             s.success_rate = s.ok as f64 / s.challenges as f64;
         }
         let net = &self.inner.net;
-        if r.outcome != "ok" {
+        if r.outcome != "ok" && r.outcome != audit::AUDIT_OK {
             tracing::warn!(%peer, outcome = r.outcome, detail = ?r.detail, dataset = %r.dataset, epoch = r.epoch, "challenge failed");
         }
         if let Some(q) = &self.inner.queues {
@@ -321,6 +334,9 @@ impl Challenger {
         }
         match attest::Attestation::sign(self.inner.storage.key(), peer, r) {
             Ok(a) => {
+                if let Err(e) = self.inner.attestations.record(&a) {
+                    tracing::error!(error = %e, "cannot record our attestation");
+                }
                 if let Err(e) = net.publish(attest::TOPIC, a.encode()).await {
                     tracing::debug!(error = %e, "cannot gossip an attestation");
                 }

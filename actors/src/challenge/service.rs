@@ -2,24 +2,16 @@
 //! peers that joined since learn them), and at every new epoch challenge
 //! `per_epoch` datasets our connected peers announced, chosen from the
 //! previous epoch's output (every prover has had a whole epoch to receive
-//! it); now and then audit one.
+//! it), and audit the datasets whose slot falls in that epoch ([`super::audit`]).
 
 use std::time::Duration;
 
 use actix::prelude::*;
 use futures::future::join_all;
 use libp2p::PeerId;
-use rand::Rng;
-use vigil_protocols::availability::challenge::{Request, Response};
-use vigil_protocols::availability::encode::{keystream, SECTOR};
-use vigil_protocols::availability::tree::{leaves, verify_leaf, LEAF};
 
 use super::Challenger;
-use crate::metrics as m;
-use crate::net::codec::Frame;
-use crate::net::Offence;
-use crate::storage::{parse_root, Announced};
-use crate::Result;
+use crate::storage::Announced;
 
 /// The supervised actor owning the challenge task.
 #[derive(Debug)]
@@ -149,69 +141,6 @@ impl Challenger {
         for (peer, outcomes) in by_peer {
             self.score(peer, &outcomes).await;
         }
-        let every = self.inner.settings.audit_every;
-        if every > 0 && epoch % every == 0 {
-            let (peer, a) = picks[0].clone();
-            let me = self.clone();
-            tokio::spawn(async move {
-                match me.audit(peer, &a).await {
-                    Ok(true) => {}
-                    Ok(false) => me.inner.net.penalize(peer, Offence::FailedProof).await,
-                    Err(e) => tracing::debug!(%peer, error = %e, "audit not run"),
-                }
-            });
-        }
-    }
-
-    /// Asks `peer` for one random leaf as replica and as plaintext, and
-    /// recomputes the encoding of its sector: does `R_p` encode `R`?
-    pub async fn audit(&self, peer: PeerId, a: &Announced) -> Result<bool> {
-        let replica_root = parse_root(&a.replica_root)?;
-        let root = parse_root(&a.root)?;
-        let index = rand::thread_rng().gen_range(0..leaves(a.size));
-        let r = self
-            .inner
-            .net
-            .challenge(peer, Request::Audit { replica_root, index })
-            .await?;
-        let cost = self.inner.storage.cost();
-        let size = a.size;
-        let verdict = tokio::task::spawn_blocking(move || -> std::result::Result<(), String> {
-            let (replica, plain) = match r.0 {
-                Frame::Valid(Response::Audit { replica, plain }) => (replica, plain),
-                Frame::Valid(other) => return Err(format!("answered {other:?} to an audit")),
-                Frame::Invalid(e) => return Err(e.to_string()),
-            };
-            if replica.index != index || plain.index != index {
-                return Err("audit answer for another leaf".into());
-            }
-            verify_leaf(&replica_root, size, index, &replica.leaf, &replica.siblings)?;
-            verify_leaf(&root, size, index, &plain.leaf, &plain.siblings)?;
-            let off = index * LEAF as u64;
-            let ks = keystream(&peer.to_bytes(), &root, off / SECTOR as u64, cost);
-            let at = (off % SECTOR as u64) as usize;
-            let encoded: Vec<u8> = plain.leaf.iter().zip(&ks[at..]).map(|(p, k)| p ^ k).collect();
-            if encoded == replica.leaf {
-                Ok(())
-            } else {
-                Err(format!(
-                    "leaf {index} of the replica is not the encoding of the plaintext"
-                ))
-            }
-        })
-        .await
-        .map_err(|e| crate::Error::Invalid(e.to_string()))?;
-        match verdict {
-            Ok(()) => {
-                metrics::counter!(m::AUDITS, "result" => "ok").increment(1);
-                tracing::info!(%peer, dataset = %a.replica_root, index, "audit passed: the replica encodes the plaintext");
-                Ok(true)
-            }
-            Err(why) => {
-                metrics::counter!(m::AUDITS, "result" => "failed").increment(1);
-                tracing::warn!(%peer, dataset = %a.replica_root, why, "audit failed");
-                Ok(false)
-            }
-        }
+        self.audit_due(&cands, epoch);
     }
 }

@@ -209,11 +209,19 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
     .expect("unique");
     m.register_async_method("challenge_audit", |p, ctx, _| async move {
         let (c, peer, target) = challenge_target(&p, &ctx)?;
-        let passed = c
-            .audit(peer, &target)
+        let epoch = ctx.epochs.as_ref().map_or(0, |ch| ch.head());
+        let r = c
+            .audit(peer, &target, epoch)
             .await
             .map_err(|e| ErrorObjectOwned::owned(CHALLENGE_REFUSED, e.to_string(), None::<()>))?;
-        let out = json!({ "peer": peer.to_string(), "dataset": target.replica_root, "passed": passed });
+        let passed = r.outcome == crate::challenge::audit::AUDIT_OK;
+        let out = json!({
+            "peer": peer.to_string(),
+            "dataset": target.replica_root,
+            "passed": passed,
+            "detail": r.detail,
+            "latency_ms": r.latency_ms,
+        });
         let entry = ctx.audit.append("rpc", "challenge.audit", out.clone());
         audited(Audited::After(out.clone()), "challenge.audit", entry)?;
         Ok::<_, ErrorObjectOwned>(out)

@@ -2,7 +2,7 @@
 //! `/vigil/<g8>/datasets`, and the datasets peers announced (sled tree
 //! `storage/announced`, key `peer ‖ R_p`): what challengers pick from.
 
-use libp2p::identity::PublicKey;
+use libp2p::identity::{Keypair, PublicKey};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,20 @@ fn signed_bytes(root: &[u8; 32], replica_root: &[u8; 32], size: u64) -> Vec<u8> 
 }
 
 impl Announcement {
+    /// `(R, R_p, size)` signed with `key`.
+    pub fn sign(key: &Keypair, root: [u8; 32], replica_root: [u8; 32], size: u64) -> Result<Self> {
+        let signature = key
+            .sign(&signed_bytes(&root, &replica_root, size))
+            .map_err(|e| crate::Error::Invalid(format!("cannot sign: {e}")))?;
+        Ok(Self {
+            root,
+            replica_root,
+            size,
+            public_key: key.public().encode_protobuf(),
+            signature,
+        })
+    }
+
     /// Encoding: R ‖ R_p ‖ size ‖ key length (u16) ‖ key ‖ signature length (u16) ‖ signature.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(80 + self.public_key.len() + self.signature.len());
@@ -99,23 +113,13 @@ impl Announcement {
 impl Storage {
     /// Signed announcements of every dataset stored here.
     pub fn announcements(&self) -> Result<Vec<Announcement>> {
-        let mut out = Vec::new();
-        for d in self.list()? {
-            let (root, replica_root) = d.roots()?;
-            let signature = self
-                .inner
-                .key
-                .sign(&signed_bytes(&root, &replica_root, d.size))
-                .map_err(|e| crate::Error::Invalid(format!("cannot sign: {e}")))?;
-            out.push(Announcement {
-                root,
-                replica_root,
-                size: d.size,
-                public_key: self.inner.key.public().encode_protobuf(),
-                signature,
-            });
-        }
-        Ok(out)
+        self.list()?
+            .into_iter()
+            .map(|d| {
+                let (root, replica_root) = d.roots()?;
+                Announcement::sign(&self.inner.key, root, replica_root, d.size)
+            })
+            .collect()
     }
 
     /// Gossips every dataset's announcement (peers that joined since learn them).

@@ -55,7 +55,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("vdf.sync_peers", "peers asked in parallel while syncing (1..=16)"),
     ("challenge.enabled", "challenge the datasets peers announced every epoch (answering challenges is always on)"),
     ("challenge.chunks", "1 KiB leaves asked per challenge (1..=16)"),
-    ("challenge.audit_every_epochs", "re-encode one leaf of a peer's dataset every this many epochs to check its replica encodes the plaintext (0..=100000; 0 = never)"),
+    ("challenge.audit_every_epochs", "audit each peer dataset (re-encode one leaf to check the replica encodes the plaintext) once in this many epochs, when more often than the genesis' security.audit_period_epochs (0..=100000; 0 = the genesis period)"),
     ("continuity.enabled", "extend every stored dataset's continuity chain each epoch and sign the aggregated root"),
     ("continuity.chunks", "chunks selected per dataset per epoch (1..=16)"),
     ("continuity.keep_epochs", "epochs of links kept on disk (1..=100000)"),

@@ -2,6 +2,8 @@
 //! and the `vigil-testnet` binary.
 #![allow(unreachable_pub)]
 
+mod cheats;
+
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;

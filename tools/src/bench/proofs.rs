@@ -196,7 +196,9 @@ fn round_trips(o: &Options) -> Result<Percentiles> {
                 per_epoch: 0,
                 deadline: Duration::from_millis(500),
                 chunks: o.chunks,
-                audit_every: 0,
+                audit_period: 0,
+                audit_deadline: Duration::from_secs(30),
+                rtt_allowance_max: Duration::from_millis(100),
                 enabled: false,
                 paused: Default::default(),
             };

@@ -1,0 +1,411 @@
+//! A cheating peer for tests: it joins a vigil network over libp2p like any
+//! node (the genesis' protocol names, identify, gossipsub, status, sync and
+//! challenge protocols over TCP on 127.0.0.1) and then lies in the ways
+//! [`Cheats`] says: it holds back pongs and challenge answers, drops or
+//! stalls audits, announces datasets it does not really store, claims an
+//! absurd epoch head. It is never part of the shipped node.
+//!
+//! ```no_run
+//! # async fn f(genesis: vigil_genesis::Genesis, node: libp2p::Multiaddr) -> anyhow::Result<()> {
+//! use vigil_testnet::adversary::{Adversary, AuditAnswer};
+//! let adv = Adversary::join(&genesis, vec![node]).await?;
+//! let r = adv.store(vec![7u8; 300_000]);
+//! adv.announce(r.root, r.replica_root, r.size).await?;
+//! adv.cheat(|c| c.audits = AuditAnswer::Drop);
+//! # Ok(()) }
+//! ```
+
+mod behaviour;
+mod replica;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{gossipsub, identify, request_response, Multiaddr, PeerId, Swarm};
+use tokio::sync::{mpsc, oneshot};
+use vigil_actors::net::codec::{Frame, Status};
+use vigil_actors::net::{Names, SyncResponse};
+use vigil_actors::storage::Announcement;
+use vigil_genesis::Genesis;
+use vigil_protocols::availability::challenge::Response;
+
+use behaviour::{Behaviour, BehaviourEvent};
+pub use replica::Replica;
+
+/// How the adversary answers an audit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuditAnswer {
+    /// Correctly, from what it stores.
+    #[default]
+    Honest,
+    /// Closes the stream unanswered at once.
+    Drop,
+    /// Never answers (the stream stays open until the asker gives up).
+    Stall,
+    /// Answers `refused`.
+    Refuse,
+}
+
+/// What the adversary lies about; change it at any time with [`Adversary::cheat`].
+#[derive(Debug, Clone, Default)]
+pub struct Cheats {
+    /// Every pong is held back this long.
+    pub pong_delay: Duration,
+    /// Every challenge answer is held back this long.
+    pub challenge_delay: Duration,
+    /// How audits are answered.
+    pub audits: AuditAnswer,
+    /// The epoch head claimed in status and sync answers (none: 0).
+    pub claimed_head: Option<u64>,
+}
+
+/// What the adversary has seen and done.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    /// Pings answered.
+    pub pongs: u64,
+    /// Challenges received.
+    pub challenges: u64,
+    /// Audits received.
+    pub audits: u64,
+    /// Status or sync answers that carried the claimed head.
+    pub head_claims: u64,
+    /// Dials refused or connections closed by the honest side.
+    pub refused: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    cheats: Cheats,
+    seen: Seen,
+    /// Datasets by the root a challenge names: `(replica, answer from the plaintext)`.
+    datasets: HashMap<[u8; 32], (Replica, bool)>,
+    connected: usize,
+}
+
+enum Cmd {
+    Publish(
+        gossipsub::IdentTopic,
+        Vec<u8>,
+        oneshot::Sender<Result<(), String>>,
+    ),
+    Pong(request_response::ResponseChannel<Vec<u8>>, Vec<u8>),
+    Answer(request_response::ResponseChannel<Frame<Response>>, Response),
+}
+
+/// A cheating peer on a vigil network; stops when dropped.
+#[derive(Debug)]
+pub struct Adversary {
+    key: Keypair,
+    names: Names,
+    cost: u32,
+    shared: Arc<Mutex<Shared>>,
+    cmd: mpsc::Sender<Cmd>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Adversary {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Adversary {
+    /// A new identity on `genesis`' network that dials `peers` (and
+    /// redials them whenever it is not connected, until they ban it).
+    pub async fn join(genesis: &Genesis, peers: Vec<Multiaddr>) -> Result<Self> {
+        let key = Keypair::generate_ed25519();
+        let names = Names::new(&genesis.hash().short());
+        let mut swarm = behaviour::build(&key, &names)?;
+        for suffix in ["datasets", "epochs", "attestations/2", "continuity"] {
+            let _ = swarm.behaviour_mut().gossipsub.subscribe(&names.topic(suffix));
+        }
+        swarm
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("valid"))
+            .context("adversary cannot listen")?;
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let (tx, rx) = mpsc::channel(256);
+        let run = Loop {
+            swarm,
+            shared: shared.clone(),
+            tx: tx.clone(),
+            rx,
+            peers,
+            genesis: genesis.hash().0,
+            held: Vec::new(),
+        };
+        Ok(Self {
+            key,
+            names,
+            cost: genesis.params.encoding_cost,
+            shared,
+            cmd: tx,
+            task: tokio::spawn(run.run()),
+        })
+    }
+
+    /// Its peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.key.public().to_peer_id()
+    }
+
+    /// Changes what it lies about.
+    pub fn cheat(&self, f: impl FnOnce(&mut Cheats)) {
+        f(&mut lock(&self.shared).cheats);
+    }
+
+    /// What it has seen so far.
+    pub fn seen(&self) -> Seen {
+        lock(&self.shared).seen.clone()
+    }
+
+    /// Connections open now.
+    pub fn connected(&self) -> usize {
+        lock(&self.shared).connected
+    }
+
+    /// Encodes `plain` for this identity and keeps it: challenges naming its
+    /// replica root are answered from the replica, challenges naming its
+    /// plaintext root (after announcing `R_p = R`) from the plaintext.
+    pub fn store(&self, plain: Vec<u8>) -> Replica {
+        let r = Replica::encode(&self.peer_id(), plain, self.cost);
+        let mut s = lock(&self.shared);
+        s.datasets.insert(r.replica_root, (r.clone(), false));
+        s.datasets.entry(r.root).or_insert((r.clone(), true));
+        r
+    }
+
+    /// Signs and gossips an announcement of `(root, replica_root, size)`,
+    /// whatever it stores; retries while gossipsub has no peer for the topic.
+    pub async fn announce(&self, root: [u8; 32], replica_root: [u8; 32], size: u64) -> Result<()> {
+        let a = Announcement::sign(&self.key, root, replica_root, size)?;
+        self.publish("datasets", a.encode()).await
+    }
+
+    /// Publishes raw bytes on `/vigil/<g8>/<suffix>` (retrying for 20 s
+    /// while no peer subscribed to it is in the mesh yet).
+    pub async fn publish(&self, suffix: &str, bytes: Vec<u8>) -> Result<()> {
+        let topic = self.names.topic(suffix);
+        let t0 = std::time::Instant::now();
+        loop {
+            let (reply, rx) = oneshot::channel();
+            self.cmd
+                .send(Cmd::Publish(topic.clone(), bytes.clone(), reply))
+                .await
+                .map_err(|_| anyhow!("the adversary stopped"))?;
+            match rx.await.map_err(|_| anyhow!("the adversary stopped"))? {
+                Ok(()) => return Ok(()),
+                Err(e) if t0.elapsed() < Duration::from_secs(20) => {
+                    tracing::debug!(error = %e, "adversary cannot publish yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(anyhow!("cannot publish on {suffix}: {e}")),
+            }
+        }
+    }
+}
+
+struct Loop {
+    swarm: Swarm<Behaviour>,
+    shared: Arc<Mutex<Shared>>,
+    tx: mpsc::Sender<Cmd>,
+    rx: mpsc::Receiver<Cmd>,
+    peers: Vec<Multiaddr>,
+    genesis: [u8; 32],
+    /// Answers it never sends (stalled audits), kept so their streams stay open.
+    held: Vec<request_response::ResponseChannel<Frame<Response>>>,
+}
+
+impl Loop {
+    async fn run(mut self) {
+        let mut redial = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = redial.tick() => {
+                    if lock(&self.shared).connected == 0 {
+                        for p in self.peers.clone() {
+                            let _ = self.swarm.dial(p);
+                        }
+                    }
+                }
+                Some(cmd) = self.rx.recv() => self.on_cmd(cmd),
+                ev = self.swarm.select_next_some() => self.on_event(ev),
+            }
+        }
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        let b = self.swarm.behaviour_mut();
+        match cmd {
+            Cmd::Publish(topic, bytes, reply) => {
+                let r = b
+                    .gossipsub
+                    .publish(topic, bytes)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            Cmd::Pong(ch, bytes) => {
+                let _ = b.ping.send_response(ch, bytes);
+            }
+            Cmd::Answer(ch, resp) => {
+                let _ = b.challenge.send_response(ch, Frame::Valid(resp));
+            }
+        }
+    }
+
+    /// Sends `cmd` back to this loop after `delay` (answers held back).
+    fn later(&self, delay: Duration, cmd: Cmd) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(cmd).await;
+        });
+    }
+
+    fn status(&self) -> Status {
+        let mut s = lock(&self.shared);
+        let head = s.cheats.claimed_head.unwrap_or(0);
+        if head > 0 {
+            s.seen.head_claims += 1;
+        }
+        Status {
+            genesis: self.genesis,
+            head,
+            agent: "vigil-adversary/test".into(),
+        }
+    }
+
+    fn on_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        use request_response::{Event, Message};
+        match ev {
+            SwarmEvent::ConnectionEstablished { .. } => lock(&self.shared).connected += 1,
+            SwarmEvent::ConnectionClosed { .. } => {
+                let mut s = lock(&self.shared);
+                s.connected = s.connected.saturating_sub(1);
+                s.seen.refused += 1;
+            }
+            SwarmEvent::OutgoingConnectionError { .. } => lock(&self.shared).seen.refused += 1,
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id, ..
+            })) => {
+                let status = self.status();
+                self.swarm
+                    .behaviour_mut()
+                    .status
+                    .send_request(&peer_id, Frame::Valid(status));
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(Event::Message {
+                message: Message::Request { request, channel, .. },
+                ..
+            })) => {
+                let delay = {
+                    let mut s = lock(&self.shared);
+                    s.seen.pongs += 1;
+                    s.cheats.pong_delay
+                };
+                self.later(delay, Cmd::Pong(channel, request));
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Status(Event::Message {
+                message: Message::Request { channel, .. },
+                ..
+            })) => {
+                let status = self.status();
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .status
+                    .send_response(channel, Frame::Valid(status));
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(Event::Message {
+                message: Message::Request { channel, .. },
+                ..
+            })) => {
+                // It claims a head it cannot back: no epochs, ever.
+                let head = self.status().head;
+                let _ = self.swarm.behaviour_mut().sync.send_response(
+                    channel,
+                    Frame::Valid(SyncResponse {
+                        head,
+                        epochs: Vec::new(),
+                    }),
+                );
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Challenge(Event::Message {
+                message: Message::Request { request, channel, .. },
+                ..
+            })) => self.on_challenge(request, channel),
+            _ => {}
+        }
+    }
+
+    fn on_challenge(
+        &mut self,
+        request: Frame<vigil_protocols::availability::challenge::Request>,
+        channel: request_response::ResponseChannel<Frame<Response>>,
+    ) {
+        use vigil_protocols::availability::challenge::Request;
+        let mut s = lock(&self.shared);
+        let (resp, delay) = match request {
+            Frame::Valid(Request::Challenge(c)) => {
+                s.seen.challenges += 1;
+                let resp = match s.datasets.get(&c.replica_root) {
+                    Some((r, false)) => Response::Proofs(r.prove(&c.indices, &c.nonce)),
+                    Some((r, true)) => Response::Proofs(r.prove_plain(&c.indices, &c.nonce)),
+                    None => Response::Missing,
+                };
+                (resp, s.cheats.challenge_delay)
+            }
+            Frame::Valid(Request::Audit { replica_root, index }) => {
+                s.seen.audits += 1;
+                match s.cheats.audits {
+                    AuditAnswer::Drop => return,
+                    AuditAnswer::Stall => {
+                        drop(s);
+                        self.held.push(channel);
+                        return;
+                    }
+                    AuditAnswer::Refuse => (Response::Refused("busy".into()), Duration::ZERO),
+                    AuditAnswer::Honest => {
+                        let resp = match s.datasets.get(&replica_root) {
+                            Some((r, false)) => {
+                                let (replica, plain) = r.audit(index);
+                                Response::Audit { replica, plain }
+                            }
+                            // Its "replica" is the plaintext: show it as both.
+                            Some((r, true)) => {
+                                let (_, plain) = r.audit(index);
+                                Response::Audit {
+                                    replica: plain.clone(),
+                                    plain,
+                                }
+                            }
+                            None => Response::Missing,
+                        };
+                        (resp, Duration::ZERO)
+                    }
+                }
+            }
+            Frame::Invalid(_) => return,
+        };
+        drop(s);
+        if delay.is_zero() {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .challenge
+                .send_response(channel, Frame::Valid(resp));
+        } else {
+            self.later(delay, Cmd::Answer(channel, resp));
+        }
+    }
+}
