@@ -120,6 +120,7 @@ impl Challenger {
             detail: verdict.err(),
             latency_ms: rtt.as_secs_f64() * 1000.0,
             ping_ms: None,
+            allowance_ms: 0.0,
             proof_bytes: 0,
         })
     }

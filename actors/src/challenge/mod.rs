@@ -1,6 +1,8 @@
 //! Availability challenges: this node proves what it stores
 //! ([`prover`]) and challenges what its peers announced ([`service`]), every
-//! epoch, timing each round trip itself against the peer's ping.
+//! epoch, timing each round trip itself against the deadline plus an
+//! allowance for network distance that only the verifier's own measurements
+//! set (the lowest ping it saw, capped by genesis).
 //!
 //! Every outcome feeds peer scoring (ok +1; wrong, malformed or missing −20;
 //! late or refused −5), the durable bus topic `challenge.results`, this
@@ -78,8 +80,11 @@ pub struct ChallengeResult {
     pub detail: Option<String>,
     /// Round trip, ms.
     pub latency_ms: f64,
-    /// The peer's ping round trip, ms (the baseline).
+    /// The peer's last ping round trip, ms.
     pub ping_ms: Option<f64>,
+    /// What the deadline allowed for network distance, ms: the lowest ping
+    /// round trip this node measured to the peer, capped by genesis.
+    pub allowance_ms: f64,
     /// Proof bytes received.
     pub proof_bytes: usize,
 }
@@ -236,6 +241,7 @@ impl Challenger {
             ),
         };
         let ping = self.inner.net.ping_rtt(&peer);
+        let allowance = self.allowance(&peer);
         let (outcome, rtt, bytes) = match self
             .inner
             .net
@@ -253,7 +259,7 @@ impl Challenger {
                     _ => 0,
                 };
                 let mut o = verify(&req, target.size, &resp);
-                if o == Outcome::Ok && rtt > self.inner.settings.deadline + ping.unwrap_or_default() {
+                if o == Outcome::Ok && rtt > self.inner.settings.deadline + allowance {
                     o = Outcome::Late;
                 }
                 (o, rtt, bytes)
@@ -267,8 +273,21 @@ impl Challenger {
             detail: outcome.detail().map(str::to_owned),
             latency_ms: rtt.as_secs_f64() * 1000.0,
             ping_ms: ping.map(|p| p.as_secs_f64() * 1000.0),
+            allowance_ms: allowance.as_secs_f64() * 1000.0,
             proof_bytes: bytes,
         })
+    }
+
+    /// The allowance for network distance to `peer`: the lowest round trip
+    /// this node measured itself, never more than genesis'
+    /// `security.rtt_allowance_max_ms` (a prover that delays its pongs gains
+    /// that much at most), nothing before a first ping.
+    fn allowance(&self, peer: &PeerId) -> Duration {
+        self.inner
+            .net
+            .rtt_floor(peer)
+            .unwrap_or_default()
+            .min(self.inner.settings.rtt_allowance_max)
     }
 
     /// Scores a peer once for a round of outcomes: the worst one counts

@@ -100,6 +100,15 @@ impl Network {
         }
     }
 
+    /// The lowest ping round trip to `peer` over [`super::RTT_WINDOW`], if any.
+    pub fn rtt_floor(&self, peer: &PeerId) -> Option<Duration> {
+        super::lock(&self.inner.snapshot)
+            .peers
+            .get(peer)
+            .and_then(|p| p.rtt_floor_ms)
+            .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+    }
+
     /// The last ping round trip to `peer`, if any.
     pub fn ping_rtt(&self, peer: &PeerId) -> Option<Duration> {
         super::lock(&self.inner.snapshot)

@@ -107,6 +107,10 @@ pub struct PeerInfo {
     pub direction: &'static str,
     /// Last ping round trip, ms.
     pub latency_ms: Option<f64>,
+    /// Lowest ping round trip over the last [`RTT_WINDOW`], ms: what a
+    /// verifier allows for network distance (capped by genesis). A peer can
+    /// delay its pongs to raise it, never lower it below the real distance.
+    pub rtt_floor_ms: Option<f64>,
     /// Current score (-100..=100).
     pub score: f64,
     /// Identify's agent version.
@@ -123,6 +127,30 @@ pub struct PeerInfo {
     pub connected_secs: u64,
     #[serde(skip)]
     since: Option<Instant>,
+    #[serde(skip)]
+    rtts: VecDeque<(Instant, f64)>,
+}
+
+/// How long ping round trips count towards a peer's RTT floor.
+pub const RTT_WINDOW: Duration = Duration::from_secs(600);
+/// Most round trips kept per peer.
+const RTTS_KEPT: usize = 64;
+
+impl PeerInfo {
+    /// Records a ping round trip and recomputes the floor over the window.
+    fn saw_rtt(&mut self, ms: f64, now: Instant) {
+        self.latency_ms = Some(ms);
+        while self.rtts.len() >= RTTS_KEPT
+            || self
+                .rtts
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > RTT_WINDOW)
+        {
+            self.rtts.pop_front();
+        }
+        self.rtts.push_back((now, ms));
+        self.rtt_floor_ms = self.rtts.iter().map(|(_, r)| *r).reduce(f64::min);
+    }
 }
 
 /// What `net_info` shows.

@@ -502,6 +502,8 @@ impl Loop {
                     addresses: Vec::new(),
                     direction,
                     latency_ms: None,
+                    rtt_floor_ms: None,
+                    rtts: Default::default(),
                     score,
                     agent: None,
                     protocols: Vec::new(),
@@ -588,7 +590,7 @@ impl Loop {
                 ..
             }) => {
                 if let Some(p) = lock(&self.net.inner.snapshot).peers.get_mut(&peer) {
-                    p.latency_ms = Some(rtt.as_secs_f64() * 1000.0);
+                    p.saw_rtt(rtt.as_secs_f64() * 1000.0, Instant::now());
                 }
             }
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, addresses, .. })

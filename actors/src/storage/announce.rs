@@ -1,19 +1,32 @@
 //! Announcements `(R, R_p, size, peer, signature)` on the gossip topic
 //! `/vigil/<g8>/datasets`, and the datasets peers announced (sled tree
-//! `storage/announced`, key `peer ‖ R_p`): what challengers pick from.
+//! `storage/announced`, key `peer ‖ R_p`, and `storage/announced_roots`,
+//! `R_p -> peer`): what challengers pick from.
+//!
+//! One replica never serves two identities. The encoding's keystream is
+//! keyed by the announcer's peer id, so honest replicas of the same data
+//! differ per identity, and an audit checks the encoding under the
+//! announcer's id. Announcements that would let one copy pass for several
+//! identities are refused: `R_p == R` (the "replica" is the plaintext,
+//! which anyone can serve; every node sees this, so the message is rejected
+//! and its relay scored down), and an `R_p` another peer announced first, or
+//! that is one of this node's own replicas (this depends on what the node
+//! has seen, so the message is only not forwarded and its signer scored
+//! down). A first claimant that is banned since no longer holds its roots.
 
 use libp2p::identity::{Keypair, PublicKey};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
 use super::Storage;
-use crate::net::{GossipHandler, GossipVerdict};
+use crate::net::{GossipHandler, GossipVerdict, Offence};
 use crate::store::Store;
 use crate::Result;
 
 /// Gossip topic suffix: `/vigil/<g8>/datasets`.
 pub const ANNOUNCE_TOPIC: &str = "datasets";
 const ANNOUNCED: &str = "storage/announced";
+const ROOTS: &str = "storage/announced_roots";
 const DOMAIN: &[u8] = b"vigil/announce/v1";
 
 /// A signed announcement.
@@ -160,10 +173,49 @@ impl Storage {
     /// Forgets what `peer` announced (a banned peer).
     pub fn forget_peer(&self, peer: &PeerId) -> Result<usize> {
         let rows = self.inner.store.scan_prefix(ANNOUNCED, &peer.to_bytes())?;
+        let mut b = crate::store::Batch::default();
         for (k, _) in &rows {
-            self.inner.store.remove(ANNOUNCED, k)?;
+            b.remove(ANNOUNCED, k);
+            if let Some(root) = k.get(k.len().saturating_sub(32)..) {
+                b.remove(ROOTS, root);
+            }
         }
+        self.inner.store.apply(&b)?;
         Ok(rows.len())
+    }
+
+    fn banned(&self, peer: &PeerId) -> bool {
+        let id = peer.to_string();
+        self.inner
+            .net
+            .as_ref()
+            .and_then(|n| n.bans().ok())
+            .is_some_and(|bans| bans.iter().any(|b| b.peer == id))
+    }
+
+    /// Why this node refuses `a` from `signer` when only its own view says
+    /// so (an `R_p` it knows from elsewhere); `None` to take it.
+    fn claimed_elsewhere(&self, signer: &PeerId, a: &Announcement) -> Result<Option<String>> {
+        if self.info(&a.replica_root)?.is_some() {
+            return Ok(Some("its replica root is one of this node's own replicas".into()));
+        }
+        let Some(owner) = self.inner.store.get(ROOTS, &a.replica_root)? else {
+            return Ok(None);
+        };
+        let Ok(owner) = PeerId::from_bytes(&owner) else {
+            return Ok(None);
+        };
+        if owner == *signer {
+            return Ok(None);
+        }
+        if self.banned(&owner) {
+            let n = self.forget_peer(&owner)?;
+            tracing::info!(peer = %owner, datasets = n, "forgot the announcements of a banned peer");
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "its replica root was announced first by {owner}: one replica cannot serve two identities"
+        )))
     }
 
     fn record(&self, peer: PeerId, a: &Announcement) -> Result<bool> {
@@ -176,7 +228,10 @@ impl Storage {
         };
         let v = serde_json::to_vec(&row).map_err(|e| crate::Error::Invalid(e.to_string()))?;
         let fresh = self.inner.store.get(ANNOUNCED, &key)?.is_none();
-        self.inner.store.insert(ANNOUNCED, &key, &v)?;
+        let mut b = crate::store::Batch::default();
+        b.insert(ANNOUNCED, &key, v);
+        b.insert(ROOTS, &a.replica_root, peer.to_bytes());
+        self.inner.store.apply(&b)?;
         Ok(fresh)
     }
 }
@@ -187,6 +242,24 @@ impl GossipHandler for Storage {
             Ok((a, signer)) if source == Some(signer) => {
                 if signer == self.inner.key.public().to_peer_id() {
                     return GossipVerdict::Ignore;
+                }
+                if a.replica_root == a.root {
+                    tracing::warn!(peer = %signer, root = %hex::encode(a.root), "announcement refused: its replica root equals its plaintext root (the replica must be encoded for the announcer's identity); peer scored down");
+                    return GossipVerdict::Reject;
+                }
+                match self.claimed_elsewhere(&signer, &a) {
+                    Ok(None) => {}
+                    Ok(Some(why)) => {
+                        tracing::warn!(peer = %signer, replica_root = %hex::encode(a.replica_root), why, "announcement refused; its signer scored down");
+                        if let Some(net) = self.inner.net.clone() {
+                            tokio::spawn(async move { net.penalize(signer, Offence::InvalidGossip).await });
+                        }
+                        return GossipVerdict::Ignore;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot check an announcement");
+                        return GossipVerdict::Ignore;
+                    }
                 }
                 match self.record(signer, &a) {
                     Ok(true) => {

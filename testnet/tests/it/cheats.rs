@@ -114,3 +114,141 @@ async fn a_prover_that_dodges_audits_fails_them_and_is_banned() {
     })
     .await;
 }
+
+/// The datasets `node` took from announcements.
+async fn announced(node: &vigil_testnet::NodeSpec) -> Vec<Value> {
+    call(node, "storage_announced", json!([]))
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn log_of(node: &vigil_testnet::NodeSpec) -> String {
+    std::fs::read_to_string(node.dir.join("node.log")).unwrap_or_default()
+}
+
+fn root(hex_root: &str) -> [u8; 32] {
+    hex::decode(hex_root).unwrap().try_into().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_copy_cannot_pass_for_several_identities() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _guard, adv) = honest_and_adversary(dir.path(), 2, SecurityParams::default()).await;
+    let me = adv.peer_id().to_string();
+    // node-1 stores a dataset; node-0 learns it.
+    let f = dir.path().join("honest.bin");
+    std::fs::write(&f, data(5)).unwrap();
+    let info = super::vigilctl(&m.nodes[1], &["storage", "put", f.to_str().unwrap()]);
+    let (honest_root, honest_replica) = (
+        info["root"].as_str().unwrap().to_owned(),
+        info["replica_root"].as_str().unwrap().to_owned(),
+    );
+    wait_for("node-0 to learn node-1's dataset", 40, async || {
+        announced(&m.nodes[0])
+            .await
+            .iter()
+            .any(|a| a["replica_root"] == honest_replica)
+    })
+    .await;
+    // The adversary keeps one plaintext and calls it its replica (R_p = R),
+    // then claims node-1's replica as its own: three times each.
+    let r = adv.store(data(6));
+    for _ in 0..3 {
+        adv.announce(r.root, r.root, r.size).await.unwrap();
+        adv.announce(root(&honest_root), root(&honest_replica), r.size)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let node = &m.nodes[0];
+    wait_for("both refusals in node-0's log", 30, async || {
+        let log = log_of(node);
+        log.contains("replica root equals its plaintext root") && log.contains("announced first by")
+    })
+    .await;
+    assert!(
+        !announced(node).await.iter().any(|a| a["peer"] == me),
+        "an announcement of the adversary was taken: {:?}",
+        announced(node).await
+    );
+    // Each refusal costs it score: an adversary that keeps trying (as a node
+    // re-announces) is banned by every honest node.
+    for n in &m.nodes {
+        wait_for("the copier to be banned", 60, async || {
+            let _ = adv.announce(r.root, r.root, r.size).await;
+            banned(n, &me).await.is_some()
+        })
+        .await;
+        let ban = banned(n, &me).await.unwrap();
+        assert!(
+            ban["reason"].as_str().unwrap().contains("invalid_gossip"),
+            "{ban}"
+        );
+    }
+    // node-1's own dataset is still what node-0 challenges it on.
+    let held = announced(node).await;
+    assert!(
+        held.iter()
+            .any(|a| a["peer"] == m.nodes[1].peer_id && a["replica_root"] == honest_replica),
+        "{held:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_pongs_do_not_stretch_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _guard, adv) = honest_and_adversary(dir.path(), 2, SecurityParams::default()).await;
+    let me = adv.peer_id().to_string();
+    // Pongs 2 s late, proofs correct but 1.2 s late: the deadline is 500 ms,
+    // and a deadline stretched by the prover's own ping would let them pass.
+    adv.cheat(|c| {
+        c.pong_delay = Duration::from_secs(2);
+        c.challenge_delay = Duration::from_millis(1_200);
+    });
+    let r = adv.store(data(7));
+    adv.announce(r.root, r.replica_root, r.size).await.unwrap();
+    // An honest prover next to it, to show honest challenges are unaffected.
+    let f = dir.path().join("honest.bin");
+    std::fs::write(&f, data(8)).unwrap();
+    super::vigilctl(&m.nodes[1], &["storage", "put", f.to_str().unwrap()]);
+    let node = &m.nodes[0];
+    wait_for("the adversary's late proofs", 60, async || {
+        stats_of(node, &me).await["outcomes"]["late"].as_u64() >= Some(2)
+    })
+    .await;
+    let s = stats_of(node, &me).await;
+    let last = &s["last_failure"];
+    assert_eq!(last["outcome"], "late", "{s}");
+    assert!(
+        last["ping_ms"].as_f64() >= Some(2_000.0),
+        "the pongs were not delayed: {s}"
+    );
+    assert!(last["latency_ms"].as_f64() >= Some(1_200.0), "{s}");
+    assert!(
+        last["allowance_ms"].as_f64() <= Some(100.0),
+        "allowance over the genesis cap: {s}"
+    );
+    assert_eq!(s["ok"], 0, "a delayed proof passed: {s}");
+    let peers = call(node, "net_peers", json!([])).await.unwrap();
+    if let Some(p) = peers.as_array().unwrap().iter().find(|p| p["peer_id"] == me) {
+        assert!(p["score"].as_f64() < Some(0.0), "late proofs cost nothing: {p}");
+    }
+    // node-1 answers in time and passes every challenge.
+    let honest = &m.nodes[1].peer_id;
+    wait_for("node-0's challenges of node-1", 60, async || {
+        stats_of(node, honest).await["ok"].as_u64() >= Some(5)
+    })
+    .await;
+    let h = stats_of(node, honest).await;
+    assert_eq!(h["success_rate"], 1.0, "{h}");
+    // Late every epoch, the adversary is banned by both nodes.
+    for n in &m.nodes {
+        wait_for("the late prover to be banned", 120, async || {
+            banned(n, &me).await.is_some()
+        })
+        .await;
+    }
+}
