@@ -243,12 +243,28 @@ pub struct Evidence {
 }
 
 impl Evidence {
-    /// Checks the chain of evidence against the epoch's `output`: the
+    /// Checks the chain of evidence against the epoch's `output` for a
+    /// dataset of `size` bytes — the size the verifier knows (the one
+    /// announced), never the one the proof carries, which shapes the tree and
+    /// the selection: a proof for another size is refused outright. Then the
     /// selection, every chunk proof, the link, and the path to the root; and
     /// that the chain is unbroken (the previous link is from `epoch - 1`, or
     /// the chain starts here).
-    pub fn verify(&self, output: &H, k: usize, group_size: usize, region_size: usize) -> Result<(), String> {
-        let want = select(output, &self.replica_root, self.size, k);
+    pub fn verify(
+        &self,
+        output: &H,
+        size: u64,
+        k: usize,
+        group_size: usize,
+        region_size: usize,
+    ) -> Result<(), String> {
+        if self.size != size {
+            return Err(format!(
+                "the proof answers for a {}-byte dataset; it is {size} bytes",
+                self.size
+            ));
+        }
+        let want = select(output, &self.replica_root, size, k);
         let got: Vec<u64> = self.chunks.iter().map(|c| c.index).collect();
         if want != got {
             return Err(format!(
@@ -257,7 +273,7 @@ impl Evidence {
             ));
         }
         for c in &self.chunks {
-            verify_leaf(&self.replica_root, self.size, c.index, &c.leaf, &c.siblings)
+            verify_leaf(&self.replica_root, size, c.index, &c.leaf, &c.siblings)
                 .map_err(|e| format!("chunk {}: {e}", c.index))?;
         }
         if self.prev_epoch == 0 && self.prev_link != start_link(&self.replica_root) {

@@ -308,8 +308,15 @@ impl Continuity {
     /// Verifies signed evidence: the chain of evidence, then the signature.
     pub fn verify(&self, se: &SignedEvidence, output: &H) -> std::result::Result<(), String> {
         let s = &self.inner.settings;
+        let size = self
+            .inner
+            .storage
+            .info(&se.evidence.replica_root)
+            .map_err(|e| e.to_string())?
+            .ok_or("the dataset is not stored here")?
+            .size;
         se.evidence
-            .verify(output, s.chunks, s.group_size, s.region_size)?;
+            .verify(output, size, s.chunks, s.group_size, s.region_size)?;
         let pk =
             libp2p::identity::PublicKey::try_decode_protobuf(&se.public_key).map_err(|e| e.to_string())?;
         let msg = root_message(se.evidence.epoch, se.evidence.path.chains, &se.evidence.root);

@@ -59,13 +59,14 @@ impl BytesServer for ProofServer {
 
 impl Continuity {
     /// Asks `peer` for its proof of `replica_root` at `epoch` and checks the
-    /// whole chain of evidence against `output`, and the root's signature
-    /// against the peer's own key.
+    /// whole chain of evidence against `output` for the `size` the peer
+    /// announced, and the root's signature against the peer's own key.
     pub async fn check_remote(
         &self,
         net: &Network,
         peer: PeerId,
         replica_root: H,
+        size: u64,
         epoch: u64,
         output: H,
     ) -> std::result::Result<SignedProof, String> {
@@ -84,7 +85,7 @@ impl Continuity {
         }
         let s = self.settings();
         p.evidence
-            .verify(&output, s.chunks, s.group_size, s.region_size)?;
+            .verify(&output, size, s.chunks, s.group_size, s.region_size)?;
         let mh = peer.as_ref();
         let pk = libp2p::identity::PublicKey::try_decode_protobuf(mh.digest()).map_err(|e| e.to_string())?;
         let msg = root_message(epoch, p.evidence.path.chains, &p.evidence.root);

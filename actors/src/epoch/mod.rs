@@ -14,6 +14,7 @@
 //! [`Chain`] is the handle all of them (and the RPC) share.
 
 pub mod anchor;
+mod claims;
 pub mod service;
 pub mod store;
 pub mod worker;
@@ -126,10 +127,12 @@ pub struct VdfStatus {
     pub resumed: bool,
     /// Local head.
     pub head: u64,
-    /// Best head a peer reported.
+    /// Best head a peer backed with epochs that verified.
     pub best_peer_head: u64,
-    /// Head >= every peer's head.
+    /// Head + 1 >= every backed peer head.
     pub synced: bool,
+    /// Peer claims no epoch backs yet (not counted; checked by the sync loop).
+    pub unbacked_claims: usize,
     /// Verification of received epochs.
     pub verify: Option<VerifyMode>,
     /// Name of the chain source the epoch anchors come from (none: no anchor).
@@ -169,7 +172,7 @@ struct Inner {
     settings: EpochSettings,
     store: EpochStore,
     head: AtomicU64,
-    best_peer_head: AtomicU64,
+    claims: Mutex<claims::Claims>,
     status: Mutex<VdfStatus>,
     /// Local epochs waiting to be gossiped.
     outbox: Mutex<Vec<Epoch>>,
@@ -252,7 +255,7 @@ impl Chain {
                 settings,
                 store,
                 head: AtomicU64::new(head),
-                best_peer_head: AtomicU64::new(0),
+                claims: Mutex::new(claims::Claims::default()),
                 status: Mutex::new(status),
                 outbox: Mutex::new(Vec::new()),
                 wake: Notify::new(),
@@ -293,18 +296,45 @@ impl Chain {
         self.inner.head.load(Ordering::Acquire)
     }
 
-    /// Best head any peer reported.
+    /// Best head a connected peer claimed and backed with epochs that
+    /// verified ([`claims`]): what a peer only says counts for nothing.
     pub fn best_peer_head(&self) -> u64 {
-        self.inner.best_peer_head.load(Ordering::Acquire)
+        lock(&self.inner.claims).best()
     }
 
-    pub(crate) fn saw_peer_head(&self, h: u64) {
-        self.inner.best_peer_head.fetch_max(h, Ordering::AcqRel);
+    /// `peer` says its head is `h`.
+    pub(crate) fn saw_peer_head(&self, peer: PeerId, h: u64) {
+        lock(&self.inner.claims).saw(peer, h, Instant::now());
     }
 
-    /// True when no peer reported a head beyond ours.
+    /// Epochs of `peer` verified and were appended: its claim counts.
+    pub(crate) fn claim_backed(&self, peer: PeerId) {
+        lock(&self.inner.claims).backed(peer, Instant::now());
+    }
+
+    /// `peer` could not back its claim: it no longer counts.
+    pub(crate) fn claim_refuted(&self, peer: &PeerId) {
+        lock(&self.inner.claims).refute(peer, self.head());
+    }
+
+    /// Claims ahead of our head that nothing backs yet, best first; drops
+    /// the claims of peers gone or silent first.
+    pub(crate) fn unbacked_claims(&self) -> Vec<(PeerId, u64)> {
+        let connected: Option<std::collections::HashSet<PeerId>> = self
+            .inner
+            .net
+            .as_ref()
+            .map(|n| n.peer_ids().into_iter().collect());
+        let mut c = lock(&self.inner.claims);
+        c.expire(connected.as_ref(), Instant::now());
+        c.unbacked_ahead(self.head())
+    }
+
+    /// True when no peer backed a head more than one epoch beyond ours (the
+    /// newest epoch is usually on its way by gossip: a follower one behind
+    /// for the milliseconds it takes is not out of sync).
     pub fn synced(&self) -> bool {
-        self.head() >= self.best_peer_head()
+        self.head() + 1 >= self.best_peer_head()
     }
 
     /// The output epoch `n` builds on (the genesis hash for epoch 1).
@@ -337,6 +367,7 @@ impl Chain {
         s.head = self.head();
         s.best_peer_head = self.best_peer_head();
         s.synced = self.synced();
+        s.unbacked_claims = lock(&self.inner.claims).unbacked();
         s
     }
 
@@ -470,7 +501,6 @@ impl Chain {
             };
         }
         if e.number > head + 1 {
-            self.saw_peer_head(e.number);
             return Err(AcceptError::Ahead { head, got: e.number });
         }
         let prev = self

@@ -21,6 +21,9 @@ use crate::queue::Publish;
 
 /// Sync rounds between polls of a peer's head while we seem synced.
 const POLL_EVERY: u32 = 10;
+/// How long a peer has to back a claimed head with its first epochs; past
+/// it the claim is refuted (the loop that also verifies gossip waits no longer).
+const CLAIM_CHECK: Duration = Duration::from_secs(3);
 /// Epochs published on the bus per pass.
 const BUS_BATCH: u64 = 512;
 
@@ -74,25 +77,122 @@ pub fn spawn(chain: Chain) -> tokio::task::JoinHandle<()> {
 async fn run(chain: Chain) {
     let (tx, mut rx) = mpsc::channel::<GossipItem>(64);
     *lock(&chain.inner.gossip) = Some(tx);
+    // Gossip is judged, and ranges synced, on tasks of their own: a sync
+    // request waiting on a slow or lying peer never holds back the epochs
+    // peers gossip, nor the gossip and bus delivery of new ones (this loop).
+    let c = chain.clone();
+    let mut judges = AbortOnDrop(tokio::spawn(async move {
+        let mut seen = Forgeries::default();
+        while let Some(item) = rx.recv().await {
+            judge(&c, &mut seen, item).await;
+        }
+    }));
+    let c = chain.clone();
+    let mut syncer = AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sync = SyncState::new(&c);
+        loop {
+            tick.tick().await;
+            sync.round(&c).await;
+        }
+    }));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sync = SyncState::new(&chain);
     loop {
         tokio::select! {
-            Some(item) = rx.recv() => judge(&chain, item).await,
+            r = &mut judges.0 => match r {
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                _ => return,
+            },
+            r = &mut syncer.0 => match r {
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                _ => return,
+            },
             _ = chain.inner.wake.notified() => {}
-            _ = tick.tick() => sync.round(&chain).await,
+            _ = tick.tick() => {}
         }
         gossip_local(&chain).await;
         publish_bus(&chain).await;
     }
 }
 
-/// Verifies a gossiped epoch off the async threads and tells gossipsub.
-async fn judge(chain: &Chain, (from, id, data): GossipItem) {
-    let verdict = match chain.accept_bytes(&data, Origin::Gossip).await {
+/// Aborts its task when dropped (the epoch task aborted takes its helpers with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Failed verifications of one peer's gossip for one epoch number after
+/// which its further gossip for that number is not verified at all.
+const FAILURES_PER_PEER_EPOCH: u32 = 2;
+/// Forged epochs remembered by the hash of their bytes.
+const FORGERIES_KEPT: usize = 1024;
+
+/// What the judge remembers of forgeries, so that the work a peer (or many
+/// relaying one forgery) can make it do is bounded: a forgery seen before is
+/// rejected by its hash, unverified, and a peer that sent
+/// [`FAILURES_PER_PEER_EPOCH`] invalid epochs for a number gets no more
+/// verified for it (each failure also costs it 20 points: it is banned after three).
+#[derive(Debug, Default)]
+struct Forgeries {
+    hashes: std::collections::HashSet<[u8; 32]>,
+    order: std::collections::VecDeque<[u8; 32]>,
+    failures: std::collections::HashMap<(PeerId, u64), u32>,
+}
+
+impl Forgeries {
+    fn remember(&mut self, hash: [u8; 32], from: PeerId, number: u64, head: u64) {
+        if self.hashes.insert(hash) {
+            self.order.push_back(hash);
+            if self.order.len() > FORGERIES_KEPT {
+                if let Some(old) = self.order.pop_front() {
+                    self.hashes.remove(&old);
+                }
+            }
+        }
+        *self.failures.entry((from, number)).or_default() += 1;
+        self.failures.retain(|(_, n), _| *n > head);
+    }
+}
+
+/// Verifies a gossiped epoch off the async threads and tells gossipsub;
+/// cheap refusals (a forgery seen before, a peer over its budget, a number
+/// far from our head, a duplicate) come before any VDF work, and the VDF
+/// check itself stops at the first bad segment.
+async fn judge(chain: &Chain, seen: &mut Forgeries, (from, id, data): GossipItem) {
+    let hash = *blake3::hash(&data).as_bytes();
+    let number = Epoch::decode(&data).map(|e| e.number).unwrap_or(0);
+    let verdict = if seen.hashes.contains(&hash) {
+        metrics::counter!(m::EPOCH_REJECTED, "reason" => "known_forgery").increment(1);
+        tracing::info!(peer = %from, epoch = number, "a known forged epoch: rejected unverified");
+        GossipVerdict::Reject
+    } else if seen.failures.get(&(from, number)).copied().unwrap_or(0) >= FAILURES_PER_PEER_EPOCH {
+        metrics::counter!(m::EPOCH_REJECTED, "reason" => "over_budget").increment(1);
+        GossipVerdict::Ignore
+    } else {
+        let v = judge_fresh(chain, from, &data).await;
+        if v == GossipVerdict::Reject {
+            seen.remember(hash, from, number, chain.head());
+        }
+        v
+    };
+    if let Some(net) = &chain.inner.net {
+        net.report_epoch(id, from, verdict).await;
+    }
+}
+
+async fn judge_fresh(chain: &Chain, from: PeerId, data: &[u8]) -> GossipVerdict {
+    match chain.accept_bytes(data, Origin::Gossip).await {
         Ok(Appended::New) => GossipVerdict::Accept,
-        Ok(Appended::Duplicate) | Err(AcceptError::Ahead { .. }) => GossipVerdict::Ignore,
+        Ok(Appended::Duplicate) => GossipVerdict::Ignore,
+        Err(AcceptError::Ahead { got, .. }) => {
+            // A claim like any other: it counts once the sender serves the epochs before it.
+            chain.saw_peer_head(from, got);
+            GossipVerdict::Ignore
+        }
         Err(AcceptError::Invalid(e)) => {
             tracing::warn!(peer = %from, error = %e, "invalid epoch by gossip: rejected, peer scored down");
             GossipVerdict::Reject
@@ -110,9 +210,6 @@ async fn judge(chain: &Chain, (from, id, data): GossipItem) {
             tracing::error!(error = %e, "cannot take a gossiped epoch");
             GossipVerdict::Ignore
         }
-    };
-    if let Some(net) = &chain.inner.net {
-        net.report_epoch(id, from, verdict).await;
     }
 }
 
@@ -179,6 +276,8 @@ struct SyncState {
     bar: Option<ProgressBar>,
     started: Option<(Instant, u64)>,
     last_log: Instant,
+    /// Claims being checked, each on a task of its own.
+    checking: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>,
 }
 
 impl SyncState {
@@ -189,7 +288,24 @@ impl SyncState {
             bar: None,
             started: None,
             last_log: Instant::now(),
+            checking: Default::default(),
         }
+    }
+
+    /// Checks a claim ahead of us on a task of its own (one per peer at a
+    /// time): the claimer must serve the epoch after our head within
+    /// [`CLAIM_CHECK`], and it must verify; otherwise its claim is refuted
+    /// and it is scored down. A liar that never answers costs the sync loop
+    /// nothing; verification is not timed (a slow machine is no offence).
+    fn check_claim(&self, chain: &Chain, net: &Network, peer: PeerId, claim: u64) {
+        if !lock(&self.checking).insert(peer) {
+            return;
+        }
+        let (chain, net, checking) = (chain.clone(), net.clone(), self.checking.clone());
+        tokio::spawn(async move {
+            back_claim(&chain, &net, peer, claim).await;
+            lock(&checking).remove(&peer);
+        });
     }
 
     /// Learns peer heads; while behind, downloads and appends ranges.
@@ -198,8 +314,8 @@ impl SyncState {
             return;
         };
         for p in net.peers() {
-            if let (true, Some(h)) = (p.identified, p.head) {
-                chain.saw_peer_head(h);
+            if let (true, Some(h), Ok(id)) = (p.identified, p.head, p.peer_id.parse()) {
+                chain.saw_peer_head(id, h);
             }
         }
         self.rounds += 1;
@@ -214,11 +330,20 @@ impl SyncState {
                 from: chain.head() + 1,
                 count: 1,
             };
-            if let Ok(r) = net.sync_range(p, req).await {
-                chain.saw_peer_head(r.head);
+            if let Ok(Ok(r)) = tokio::time::timeout(CLAIM_CHECK, net.sync_range(p, req)).await {
+                chain.saw_peer_head(p, r.head);
             }
         }
-        while !chain.synced() {
+        // Claims ahead of us that nothing backs yet: ask each claimer for
+        // the epochs it claims (they count only once some verify).
+        for (peer, claim) in chain
+            .unbacked_claims()
+            .into_iter()
+            .take(chain.settings().sync_peers.max(1))
+        {
+            self.check_claim(chain, &net, peer, claim);
+        }
+        while chain.head() < chain.best_peer_head() {
             let before = chain.head();
             self.progress(chain);
             // Ask the peers known to hold more than we do, best score first.
@@ -228,8 +353,9 @@ impl SyncState {
                 .filter(|p| p.identified && p.head.is_some_and(|h| h > before))
                 .filter_map(|p| p.peer_id.parse().ok())
                 .collect();
-            let from = download(chain, &net, if ahead.is_empty() { &peers } else { &ahead }).await;
-            self.sources.extend(from);
+            let best = chain.best_peer_head();
+            let got = download(chain, &net, if ahead.is_empty() { &peers } else { &ahead }, best).await;
+            self.sources.extend(got.used);
             if chain.head() == before {
                 break;
             }
@@ -283,14 +409,61 @@ impl SyncState {
     }
 }
 
-/// One download: ranges from up to `sync_peers` peers in parallel, decoded,
-/// verified in parallel, appended in order up to the first bad one.
-/// Returns the peers whose epochs were appended.
-async fn download(chain: &Chain, net: &Network, peers: &[PeerId]) -> std::collections::HashSet<PeerId> {
-    let mut used = std::collections::HashSet::new();
+/// Asks `peer`, whose unbacked claim is `claim`, for the epoch after our
+/// head, and backs or refutes the claim by what comes back.
+async fn back_claim(chain: &Chain, net: &Network, peer: PeerId, claim: u64) {
+    let from = chain.head() + 1;
+    let refute = |why: &'static str, offence: Offence| {
+        tracing::warn!(%peer, claim, asked = from, why, "claimed head not backed: claim refuted, peer scored down");
+        chain.claim_refuted(&peer);
+        net.penalize(peer, offence)
+    };
+    let answer =
+        tokio::time::timeout(CLAIM_CHECK, net.sync_range(peer, SyncRequest { from, count: 1 })).await;
+    let resp = match answer {
+        Err(_) => return refute("no answer in time", Offence::UnbackedClaim).await,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "cannot check a claimed head");
+            return chain.claim_refuted(&peer);
+        }
+        Ok(Ok(r)) => r,
+    };
+    chain.saw_peer_head(peer, resp.head);
+    let Some(bytes) = resp.epochs.first() else {
+        if resp.head >= from {
+            refute("it serves none of the epochs it claims", Offence::UnbackedClaim).await;
+        } else {
+            chain.claim_refuted(&peer);
+        }
+        return;
+    };
+    match chain.accept_bytes(bytes, Origin::Sync).await {
+        Ok(_) => chain.claim_backed(peer),
+        Err(AcceptError::Invalid(_)) | Err(AcceptError::Append(super::AppendError::Conflict(_))) => {
+            refute("the epoch it served does not verify", Offence::FailedProof).await;
+        }
+        // Our anchor view lags, our head moved, or our store failed: not its fault.
+        Err(e) => tracing::debug!(%peer, error = %e, "claimed head not checked this round"),
+    }
+}
+
+/// What one download did.
+#[derive(Debug, Default)]
+struct Downloaded {
+    /// Peers whose epochs were appended (their claims now count).
+    used: std::collections::HashSet<PeerId>,
+}
+
+/// One download of epochs up to `best`: ranges from up to `sync_peers` peers
+/// in parallel, decoded, verified in parallel, appended in order up to the
+/// first bad one. A peer whose epochs are appended backs its claim; one that
+/// answers a range it claims to hold with no epoch, or with an invalid one,
+/// is refuted and scored down.
+async fn download(chain: &Chain, net: &Network, peers: &[PeerId], best: u64) -> Downloaded {
+    let mut got = Downloaded::default();
+    let used = &mut got.used;
     let s = chain.settings();
     let head = chain.head();
-    let best = chain.best_peer_head();
     let asks: Vec<(PeerId, SyncRequest)> = peers
         .iter()
         .take(s.sync_peers.max(1))
@@ -314,10 +487,17 @@ async fn download(chain: &Chain, net: &Network, peers: &[PeerId]) -> std::collec
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "sync request failed");
+                chain.claim_refuted(peer);
                 break;
             }
         };
-        chain.saw_peer_head(resp.head);
+        chain.saw_peer_head(*peer, resp.head);
+        if resp.epochs.is_empty() && resp.head >= req.from {
+            tracing::warn!(%peer, claimed = resp.head, asked = req.from, "peer claims epochs it does not serve: claim refuted, peer scored down");
+            chain.claim_refuted(peer);
+            net.penalize(*peer, Offence::UnbackedClaim).await;
+            break;
+        }
         let mut complete = true;
         for (i, bytes) in resp.epochs.iter().enumerate() {
             let want = req.from + i as u64;
@@ -355,7 +535,7 @@ async fn download(chain: &Chain, net: &Network, peers: &[PeerId]) -> std::collec
         .map(|a| a.unwrap_or_default())
         .collect();
     if batch.is_empty() {
-        return used;
+        return got;
     }
     let c = chain.clone();
     let checked = tokio::task::spawn_blocking(move || {
@@ -381,13 +561,14 @@ async fn download(chain: &Chain, net: &Network, peers: &[PeerId]) -> std::collec
     })
     .await;
     let Ok((batch, results)) = checked else {
-        return used;
+        return got;
     };
     for ((peer, e), r) in batch.into_iter().zip(results) {
         let n = e.number;
         if let Err(err) = r {
             metrics::counter!(m::EPOCH_REJECTED, "reason" => "invalid").increment(1);
             tracing::warn!(%peer, epoch = n, error = %err, "invalid epoch in a sync answer: peer scored down");
+            chain.claim_refuted(&peer);
             net.penalize(peer, Offence::FailedProof).await;
             break;
         }
@@ -395,7 +576,9 @@ async fn download(chain: &Chain, net: &Network, peers: &[PeerId]) -> std::collec
             tracing::warn!(epoch = n, error = %err, "cannot append a synced epoch");
             break;
         }
-        used.insert(peer);
+        if used.insert(peer) {
+            chain.claim_backed(peer);
+        }
     }
-    used
+    got
 }

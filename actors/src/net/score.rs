@@ -45,13 +45,15 @@ pub enum Offence {
     FailedProof,
     /// A storage proof after its deadline.
     LateProof,
+    /// A claimed epoch head its peer cannot back with epochs.
+    UnbackedClaim,
 }
 
 impl Offence {
     /// Score lost for the offence.
     pub fn penalty(self) -> f64 {
         match self {
-            Offence::Malformed | Offence::Oversized | Offence::InvalidGossip => 10.0,
+            Offence::Malformed | Offence::Oversized | Offence::InvalidGossip | Offence::UnbackedClaim => 10.0,
             Offence::FailedProof => 20.0,
             Offence::LateProof => 5.0,
         }
@@ -65,6 +67,7 @@ impl Offence {
             Offence::InvalidGossip => "invalid_gossip",
             Offence::FailedProof => "failed_proof",
             Offence::LateProof => "late_proof",
+            Offence::UnbackedClaim => "unbacked_claim",
         }
     }
 }

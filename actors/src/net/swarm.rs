@@ -676,6 +676,10 @@ impl Loop {
                 ..
             } => match request {
                 Frame::Valid(s) if s.genesis == self.net.inner.genesis => {
+                    // Its head is a claim like the one in its answers (checked before it counts).
+                    if let Some(p) = lock(&self.net.inner.snapshot).peers.get_mut(&peer) {
+                        p.head = Some(s.head);
+                    }
                     let status = self.our_status();
                     let _ = self
                         .swarm

@@ -64,7 +64,20 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
             .map_err(no_proof)?
             .ok_or_else(|| no_proof(format!("no epoch {epoch} here: the head is {}", chain.head())))?
             .output;
-        let r = c.check_remote(&net, peer, rp, epoch, output).await;
+        // Checked against the size the peer announced, never the one its proof carries.
+        let announced = ctx
+            .storage
+            .as_ref()
+            .ok_or_else(|| no_proof("no storage"))?
+            .announced_by(&peer, &rp)
+            .map_err(no_proof)?;
+        let r = match announced {
+            Some(a) => c.check_remote(&net, peer, rp, a.size, epoch, output).await,
+            None => Err(format!(
+                "peer {peer} announced no dataset {}: there is no size to check its proof against (see storage_announced)",
+                hex::encode(rp)
+            )),
+        };
         Ok::<_, ErrorObjectOwned>(match r {
             Ok(p) => json!({
                 "verified": true,

@@ -252,8 +252,10 @@ impl Vdf {
         }
     }
 
-    /// Recomputes the given segments in parallel (rayon's current pool);
-    /// the lowest failing index is reported.
+    /// Recomputes the given segments in parallel (rayon's current pool) and
+    /// stops at the first that fails: no segment is started once one is
+    /// found bad, so a forgery costs about one segment per thread, not the
+    /// whole proof. Which failing segment is reported is the first found.
     pub fn verify_segments(&self, input: &State, proof: &Proof, which: &[u32]) -> Result<(), VdfError> {
         self.check_shape(proof)?;
         if let Some(&bad) = which.iter().find(|&&i| i >= self.params.segments) {
@@ -262,18 +264,10 @@ impl Vdf {
                 self.params.segments
             )));
         }
-        let mut failures: Vec<VdfError> = which
+        which
             .par_iter()
-            .filter_map(|&i| self.check_segment(input, proof, i).err())
-            .collect();
-        failures.sort_by_key(|e| match e {
-            VdfError::Segment { index, .. } => *index,
-            _ => 0,
-        });
-        match failures.into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+            .with_max_len(1)
+            .try_for_each(|&i| self.check_segment(input, proof, i))
     }
 
     /// Recomputes every segment.
@@ -282,7 +276,8 @@ impl Vdf {
         self.verify_segments(input, proof, &all)
     }
 
-    /// Recomputes `samples` distinct segments chosen with `rng` (the
+    /// Recomputes `samples` distinct segments ([`sampled_segments`]): the
+    /// one that produces the output always, the rest chosen with `rng` (the
     /// verifier's own randomness; nothing the prover sent picks them).
     pub fn verify_sampled(
         &self,
@@ -291,23 +286,34 @@ impl Vdf {
         samples: u32,
         rng: &mut dyn RngCore,
     ) -> Result<(), VdfError> {
-        let k = self.params.segments as usize;
-        let which: Vec<u32> = sample(rng, k, (samples as usize).min(k))
-            .into_iter()
-            .map(|i| i as u32)
-            .collect();
+        let which = sampled_segments(self.params.segments, samples, rng);
         self.verify_segments(input, proof, &which)
     }
 }
 
-/// Probability that `samples` distinct segments drawn uniformly from
-/// `segments` include at least one of `broken`:
-/// `1 - C(segments - broken, samples) / C(segments, samples)`.
-pub fn detection_probability(segments: u32, broken: u32, samples: u32) -> f64 {
+/// The segments sampled verification recomputes: the last one (it produces
+/// the output, so a proof wrong only there never passes), then `samples - 1`
+/// distinct others drawn uniformly with `rng`; at most `segments` in all.
+pub fn sampled_segments(segments: u32, samples: u32, rng: &mut dyn RngCore) -> Vec<u32> {
+    let k = segments as usize;
+    let s = (samples as usize).clamp(1, k.max(1));
+    let mut which = vec![segments.saturating_sub(1)];
+    which.extend(sample(rng, k - 1, s - 1).into_iter().map(|i| i as u32));
+    which
+}
+
+/// Probability that sampled verification ([`sampled_segments`]) of a proof
+/// with `broken` broken segments among `segments` finds one: 1 when the
+/// output segment is among them (`output_broken`), else
+/// `1 - C(segments - 1 - broken, samples - 1) / C(segments - 1, samples - 1)`.
+pub fn detection_probability(segments: u32, broken: u32, samples: u32, output_broken: bool) -> f64 {
+    if output_broken && broken > 0 {
+        return 1.0;
+    }
     let (k, b, s) = (
-        segments as f64,
-        broken.min(segments) as f64,
-        samples.min(segments) as f64,
+        segments.saturating_sub(1) as f64,
+        broken.min(segments.saturating_sub(1)) as f64,
+        samples.clamp(1, segments.max(1)).saturating_sub(1) as f64,
     );
     // C(k-b, s)/C(k, s) = prod_{j<s} (k-b-j)/(k-j)
     let mut miss = 1.0;
@@ -364,31 +370,84 @@ mod tests {
     }
 
     #[test]
-    fn tampering_names_the_segment() {
+    fn tampering_names_a_broken_segment() {
         let vdf = Vdf::new(params(4_000, 4), &[0; 32]).unwrap();
         let input = [1u8; 32];
         let mut proof = vdf.prove(&input);
         proof.checkpoints[1][0] ^= 1;
-        let e = vdf.verify_full(&input, &proof).unwrap_err();
-        assert_eq!(
-            e,
+        // c_2 ends segment 1 and starts segment 2: either is a broken segment.
+        match vdf.verify_full(&input, &proof).unwrap_err() {
             VdfError::Segment {
-                index: 1,
-                segments: 4,
-                what: "checkpoint"
-            }
-        );
+                index, segments: 4, ..
+            } => assert!(index == 1 || index == 2, "{index}"),
+            e => panic!("{e}"),
+        }
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let all = vdf.verify_sampled(&input, &proof, 4, &mut rng);
         assert!(all.is_err(), "sampling every segment finds it");
     }
 
     #[test]
+    fn sampling_always_checks_the_output_segment() {
+        let vdf = Vdf::new(params(8_000, 16), &[0; 32]).unwrap();
+        let input = [2u8; 32];
+        let mut proof = vdf.prove(&input);
+        proof.output[0] ^= 1;
+        for seed in 0..50 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let which = sampled_segments(16, 2, &mut rng);
+            assert_eq!(which.len(), 2);
+            assert_eq!(which[0], 15);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            assert!(
+                vdf.verify_sampled(&input, &proof, 1, &mut rng).is_err(),
+                "a proof wrong only in its output passed sampling"
+            );
+        }
+    }
+
+    #[test]
+    fn a_forgery_stops_verification_early() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        struct Counting(Arc<AtomicU64>);
+        impl Step for Counting {
+            fn run(&self, state: &mut State, n: u64) {
+                self.0.fetch_add(n, Ordering::Relaxed);
+                Sha256Chain.run(state, n)
+            }
+            fn name(&self) -> &'static str {
+                "counting"
+            }
+        }
+        let p = params(256_000, 256);
+        let input = [3u8; 32];
+        let mut proof = Vdf::new(p, &input).unwrap().prove(&input);
+        proof.checkpoints[0][0] ^= 1; // segments 0 and 1 are wrong
+        let steps = Arc::new(AtomicU64::new(0));
+        let vdf = Vdf::with_step(p, Box::new(Counting(steps.clone())));
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        pool.install(|| vdf.verify_full(&input, &proof)).unwrap_err();
+        let done = steps.load(Ordering::Relaxed);
+        assert!(
+            done <= 8 * p.segment_len(0),
+            "{done} of {} steps recomputed for a proof wrong in its first segment",
+            p.iterations
+        );
+    }
+
+    #[test]
     fn detection_probability_matches_the_formula() {
-        assert_eq!(detection_probability(10, 0, 3), 0.0);
-        assert_eq!(detection_probability(10, 1, 10), 1.0);
-        assert!((detection_probability(10, 1, 3) - 0.3).abs() < 1e-12);
-        // 1 - C(8,2)/C(10,2) = 1 - 28/45
-        assert!((detection_probability(10, 2, 2) - 17.0 / 45.0).abs() < 1e-12);
+        assert_eq!(detection_probability(10, 0, 3, false), 0.0);
+        assert_eq!(detection_probability(10, 1, 10, false), 1.0);
+        assert_eq!(
+            detection_probability(10, 1, 1, true),
+            1.0,
+            "the output segment is always checked"
+        );
+        // One of the 9 non-output segments broken, 2 of them sampled: 2/9.
+        assert!((detection_probability(10, 1, 3, false) - 2.0 / 9.0).abs() < 1e-12);
+        // 1 - C(7,2)/C(9,2) = 1 - 21/36
+        assert!((detection_probability(10, 2, 3, false) - 15.0 / 36.0).abs() < 1e-12);
     }
 }

@@ -84,6 +84,7 @@ pub(crate) struct Behaviour {
     pub status: request_response::Behaviour<FrameCodec<Status, Status>>,
     pub sync: request_response::Behaviour<FrameCodec<SyncRequest, SyncResponse>>,
     pub challenge: request_response::Behaviour<FrameCodec<ChallengeRequest, ChallengeResponse>>,
+    pub continuity: request_response::Behaviour<FrameCodec<Vec<u8>, Vec<u8>>>,
 }
 
 fn rr<C: request_response::Codec<Protocol = StreamProtocol> + Clone + Send + 'static>(
@@ -123,6 +124,7 @@ pub(crate) fn build(key: &Keypair, names: &Names) -> anyhow::Result<Swarm<Behavi
             FrameCodec::new(CHALLENGE_REQUEST_MAX, CHALLENGE_RESPONSE_MAX),
             names.challenge.clone(),
         ),
+        continuity: rr(FrameCodec::new(64, 256 * 1024), names.continuity.clone()),
     };
     Ok(SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()

@@ -33,6 +33,7 @@ use vigil_actors::net::{Names, SyncResponse};
 use vigil_actors::storage::Announcement;
 use vigil_genesis::Genesis;
 use vigil_protocols::availability::challenge::Response;
+use vigil_protocols::continuity::{ProofRequest, SignedProof};
 
 use behaviour::{Behaviour, BehaviourEvent};
 pub use replica::Replica;
@@ -62,6 +63,22 @@ pub struct Cheats {
     pub audits: AuditAnswer,
     /// The epoch head claimed in status and sync answers (none: 0).
     pub claimed_head: Option<u64>,
+    /// Never answer sync requests (instead of answering with no epochs).
+    pub stall_sync: bool,
+    /// Continuity proofs answer for a dataset of this many bytes (a prefix
+    /// of the replica) instead of its announced size.
+    pub continuity_size: Option<u64>,
+}
+
+/// What a continuity proof needs from the network (the adversary keeps no chain).
+#[derive(Debug, Clone, Copy)]
+pub struct ContinuityParams {
+    /// Chunks per link (the nodes' `continuity.chunks`).
+    pub chunks: usize,
+    /// Genesis `group_size`.
+    pub group_size: usize,
+    /// Genesis `region_size`.
+    pub region_size: usize,
 }
 
 /// What the adversary has seen and done.
@@ -86,7 +103,11 @@ struct Shared {
     /// Datasets by the root a challenge names: `(replica, answer from the plaintext)`.
     datasets: HashMap<[u8; 32], (Replica, bool)>,
     connected: usize,
+    /// Epoch outputs it was told, for continuity answers.
+    outputs: HashMap<u64, [u8; 32]>,
 }
+
+type FetchReply = oneshot::Sender<Result<Vec<Vec<u8>>, String>>;
 
 enum Cmd {
     Publish(
@@ -96,6 +117,8 @@ enum Cmd {
     ),
     Pong(request_response::ResponseChannel<Vec<u8>>, Vec<u8>),
     Answer(request_response::ResponseChannel<Frame<Response>>, Response),
+    Status,
+    Fetch(u64, FetchReply),
 }
 
 /// A cheating peer on a vigil network; stops when dropped.
@@ -134,7 +157,14 @@ impl Adversary {
             .context("adversary cannot listen")?;
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (tx, rx) = mpsc::channel(256);
+        let cont = ContinuityParams {
+            chunks: 2,
+            group_size: genesis.params.group_size as usize,
+            region_size: genesis.params.region_size as usize,
+        };
         let run = Loop {
+            cont,
+            key: key.clone(),
             swarm,
             shared: shared.clone(),
             tx: tx.clone(),
@@ -142,6 +172,8 @@ impl Adversary {
             peers,
             genesis: genesis.hash().0,
             held: Vec::new(),
+            held_sync: Vec::new(),
+            fetches: HashMap::new(),
         };
         Ok(Self {
             key,
@@ -171,6 +203,30 @@ impl Adversary {
     /// Connections open now.
     pub fn connected(&self) -> usize {
         lock(&self.shared).connected
+    }
+
+    /// Tells it epoch `n`'s output (read from an honest node), so that it can
+    /// answer continuity requests for that epoch.
+    pub fn know_epoch(&self, n: u64, output: [u8; 32]) {
+        lock(&self.shared).outputs.insert(n, output);
+    }
+
+    /// Asks a connected peer for encoded epochs `from ..` (at most 64) over
+    /// the sync protocol, as any node may.
+    pub async fn fetch_epochs(&self, from: u64) -> Result<Vec<Vec<u8>>> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Fetch(from, reply))
+            .await
+            .map_err(|_| anyhow!("the adversary stopped"))?;
+        rx.await
+            .map_err(|_| anyhow!("the adversary stopped"))?
+            .map_err(|e| anyhow!("cannot fetch epochs: {e}"))
+    }
+
+    /// Sends its status (with the claimed head) to every connected peer now.
+    pub async fn tell_status(&self) {
+        let _ = self.cmd.send(Cmd::Status).await;
     }
 
     /// Encodes `plain` for this identity and keeps it: challenges naming its
@@ -215,6 +271,8 @@ impl Adversary {
 }
 
 struct Loop {
+    cont: ContinuityParams,
+    key: Keypair,
     swarm: Swarm<Behaviour>,
     shared: Arc<Mutex<Shared>>,
     tx: mpsc::Sender<Cmd>,
@@ -223,6 +281,10 @@ struct Loop {
     genesis: [u8; 32],
     /// Answers it never sends (stalled audits), kept so their streams stay open.
     held: Vec<request_response::ResponseChannel<Frame<Response>>>,
+    /// Sync requests it never answers.
+    held_sync: Vec<request_response::ResponseChannel<Frame<SyncResponse>>>,
+    /// Its own sync requests waiting for their answers.
+    fetches: HashMap<request_response::OutboundRequestId, FetchReply>,
 }
 
 impl Loop {
@@ -244,6 +306,7 @@ impl Loop {
     }
 
     fn on_cmd(&mut self, cmd: Cmd) {
+        let first_peer = self.swarm.connected_peers().next().copied();
         let b = self.swarm.behaviour_mut();
         match cmd {
             Cmd::Publish(topic, bytes, reply) => {
@@ -259,6 +322,26 @@ impl Loop {
             }
             Cmd::Answer(ch, resp) => {
                 let _ = b.challenge.send_response(ch, Frame::Valid(resp));
+            }
+            Cmd::Fetch(from, reply) => match first_peer {
+                Some(p) => {
+                    let req = Frame::Valid(vigil_actors::net::SyncRequest { from, count: 64 });
+                    let id = b.sync.send_request(&p, req);
+                    self.fetches.insert(id, reply);
+                }
+                None => {
+                    let _ = reply.send(Err("not connected".into()));
+                }
+            },
+            Cmd::Status => {
+                let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                for p in peers {
+                    let status = self.status();
+                    self.swarm
+                        .behaviour_mut()
+                        .status
+                        .send_request(&p, Frame::Valid(status));
+                }
             }
         }
     }
@@ -331,6 +414,10 @@ impl Loop {
                 ..
             })) => {
                 // It claims a head it cannot back: no epochs, ever.
+                if lock(&self.shared).cheats.stall_sync {
+                    self.held_sync.push(channel);
+                    return;
+                }
                 let head = self.status().head;
                 let _ = self.swarm.behaviour_mut().sync.send_response(
                     channel,
@@ -344,8 +431,98 @@ impl Loop {
                 message: Message::Request { request, channel, .. },
                 ..
             })) => self.on_challenge(request, channel),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(Event::Message {
+                message: Message::Response { request_id, response },
+                ..
+            })) => {
+                if let Some(reply) = self.fetches.remove(&request_id) {
+                    let _ = reply.send(match response {
+                        Frame::Valid(r) => Ok(r.epochs),
+                        Frame::Invalid(e) => Err(e.to_string()),
+                    });
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(Event::OutboundFailure {
+                request_id, error, ..
+            })) => {
+                if let Some(reply) = self.fetches.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Continuity(Event::Message {
+                message: Message::Request { request, channel, .. },
+                ..
+            })) => {
+                let answer = match request {
+                    Frame::Valid(req) => self.continuity_proof(&req),
+                    Frame::Invalid(e) => SignedProof::refusal(&e.to_string()),
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .continuity
+                    .send_response(channel, Frame::Valid(answer));
+            }
             _ => {}
         }
+    }
+
+    /// A continuity proof of the one chain it keeps, built as a node builds
+    /// it, for the size [`Cheats::continuity_size`] names (default: the real one).
+    fn continuity_proof(&self, req: &[u8]) -> Vec<u8> {
+        use vigil_protocols::availability::challenge::prove_leaf;
+        use vigil_protocols::availability::tree::{Tree, GROUP, LEAF};
+        use vigil_protocols::continuity::{
+            aggregate, link, proof_digest, root_message, select, start_link, Evidence,
+        };
+        let req = match ProofRequest::decode(req) {
+            Ok(r) => r,
+            Err(e) => return SignedProof::refusal(&e),
+        };
+        let s = lock(&self.shared);
+        let (Some((r, false)), Some(output)) = (s.datasets.get(&req.replica_root), s.outputs.get(&req.epoch))
+        else {
+            return SignedProof::refusal("no such chain here");
+        };
+        let size = s.cheats.continuity_size.unwrap_or(r.size).min(r.size);
+        let bytes = &r.replica_bytes()[..size as usize];
+        let tree = Tree::build(bytes);
+        let chunks: Vec<_> = select(output, &req.replica_root, size, self.cont.chunks)
+            .into_iter()
+            .map(|i| {
+                let start = i as usize / GROUP * GROUP * LEAF;
+                prove_leaf(
+                    &tree,
+                    i,
+                    &bytes[start..(start + GROUP * LEAF).min(bytes.len())],
+                    None,
+                )
+            })
+            .collect();
+        let prev_link = start_link(&req.replica_root);
+        let digests: Vec<_> = chunks.iter().map(proof_digest).collect();
+        let l = link(&prev_link, output, &digests);
+        let h = aggregate(&[l], self.cont.group_size, self.cont.region_size);
+        let path = h.path(&[l], 0, self.cont.group_size, self.cont.region_size);
+        let signature = self
+            .key
+            .sign(&root_message(req.epoch, 1, &h.root))
+            .unwrap_or_default();
+        SignedProof {
+            evidence: Evidence {
+                epoch: req.epoch,
+                replica_root: req.replica_root,
+                size,
+                prev_epoch: 0,
+                prev_link,
+                link: l,
+                chunks,
+                path,
+                root: h.root,
+            },
+            signature,
+        }
+        .encode()
     }
 
     fn on_challenge(

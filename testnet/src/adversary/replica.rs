@@ -63,6 +63,11 @@ impl Replica {
         )
     }
 
+    /// The bytes of its replica.
+    pub fn replica_bytes(&self) -> &[u8] {
+        &self.replica
+    }
+
     /// Proofs from the plaintext as if it were the replica (a prover that
     /// announced `R_p = R` and stores one copy for every identity).
     pub fn prove_plain(&self, indices: &[u64], nonce: &[u8; 32]) -> Vec<ChunkProof> {
