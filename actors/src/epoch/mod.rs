@@ -297,7 +297,7 @@ impl Chain {
     }
 
     /// Best head a connected peer claimed and backed with epochs that
-    /// verified ([`claims`]): what a peer only says counts for nothing.
+    /// verified (see the `claims` module): what a peer only says counts for nothing.
     pub fn best_peer_head(&self) -> u64 {
         lock(&self.inner.claims).best()
     }
