@@ -210,7 +210,12 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         false => None,
     };
     if let Some((n, _)) = &net {
-        n.set_gossip_handler(continuity::ROOT_TOPIC, Arc::new(RootRecorder::new(p.db.clone())));
+        n.set_gossip_handler(
+            continuity::ROOT_TOPIC,
+            Arc::new(
+                RootRecorder::new(p.db.clone()).clock(chain.clone(), opts.config.continuity.keep_epochs),
+            ),
+        );
         if let Some(c) = &continuity {
             n.set_continuity_server(Arc::new(ProofServer::new(c.clone(), chain.clone())));
         }

@@ -10,6 +10,7 @@
 
 mod file;
 pub mod remote;
+mod roots;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use vigil_protocols::continuity::{
 };
 
 pub use file::{LinksFile, Record};
+pub use roots::{PeerRoot, RootRecorder, COMMITMENT_GRACE_EPOCHS, ROOT_TOPIC};
 
 use crate::metrics as m;
 use crate::storage::{parse_root, Storage};
@@ -324,98 +326,6 @@ impl Continuity {
             Ok(())
         } else {
             Err("the root's signature does not verify".into())
-        }
-    }
-}
-
-/// Gossip topic suffix of signed roots: `/vigil/<g8>/continuity`.
-pub const ROOT_TOPIC: &str = "continuity";
-const ROOTS: &str = "continuity/roots";
-
-/// A peer's signed root, as recorded.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct PeerRoot {
-    /// The signing peer.
-    pub peer: String,
-    /// Epoch.
-    pub epoch: u64,
-    /// Chains aggregated.
-    pub chains: u64,
-    /// Root (hex).
-    pub root: String,
-}
-
-/// Records the signed roots peers gossip (the newest per peer).
-#[derive(Debug)]
-pub struct RootRecorder {
-    store: crate::store::SledStore,
-}
-
-impl RootRecorder {
-    /// A recorder over the node database.
-    pub fn new(store: crate::store::SledStore) -> Self {
-        Self { store }
-    }
-
-    /// The newest root of every peer.
-    pub fn list(&self) -> Result<Vec<PeerRoot>> {
-        use crate::store::Store;
-        Ok(self
-            .store
-            .scan_prefix(ROOTS, b"")?
-            .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-            .collect())
-    }
-
-    /// Checks a gossiped `root_message ‖ signature` against the author's key.
-    pub fn check(author: &libp2p::PeerId, data: &[u8]) -> std::result::Result<PeerRoot, String> {
-        const PREFIX: &[u8] = b"vigil/continuity-root/v1";
-        let head = PREFIX.len() + 48;
-        if data.len() <= head || &data[..PREFIX.len()] != PREFIX {
-            return Err("not a continuity root".into());
-        }
-        let mh = author.as_ref();
-        if mh.code() != 0 {
-            return Err("the author's peer id does not embed its key".into());
-        }
-        let pk = libp2p::identity::PublicKey::try_decode_protobuf(mh.digest()).map_err(|e| e.to_string())?;
-        if !pk.verify(&data[..head], &data[head..]) {
-            return Err("bad signature".into());
-        }
-        let at = PREFIX.len();
-        Ok(PeerRoot {
-            peer: author.to_string(),
-            epoch: u64::from_be_bytes(data[at..at + 8].try_into().map_err(|_| "epoch")?),
-            chains: u64::from_be_bytes(data[at + 8..at + 16].try_into().map_err(|_| "chains")?),
-            root: hex::encode(&data[at + 16..at + 48]),
-        })
-    }
-}
-
-impl crate::net::GossipHandler for RootRecorder {
-    fn on_gossip(
-        &self,
-        from: libp2p::PeerId,
-        source: Option<libp2p::PeerId>,
-        data: &[u8],
-    ) -> crate::net::GossipVerdict {
-        use crate::store::Store;
-        let Some(author) = source else {
-            return crate::net::GossipVerdict::Reject;
-        };
-        match Self::check(&author, data) {
-            Ok(r) => {
-                let v = serde_json::to_vec(&r).unwrap_or_default();
-                if let Err(e) = self.store.insert(ROOTS, &author.to_bytes(), &v) {
-                    tracing::error!(error = %e, "cannot record a continuity root");
-                }
-                crate::net::GossipVerdict::Accept
-            }
-            Err(e) => {
-                tracing::info!(peer = %from, error = %e, "invalid continuity root: rejected");
-                crate::net::GossipVerdict::Reject
-            }
         }
     }
 }

@@ -5,6 +5,7 @@ use jsonrpsee::RpcModule;
 use serde_json::{json, Value};
 
 use super::NodeContext;
+use crate::continuity::remote::MAX_CHECK_EPOCHS;
 use crate::continuity::{Continuity, RootRecorder};
 use crate::storage::parse_root;
 
@@ -43,53 +44,62 @@ fn args(p: &Params<'_>) -> Result<(String, u64), ErrorObjectOwned> {
 
 pub(super) fn register(m: &mut RpcModule<NodeContext>) {
     m.register_async_method("continuity_check", |p, ctx, _| async move {
-        let u = "expected params [peer_id, replica_root_hex, epoch]";
+        let u = "expected params [peer_id, replica_root_hex, epoch] or [peer_id, replica_root_hex, from, to] (epochs >= 1, from <= to, at most 64 epochs)";
         let bad = || ErrorObjectOwned::owned(jsonrpsee::types::error::INVALID_PARAMS_CODE, u, None::<()>);
         let v: Vec<Value> = p.parse().map_err(|_| bad())?;
-        let [peer, rp, epoch] = v.as_slice() else {
-            return Err(bad());
+        let (peer, rp, from, to) = match v.as_slice() {
+            [peer, rp, e] => (peer, rp, e, e),
+            [peer, rp, from, to] => (peer, rp, from, to),
+            _ => return Err(bad()),
         };
         let peer: libp2p::PeerId = peer.as_str().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
         let rp = parse_root(rp.as_str().ok_or_else(bad)?).map_err(|_| bad())?;
-        let epoch = epoch.as_u64().filter(|e| *e >= 1).ok_or_else(bad)?;
+        let from = from.as_u64().filter(|e| *e >= 1).ok_or_else(bad)?;
+        let to = to
+            .as_u64()
+            .filter(|t| *t >= from && *t - from < MAX_CHECK_EPOCHS)
+            .ok_or_else(bad)?;
         let c = cont(&ctx)?.clone();
         let net = ctx
             .net
             .clone()
             .ok_or_else(|| no_proof("the network is disabled"))?;
         let chain = ctx.epochs.clone().ok_or_else(|| no_proof("no epoch chain"))?;
-        let output = chain
-            .store()
-            .get(epoch)
-            .map_err(no_proof)?
-            .ok_or_else(|| no_proof(format!("no epoch {epoch} here: the head is {}", chain.head())))?
-            .output;
+        let storage = ctx.storage.as_ref().ok_or_else(|| no_proof("no storage"))?;
+        let roots = RootRecorder::new(storage.store());
         // Checked against the size the peer announced, never the one its proof carries.
-        let announced = ctx
-            .storage
-            .as_ref()
-            .ok_or_else(|| no_proof("no storage"))?
-            .announced_by(&peer, &rp)
-            .map_err(no_proof)?;
-        let r = match announced {
-            Some(a) => c.check_remote(&net, peer, rp, a.size, epoch, output).await,
-            None => Err(format!(
-                "peer {peer} announced no dataset {}: there is no size to check its proof against (see storage_announced)",
-                hex::encode(rp)
-            )),
+        let Some(announced) = storage.announced_by(&peer, &rp).map_err(no_proof)? else {
+            return Ok(json!({
+                "verified": false, "peer": peer.to_string(), "epoch": to, "from": from, "to": to,
+                "epochs_verified": 0, "break_epoch": from,
+                "error": format!(
+                    "peer {peer} announced no dataset {}: there is no size to check its proof against (see storage_announced)",
+                    hex::encode(rp)
+                ),
+            }));
         };
-        Ok::<_, ErrorObjectOwned>(match r {
-            Ok(p) => json!({
-                "verified": true,
-                "peer": peer.to_string(),
-                "epoch": epoch,
-                "link": hex::encode(p.evidence.link),
-                "prev_epoch": p.evidence.prev_epoch,
-                "root": hex::encode(p.evidence.root),
-                "chains": p.evidence.path.chains,
-            }),
-            Err(e) => json!({ "verified": false, "peer": peer.to_string(), "epoch": epoch, "error": e }),
-        })
+        let r = c
+            .check_chain(&net, &roots, &chain, peer, rp, announced.size, from, to)
+            .await;
+        let mut out = json!({
+            "verified": r.broken.is_none(),
+            "peer": peer.to_string(),
+            "epoch": to,
+            "from": from,
+            "to": to,
+            "epochs_verified": r.verified.len(),
+        });
+        if let Some(p) = r.verified.iter().rev().find(|p| p.evidence.epoch == to) {
+            out["link"] = json!(hex::encode(p.evidence.link));
+            out["prev_epoch"] = json!(p.evidence.prev_epoch);
+            out["root"] = json!(hex::encode(p.evidence.root));
+            out["chains"] = json!(p.evidence.path.chains);
+        }
+        if let Some((e, why)) = r.broken {
+            out["break_epoch"] = json!(e);
+            out["error"] = json!(format!("epoch {e}: {why}"));
+        }
+        Ok::<_, ErrorObjectOwned>(out)
     })
     .expect("unique");
     m.register_method(

@@ -16,6 +16,7 @@
 //! ```
 
 mod behaviour;
+mod chain;
 mod replica;
 
 use std::collections::HashMap;
@@ -52,6 +53,22 @@ pub enum AuditAnswer {
     Refuse,
 }
 
+/// How the adversary keeps its continuity chains.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ContinuityCheat {
+    /// As a node does: a link per epoch it hears of, its signed root gossiped
+    /// at once, proofs served from those links.
+    #[default]
+    Honest,
+    /// Keeps its links but gossips no root (commits to nothing).
+    Silent,
+    /// Keeps its links and gossips each root only 4 epochs after its epoch.
+    Late,
+    /// Answers every proof with links computed now, under a fresh root
+    /// signed now (what a prover that fetched the data today can make).
+    AfterTheFact,
+}
+
 /// What the adversary lies about; change it at any time with [`Adversary::cheat`].
 #[derive(Debug, Clone, Default)]
 pub struct Cheats {
@@ -68,6 +85,8 @@ pub struct Cheats {
     /// Continuity proofs answer for a dataset of this many bytes (a prefix
     /// of the replica) instead of its announced size.
     pub continuity_size: Option<u64>,
+    /// How it keeps and proves its continuity chains.
+    pub continuity: ContinuityCheat,
 }
 
 /// What a continuity proof needs from the network (the adversary keeps no chain).
@@ -94,6 +113,8 @@ pub struct Seen {
     pub head_claims: u64,
     /// Dials refused or connections closed by the honest side.
     pub refused: u64,
+    /// Continuity roots it gossiped.
+    pub roots_gossiped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -103,8 +124,12 @@ struct Shared {
     /// Datasets by the root a challenge names: `(replica, answer from the plaintext)`.
     datasets: HashMap<[u8; 32], (Replica, bool)>,
     connected: usize,
-    /// Epoch outputs it was told, for continuity answers.
+    /// Epoch outputs it was told or heard in gossip, for continuity answers.
     outputs: HashMap<u64, [u8; 32]>,
+    /// Its continuity chains.
+    chains: chain::Chains,
+    /// Roots held back (`ContinuityCheat::Late`): `(epoch, signed root)`.
+    late_roots: Vec<(u64, Vec<u8>)>,
 }
 
 type FetchReply = oneshot::Sender<Result<Vec<Vec<u8>>, String>>;
@@ -171,6 +196,8 @@ impl Adversary {
             rx,
             peers,
             genesis: genesis.hash().0,
+            epochs_topic: names.topic("epochs").hash(),
+            roots_topic: names.topic("continuity"),
             held: Vec::new(),
             held_sync: Vec::new(),
             fetches: HashMap::new(),
@@ -203,6 +230,11 @@ impl Adversary {
     /// Connections open now.
     pub fn connected(&self) -> usize {
         lock(&self.shared).connected
+    }
+
+    /// Epochs it holds continuity links for (a root signed for each).
+    pub fn continuity_epochs(&self) -> Vec<u64> {
+        lock(&self.shared).chains.epochs()
     }
 
     /// Tells it epoch `n`'s output (read from an honest node), so that it can
@@ -279,6 +311,10 @@ struct Loop {
     rx: mpsc::Receiver<Cmd>,
     peers: Vec<Multiaddr>,
     genesis: [u8; 32],
+    /// Where epochs are gossiped (it extends its chains with each new one).
+    epochs_topic: gossipsub::TopicHash,
+    /// Where it gossips its signed continuity roots.
+    roots_topic: gossipsub::IdentTopic,
     /// Answers it never sends (stalled audits), kept so their streams stay open.
     held: Vec<request_response::ResponseChannel<Frame<Response>>>,
     /// Sync requests it never answers.
@@ -449,6 +485,13 @@ impl Loop {
                     let _ = reply.send(Err(error.to_string()));
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                message, ..
+            })) if message.topic == self.epochs_topic => {
+                if let Ok(e) = vigil_protocols::epoch::Epoch::decode(&message.data) {
+                    self.on_epoch(e.number, e.output);
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Continuity(Event::Message {
                 message: Message::Request { request, channel, .. },
                 ..
@@ -467,14 +510,45 @@ impl Loop {
         }
     }
 
-    /// A continuity proof of the one chain it keeps, built as a node builds
-    /// it, for the size [`Cheats::continuity_size`] names (default: the real one).
-    fn continuity_proof(&self, req: &[u8]) -> Vec<u8> {
-        use vigil_protocols::availability::challenge::prove_leaf;
-        use vigil_protocols::availability::tree::{Tree, GROUP, LEAF};
-        use vigil_protocols::continuity::{
-            aggregate, link, proof_digest, root_message, select, start_link, Evidence,
+    /// A new epoch heard in gossip: its chains grow by a link each, and
+    /// (unless it is silent) the signed root goes out at once.
+    fn on_epoch(&mut self, n: u64, output: [u8; 32]) {
+        let root = {
+            let mut s = lock(&self.shared);
+            s.outputs.insert(n, output);
+            let sh = &mut *s;
+            let replicas: Vec<&Replica> = sh
+                .datasets
+                .values()
+                .filter(|(_, plain)| !plain)
+                .map(|(r, _)| r)
+                .collect();
+            let signed = sh.chains.extend(&self.key, &self.cont, n, &output, &replicas);
+            let mut out = Vec::new();
+            match (signed, sh.cheats.continuity) {
+                (Some(_), ContinuityCheat::Silent) | (None, _) => {}
+                (Some(m), ContinuityCheat::Late) => sh.late_roots.push((n, m)),
+                (Some(m), _) => out.push(m),
+            }
+            let (due, held) = std::mem::take(&mut sh.late_roots)
+                .into_iter()
+                .partition(|(e, _)| e + 4 <= n);
+            sh.late_roots = held;
+            out.extend(due.into_iter().map(|(_, m): (u64, Vec<u8>)| m));
+            sh.seen.roots_gossiped += out.len() as u64;
+            out
         };
+        for m in root {
+            let topic = self.roots_topic.clone();
+            if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, m) {
+                tracing::debug!(error = %e, "adversary cannot gossip its continuity root");
+            }
+        }
+    }
+
+    /// A continuity proof: from the links it kept, or (cheating) computed
+    /// now, or for the size [`Cheats::continuity_size`] names.
+    fn continuity_proof(&self, req: &[u8]) -> Vec<u8> {
         let req = match ProofRequest::decode(req) {
             Ok(r) => r,
             Err(e) => return SignedProof::refusal(&e),
@@ -484,45 +558,21 @@ impl Loop {
         else {
             return SignedProof::refusal("no such chain here");
         };
-        let size = s.cheats.continuity_size.unwrap_or(r.size).min(r.size);
-        let bytes = &r.replica_bytes()[..size as usize];
-        let tree = Tree::build(bytes);
-        let chunks: Vec<_> = select(output, &req.replica_root, size, self.cont.chunks)
-            .into_iter()
-            .map(|i| {
-                let start = i as usize / GROUP * GROUP * LEAF;
-                prove_leaf(
-                    &tree,
-                    i,
-                    &bytes[start..(start + GROUP * LEAF).min(bytes.len())],
-                    None,
-                )
-            })
-            .collect();
-        let prev_link = start_link(&req.replica_root);
-        let digests: Vec<_> = chunks.iter().map(proof_digest).collect();
-        let l = link(&prev_link, output, &digests);
-        let h = aggregate(&[l], self.cont.group_size, self.cont.region_size);
-        let path = h.path(&[l], 0, self.cont.group_size, self.cont.region_size);
-        let signature = self
-            .key
-            .sign(&root_message(req.epoch, 1, &h.root))
-            .unwrap_or_default();
-        SignedProof {
-            evidence: Evidence {
-                epoch: req.epoch,
-                replica_root: req.replica_root,
-                size,
-                prev_epoch: 0,
-                prev_link,
-                link: l,
-                chunks,
-                path,
-                root: h.root,
-            },
-            signature,
+        let proof = match (s.cheats.continuity_size, s.cheats.continuity) {
+            (None, ContinuityCheat::Honest | ContinuityCheat::Silent | ContinuityCheat::Late) => {
+                s.chains.proof(&self.cont, r, req.epoch, output)
+            }
+            (size, _) => {
+                let size = size.unwrap_or(r.size).min(r.size);
+                Some(chain::after_the_fact(
+                    &self.key, &self.cont, r, size, req.epoch, output,
+                ))
+            }
+        };
+        match proof {
+            Some(p) => p.encode(),
+            None => SignedProof::refusal(&format!("no links for epoch {} on this node", req.epoch)),
         }
-        .encode()
     }
 
     fn on_challenge(

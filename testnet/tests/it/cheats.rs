@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use vigil_genesis::SecurityParams;
 use vigil_protocols::epoch::Epoch;
 use vigil_protocols::vdf::{Vdf, VdfParams};
-use vigil_testnet::adversary::{Adversary, AuditAnswer};
+use vigil_testnet::adversary::{Adversary, AuditAnswer, ContinuityCheat};
 use vigil_testnet::{call, up, Manifest, Options};
 
 use super::{quick, wait_for, Guard};
@@ -361,14 +361,8 @@ async fn a_continuity_proof_for_a_smaller_dataset_is_refused() {
         call(node, "epoch_head", json!([])).await.unwrap()["head"].as_u64() >= Some(2)
     })
     .await;
-    let e = call(node, "epoch_head", json!([])).await.unwrap()["head"]
-        .as_u64()
-        .unwrap();
-    let view = call(node, "epoch_get", json!([e])).await.unwrap();
-    adv.know_epoch(e, root(view["output"].as_str().unwrap()));
-    // In the honest shape, its proof checks out.
-    let c = call(node, "continuity_check", json!([me, rp, e])).await.unwrap();
-    assert_eq!(c["verified"], true, "{c}");
+    // In the honest shape (its chain kept and its root gossiped each epoch), its proof checks out.
+    let e = honest_link_checked(node, &adv, &rp).await;
     // Now it answers for an 8 KiB prefix, a tree of its choosing.
     adv.cheat(|c| c.continuity_size = Some(8192));
     let c = call(node, "continuity_check", json!([me, rp, e])).await.unwrap();
@@ -377,6 +371,144 @@ async fn a_continuity_proof_for_a_smaller_dataset_is_refused() {
     assert!(
         why.contains("answers for a 8192-byte dataset; it is 300000 bytes"),
         "not refused for its size: {why}"
+    );
+}
+
+/// `continuity_check` of `node` on the adversary's chain of `rp` over `from..=to`.
+async fn check(node: &vigil_testnet::NodeSpec, adv: &Adversary, rp: &str, from: u64, to: u64) -> Value {
+    let me = adv.peer_id().to_string();
+    call(node, "continuity_check", json!([me, rp, from, to]))
+        .await
+        .unwrap()
+}
+
+/// Waits until `node` holds an epoch the adversary linked (and committed),
+/// after its first, and its proof there verifies with the link before it;
+/// returns that epoch.
+async fn honest_link_checked(node: &vigil_testnet::NodeSpec, adv: &Adversary, rp: &str) -> u64 {
+    let mut at = 0;
+    wait_for("the adversary's honest chain to check out", 60, async || {
+        let head = call(node, "epoch_head", json!([])).await.unwrap()["head"]
+            .as_u64()
+            .unwrap_or(0);
+        let kept = adv.continuity_epochs();
+        let Some(e) = kept
+            .iter()
+            .rev()
+            .copied()
+            .find(|e| *e <= head && kept.contains(&(e - 1)))
+        else {
+            return false;
+        };
+        at = e;
+        check(node, adv, rp, e, e).await["verified"] == true
+    })
+    .await;
+    at
+}
+
+async fn score_of(node: &vigil_testnet::NodeSpec, peer: &str) -> Option<f64> {
+    let peers = call(node, "net_peers", json!([])).await.ok()?;
+    peers.as_array()?.iter().find(|p| p["peer_id"] == peer)?["score"].as_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuity_computed_after_the_fact_or_uncommitted_is_a_break() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _guard, adv) = honest_and_adversary(dir.path(), 2, SecurityParams::default()).await;
+    let me = adv.peer_id().to_string();
+    let r = adv.store(data(11));
+    adv.announce(r.root, r.replica_root, r.size).await.unwrap();
+    let node = &m.nodes[0];
+    let rp = hex::encode(r.replica_root);
+    wait_for("node-0 to take the adversary's announcement", 40, async || {
+        announced(node)
+            .await
+            .iter()
+            .any(|a| a["peer"] == me && a["replica_root"] == rp)
+    })
+    .await;
+    // Honest: each link extends the one committed the epoch before, under the root gossiped then.
+    let e = honest_link_checked(node, &adv, &rp).await;
+    let first = adv.continuity_epochs()[0];
+    let c = check(node, &adv, &rp, first.max(e.saturating_sub(3)), e).await;
+    assert_eq!(c["verified"], true, "{c}");
+    assert!(c["epochs_verified"].as_u64() >= Some(2), "{c}");
+    let before = score_of(node, &me).await.unwrap();
+
+    // After the fact: the links and a fresh root computed now, as a prover
+    // that fetched the data today would make them. Everything in the proof is
+    // consistent, only it is not what the prover committed at that epoch.
+    adv.cheat(|c| c.continuity = ContinuityCheat::AfterTheFact);
+    let c = check(node, &adv, &rp, e, e).await;
+    assert_eq!(c["verified"], false, "{c}");
+    let why = c["error"].as_str().unwrap();
+    assert!(
+        why.contains("it gossiped at that epoch: the link was not committed when the epoch came"),
+        "not refused against its commitment: {why}"
+    );
+    assert_eq!(c["break_epoch"], e, "{c}");
+    let after = score_of(node, &me).await.unwrap();
+    assert!(
+        after <= before - 19.0,
+        "score {before} -> {after}: not scored as a failed proof"
+    );
+    assert!(node_log_has(node, "continuity chain broken"), "no warn line");
+
+    // Silent: it keeps its links but commits to none of them.
+    adv.cheat(|c| c.continuity = ContinuityCheat::Silent);
+    let silent_from = adv.continuity_epochs().last().copied().unwrap() + 1;
+    let mut s = 0;
+    wait_for("an epoch it linked without committing", 60, async || {
+        let head = call(node, "epoch_head", json!([])).await.unwrap()["head"]
+            .as_u64()
+            .unwrap_or(0);
+        match adv
+            .continuity_epochs()
+            .into_iter()
+            .find(|x| *x >= silent_from && *x <= head)
+        {
+            Some(x) => {
+                s = x;
+                true
+            }
+            None => false,
+        }
+    })
+    .await;
+    let c = check(node, &adv, &rp, s, s).await;
+    assert_eq!(c["verified"], false, "{c}");
+    let why = c["error"].as_str().unwrap();
+    assert!(
+        why.contains("reached this node"),
+        "not a missing commitment: {why}"
+    );
+    // Checked link by link from the last honest epoch, the break is where the commitments stop.
+    let c = check(node, &adv, &rp, silent_from - 1, s).await;
+    assert_eq!(c["verified"], false, "{c}");
+    assert_eq!(c["break_epoch"], silent_from, "{c}");
+
+    // Late: each root gossiped only 4 epochs after its epoch.
+    adv.cheat(|c| c.continuity = ContinuityCheat::Late);
+    let late_from = adv.continuity_epochs().last().copied().unwrap() + 1;
+    let gossiped = adv.seen().roots_gossiped;
+    wait_for("a late root to go out", 90, async || {
+        adv.seen().roots_gossiped > gossiped
+    })
+    .await;
+    let mut c = Value::Null;
+    wait_for("node-0 to hold the late root", 20, async || {
+        c = check(node, &adv, &rp, late_from, late_from).await;
+        c["error"]
+            .as_str()
+            .is_some_and(|e| !e.contains("no continuity root of this peer"))
+    })
+    .await;
+    assert_eq!(c["verified"], false, "{c}");
+    let why = c["error"].as_str().unwrap();
+    assert!(
+        why.contains("epochs late: a late commitment is a break"),
+        "not late: {why}"
     );
 }
 

@@ -527,10 +527,16 @@ async fn three_nodes_store_and_challenge_each_other_and_ban_a_corrupt_prover() {
         call(&m.nodes[1], "epoch_head", json!([])).await.unwrap()["head"].as_u64() >= Some(e)
     })
     .await;
-    let c = call(&m.nodes[1], "continuity_check", json!([ids[0], roots[0], e]))
-        .await
-        .unwrap();
-    assert_eq!(c["verified"], true, "{c}");
+    // Once node-0's root for that epoch (its commitment) reached node-1.
+    let mut c = Value::Null;
+    wait_for("node-0's proof to check out at node-1", 20, async || {
+        c = call(&m.nodes[1], "continuity_check", json!([ids[0], roots[0], e]))
+            .await
+            .unwrap();
+        c["verified"] == true
+    })
+    .await;
+    assert!(c["link"].is_string(), "{c}");
     let c = call(&m.nodes[1], "continuity_check", json!([ids[0], roots[1], e]))
         .await
         .unwrap();
