@@ -346,17 +346,8 @@ async fn a_continuity_proof_for_a_smaller_dataset_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (m, _guard, adv) = honest_and_adversary(dir.path(), 2, SecurityParams::default()).await;
     let me = adv.peer_id().to_string();
-    let r = adv.store(data(10));
-    adv.announce(r.root, r.replica_root, r.size).await.unwrap();
     let node = &m.nodes[0];
-    let rp = hex::encode(r.replica_root);
-    wait_for("node-0 to take the adversary's announcement", 40, async || {
-        announced(node)
-            .await
-            .iter()
-            .any(|a| a["peer"] == me && a["replica_root"] == rp)
-    })
-    .await;
+    let rp = store_and_announce(node, &adv, data(10)).await;
     wait_for("a few epochs", 40, async || {
         call(node, "epoch_head", json!([])).await.unwrap()["head"].as_u64() >= Some(2)
     })
@@ -372,6 +363,22 @@ async fn a_continuity_proof_for_a_smaller_dataset_is_refused() {
         why.contains("answers for a 8192-byte dataset; it is 300000 bytes"),
         "not refused for its size: {why}"
     );
+}
+
+/// The adversary stores `plain` and announces it; returns its `R_p` (hex) once `node` took it.
+async fn store_and_announce(node: &vigil_testnet::NodeSpec, adv: &Adversary, plain: Vec<u8>) -> String {
+    let me = adv.peer_id().to_string();
+    let r = adv.store(plain);
+    adv.announce(r.root, r.replica_root, r.size).await.unwrap();
+    let rp = hex::encode(r.replica_root);
+    wait_for("node-0 to take the adversary's announcement", 40, async || {
+        announced(node)
+            .await
+            .iter()
+            .any(|a| a["peer"] == me && a["replica_root"] == rp)
+    })
+    .await;
+    rp
 }
 
 /// `continuity_check` of `node` on the adversary's chain of `rp` over `from..=to`.
@@ -417,17 +424,8 @@ async fn continuity_computed_after_the_fact_or_uncommitted_is_a_break() {
     let dir = tempfile::tempdir().unwrap();
     let (m, _guard, adv) = honest_and_adversary(dir.path(), 2, SecurityParams::default()).await;
     let me = adv.peer_id().to_string();
-    let r = adv.store(data(11));
-    adv.announce(r.root, r.replica_root, r.size).await.unwrap();
     let node = &m.nodes[0];
-    let rp = hex::encode(r.replica_root);
-    wait_for("node-0 to take the adversary's announcement", 40, async || {
-        announced(node)
-            .await
-            .iter()
-            .any(|a| a["peer"] == me && a["replica_root"] == rp)
-    })
-    .await;
+    let rp = store_and_announce(node, &adv, data(11)).await;
     // Honest: each link extends the one committed the epoch before, under the root gossiped then.
     let e = honest_link_checked(node, &adv, &rp).await;
     let first = adv.continuity_epochs()[0];
