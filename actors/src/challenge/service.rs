@@ -59,7 +59,7 @@ pub fn spawn(c: Challenger) -> tokio::task::JoinHandle<()> {
 async fn run(c: Challenger) {
     let chain = c.inner.chain.clone();
     let mut last = chain.head();
-    let mut announce = tokio::time::interval(Duration::from_secs(15));
+    let mut announce = tokio::time::interval(crate::storage::REFRESH);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

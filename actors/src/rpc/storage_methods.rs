@@ -177,23 +177,29 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
         }))
     })
     .expect("unique");
-    m.register_method("storage_remove", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
+    m.register_async_method("storage_remove", |p, ctx, _| async move {
         let u = "[dataset] (name, R or R_p)";
         let v = args(&p, u, 1, 1)?;
-        let s = storage(ctx)?;
-        let root = dataset_root(s, str_at(&v, 0, u)?)?;
-        let removed = s.remove(&root).map_err(refused)?;
+        let s = storage(&ctx)?.clone();
+        let root = dataset_root(&s, str_at(&v, 0, u)?)?;
+        // A withdrawal first: the data goes once the grace is over.
+        let w = s.withdraw(&root).await.map_err(refused)?;
+        let out = match &w {
+            Some(w) => json!({
+                "removed": true,
+                "replica_root": w.replica_root,
+                "withdrawn_at_ms": w.withdrawn_at_ms,
+                "delete_at_ms": w.delete_at_ms,
+            }),
+            None => json!({ "removed": false }),
+        };
         let entry = ctx.audit.append(
             "rpc",
             "storage.remove",
             json!({ "replica_root": hex::encode(root) }),
         );
-        audited(
-            Audited::After(json!({ "removed": removed })),
-            "storage.remove",
-            entry,
-        )?;
-        Ok(json!({ "removed": removed }))
+        audited(Audited::After(out.clone()), "storage.remove", entry)?;
+        Ok::<_, ErrorObjectOwned>(out)
     })
     .expect("unique");
     m.register_async_method("challenge_run", |p, ctx, _| async move {

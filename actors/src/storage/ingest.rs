@@ -195,7 +195,13 @@ impl Storage {
         drop(replica);
         let _ = fs::remove_file(&plain_path);
         let dest = self.folder(&replica_root);
-        if self.info(&replica_root)?.is_some() {
+        if let Some(d) = self.info(&replica_root)? {
+            if d.withdrawn_at_ms.is_some() {
+                // Stored again while being withdrawn: keep it after all.
+                let _ = fs::remove_dir_all(&u.dir);
+                tracing::info!(replica_root = %d.replica_root, "dataset stored again: its withdrawal is cancelled");
+                return self.cancel_withdrawal(d);
+            }
             return Err(Error::Invalid(format!(
                 "this dataset is stored already as {}",
                 hex::encode(replica_root)
@@ -216,6 +222,7 @@ impl Storage {
             created_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            withdrawn_at_ms: None,
         };
         let v = serde_json::to_vec(&info).map_err(|e| Error::Invalid(e.to_string()))?;
         self.inner.store.insert(DATASETS, &replica_root, &v)?;

@@ -8,7 +8,9 @@
 //! then is it announced: a failed ingest leaves nothing behind.
 
 mod announce;
+mod announced;
 mod ingest;
+mod withdraw;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,13 +24,18 @@ use vigil_protocols::availability::challenge::{prove_leaf, ChunkProof};
 use vigil_protocols::availability::encode::{keystream, SECTOR};
 use vigil_protocols::availability::tree::{leaves, Tree, GROUP, LEAF};
 
-pub use announce::{Announced, Announcement, ANNOUNCE_TOPIC};
+pub use announce::{Announcement, Kind, ANNOUNCE_TOPIC, ANNOUNCE_TTL, MAX_AHEAD, REFRESH, REPLAY_WINDOW};
+pub use announced::Announced;
+pub use withdraw::{Withdrawal, WITHDRAW_PROPAGATION};
 
 use crate::net::Network;
 use crate::store::{SledStore, Store};
 use crate::{Error, Result};
 
 const DATASETS: &str = "storage/datasets";
+/// The withdrawal grace under the default genesis: the 60 s announcement
+/// TTL, the 30 s audit deadline, the 100 ms distance allowance and 5 s.
+const DEFAULT_WITHDRAW_GRACE_MS: u64 = 95_100;
 
 /// A stored dataset, as `storage_list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +50,10 @@ pub struct DatasetInfo {
     pub replica_root: String,
     /// Stored at, Unix seconds.
     pub created_unix: u64,
+    /// Withdrawn at, Unix ms: no longer announced, deleted after the
+    /// withdrawal grace (see `storage_remove`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn_at_ms: Option<u64>,
 }
 
 impl DatasetInfo {
@@ -69,6 +80,12 @@ struct Inner {
     net: Option<Network>,
     /// Bumped when a dataset is added or removed.
     generation: std::sync::atomic::AtomicU64,
+    /// The last time (Unix ms) an announcement or withdrawal was signed.
+    last_at: std::sync::atomic::AtomicU64,
+    /// How long a withdrawn dataset is kept before it is deleted, ms.
+    withdraw_grace_ms: std::sync::atomic::AtomicU64,
+    /// Announcements of peers: the last heard per dataset.
+    heard: Mutex<announced::Heard>,
 }
 
 /// Handle to the node's datasets; cheap to clone.
@@ -107,6 +124,9 @@ impl Storage {
                 uploads: Mutex::new(HashMap::new()),
                 net,
                 generation: std::sync::atomic::AtomicU64::new(1),
+                last_at: std::sync::atomic::AtomicU64::new(0),
+                withdraw_grace_ms: std::sync::atomic::AtomicU64::new(DEFAULT_WITHDRAW_GRACE_MS),
+                heard: Mutex::new(HashMap::new()),
             }),
         };
         if let Some(n) = &s.inner.net {
@@ -324,6 +344,7 @@ impl Storage {
             root: hex::encode(root),
             replica_root: hex::encode(root),
             created_unix: 0,
+            withdrawn_at_ms: None,
         };
         let v = serde_json::to_vec(&info).map_err(|e| Error::Invalid(e.to_string()))?;
         self.inner.store.insert(DATASETS, &root, &v)?;

@@ -78,9 +78,18 @@ fn put_get_remove_and_uploads_that_go_wrong_leave_nothing() {
             .contains("do not match the plaintext root"),
         "{r}"
     );
+    // Removing withdraws first: peers are told, the data stays for the
+    // grace (60 s + the audit deadline + 5.1 s) and is deleted after.
     let o = vigilctl(&["--data-dir", d, "storage", "remove", "sample"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(!data.join("storage").join(&rp).exists());
+    assert!(
+        stdout(&o).contains("withdrawn: ") && stdout(&o).contains("deleted in 96 s"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(data.join("storage").join(&rp).exists());
+    let o = vigilctl(&["--data-dir", d, "--json", "storage", "list"]);
+    assert!(stdout(&o).contains("withdrawn_at_ms"), "{}", stdout(&o));
 
     // A file that grows while it is uploaded: refused, nothing stored.
     let big = tmp.path().join("growing.bin");
@@ -105,10 +114,13 @@ fn put_get_remove_and_uploads_that_go_wrong_leave_nothing() {
         "{}",
         stderr(&o)
     );
-    assert_eq!(
-        rpc_envelope(&url, &data, "storage_list", json!([]))["result"],
-        json!([])
-    );
+    // Nothing stored: only the withdrawn sample is left (for its grace).
+    let nothing_new = || {
+        let listed = rpc_envelope(&url, &data, "storage_list", json!([]))["result"].clone();
+        let withdrawn = |d: &Value| d["withdrawn_at_ms"].is_u64() && d["replica_root"] == rp.as_str();
+        assert!(listed.as_array().unwrap().iter().all(withdrawn), "{listed}");
+    };
+    nothing_new();
     assert!(tmp_is_empty(&data), "the aborted upload left files");
 
     // Bad requests name what is wrong and what is allowed.
@@ -133,10 +145,7 @@ fn put_get_remove_and_uploads_that_go_wrong_leave_nothing() {
     let e = err(&rpc_envelope(&url, &data, "storage_put_finish", json!([id])));
     assert!(e.contains("upload has 3 of 10 bytes"), "{e}");
     assert!(tmp_is_empty(&data));
-    assert_eq!(
-        rpc_envelope(&url, &data, "storage_list", json!([]))["result"],
-        json!([])
-    );
+    nothing_new();
     // No descriptor of the node still points into its storage folder.
     let fds = std::fs::read_dir(format!("/proc/{}/fd", node.child.id())).unwrap();
     let open: Vec<String> = fds

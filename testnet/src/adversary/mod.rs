@@ -31,7 +31,7 @@ use libp2p::{gossipsub, identify, request_response, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use vigil_actors::net::codec::{Frame, Status};
 use vigil_actors::net::{Names, SyncResponse};
-use vigil_actors::storage::Announcement;
+use vigil_actors::storage::{Announcement, ANNOUNCE_TOPIC};
 use vigil_genesis::Genesis;
 use vigil_protocols::availability::challenge::Response;
 use vigil_protocols::continuity::{ProofRequest, SignedProof};
@@ -87,6 +87,10 @@ pub struct Cheats {
     pub continuity_size: Option<u64>,
     /// How it keeps and proves its continuity chains.
     pub continuity: ContinuityCheat,
+    /// On a challenge or audit of a dataset it holds, it drops the dataset,
+    /// gossips its withdrawal at once and answers `missing` 300 ms later
+    /// (once the withdrawal is everywhere), hoping to void the challenge.
+    pub withdraw_when_challenged: bool,
 }
 
 /// What a continuity proof needs from the network (the adversary keeps no chain).
@@ -115,6 +119,8 @@ pub struct Seen {
     pub refused: u64,
     /// Continuity roots it gossiped.
     pub roots_gossiped: u64,
+    /// Withdrawals it gossiped when challenged.
+    pub withdrawals: u64,
 }
 
 #[derive(Debug, Default)]
@@ -128,6 +134,8 @@ struct Shared {
     outputs: HashMap<u64, [u8; 32]>,
     /// Its continuity chains.
     chains: chain::Chains,
+    /// What it announced, re-signed and re-gossiped every 15 s as a node does.
+    announced: Vec<([u8; 32], [u8; 32], u64)>,
     /// Roots held back (`ContinuityCheat::Late`): `(epoch, signed root)`.
     late_roots: Vec<(u64, Vec<u8>)>,
 }
@@ -174,7 +182,7 @@ impl Adversary {
         let key = Keypair::generate_ed25519();
         let names = Names::new(&genesis.hash().short());
         let mut swarm = behaviour::build(&key, &names)?;
-        for suffix in ["datasets", "epochs", "attestations/2", "continuity"] {
+        for suffix in [ANNOUNCE_TOPIC, "epochs", "attestations/2", "continuity"] {
             let _ = swarm.behaviour_mut().gossipsub.subscribe(&names.topic(suffix));
         }
         swarm
@@ -198,6 +206,7 @@ impl Adversary {
             genesis: genesis.hash().0,
             epochs_topic: names.topic("epochs").hash(),
             roots_topic: names.topic("continuity"),
+            datasets_topic: names.topic(ANNOUNCE_TOPIC),
             held: Vec::new(),
             held_sync: Vec::new(),
             fetches: HashMap::new(),
@@ -273,10 +282,29 @@ impl Adversary {
     }
 
     /// Signs and gossips an announcement of `(root, replica_root, size)`,
-    /// whatever it stores; retries while gossipsub has no peer for the topic.
-    pub async fn announce(&self, root: [u8; 32], replica_root: [u8; 32], size: u64) -> Result<()> {
-        let a = Announcement::sign(&self.key, root, replica_root, size)?;
-        self.publish("datasets", a.encode()).await
+    /// whatever it stores; retries while gossipsub has no peer for the
+    /// topic. Returns the signed message (to replay it later).
+    pub async fn announce(&self, root: [u8; 32], replica_root: [u8; 32], size: u64) -> Result<Vec<u8>> {
+        let a = Announcement::sign(&self.key, root, replica_root, size)?.encode();
+        self.publish(ANNOUNCE_TOPIC, a.clone()).await?;
+        let mut s = lock(&self.shared);
+        if !s.announced.contains(&(root, replica_root, size)) {
+            s.announced.push((root, replica_root, size));
+        }
+        Ok(a)
+    }
+
+    /// Drops `r` (challenges on it are answered `missing` from now on) and
+    /// gossips its signed withdrawal, as a node does when it removes a dataset.
+    pub async fn withdraw(&self, r: &Replica) -> Result<()> {
+        {
+            let mut s = lock(&self.shared);
+            s.datasets.remove(&r.replica_root);
+            s.datasets.remove(&r.root);
+            s.announced.retain(|(_, rp, _)| *rp != r.replica_root);
+        }
+        let w = Announcement::withdrawal(&self.key, r.root, r.replica_root, r.size)?;
+        self.publish(ANNOUNCE_TOPIC, w.encode()).await
     }
 
     /// Publishes raw bytes on `/vigil/<g8>/<suffix>` (retrying for 20 s
@@ -315,6 +343,8 @@ struct Loop {
     epochs_topic: gossipsub::TopicHash,
     /// Where it gossips its signed continuity roots.
     roots_topic: gossipsub::IdentTopic,
+    /// Where it gossips announcements and withdrawals.
+    datasets_topic: gossipsub::IdentTopic,
     /// Answers it never sends (stalled audits), kept so their streams stay open.
     held: Vec<request_response::ResponseChannel<Frame<Response>>>,
     /// Sync requests it never answers.
@@ -326,8 +356,10 @@ struct Loop {
 impl Loop {
     async fn run(mut self) {
         let mut redial = tokio::time::interval(Duration::from_secs(1));
+        let mut refresh = tokio::time::interval(vigil_actors::storage::REFRESH);
         loop {
             tokio::select! {
+                _ = refresh.tick() => self.refresh_announcements(),
                 _ = redial.tick() => {
                     if lock(&self.shared).connected == 0 {
                         for p in self.peers.clone() {
@@ -378,6 +410,18 @@ impl Loop {
                         .status
                         .send_request(&p, Frame::Valid(status));
                 }
+            }
+        }
+    }
+
+    /// Re-signs and re-gossips what it announced (verifiers forget
+    /// announcements not heard of for a minute).
+    fn refresh_announcements(&mut self) {
+        let announced = lock(&self.shared).announced.clone();
+        for (root, rp, size) in announced {
+            if let Ok(a) = Announcement::sign(&self.key, root, rp, size) {
+                let topic = self.datasets_topic.clone();
+                let _ = self.swarm.behaviour_mut().gossipsub.publish(topic, a.encode());
             }
         }
     }
@@ -582,6 +626,31 @@ impl Loop {
     ) {
         use vigil_protocols::availability::challenge::Request;
         let mut s = lock(&self.shared);
+        if s.cheats.withdraw_when_challenged {
+            let rp = match &request {
+                Frame::Valid(Request::Challenge(c)) => Some(c.replica_root),
+                Frame::Valid(Request::Audit { replica_root, .. }) => Some(*replica_root),
+                Frame::Invalid(_) => None,
+            };
+            if let Some((r, _)) = rp.and_then(|rp| s.datasets.remove(&rp)) {
+                s.datasets.remove(&r.root);
+                s.announced.retain(|(_, rp, _)| *rp != r.replica_root);
+                s.seen.withdrawals += 1;
+                drop(s);
+                match Announcement::withdrawal(&self.key, r.root, r.replica_root, r.size) {
+                    Ok(w) => {
+                        let topic = self.datasets_topic.clone();
+                        let _ = self.swarm.behaviour_mut().gossipsub.publish(topic, w.encode());
+                    }
+                    Err(e) => tracing::warn!(error = %e, "adversary cannot sign a withdrawal"),
+                }
+                self.later(
+                    Duration::from_millis(300),
+                    Cmd::Answer(channel, Response::Missing),
+                );
+                return;
+            }
+        }
         let (resp, delay) = match request {
             Frame::Valid(Request::Challenge(c)) => {
                 s.seen.challenges += 1;

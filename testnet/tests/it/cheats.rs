@@ -15,7 +15,7 @@ use vigil_testnet::{call, up, Manifest, Options};
 use super::{quick, wait_for, Guard};
 
 /// A testnet of `n` honest nodes with `security` bounds, and an adversary connected to all of them.
-async fn honest_and_adversary(
+pub(super) async fn honest_and_adversary(
     dir: &std::path::Path,
     n: usize,
     security: SecurityParams,
@@ -34,18 +34,18 @@ async fn honest_and_adversary(
     (m, guard, adv)
 }
 
-fn data(seed: u32) -> Vec<u8> {
+pub(super) fn data(seed: u32) -> Vec<u8> {
     (0..300_000u32)
         .map(|x| (x.wrapping_mul(2654435761) >> (seed + 3)) as u8)
         .collect()
 }
 
-async fn stats_of(node: &vigil_testnet::NodeSpec, peer: &str) -> Value {
+pub(super) async fn stats_of(node: &vigil_testnet::NodeSpec, peer: &str) -> Value {
     let st = call(node, "challenge_stats", json!([])).await.unwrap();
     st["peers"][peer].clone()
 }
 
-async fn banned(node: &vigil_testnet::NodeSpec, peer: &str) -> Option<Value> {
+pub(super) async fn banned(node: &vigil_testnet::NodeSpec, peer: &str) -> Option<Value> {
     let bans = call(node, "net_bans", json!([])).await.ok()?;
     bans.as_array()?.iter().find(|b| b["peer"] == peer).cloned()
 }
@@ -118,7 +118,7 @@ async fn a_prover_that_dodges_audits_fails_them_and_is_banned() {
 }
 
 /// The datasets `node` took from announcements.
-async fn announced(node: &vigil_testnet::NodeSpec) -> Vec<Value> {
+pub(super) async fn announced(node: &vigil_testnet::NodeSpec) -> Vec<Value> {
     call(node, "storage_announced", json!([]))
         .await
         .unwrap()
@@ -127,11 +127,11 @@ async fn announced(node: &vigil_testnet::NodeSpec) -> Vec<Value> {
         .clone()
 }
 
-fn log_of(node: &vigil_testnet::NodeSpec) -> String {
+pub(super) fn log_of(node: &vigil_testnet::NodeSpec) -> String {
     std::fs::read_to_string(node.dir.join("node.log")).unwrap_or_default()
 }
 
-fn node_log_has(node: &vigil_testnet::NodeSpec, what: &str) -> bool {
+pub(super) fn node_log_has(node: &vigil_testnet::NodeSpec, what: &str) -> bool {
     log_of(node).contains(what)
 }
 
@@ -366,7 +366,11 @@ async fn a_continuity_proof_for_a_smaller_dataset_is_refused() {
 }
 
 /// The adversary stores `plain` and announces it; returns its `R_p` (hex) once `node` took it.
-async fn store_and_announce(node: &vigil_testnet::NodeSpec, adv: &Adversary, plain: Vec<u8>) -> String {
+pub(super) async fn store_and_announce(
+    node: &vigil_testnet::NodeSpec,
+    adv: &Adversary,
+    plain: Vec<u8>,
+) -> String {
     let me = adv.peer_id().to_string();
     let r = adv.store(plain);
     adv.announce(r.root, r.replica_root, r.size).await.unwrap();
@@ -414,7 +418,7 @@ async fn honest_link_checked(node: &vigil_testnet::NodeSpec, adv: &Adversary, rp
     at
 }
 
-async fn score_of(node: &vigil_testnet::NodeSpec, peer: &str) -> Option<f64> {
+pub(super) async fn score_of(node: &vigil_testnet::NodeSpec, peer: &str) -> Option<f64> {
     let peers = call(node, "net_peers", json!([])).await.ok()?;
     peers.as_array()?.iter().find(|p| p["peer_id"] == peer)?["score"].as_f64()
 }

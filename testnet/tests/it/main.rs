@@ -3,6 +3,7 @@
 #![allow(unreachable_pub)]
 
 mod cheats;
+mod withdrawals;
 
 use std::net::TcpStream;
 use std::path::PathBuf;

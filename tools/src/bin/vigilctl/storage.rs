@@ -33,7 +33,10 @@ pub(crate) enum StorageCmd {
         #[arg(short, long)]
         out: PathBuf,
     },
-    /// Delete a dataset.
+    /// Withdraw a dataset, then delete it: peers are told (a signed
+    /// withdrawal) and stop challenging it; the data stays for the
+    /// withdrawal grace (60 s + the genesis audit deadline + 5.1 s) to
+    /// answer challenges sent before they heard, then goes.
     Remove {
         /// Name, R or R_p.
         dataset: String,
@@ -227,8 +230,17 @@ pub(crate) async fn storage_cmd(ep: &Endpoint, cmd: StorageCmd, json_out: bool) 
                 "{}",
                 if json_out {
                     r.to_string()
+                } else if r["removed"] == true {
+                    let secs = r["delete_at_ms"]
+                        .as_u64()
+                        .zip(r["withdrawn_at_ms"].as_u64())
+                        .map_or(0, |(d, w)| d.saturating_sub(w).div_ceil(1000));
+                    format!(
+                        "withdrawn: {} (peers stop challenging it; the data is deleted in {secs} s)",
+                        r["replica_root"].as_str().unwrap_or("-")
+                    )
                 } else {
-                    format!("removed: {}", r["removed"])
+                    "removed: false (no such dataset)".to_owned()
                 }
             );
             Ok(())
