@@ -87,6 +87,10 @@ pub const EPOCH_HEAD: &str = "vigil_epoch_head";
 pub const EPOCH_ACCEPTED: &str = "vigil_epoch_accepted_total";
 /// Epochs refused, labelled `reason` (`malformed` | `invalid` | `conflict`).
 pub const EPOCH_REJECTED: &str = "vigil_epoch_rejected_total";
+/// Highest epoch verified in full, with every one before it (what anything final uses).
+pub const EPOCH_FINAL_HEAD: &str = "vigil_epoch_final_head";
+/// Epochs rolled back after failing the full check of a sampled epoch.
+pub const EPOCH_ROLLED_BACK: &str = "vigil_epoch_rolled_back_total";
 /// Epochs the best peer holds beyond our head (0 when synced).
 pub const EPOCH_SYNC_REMAINING: &str = "vigil_epoch_sync_remaining";
 /// Verification time of one epoch, seconds.
@@ -177,6 +181,14 @@ pub fn describe(version: &'static str, genesis_short: String) {
         "Epochs appended, by origin (local, gossip, sync)."
     );
     metrics::describe_counter!(EPOCH_REJECTED, "Epochs refused, by reason.");
+    metrics::describe_gauge!(
+        EPOCH_FINAL_HEAD,
+        "Highest epoch verified in full with every one before it."
+    );
+    metrics::describe_counter!(
+        EPOCH_ROLLED_BACK,
+        "Epochs rolled back after a sampled epoch failed its full check."
+    );
     metrics::describe_gauge!(
         EPOCH_SYNC_REMAINING,
         "Epochs the best peer holds beyond our head."

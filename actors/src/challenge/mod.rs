@@ -206,7 +206,7 @@ impl Challenger {
     /// Challenges `peer` on `target` with the output of the epoch before the
     /// head (which every prover has had time to receive), and records the outcome.
     pub async fn run(&self, peer: PeerId, target: &Announced) -> Result<ChallengeResult> {
-        let epoch = self.inner.chain.head().saturating_sub(1).max(1);
+        let epoch = self.inner.chain.final_head().saturating_sub(1).max(1);
         let e = self
             .inner
             .chain

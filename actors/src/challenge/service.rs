@@ -58,7 +58,7 @@ pub fn spawn(c: Challenger) -> tokio::task::JoinHandle<()> {
 
 async fn run(c: Challenger) {
     let chain = c.inner.chain.clone();
-    let mut last = chain.head();
+    let mut last = chain.final_head();
     let mut announce = tokio::time::interval(crate::storage::REFRESH);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -66,7 +66,8 @@ async fn run(c: Challenger) {
         tokio::select! {
             _ = announce.tick() => c.inner.storage.announce_all().await,
             _ = tick.tick() => {
-                let head = chain.head();
+                // Only epochs verified in full: a failure (and a ban) never rests on one rolled back.
+                let head = chain.final_head();
                 // Challenge with the previous epoch's output once the next
                 // one exists: every prover had a whole epoch to receive it.
                 if head > last {

@@ -17,7 +17,8 @@ pub fn run(
     publish: &(dyn Fn(Vec<u8>) + Send + Sync),
 ) -> Result<(), String> {
     while !ctx.should_stop() {
-        let head = chain.head();
+        // Only epochs verified in full: a link is never built on one rolled back.
+        let head = chain.final_head();
         if head > c.status().last_epoch {
             let e = chain
                 .store()

@@ -15,9 +15,12 @@
 
 pub mod anchor;
 mod claims;
+mod finality;
 pub mod service;
 pub mod store;
 pub mod worker;
+
+pub use finality::FORGER_BAN_SECS;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -127,6 +130,14 @@ pub struct VdfStatus {
     pub resumed: bool,
     /// Local head.
     pub head: u64,
+    /// Highest epoch verified in full with every one before it (equal to
+    /// `head` unless sampling): bus, continuity, challenges and sync use
+    /// only epochs up to it.
+    pub final_head: u64,
+    /// Epochs taken by sampling and not yet verified in full.
+    pub unverified: usize,
+    /// Epochs rolled back since start (a sampled epoch failed its full check).
+    pub rolled_back: u64,
     /// Best head a peer backed with epochs that verified.
     pub best_peer_head: u64,
     /// Head + 1 >= every backed peer head.
@@ -174,6 +185,10 @@ struct Inner {
     head: AtomicU64,
     claims: Mutex<claims::Claims>,
     status: Mutex<VdfStatus>,
+    /// Epochs taken by sampling, not yet verified in full.
+    unverified: Mutex<finality::Unverified>,
+    /// Wakes the background full check.
+    final_wake: Notify,
     /// Local epochs waiting to be gossiped.
     outbox: Mutex<Vec<Epoch>>,
     /// Wakes the service: a new head (bus, gossip) or new work.
@@ -257,6 +272,8 @@ impl Chain {
                 head: AtomicU64::new(head),
                 claims: Mutex::new(claims::Claims::default()),
                 status: Mutex::new(status),
+                unverified: Mutex::new(Default::default()),
+                final_wake: Notify::new(),
                 outbox: Mutex::new(Vec::new()),
                 wake: Notify::new(),
                 gossip: Mutex::new(None),
@@ -365,6 +382,8 @@ impl Chain {
     pub fn status(&self) -> VdfStatus {
         let mut s = lock(&self.inner.status).clone();
         s.head = self.head();
+        s.final_head = self.final_head();
+        s.unverified = self.unverified();
         s.best_peer_head = self.best_peer_head();
         s.synced = self.synced();
         s.unbacked_claims = lock(&self.inner.claims).unbacked();
@@ -465,6 +484,7 @@ impl Chain {
         &self,
         bytes: &[u8],
         origin: Origin,
+        from: Option<PeerId>,
     ) -> std::result::Result<Appended, AcceptError> {
         let e = Epoch::decode(bytes).inspect_err(|_| {
             metrics::counter!(m::EPOCH_REJECTED, "reason" => "malformed").increment(1);
@@ -477,18 +497,19 @@ impl Chain {
             Vec::new()
         };
         let c = self.clone();
-        tokio::task::spawn_blocking(move || c.accept(e, origin, &anchor))
+        tokio::task::spawn_blocking(move || c.accept(e, origin, &anchor, from))
             .await
             .map_err(|e| AcceptError::Aborted(e.to_string()))?
     }
 
-    /// Checks and appends an epoch from a peer; `anchor` is the one it must
-    /// carry if it is the next epoch.
+    /// Checks and appends an epoch from a peer (`from`, if known); `anchor`
+    /// is the one it must carry if it is the next epoch.
     pub fn accept(
         &self,
         e: Epoch,
         origin: Origin,
         anchor: &[u8],
+        from: Option<PeerId>,
     ) -> std::result::Result<Appended, AcceptError> {
         let head = self.head();
         if e.number <= head {
@@ -511,7 +532,7 @@ impl Chain {
             metrics::counter!(m::EPOCH_REJECTED, "reason" => "invalid").increment(1);
             return Err(err.into());
         }
-        Ok(self.append(e, origin)?)
+        Ok(self.append_received(e, origin, from)?)
     }
 
     fn take_outbox(&self) -> Vec<Epoch> {
@@ -519,12 +540,18 @@ impl Chain {
     }
 }
 
+/// What peers see: only epochs verified in full are told of and served.
 impl EpochSource for Chain {
     fn head(&self) -> u64 {
-        Chain::head(self)
+        self.final_head()
     }
 
     fn range(&self, from: u64, count: u32, max_bytes: usize) -> Vec<Vec<u8>> {
+        let last = self.final_head();
+        if from > last {
+            return Vec::new();
+        }
+        let count = count.min(u32::try_from(last - from + 1).unwrap_or(u32::MAX));
         self.inner
             .store
             .range_encoded(from, count, max_bytes)

@@ -87,6 +87,8 @@ async fn run(chain: Chain) {
             judge(&c, &mut seen, item).await;
         }
     }));
+    // Epochs taken by sampling are verified in full behind the head.
+    let mut finalizer = AbortOnDrop(tokio::spawn(super::finality::run(chain.clone())));
     let c = chain.clone();
     let mut syncer = AbortOnDrop(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -105,6 +107,10 @@ async fn run(chain: Chain) {
                 _ => return,
             },
             r = &mut syncer.0 => match r {
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                _ => return,
+            },
+            r = &mut finalizer.0 => match r {
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 _ => return,
             },
@@ -185,7 +191,9 @@ async fn judge(chain: &Chain, seen: &mut Forgeries, (from, id, data): GossipItem
 }
 
 async fn judge_fresh(chain: &Chain, from: PeerId, data: &[u8]) -> GossipVerdict {
-    match chain.accept_bytes(data, Origin::Gossip).await {
+    match chain.accept_bytes(data, Origin::Gossip, Some(from)).await {
+        // Taken by sampling: not passed on until verified in full.
+        Ok(Appended::New) if chain.final_head() < chain.head() => GossipVerdict::Ignore,
         Ok(Appended::New) => GossipVerdict::Accept,
         Ok(Appended::Duplicate) => GossipVerdict::Ignore,
         Err(AcceptError::Ahead { got, .. }) => {
@@ -237,7 +245,8 @@ async fn publish_bus(chain: &Chain) {
         Ok(n) => n + 1,
         Err(e) => return tracing::error!(error = %e, "cannot read the epoch bus watermark"),
     };
-    let to = chain.head().min(from + BUS_BATCH - 1);
+    // Only epochs verified in full go on the bus: consumers never see one rolled back.
+    let to = chain.final_head().min(from + BUS_BATCH - 1);
     let mut last = None;
     for n in from..=to {
         let Ok(Some(v)) = chain.view(n) else { break };
@@ -437,7 +446,7 @@ async fn back_claim(chain: &Chain, net: &Network, peer: PeerId, claim: u64) {
         }
         return;
     };
-    match chain.accept_bytes(bytes, Origin::Sync).await {
+    match chain.accept_bytes(bytes, Origin::Sync, Some(peer)).await {
         Ok(_) => chain.claim_backed(peer),
         Err(AcceptError::Invalid(_)) | Err(AcceptError::Append(super::AppendError::Conflict(_))) => {
             refute("the epoch it served does not verify", Offence::FailedProof).await;
@@ -572,7 +581,7 @@ async fn download(chain: &Chain, net: &Network, peers: &[PeerId], best: u64) -> 
             net.penalize(peer, Offence::FailedProof).await;
             break;
         }
-        if let Err(err) = chain.append(e, Origin::Sync) {
+        if let Err(err) = chain.append_received(e, Origin::Sync, Some(peer)) {
             tracing::warn!(epoch = n, error = %err, "cannot append a synced epoch");
             break;
         }

@@ -139,6 +139,23 @@ impl EpochStore {
         Ok(Appended::New)
     }
 
+    /// Removes epochs `n ..` (a rollback) and any worker progress built on
+    /// them; flushed. How many epochs went.
+    pub fn truncate_from(&self, n: u64) -> Result<usize> {
+        let _g = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let head = self.head()?;
+        let mut b = crate::store::Batch::default();
+        for k in n.max(1)..=head {
+            b.remove(EPOCHS, &k.to_be_bytes());
+        }
+        if self.load_progress()?.is_some_and(|p| p.number > n) {
+            b.remove(META, PROGRESS_KEY);
+        }
+        self.store.apply(&b)?;
+        self.store.flush()?;
+        Ok(head.saturating_sub(n - 1) as usize)
+    }
+
     /// Saves the worker's progress (flushed: a kill resumes from here).
     pub fn save_progress(&self, p: &SavedProgress) -> Result<()> {
         let mut b = Vec::with_capacity(80 + 32 * p.progress.checkpoints.len());

@@ -52,7 +52,7 @@ pub fn run(chain: &Chain, ctx: &WorkerCtx) -> Result<(), String> {
         });
         let mut last = Instant::now();
         let mut save_err = None;
-        let outcome = vdf.evaluate(from, &|| ctx.should_stop() || chain.head() >= target, |p| {
+        let outcome = vdf.evaluate(from, &|| ctx.should_stop() || chain.head() + 1 != target, |p| {
             let steps = params.segment_len(p.done - 1);
             let rate = steps as f64 / last.elapsed().as_secs_f64().max(1e-9);
             last = Instant::now();
@@ -98,8 +98,12 @@ pub fn run(chain: &Chain, ctx: &WorkerCtx) -> Result<(), String> {
                 }
                 let _ = chain.store().clear_progress();
             }
-            Outcome::Stopped(_) if chain.head() >= target => {
-                tracing::info!(epoch = target, "a peer's epoch arrived first: moving to the next");
+            Outcome::Stopped(_) if chain.head() + 1 != target => {
+                tracing::info!(
+                    epoch = target,
+                    head = chain.head(),
+                    "the head moved (a peer's epoch arrived first, or a rollback): starting over from it"
+                );
                 let _ = chain.store().clear_progress();
             }
             Outcome::Stopped(_) => break,
@@ -117,7 +121,7 @@ const ANCHOR_POLL: Duration = Duration::from_millis(500);
 fn wait_for_anchor(chain: &Chain, ctx: &WorkerCtx, target: u64) -> Option<Vec<u8>> {
     let mut last_why = String::new();
     loop {
-        if ctx.should_stop() || chain.head() >= target {
+        if ctx.should_stop() || chain.head() + 1 != target {
             chain.update_status(|s| s.waiting_for_anchor = None);
             return None;
         }
@@ -137,7 +141,7 @@ fn wait_for_anchor(chain: &Chain, ctx: &WorkerCtx, target: u64) -> Option<Vec<u8
                     last_why = why;
                 }
                 let until = Instant::now() + ANCHOR_POLL;
-                while Instant::now() < until && !ctx.should_stop() && chain.head() < target {
+                while Instant::now() < until && !ctx.should_stop() && chain.head() + 1 == target {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }

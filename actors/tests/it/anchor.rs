@@ -122,20 +122,22 @@ async fn epochs_carry_the_final_block_of_a_real_anvil_and_nothing_else() {
         (Vec::new(), "no anchor"),
     ] {
         let forged = epoch_on(1, &GENESIS, &wrong);
-        let r = follower.accept_bytes(&forged.encode(), Origin::Gossip).await;
+        let r = follower
+            .accept_bytes(&forged.encode(), Origin::Gossip, None)
+            .await;
         assert!(
             matches!(r, Err(AcceptError::Invalid(EpochError::Anchor { .. }))),
             "{what}: {r:?}"
         );
     }
     assert_eq!(follower.head(), 0);
-    let r = follower.accept_bytes(&e1.encode(), Origin::Gossip).await;
+    let r = follower.accept_bytes(&e1.encode(), Origin::Gossip, None).await;
     assert!(matches!(r, Ok(Appended::New)), "{r:?}");
 
     // Epoch 2 with the right anchor, offered before block 4 is final here: not
     // known yet, so neither accepted nor invalid.
     let e2 = epoch_on(2, &e1.output, &block_hash(&anvil, 4).await);
-    let r = follower.accept_bytes(&e2.encode(), Origin::Gossip).await;
+    let r = follower.accept_bytes(&e2.encode(), Origin::Gossip, None).await;
     assert!(
         matches!(
             r,
@@ -148,7 +150,7 @@ async fn epochs_carry_the_final_block_of_a_real_anvil_and_nothing_else() {
         "{r:?}"
     );
     mine(&anvil, 2).await;
-    let r = follower.accept_bytes(&e2.encode(), Origin::Gossip).await;
+    let r = follower.accept_bytes(&e2.encode(), Origin::Gossip, None).await;
     assert!(matches!(r, Ok(Appended::New)), "{r:?}");
     // The worker, meanwhile, computed the same epoch 2 from the same anchor.
     wait_until("the worker's epoch 2", 20, || computing.head() >= 2).await;

@@ -271,7 +271,7 @@ async fn a_computing_node_adopts_a_peer_epoch_and_moves_on() {
     })
     .await;
     let c = chain.clone();
-    let r = tokio::task::spawn_blocking(move || c.accept(theirs, Origin::Gossip, &[]))
+    let r = tokio::task::spawn_blocking(move || c.accept(theirs, Origin::Gossip, &[], None))
         .await
         .unwrap();
     // New, not Duplicate: the worker had not finished epoch 1 itself.

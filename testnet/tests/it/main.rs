@@ -3,6 +3,7 @@
 #![allow(unreachable_pub)]
 
 mod cheats;
+mod sampling;
 mod withdrawals;
 
 use std::net::TcpStream;
