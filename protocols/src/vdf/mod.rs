@@ -13,6 +13,7 @@ mod dataset;
 mod step;
 
 use rand::seq::index::sample;
+use rand::seq::SliceRandom;
 use rand::RngCore;
 use rayon::prelude::*;
 use vigil_genesis::{Params, VdfMode};
@@ -270,10 +271,17 @@ impl Vdf {
             .try_for_each(|&i| self.check_segment(input, proof, i))
     }
 
-    /// Recomputes every segment.
+    /// Recomputes every segment: the one that produces the output first,
+    /// then the others in an order of this verifier's own choosing, so that
+    /// wherever a forgery is broken the prover cannot make it the last
+    /// segment checked (a wrong output costs about one segment per thread;
+    /// one broken segment elsewhere, half the proof on average).
     pub fn verify_full(&self, input: &State, proof: &Proof) -> Result<(), VdfError> {
-        let all: Vec<u32> = (0..self.params.segments).collect();
-        self.verify_segments(input, proof, &all)
+        let last = self.params.segments.saturating_sub(1);
+        let mut order: Vec<u32> = (0..last).collect();
+        order.shuffle(&mut rand::thread_rng());
+        order.insert(0, last);
+        self.verify_segments(input, proof, &order)
     }
 
     /// Recomputes `samples` distinct segments ([`sampled_segments`]): the
@@ -422,18 +430,36 @@ mod tests {
         }
         let p = params(256_000, 256);
         let input = [3u8; 32];
-        let mut proof = Vdf::new(p, &input).unwrap().prove(&input);
-        proof.checkpoints[0][0] ^= 1; // segments 0 and 1 are wrong
+        let honest = Vdf::new(p, &input).unwrap().prove(&input);
         let steps = Arc::new(AtomicU64::new(0));
         let vdf = Vdf::with_step(p, Box::new(Counting(steps.clone())));
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-        pool.install(|| vdf.verify_full(&input, &proof)).unwrap_err();
-        let done = steps.load(Ordering::Relaxed);
+        // Segments in order, the first two wrong: stopped after a few.
+        let mut proof = honest.clone();
+        proof.checkpoints[0][0] ^= 1;
+        let in_order: Vec<u32> = (0..256).collect();
+        pool.install(|| vdf.verify_segments(&input, &proof, &in_order))
+            .unwrap_err();
+        let done = steps.swap(0, Ordering::Relaxed);
         assert!(
             done <= 8 * p.segment_len(0),
             "{done} of {} steps recomputed for a proof wrong in its first segment",
             p.iterations
         );
+        // Full verification checks the output segment first: a wrong output
+        // costs a few segments, not the proof.
+        let mut proof = honest.clone();
+        proof.output[0] ^= 1;
+        pool.install(|| vdf.verify_full(&input, &proof)).unwrap_err();
+        let done = steps.swap(0, Ordering::Relaxed);
+        assert!(
+            done <= 8 * p.segment_len(0),
+            "{done} of {} steps recomputed for a proof wrong in its output",
+            p.iterations
+        );
+        // The honest proof is recomputed whole.
+        pool.install(|| vdf.verify_full(&input, &honest)).unwrap();
+        assert_eq!(steps.load(Ordering::Relaxed), p.iterations);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod chain;
 pub mod continuity;
+pub mod forgery;
 pub mod logsync;
 pub mod network;
 pub mod proofs;

@@ -190,14 +190,22 @@ pub fn run(o: &Options, progress: &dyn Fn(&str)) -> Result<Report> {
     })
 }
 
-/// Computes epoch 1 of the testnet preset for real, then verifies it.
-fn testnet_epoch(samples: u32, progress: &dyn Fn(&str)) -> Result<EpochFigures> {
+/// Epoch 1 of the testnet preset, computed for real (with `iterations`
+/// instead of the preset's when given), its parameters, the genesis hash
+/// (also epoch 1's predecessor output) and the evaluation's wall seconds.
+pub(crate) fn compute_testnet_epoch(
+    iterations: Option<u64>,
+    progress: &dyn Fn(&str),
+) -> Result<(epoch::Epoch, VdfParams, [u8; 32], f64)> {
     let g = Preset::Testnet.genesis()?;
-    let params = VdfParams::from_genesis(&g.params);
+    let mut params = VdfParams::from_genesis(&g.params);
+    if let Some(n) = iterations {
+        params.iterations = n;
+    }
     let gh = g.hash().0;
     let input = epoch::input(&gh, 1, &gh, &[]);
     progress(&format!(
-        "one testnet-preset epoch ({} M iterations, {} MiB; takes about epoch_target_secs = {} s)",
+        "one testnet-preset epoch ({} M iterations, {} MiB; the preset's takes about epoch_target_secs = {} s)",
         params.iterations / 1_000_000,
         params.memory_mib,
         g.params.epoch_target_secs
@@ -209,7 +217,17 @@ fn testnet_epoch(samples: u32, progress: &dyn Fn(&str)) -> Result<EpochFigures> 
         vigil_protocols::vdf::Outcome::Stopped(_) => anyhow::bail!("evaluation stopped"),
     };
     let eval_secs = t.elapsed().as_secs_f64();
-    let e = epoch::Epoch::from_proof(1, Vec::new(), proof);
+    Ok((
+        epoch::Epoch::from_proof(1, Vec::new(), proof),
+        params,
+        gh,
+        eval_secs,
+    ))
+}
+
+/// Computes epoch 1 of the testnet preset for real, then verifies it.
+fn testnet_epoch(samples: u32, progress: &dyn Fn(&str)) -> Result<EpochFigures> {
+    let (e, params, gh, eval_secs) = compute_testnet_epoch(None, progress)?;
     progress("sampled and full verification of that epoch (dataset fill included)");
     let mut rng = rand::rngs::StdRng::from_entropy();
     let sampled: Vec<f64> = (0..3)

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
-use vigil_tools::bench::{chain, continuity, logsync, network, proofs, queue, supervision, vdf};
+use vigil_tools::bench::{chain, continuity, forgery, logsync, network, proofs, queue, supervision, vdf};
 
 /// Benchmarks of vigil's parts; every comparison is measured side by side in one run.
 #[derive(Debug, Parser)]
@@ -109,6 +109,20 @@ enum Area {
         /// Leaves per challenge.
         #[arg(long, default_value_t = 4)]
         chunks: usize,
+    },
+    /// Forged epochs: the CPU a node spends rejecting one (wrong output,
+    /// wrong middle checkpoint) against verifying an honest testnet-preset
+    /// epoch, full and sampled, in one run (computes the epoch first: ~40 s).
+    Forgery {
+        /// Iterations of the epoch (default: the testnet preset's).
+        #[arg(long)]
+        iterations: Option<u64>,
+        /// Segments the sampled verification recomputes (node default: vdf.samples).
+        #[arg(long, default_value_t = 8)]
+        samples: u32,
+        /// Rounds of each verification (medians reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// VDF: evaluation vs the raw SHA-256 chain, memory-hard rate, full and sampled verification.
     Vdf {
@@ -369,6 +383,23 @@ fn main() {
                 print_proofs(&o, &r);
             }
         }
+        Area::Forgery {
+            iterations,
+            samples,
+            rounds,
+        } => {
+            let o = forgery::Options {
+                iterations,
+                samples: samples.max(1),
+                rounds: rounds.max(1),
+            };
+            let r = or_exit(forgery::run(&o, &progress));
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
+            } else {
+                print_forgery(&r);
+            }
+        }
         Area::Vdf {
             iterations,
             mem_iterations,
@@ -433,6 +464,43 @@ fn main() {
             }
         }
     }
+}
+
+fn print_forgery(r: &forgery::Report) {
+    println!(
+        "forgery: one testnet-preset epoch ({} M iterations, {} segments, {} MiB), computed in {:.1} s; {} threads; process CPU time, medians",
+        r.iterations / 1_000_000,
+        r.segments,
+        r.memory_mib,
+        r.eval_secs,
+        r.threads
+    );
+    let row = |what: &str, c: &forgery::Cost| {
+        println!(
+            "  {what:<44} {:>9.3} s CPU {:>9.3} s wall",
+            c.cpu_secs, c.wall_secs
+        );
+    };
+    row("honest, full verification", &r.honest_full);
+    row(
+        &format!("honest, sampled ({} segments)", r.samples),
+        &r.honest_sampled,
+    );
+    row("wrong output, full (rejected)", &r.output_forged_full);
+    row("wrong output, sampled (rejected)", &r.output_forged_sampled);
+    row("wrong middle checkpoint, full (rejected)", &r.middle_forged_full);
+    println!(
+        "  wrong output, full / honest full         {:>9.4}   (target <= 0.1)",
+        r.output_full_ratio
+    );
+    println!(
+        "  wrong output, sampled / honest sampled   {:>9.4}",
+        r.output_sampled_ratio
+    );
+    println!(
+        "  wrong middle, full / honest full         {:>9.4}",
+        r.middle_full_ratio
+    );
 }
 
 fn print_vdf(o: &vdf::Options, r: &vdf::Report) {
