@@ -221,9 +221,16 @@ async fn delayed_pongs_do_not_stretch_the_deadline() {
     std::fs::write(&f, data(8)).unwrap();
     super::vigilctl(&m.nodes[1], &["storage", "put", f.to_str().unwrap()]);
     let node = &m.nodes[0];
-    wait_for("the adversary's late proofs", 60, async || {
-        stats_of(node, &me).await["outcomes"]["late"].as_u64() >= Some(2)
-    })
+    // Late proofs, once a (delayed) ping to it has been measured: pings run
+    // on their own timer, so the first challenges may come before any.
+    wait_for(
+        "the adversary's late proofs, with its slow ping",
+        60,
+        async || {
+            let s = stats_of(node, &me).await;
+            s["outcomes"]["late"].as_u64() >= Some(2) && s["last_failure"]["ping_ms"].as_f64().is_some()
+        },
+    )
     .await;
     let s = stats_of(node, &me).await;
     let last = &s["last_failure"];
