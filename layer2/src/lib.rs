@@ -7,10 +7,12 @@
 //! libraries it needs (alloy now, others later) do not rebuild the rest; the
 //! node depends on it, never the other way.
 
+pub mod account;
 pub mod adapter;
 pub mod contract;
 pub mod state;
 
+pub use account::Account;
 pub use adapter::{
     AdapterStatus, ChannelInfo, ChannelState, CloseMode, Layer2Adapter, Layer2Error, OpenRequest, Payment,
 };

@@ -35,6 +35,10 @@ fn init(args: InitArgs) -> Result<()> {
     )?;
     println!("initialized {}", report.dir.display());
     println!("  peer id  {}", report.peer_id);
+    println!(
+        "  account  {} (settlement chain; account.key, encrypted)",
+        report.evm_address
+    );
     println!("  genesis  {} ({})", genesis.network, genesis.hash());
     println!("  next     vigil run --data-dir {}", report.dir.display());
     Ok(())
@@ -85,8 +89,9 @@ fn dev(dir: DataDir, flags: NodeFlags) -> Result<()> {
             None => Genesis::load("dev")?,
         };
         eprintln!(
-            "WARNING: creating {} with an UNENCRYPTED throwaway node key; for a real node use `vigil init`",
-            dir.root().display()
+            "WARNING: creating {} with an UNENCRYPTED throwaway node key and anvil's well-known funded account {} as its settlement-chain key; for a real node use `vigil init`",
+            dir.root().display(),
+            vigil_layer2::Account::anvil_dev().address()
         );
         datadir::init(&dir, &genesis, KeyProtection::Plaintext)?;
     }

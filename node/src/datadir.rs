@@ -4,6 +4,7 @@
 //! DIR/config.toml   commented defaults (edit to configure)
 //! DIR/genesis.toml  the genesis this node runs; its hash is pinned in db/meta
 //! DIR/node.key      ed25519 identity, encrypted (0600)
+//! DIR/account.key   secp256k1 account on the settlement chain, encrypted the same way (0600)
 //! DIR/db/           sled database
 //! DIR/.cookie       RPC auth token, rewritten at every start (0600)
 //! DIR/rpc.url       RPC URL of the running node
@@ -19,7 +20,8 @@ use vigil_actors::store::{open_node_db, OpenMode, StoreOptions};
 use vigil_genesis::Genesis;
 
 use crate::config::commented_template;
-use crate::keys::{self, KdfParams};
+use crate::keys::{self, KdfParams, LoadedAccount};
+use vigil_layer2::Account;
 
 /// Paths inside a data directory.
 #[derive(Debug, Clone)]
@@ -47,6 +49,10 @@ impl DataDir {
     /// `node.key`.
     pub fn key(&self) -> PathBuf {
         self.root.join("node.key")
+    }
+    /// `account.key`.
+    pub fn account_key(&self) -> PathBuf {
+        self.root.join("account.key")
     }
     /// `db/`.
     pub fn db(&self) -> PathBuf {
@@ -76,6 +82,8 @@ pub enum KeyProtection<'a> {
 pub struct InitReport {
     /// The node's peer id.
     pub peer_id: PeerId,
+    /// Its account on the settlement chain.
+    pub evm_address: String,
     /// The data dir.
     pub dir: PathBuf,
 }
@@ -162,12 +170,64 @@ fn create(
     };
     let db = open_node_db(&dir.db(), hash, OpenMode::Create, &opts).context("cannot create the database")?;
     drop(db);
+    // The account key before the node key: the node key marks the dir as
+    // initialized.
+    let account = match protection {
+        KeyProtection::Passphrase(p, kdf) => {
+            let a = Account::generate();
+            keys::save_account_encrypted(&dir.account_key(), &a, p, kdf)?;
+            a
+        }
+        KeyProtection::Plaintext => {
+            let a = Account::anvil_dev();
+            keys::save_account_plaintext(&dir.account_key(), &a)?;
+            a
+        }
+    };
     match protection {
         KeyProtection::Passphrase(p, kdf) => keys::save_encrypted(&dir.key(), &keypair, p, kdf)?,
         KeyProtection::Plaintext => keys::save_plaintext(&dir.key(), &keypair)?,
     }
     Ok(InitReport {
+        evm_address: account.address().to_string(),
         peer_id: keypair.public().to_peer_id(),
         dir: root.to_owned(),
     })
+}
+
+/// Loads the account key; a data dir made before there was one gets one
+/// now, protected as its node key is (under the same passphrase, or
+/// `vigil dev`'s well-known key for a plaintext dev dir).
+pub fn load_or_create_account(
+    dir: &DataDir,
+    passphrase: Option<&[u8]>,
+    node_key_encrypted: bool,
+) -> Result<(LoadedAccount, bool)> {
+    let path = dir.account_key();
+    if path.exists() {
+        return Ok((keys::load_account(&path, passphrase)?, false));
+    }
+    let account = match (node_key_encrypted, passphrase) {
+        (true, Some(p)) => {
+            let a = Account::generate();
+            keys::save_account_encrypted(&path, &a, p, KdfParams::default())?;
+            LoadedAccount {
+                account: a,
+                encrypted: true,
+            }
+        }
+        (true, None) => bail!(
+            "{} is missing and the node key is encrypted: pass the passphrase to create it",
+            path.display()
+        ),
+        (false, _) => {
+            let a = Account::anvil_dev();
+            keys::save_account_plaintext(&path, &a)?;
+            LoadedAccount {
+                account: a,
+                encrypted: false,
+            }
+        }
+    };
+    Ok((account, true))
 }

@@ -1,11 +1,13 @@
-//! The node identity key at rest.
+//! The node's keys at rest: its identity (`node.key`, ed25519) and its
+//! account on the settlement chain (`account.key`, secp256k1), both in one
+//! format.
 //!
-//! File layout (`node.key`), all integers big-endian:
+//! File layout, all integers big-endian:
 //!
 //! ```text
-//! magic "VIGILKEY" | version 1 | kind
+//! magic ("VIGILKEY": node key, "VIGILEVM": account key) | version 1 | kind
 //! kind 1 (encrypted): m_cost_kib u32 | t_cost u32 | p_cost u32 | salt [16] | nonce [12] | ciphertext+tag
-//! kind 0 (plaintext, `vigil dev` only): protobuf-encoded keypair
+//! kind 0 (plaintext, `vigil dev` only): the secret (node key: protobuf keypair; account key: 32 bytes)
 //! ```
 //!
 //! Encryption: ChaCha20-Poly1305 under a 32-byte key derived with Argon2id from
@@ -22,9 +24,11 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use libp2p_identity::Keypair;
 use rand::RngCore;
+use vigil_layer2::Account;
 use zeroize::Zeroizing;
 
 const MAGIC: &[u8; 8] = b"VIGILKEY";
+const ACCOUNT_MAGIC: &[u8; 8] = b"VIGILEVM";
 const VERSION: u8 = 1;
 const KIND_PLAIN: u8 = 0;
 const KIND_ENCRYPTED: u8 = 1;
@@ -93,6 +97,22 @@ pub enum KeyError {
     /// KDF parameters out of range.
     #[error("key file {path}: invalid Argon2id parameters ({why})")]
     BadKdf {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        why: String,
+    },
+    /// A kind byte this vigil does not know.
+    #[error("key file {path} has kind {kind}; this vigil knows 0 (plaintext) and 1 (encrypted): restore it from your backup")]
+    UnknownKind {
+        /// The file.
+        path: PathBuf,
+        /// The kind byte.
+        kind: u8,
+    },
+    /// The decrypted bytes are not an account key.
+    #[error("key file {path} holds no valid secp256k1 account key: {why}")]
+    BadAccountKey {
         /// The file.
         path: PathBuf,
         /// The cause.
@@ -167,12 +187,42 @@ pub fn save_encrypted(
     passphrase: &[u8],
     kdf: KdfParams,
 ) -> Result<(), KeyError> {
+    seal(path, MAGIC, &protobuf(keypair), passphrase, kdf)
+}
+
+/// Writes `keypair` unencrypted (throwaway `vigil dev` keys only). Refuses to overwrite.
+pub fn save_plaintext(path: &Path, keypair: &Keypair) -> Result<(), KeyError> {
+    write_plain(path, MAGIC, &protobuf(keypair))
+}
+
+/// Writes an account key encrypted under `passphrase`. Refuses to overwrite.
+pub fn save_account_encrypted(
+    path: &Path,
+    account: &Account,
+    passphrase: &[u8],
+    kdf: KdfParams,
+) -> Result<(), KeyError> {
+    seal(path, ACCOUNT_MAGIC, account.to_bytes().as_ref(), passphrase, kdf)
+}
+
+/// Writes an account key unencrypted (`vigil dev`'s well-known key only).
+pub fn save_account_plaintext(path: &Path, account: &Account) -> Result<(), KeyError> {
+    write_plain(path, ACCOUNT_MAGIC, account.to_bytes().as_ref())
+}
+
+fn seal(
+    path: &Path,
+    magic: &[u8; 8],
+    secret: &[u8],
+    passphrase: &[u8],
+    kdf: KdfParams,
+) -> Result<(), KeyError> {
     let mut salt = [0u8; 16];
     let mut nonce = [0u8; 12];
     rand::thread_rng().fill_bytes(&mut salt);
     rand::thread_rng().fill_bytes(&mut nonce);
     let mut header = Vec::with_capacity(HEADER_ENCRYPTED);
-    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(magic);
     header.extend_from_slice(&[VERSION, KIND_ENCRYPTED]);
     for v in [kdf.m_cost_kib, kdf.t_cost, kdf.p_cost] {
         header.extend_from_slice(&v.to_be_bytes());
@@ -181,12 +231,11 @@ pub fn save_encrypted(
     header.extend_from_slice(&nonce);
     let key = derive(passphrase, &salt, kdf, path)?;
     let cipher = ChaCha20Poly1305::new(key.as_ref().into());
-    let secret = protobuf(keypair);
     let sealed = cipher
         .encrypt(
             Nonce::from_slice(&nonce),
             Payload {
-                msg: &secret,
+                msg: secret,
                 aad: &header,
             },
         )
@@ -195,17 +244,58 @@ pub fn save_encrypted(
     write_private(path, &header)
 }
 
-/// Writes `keypair` unencrypted (throwaway `vigil dev` keys only). Refuses to overwrite.
-pub fn save_plaintext(path: &Path, keypair: &Keypair) -> Result<(), KeyError> {
+fn write_plain(path: &Path, magic: &[u8; 8], secret: &[u8]) -> Result<(), KeyError> {
     let mut bytes = Zeroizing::new(Vec::new());
-    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(magic);
     bytes.extend_from_slice(&[VERSION, KIND_PLAIN]);
-    bytes.extend_from_slice(&protobuf(keypair));
+    bytes.extend_from_slice(secret);
     write_private(path, &bytes)
+}
+
+/// A loaded account key.
+#[derive(Debug, Clone)]
+pub struct LoadedAccount {
+    /// The secp256k1 account.
+    pub account: Account,
+    /// False for `vigil dev`'s well-known key.
+    pub encrypted: bool,
+}
+
+/// Reads an account key file; `passphrase` is needed for encrypted keys.
+pub fn load_account(path: &Path, passphrase: Option<&[u8]>) -> Result<LoadedAccount, KeyError> {
+    let (secret, encrypted) = unseal(path, ACCOUNT_MAGIC, passphrase)?;
+    let account = Account::from_bytes(&secret).map_err(|e| KeyError::BadAccountKey {
+        path: path.to_owned(),
+        why: e.to_string(),
+    })?;
+    Ok(LoadedAccount { account, encrypted })
 }
 
 /// Reads a key file; `passphrase` is needed for encrypted keys.
 pub fn load(path: &Path, passphrase: Option<&[u8]>) -> Result<LoadedKey, KeyError> {
+    let (secret, encrypted) = unseal(path, MAGIC, passphrase)?;
+    let keypair = Keypair::from_protobuf_encoding(&secret).map_err(|e| {
+        if encrypted {
+            KeyError::BadKeypair {
+                path: path.to_owned(),
+                why: e.to_string(),
+            }
+        } else {
+            KeyError::Truncated {
+                path: path.to_owned(),
+                len: secret.len() + 10,
+            }
+        }
+    })?;
+    Ok(LoadedKey { keypair, encrypted })
+}
+
+/// The secret of a key file with `magic`, and whether it was encrypted.
+fn unseal(
+    path: &Path,
+    magic: &[u8; 8],
+    passphrase: Option<&[u8]>,
+) -> Result<(Zeroizing<Vec<u8>>, bool), KeyError> {
     let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| KeyError::Io {
         path: path.to_owned(),
         source,
@@ -215,13 +305,13 @@ pub fn load(path: &Path, passphrase: Option<&[u8]>) -> Result<LoadedKey, KeyErro
         len: bytes.len(),
     };
     if bytes.len() < 10 {
-        return if bytes.starts_with(&MAGIC[..bytes.len().min(8)]) {
+        return if bytes.starts_with(&magic[..bytes.len().min(8)]) {
             Err(truncated())
         } else {
             Err(KeyError::NotAKeyFile(path.to_owned()))
         };
     }
-    if &bytes[..8] != MAGIC {
+    if &bytes[..8] != magic {
         return Err(KeyError::NotAKeyFile(path.to_owned()));
     }
     if bytes[8] != VERSION {
@@ -230,8 +320,8 @@ pub fn load(path: &Path, passphrase: Option<&[u8]>) -> Result<LoadedKey, KeyErro
             found: bytes[8],
         });
     }
-    let (secret, encrypted) = match bytes[9] {
-        KIND_PLAIN => (Zeroizing::new(bytes[10..].to_vec()), false),
+    match bytes[9] {
+        KIND_PLAIN => Ok((Zeroizing::new(bytes[10..].to_vec()), false)),
         KIND_ENCRYPTED => {
             if bytes.len() < HEADER_ENCRYPTED + TAG {
                 return Err(truncated());
@@ -261,26 +351,13 @@ pub fn load(path: &Path, passphrase: Option<&[u8]>) -> Result<LoadedKey, KeyErro
                     },
                 )
                 .map_err(|_| KeyError::WrongPassphraseOrTampered(path.to_owned()))?;
-            (Zeroizing::new(plain), true)
+            Ok((Zeroizing::new(plain), true))
         }
-        other => {
-            return Err(KeyError::BadKeypair {
-                path: path.to_owned(),
-                why: format!("unknown key kind {other}"),
-            });
-        }
-    };
-    let keypair = Keypair::from_protobuf_encoding(&secret).map_err(|e| {
-        if encrypted {
-            KeyError::BadKeypair {
-                path: path.to_owned(),
-                why: e.to_string(),
-            }
-        } else {
-            truncated()
-        }
-    })?;
-    Ok(LoadedKey { keypair, encrypted })
+        other => Err(KeyError::UnknownKind {
+            path: path.to_owned(),
+            kind: other,
+        }),
+    }
 }
 
 /// Reads the passphrase from `file`, else `VIGIL_PASSPHRASE`; one trailing newline is dropped.
@@ -364,6 +441,56 @@ mod tests {
         let p = dir.path().join("junk");
         std::fs::write(&p, b"hello world, not a key").unwrap();
         assert!(matches!(load(&p, None).unwrap_err(), KeyError::NotAKeyFile(_)));
+    }
+
+    #[test]
+    fn an_account_key_round_trips_encrypted_and_plain_and_is_not_a_node_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("account.key");
+        let acc = Account::generate();
+        save_account_encrypted(&path, &acc, b"correct horse", FAST).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let loaded = load_account(&path, Some(b"correct horse")).unwrap();
+        assert!(loaded.encrypted);
+        assert_eq!(loaded.account.address(), acc.address());
+        assert!(matches!(
+            load_account(&path, Some(b"wrong")).unwrap_err(),
+            KeyError::WrongPassphraseOrTampered(_)
+        ));
+        assert!(matches!(
+            load_account(&path, None).unwrap_err(),
+            KeyError::PassphraseRequired(_)
+        ));
+        // The secret is not in the file.
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!bytes.windows(32).any(|w| w == acc.to_bytes().as_ref()));
+        // One kind of key is never read as the other.
+        assert!(matches!(
+            load(&path, Some(b"correct horse")).unwrap_err(),
+            KeyError::NotAKeyFile(_)
+        ));
+        let node = dir.path().join("node.key");
+        save_plaintext(&node, &Keypair::generate_ed25519()).unwrap();
+        assert!(matches!(
+            load_account(&node, None).unwrap_err(),
+            KeyError::NotAKeyFile(_)
+        ));
+        // vigil dev's well-known key, in plain.
+        let dev = dir.path().join("dev.key");
+        save_account_plaintext(&dev, &Account::anvil_dev()).unwrap();
+        let loaded = load_account(&dev, None).unwrap();
+        assert!(!loaded.encrypted && loaded.account.is_anvil_dev());
+        let mut bad = std::fs::read(&dev).unwrap();
+        bad[9] = 7;
+        std::fs::write(&dev, &bad).unwrap();
+        assert!(matches!(
+            load_account(&dev, None).unwrap_err(),
+            KeyError::UnknownKind { kind: 7, .. }
+        ));
     }
 
     #[test]

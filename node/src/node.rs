@@ -58,6 +58,7 @@ pub struct RunOptions {
 struct Prepared {
     genesis: Genesis,
     key: LoadedKey,
+    account: keys::LoadedAccount,
     db: SledStore,
 }
 
@@ -84,13 +85,23 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
             );
         }
     }
-    let key = keys::load(&dir.key(), opts.passphrase.as_ref().map(|p| p.as_slice()))?;
+    let passphrase = opts.passphrase.as_ref().map(|p| p.as_slice());
+    let key = keys::load(&dir.key(), passphrase)?;
+    let (account, created) = crate::datadir::load_or_create_account(dir, passphrase, key.encrypted)?;
+    if created {
+        tracing::info!(path = %dir.account_key().display(), address = %account.account.address(), "created the account key this data dir did not have yet");
+    }
     let store_opts = StoreOptions {
         cache_capacity_bytes: opts.config.storage.cache_capacity_mb << 20,
         flush_every_ms: Some(opts.config.storage.flush_every_ms).filter(|ms| *ms > 0),
     };
     let db = open_node_db(&dir.db(), genesis.hash(), OpenMode::Existing, &store_opts)?;
-    Ok(Prepared { genesis, key, db })
+    Ok(Prepared {
+        genesis,
+        key,
+        account,
+        db,
+    })
 }
 
 /// How often histogram samples are folded into their buckets (the
@@ -172,6 +183,15 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         tracing::warn!(
             "node key is stored UNENCRYPTED (dev key): never use this data dir for a real network"
         );
+    }
+    let evm_address = p.account.account.address().to_string();
+    if p.account.account.is_anvil_dev() {
+        tracing::warn!(
+            address = %evm_address,
+            "the settlement-chain account is anvil's well-known funded dev key, known to everyone: never use it on a real chain"
+        );
+    } else {
+        tracing::info!(address = %evm_address, encrypted = p.account.encrypted, "settlement-chain account");
     }
     let audit = Audit::open(p.db.clone()).context("cannot open the audit log")?;
     let bus = match opts.config.bus.enabled {
@@ -286,6 +306,7 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
                 None => Vec::new(),
             },
             insecure_key: !p.key.encrypted,
+            evm_address: evm_address.clone(),
         },
         started,
         ready: AtomicBool::new(false),

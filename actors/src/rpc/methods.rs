@@ -195,6 +195,7 @@ mod tests {
                 data_dir: std::path::PathBuf::new(),
                 listen_addrs: vec![],
                 insecure_key: true,
+                evm_address: String::new(),
             },
             started: std::time::Instant::now(),
             ready: Default::default(),

@@ -65,6 +65,8 @@ pub struct NodeInfo {
     pub listen_addrs: Vec<String>,
     /// Whether the node key is stored unencrypted (`vigil dev`).
     pub insecure_key: bool,
+    /// The node's account on the settlement chain (Layer2), `0x...`.
+    pub evm_address: String,
 }
 
 /// Settings of the RPC server, from the node's `[rpc]` config.

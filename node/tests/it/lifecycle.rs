@@ -2,6 +2,9 @@ use serde_json::Value;
 
 use crate::util::*;
 
+/// anvil's first well-known funded account (`vigil dev`'s).
+const ANVIL_DEV: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+
 #[test]
 fn init_run_status_sigterm_then_run_again() {
     let tmp = tempfile::tempdir().unwrap();
@@ -22,6 +25,21 @@ fn init_run_status_sigterm_then_run_again() {
 
     let human = vigilctl(&["--data-dir", s(&data), "status"]);
     assert!(stdout(&human).contains(&peer), "{}", stdout(&human));
+    // Its settlement-chain account: made by init, encrypted like the node key.
+    let evm = v["info"]["evm_address"].as_str().unwrap().to_owned();
+    assert!(evm.starts_with("0x") && evm.len() == 42, "{evm}");
+    assert_ne!(evm, ANVIL_DEV, "a real node gets its own account");
+    assert!(stdout(&human).contains(&evm), "{}", stdout(&human));
+    let key = std::fs::read(data.join("account.key")).unwrap();
+    assert_eq!(&key[..10], b"VIGILEVM\x01\x01", "encrypted account key");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("account.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     node.signal("TERM");
     let status = node.wait_exit(20);
@@ -35,9 +53,27 @@ fn init_run_status_sigterm_then_run_again() {
     let o = vigilctl(&["--data-dir", s(&data), "status", "--json"]);
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["info"]["peer_id"], peer.as_str());
+    assert_eq!(v["info"]["evm_address"], evm.as_str(), "same account");
     let o = vigilctl(&["--data-dir", s(&data), "stop"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(again.wait_exit(20).success(), "{}", again.log());
+
+    // A data dir from before account keys gets one at its next start,
+    // encrypted under the node's passphrase.
+    std::fs::remove_file(data.join("account.key")).unwrap();
+    let mut third = run_node(&data, &pass, &[]);
+    third.wait_ready();
+    let o = vigilctl(&["--data-dir", s(&data), "status", "--json"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let created = v["info"]["evm_address"].as_str().unwrap().to_owned();
+    assert!(created.starts_with("0x") && created != evm && created != ANVIL_DEV);
+    assert!(third.log().contains("created the account key"), "{}", third.log());
+    assert_eq!(
+        &std::fs::read(data.join("account.key")).unwrap()[..10],
+        b"VIGILEVM\x01\x01"
+    );
+    third.signal("TERM");
+    assert!(third.wait_exit(20).success(), "{}", third.log());
 
     // With the node gone, vigilctl says what to do.
     let o = vigilctl(&["--data-dir", s(&data), "status"]);
@@ -83,6 +119,15 @@ fn dev_creates_its_dir_once_and_reuses_the_key() {
         "{banner}"
     );
     assert!(first.log().contains("UNENCRYPTED"), "{}", first.log());
+    // Its settlement-chain account is anvil's well-known key, and it says so.
+    assert!(
+        first.log().contains("anvil's well-known funded dev key"),
+        "{}",
+        first.log()
+    );
+    let o = vigilctl(&["--data-dir", s(&data), "status", "--json"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["info"]["evm_address"], ANVIL_DEV);
     let peer = banner
         .lines()
         .find_map(|l| l.trim().strip_prefix("peer id"))

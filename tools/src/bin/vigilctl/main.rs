@@ -273,6 +273,7 @@ fn print_status(url: &str, info: &Value, health: &Value) {
         uptime / 60 % 60,
         uptime % 60
     );
+    println!("account   {} (settlement chain)", s(&info["evm_address"]));
     println!("rpc       {url}");
     println!("data dir  {}", s(&info["data_dir"]));
     if let Some(addrs) = info["listen_addrs"].as_array() {
