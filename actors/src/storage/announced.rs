@@ -354,18 +354,11 @@ mod tests {
     use super::*;
     use crate::store::SledStore;
 
-    fn msg(key: &Keypair, kind: Kind, rp: u8, at: u64) -> Vec<u8> {
-        Announcement::signed(key, kind, [9; 32], [rp; 32], 300_000, at)
-            .unwrap()
-            .encode()
-    }
-
-    #[test]
-    fn a_peers_messages_on_a_dataset_are_ordered_by_their_signed_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = SledStore::open(&dir.path().join("db"), 1 << 20, None).unwrap();
+    /// A storage without network in `dir`, and a peer's key and id.
+    fn storage_and_peer(dir: &std::path::Path) -> (Storage, Keypair, PeerId) {
+        let db = SledStore::open(&dir.join("db"), 1 << 20, None).unwrap();
         let s = Storage::open(
-            &dir.path().join("storage"),
+            &dir.join("storage"),
             Keypair::generate_ed25519(),
             1,
             1 << 30,
@@ -375,6 +368,19 @@ mod tests {
         .unwrap();
         let peer = Keypair::generate_ed25519();
         let id = peer.public().to_peer_id();
+        (s, peer, id)
+    }
+
+    fn msg(key: &Keypair, kind: Kind, rp: u8, at: u64) -> Vec<u8> {
+        Announcement::signed(key, kind, [9; 32], [rp; 32], 300_000, at)
+            .unwrap()
+            .encode()
+    }
+
+    #[test]
+    fn a_peers_messages_on_a_dataset_are_ordered_by_their_signed_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, peer, id) = storage_and_peer(dir.path());
         let now = now_ms();
         let gossip = |m: Vec<u8>| s.on_gossip(id, Some(id), &m);
         let listed = || {
@@ -442,18 +448,7 @@ mod tests {
     #[test]
     fn a_dataset_not_heard_of_within_the_ttl_is_no_candidate_and_old_rows_are_pruned() {
         let dir = tempfile::tempdir().unwrap();
-        let db = SledStore::open(&dir.path().join("db"), 1 << 20, None).unwrap();
-        let s = Storage::open(
-            &dir.path().join("storage"),
-            Keypair::generate_ed25519(),
-            1,
-            1 << 30,
-            db,
-            None,
-        )
-        .unwrap();
-        let peer = Keypair::generate_ed25519();
-        let id = peer.public().to_peer_id();
+        let (s, peer, id) = storage_and_peer(dir.path());
         let age = |by: std::time::Duration| {
             for (_, t) in s.heard().values_mut() {
                 *t = t.checked_sub(by).expect("the machine has been up a minute");

@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alloy::network::EthereumWallet;
+use alloy::network::{Ethereum, EthereumWallet};
 use alloy::primitives::U256;
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::providers::{DynProvider, PendingTransactionBuilder, Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::local::PrivateKeySigner;
 use vigil_layer2::contract::PaymentChannel;
 use vigil_layer2::{channel_id, domain, State};
@@ -81,6 +82,15 @@ fn as_sol(s: &State) -> PaymentChannel::State {
     }
 }
 
+/// The receipt of a sent transaction, which must have succeeded.
+async fn mined(
+    sent: Result<PendingTransactionBuilder<Ethereum>, alloy::contract::Error>,
+) -> TransactionReceipt {
+    let r = sent.unwrap().get_receipt().await.unwrap();
+    assert!(r.status(), "reverted: {r:?}");
+    r
+}
+
 fn provider(url: &str, k: PrivateKeySigner) -> DynProvider {
     ProviderBuilder::new()
         .wallet(EthereumWallet::from(k))
@@ -105,28 +115,10 @@ async fn states_signed_here_settle_on_chain_and_strangers_and_old_states_are_ref
     let d = domain(chain, addr);
 
     // Open (3 ETH) and join (1 ETH).
-    let r = as_a
-        .open(b, 7)
-        .value(U256::from(3 * ETH))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(r.status());
+    let r = mined(as_a.open(b, 7).value(U256::from(3 * ETH)).send().await).await;
     let open_gas = r.gas_used;
     let id = channel_id(a, b, 7);
-    let r = as_b
-        .join(id)
-        .value(U256::from(ETH))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(r.status());
+    mined(as_b.join(id).value(U256::from(ETH)).send().await).await;
 
     // The contract computes the digest this crate signs.
     let s1 = State {
@@ -158,15 +150,12 @@ async fn states_signed_here_settle_on_chain_and_strangers_and_old_states_are_ref
         balanceB: 3 * ETH + ETH / 2,
         ..s1.clone()
     };
-    let r = as_a
-        .close(as_sol(&s1), sa.to_vec().into(), sb.to_vec().into())
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(r.status());
+    mined(
+        as_a.close(as_sol(&s1), sa.to_vec().into(), sb.to_vec().into())
+            .send()
+            .await,
+    )
+    .await;
     let (s2a, s2b) = (s2.sign(&ka, &d).unwrap(), s2.sign(&kb, &d).unwrap());
     // Signatures swapped (b's as a's) are refused.
     let err = as_c
@@ -178,15 +167,12 @@ async fn states_signed_here_settle_on_chain_and_strangers_and_old_states_are_ref
         err.as_decoded_error::<PaymentChannel::BadSignature>().is_some(),
         "{err}"
     );
-    let r = as_c
-        .challenge(as_sol(&s2), s2a.to_vec().into(), s2b.to_vec().into())
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(r.status());
+    let r = mined(
+        as_c.challenge(as_sol(&s2), s2a.to_vec().into(), s2b.to_vec().into())
+            .send()
+            .await,
+    )
+    .await;
     let dispute_gas = r.gas_used;
     // The old state cannot come back.
     let err = as_a
@@ -203,13 +189,7 @@ async fn states_signed_here_settle_on_chain_and_strangers_and_old_states_are_ref
         .await
         .unwrap();
     let (a0, b0) = (pa.get_balance(a).await.unwrap(), pa.get_balance(b).await.unwrap());
-    as_c.finalize(id)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    mined(as_c.finalize(id).send().await).await;
     assert_eq!(pa.get_balance(a).await.unwrap() - a0, U256::from(ETH / 2));
     assert_eq!(
         pa.get_balance(b).await.unwrap() - b0,
@@ -217,16 +197,9 @@ async fn states_signed_here_settle_on_chain_and_strangers_and_old_states_are_ref
     );
 
     // A second channel closed cooperatively with a final state.
-    as_a.open(b, 8)
-        .value(U256::from(ETH))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    mined(as_a.open(b, 8).value(U256::from(ETH)).send().await).await;
     let id2 = channel_id(a, b, 8);
-    as_b.join(id2).send().await.unwrap().get_receipt().await.unwrap();
+    mined(as_b.join(id2).send().await).await;
     let fin = State {
         channelId: id2,
         nonce: 1000,
@@ -236,15 +209,12 @@ async fn states_signed_here_settle_on_chain_and_strangers_and_old_states_are_ref
     };
     let (fa, fb) = (fin.sign(&ka, &d).unwrap(), fin.sign(&kb, &d).unwrap());
     let (a0, b0) = (pa.get_balance(a).await.unwrap(), pa.get_balance(b).await.unwrap());
-    let r = as_c
-        .cooperativeClose(as_sol(&fin), fa.to_vec().into(), fb.to_vec().into())
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(r.status());
+    let r = mined(
+        as_c.cooperativeClose(as_sol(&fin), fa.to_vec().into(), fb.to_vec().into())
+            .send()
+            .await,
+    )
+    .await;
     assert_eq!(pa.get_balance(a).await.unwrap() - a0, U256::from(ETH / 4));
     assert_eq!(pa.get_balance(b).await.unwrap() - b0, U256::from(3 * ETH / 4));
     assert_eq!(

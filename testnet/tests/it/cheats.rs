@@ -533,19 +533,17 @@ pub(super) fn compute_epoch(genesis: &vigil_genesis::Genesis, n: u64, prev_outpu
     Epoch::from_proof(n, Vec::new(), proof)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_epochs_are_rejected_cheaply_and_their_sender_banned() {
-    let dir = tempfile::tempdir().unwrap();
-    // No honest timelord: the adversary is the only source of epochs. node-1
-    // verifies by sampling 2 of 32 segments.
+/// Two nodes and no honest timelord (epochs come from the test); node-1
+/// verifies by sampling 2 of 32 segments.
+pub(super) async fn full_and_sampling_nodes(dir: &std::path::Path) -> (Manifest, Guard) {
     let o = Options {
         n: 2,
         timelords: 0,
         vdf_iterations: Some(10_000_000),
         ..quick()
     };
-    let m = vigil_testnet::create(&dir.path().join("tn"), &o).unwrap();
-    let _guard = Guard(m.clone());
+    let m = vigil_testnet::create(&dir.join("tn"), &o).unwrap();
+    let guard = Guard(m.clone());
     let cfg = m.nodes[1].dir.join("config.toml");
     let text = std::fs::read_to_string(&cfg).unwrap() + "verify = \"sampled\"\nsamples = 2\n";
     std::fs::write(&cfg, text).unwrap();
@@ -555,6 +553,14 @@ async fn forged_epochs_are_rejected_cheaply_and_their_sender_banned() {
     vigil_testnet::wait_peers(&m, 1, Duration::from_secs(60))
         .await
         .unwrap();
+    (m, guard)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_epochs_are_rejected_cheaply_and_their_sender_banned() {
+    let dir = tempfile::tempdir().unwrap();
+    // The adversary is the only source of epochs; node-1 samples.
+    let (m, _guard) = full_and_sampling_nodes(dir.path()).await;
     let genesis = m.genesis().unwrap();
     let addrs = m.nodes.iter().map(|n| n.p2p_addr.parse().unwrap()).collect();
     let adv = Adversary::join(&genesis, addrs).await.unwrap();

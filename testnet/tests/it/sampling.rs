@@ -2,14 +2,12 @@
 //! sampling node took is verified in full behind the head before anything
 //! final uses it; one that fails is rolled back and its sender banned.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 use vigil_testnet::adversary::Adversary;
-use vigil_testnet::{call, Options};
+use vigil_testnet::call;
 
-use super::cheats::{banned, compute_epoch, log_of};
-use super::{fetch_metrics, metric, quick, wait_for, Guard};
+use super::cheats::{banned, compute_epoch, full_and_sampling_nodes, log_of};
+use super::{fetch_metrics, metric, wait_for};
 
 async fn vdf(node: &vigil_testnet::NodeSpec) -> Value {
     call(node, "vdf_status", json!([])).await.unwrap()
@@ -24,23 +22,7 @@ async fn bus_depth(node: &vigil_testnet::NodeSpec) -> u64 {
 async fn a_forgery_that_passes_sampling_is_rolled_back_before_anything_final_uses_it() {
     let dir = tempfile::tempdir().unwrap();
     // No honest timelord: epochs come from the test. node-1 samples 2 segments.
-    let o = Options {
-        n: 2,
-        timelords: 0,
-        vdf_iterations: Some(10_000_000),
-        ..quick()
-    };
-    let m = vigil_testnet::create(&dir.path().join("tn"), &o).unwrap();
-    let _guard = Guard(m.clone());
-    let cfg = m.nodes[1].dir.join("config.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap() + "verify = \"sampled\"\nsamples = 2\n";
-    std::fs::write(&cfg, text).unwrap();
-    for node in &m.nodes {
-        vigil_testnet::start_node(&m, node).unwrap();
-    }
-    vigil_testnet::wait_peers(&m, 1, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let (m, _guard) = full_and_sampling_nodes(dir.path()).await;
     let (n0, n1) = (&m.nodes[0], &m.nodes[1]);
     let genesis = m.genesis().unwrap();
     let n1_addr: libp2p::Multiaddr = n1.p2p_addr.parse().unwrap();
