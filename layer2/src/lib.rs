@@ -10,10 +10,12 @@
 pub mod account;
 pub mod adapter;
 pub mod contract;
+pub mod ledger;
 pub mod state;
 
 pub use account::Account;
 pub use adapter::{
     AdapterStatus, ChannelInfo, ChannelState, CloseMode, Layer2Adapter, Layer2Error, OpenRequest, Payment,
 };
+pub use ledger::{Entry, Ledger};
 pub use state::{channel_id, domain, SignedState, State};

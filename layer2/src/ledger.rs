@@ -1,0 +1,353 @@
+//! The channel ledger: every state this node signed, on disk before its
+//! signature leaves the node.
+//!
+//! A node that signs a state and crashes before it remembers doing so could
+//! later sign a different state with the same nonce, and the counterparty
+//! could post whichever pays it more. So [`Ledger::sign`] appends the state
+//! with our signature to an append-only file and fsyncs it *before* it
+//! returns the signature; it refuses to sign a second, different state for a
+//! nonce it signed, or a new state older than the newest it signed; signing
+//! the same state again returns the same signature. Co-signed states (both
+//! signatures) are recorded the same way, so after a crash the channel
+//! resumes from the newest state both signed.
+//!
+//! Record layout (big-endian): `len u32 | crc32 u32 | body`, body =
+//! `channel [32] | nonce u64 | balanceA u128 | balanceB u128 | final u8 |
+//! ours-is-a u8 | sig_a [65] | sig_b [65]` (a missing signature is 65 zero
+//! bytes). A torn last record (a crash mid-append) is cut off at open; a bad
+//! record followed by good ones is corruption and is reported, never skipped.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use alloy::primitives::B256;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::Eip712Domain;
+
+use crate::state::{SignedState, State};
+use crate::Layer2Error;
+
+const BODY: usize = 32 + 8 + 16 + 16 + 1 + 1 + 65 + 65;
+const NO_SIG: [u8; 65] = [0; 65];
+
+/// One state as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The state.
+    pub state: State,
+    /// Party A's signature, once known.
+    pub sig_a: Option<[u8; 65]>,
+    /// Party B's signature, once known.
+    pub sig_b: Option<[u8; 65]>,
+}
+
+impl Entry {
+    /// Both signatures: what either party can post.
+    pub fn signed(&self) -> Option<SignedState> {
+        Some(SignedState {
+            state: self.state.clone(),
+            sig_a: self.sig_a?,
+            sig_b: self.sig_b?,
+        })
+    }
+}
+
+/// The append-only file of signed states, indexed in memory.
+#[derive(Debug)]
+pub struct Ledger {
+    path: PathBuf,
+    file: File,
+    entries: HashMap<(B256, u64), Entry>,
+    newest: HashMap<B256, u64>,
+}
+
+fn io(path: &Path, e: std::io::Error) -> Layer2Error {
+    Layer2Error::Store(format!("{}: {e}", path.display()))
+}
+
+fn encode(e: &Entry, ours_is_a: bool) -> Vec<u8> {
+    let s = &e.state;
+    let mut body = Vec::with_capacity(BODY);
+    body.extend_from_slice(s.channelId.as_slice());
+    body.extend_from_slice(&s.nonce.to_be_bytes());
+    body.extend_from_slice(&s.balanceA.to_be_bytes());
+    body.extend_from_slice(&s.balanceB.to_be_bytes());
+    body.push(u8::from(s.isFinal));
+    body.push(u8::from(ours_is_a));
+    body.extend_from_slice(&e.sig_a.unwrap_or(NO_SIG));
+    body.extend_from_slice(&e.sig_b.unwrap_or(NO_SIG));
+    let mut out = Vec::with_capacity(8 + BODY);
+    out.extend_from_slice(&(BODY as u32).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn decode(body: &[u8]) -> Entry {
+    let u64_at = |i: usize| u64::from_be_bytes(body[i..i + 8].try_into().expect("8 bytes"));
+    let u128_at = |i: usize| u128::from_be_bytes(body[i..i + 16].try_into().expect("16 bytes"));
+    let sig = |i: usize| -> Option<[u8; 65]> {
+        let s: [u8; 65] = body[i..i + 65].try_into().expect("65 bytes");
+        (s != NO_SIG).then_some(s)
+    };
+    Entry {
+        state: State {
+            channelId: B256::from_slice(&body[..32]),
+            nonce: u64_at(32),
+            balanceA: u128_at(40),
+            balanceB: u128_at(56),
+            isFinal: body[72] == 1,
+        },
+        sig_a: sig(74),
+        sig_b: sig(139),
+    }
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger at `path`; returns it and how many bytes
+    /// of a torn last record were cut off.
+    pub fn open(path: &Path) -> Result<(Self, u64), Layer2Error> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| io(path, e))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| io(path, e))?;
+        let mut ledger = Self {
+            path: path.to_owned(),
+            file,
+            entries: HashMap::new(),
+            newest: HashMap::new(),
+        };
+        let mut at = 0usize;
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            let whole = rest.len() >= 8 + BODY
+                && u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize == BODY;
+            let sound = whole
+                && u32::from_be_bytes(rest[4..8].try_into().expect("4 bytes"))
+                    == crc32fast::hash(&rest[8..8 + BODY]);
+            if !sound {
+                if rest.len() <= 8 + BODY {
+                    break; // the torn last record of a crash mid-append
+                }
+                return Err(Layer2Error::Store(format!(
+                    "{}: record at byte {at} is corrupt and good records follow it: restore the ledger from a backup",
+                    path.display()
+                )));
+            }
+            ledger.index(decode(&rest[8..8 + BODY]));
+            at += 8 + BODY;
+        }
+        let cut = (bytes.len() - at) as u64;
+        if cut > 0 {
+            ledger.file.set_len(at as u64).map_err(|e| io(path, e))?;
+            ledger.file.sync_all().map_err(|e| io(path, e))?;
+            ledger.file.seek(SeekFrom::End(0)).map_err(|e| io(path, e))?;
+        }
+        Ok((ledger, cut))
+    }
+
+    fn index(&mut self, e: Entry) {
+        let (ch, n) = (e.state.channelId, e.state.nonce);
+        let newest = self.newest.entry(ch).or_insert(n);
+        *newest = (*newest).max(n);
+        // Later records of one nonce only add signatures.
+        let slot = self.entries.entry((ch, n)).or_insert_with(|| e.clone());
+        slot.sig_a = slot.sig_a.or(e.sig_a);
+        slot.sig_b = slot.sig_b.or(e.sig_b);
+    }
+
+    fn append(&mut self, e: &Entry, ours_is_a: bool) -> Result<(), Layer2Error> {
+        self.file
+            .write_all(&encode(e, ours_is_a))
+            .and_then(|_| self.file.sync_data())
+            .map_err(|err| io(&self.path, err))?;
+        self.index(e.clone());
+        Ok(())
+    }
+
+    /// Signs `state` with `key` (party A's key when `ours_is_a`) once it is
+    /// on disk. The same state again returns the same signature; another
+    /// state with a nonce already signed, or a new one older than the newest
+    /// signed, is refused.
+    pub fn sign(
+        &mut self,
+        state: &State,
+        key: &PrivateKeySigner,
+        domain: &Eip712Domain,
+        ours_is_a: bool,
+    ) -> Result<[u8; 65], Layer2Error> {
+        let (ch, n) = (state.channelId, state.nonce);
+        let ours = |e: &Entry| if ours_is_a { e.sig_a } else { e.sig_b };
+        if let Some(e) = self.entries.get(&(ch, n)) {
+            if e.state != *state {
+                return Err(Layer2Error::Invalid(format!(
+                    "nonce {n} of channel {ch} is signed already for another state: never two states per nonce"
+                )));
+            }
+            if let Some(sig) = ours(e) {
+                return Ok(sig);
+            }
+        } else if let Some(newest) = self.newest.get(&ch).filter(|newest| **newest > n) {
+            return Err(Layer2Error::Invalid(format!(
+                "nonce {n} of channel {ch} is older than the newest signed ({newest}): a state only moves forward"
+            )));
+        }
+        let sig = state.sign(key, domain)?;
+        let mut e = Entry {
+            state: state.clone(),
+            sig_a: None,
+            sig_b: None,
+        };
+        if ours_is_a {
+            e.sig_a = Some(sig);
+        } else {
+            e.sig_b = Some(sig);
+        }
+        self.append(&e, ours_is_a)?;
+        Ok(sig)
+    }
+
+    /// Records the counterparty's signature of a state this node signed,
+    /// durably: the state is then co-signed. The caller has checked it.
+    pub fn countersigned(&mut self, signed: &SignedState, ours_is_a: bool) -> Result<(), Layer2Error> {
+        let key = (signed.state.channelId, signed.state.nonce);
+        match self.entries.get(&key) {
+            Some(e) if e.state == signed.state => {}
+            _ => {
+                return Err(Layer2Error::Invalid(format!(
+                    "nonce {} of channel {} was not signed here for this state",
+                    key.1, key.0
+                )))
+            }
+        }
+        let e = Entry {
+            state: signed.state.clone(),
+            sig_a: Some(signed.sig_a),
+            sig_b: Some(signed.sig_b),
+        };
+        self.append(&e, ours_is_a)
+    }
+
+    /// The state of `channel` at `nonce`, if signed here.
+    pub fn get(&self, channel: B256, nonce: u64) -> Option<&Entry> {
+        self.entries.get(&(channel, nonce))
+    }
+
+    /// The newest state of `channel` both parties signed.
+    pub fn latest_cosigned(&self, channel: B256) -> Option<SignedState> {
+        self.entries
+            .iter()
+            .filter(|((ch, _), e)| *ch == channel && e.sig_a.is_some() && e.sig_b.is_some())
+            .max_by_key(|((_, n), _)| *n)
+            .and_then(|(_, e)| e.signed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::primitives::Address;
+
+    use super::*;
+    use crate::state::domain;
+
+    fn state(nonce: u64, bal_a: u128) -> State {
+        State {
+            channelId: B256::repeat_byte(9),
+            nonce,
+            balanceA: bal_a,
+            balanceB: 100 - bal_a,
+            isFinal: false,
+        }
+    }
+
+    #[test]
+    fn a_signature_leaves_only_once_its_state_is_on_disk_and_never_two_per_nonce() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("channels.ledger");
+        let (ka, kb) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+        let d = domain(31337, Address::repeat_byte(1));
+        let (mut l, cut) = Ledger::open(&path).unwrap();
+        assert_eq!(cut, 0);
+        let s5 = state(5, 60);
+        let sig = l.sign(&s5, &ka, &d, true).unwrap();
+        // On disk before it was returned: a fresh open (after a crash) sees it.
+        let (l2, _) = Ledger::open(&path).unwrap();
+        assert_eq!(l2.get(s5.channelId, 5).unwrap().sig_a, Some(sig));
+        drop(l2);
+        // The same state again: the same signature, nothing new written.
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(l.sign(&s5, &ka, &d, true).unwrap(), sig);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+        // Another state at nonce 5: refused, also after a restart.
+        let e = l.sign(&state(5, 10), &ka, &d, true).unwrap_err();
+        assert!(e.to_string().contains("never two states per nonce"), "{e}");
+        let (mut l, _) = Ledger::open(&path).unwrap();
+        assert!(l.sign(&state(5, 10), &ka, &d, true).is_err());
+        // A new state older than the newest signed: refused.
+        assert!(l.sign(&state(4, 10), &ka, &d, true).is_err());
+        // Co-signed: the newest state both signed survives a restart.
+        let sb = s5.sign(&kb, &d).unwrap();
+        l.countersigned(
+            &SignedState {
+                state: s5.clone(),
+                sig_a: sig,
+                sig_b: sb,
+            },
+            true,
+        )
+        .unwrap();
+        let s6 = state(6, 50);
+        l.sign(&s6, &ka, &d, true).unwrap();
+        let (l, _) = Ledger::open(&path).unwrap();
+        let latest = l.latest_cosigned(s5.channelId).unwrap();
+        assert_eq!(latest.state, s5, "6 is signed by us only");
+        latest.verify(ka.address(), kb.address(), &d).unwrap();
+        // Recording a countersignature for a state not signed here is refused.
+        let (mut l, _) = Ledger::open(&path).unwrap();
+        let other = SignedState {
+            state: state(9, 1),
+            sig_a: sig,
+            sig_b: sb,
+        };
+        assert!(l.countersigned(&other, true).is_err());
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_and_corruption_before_good_records_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("channels.ledger");
+        let k = PrivateKeySigner::random();
+        let d = domain(1, Address::repeat_byte(2));
+        let (mut l, _) = Ledger::open(&path).unwrap();
+        l.sign(&state(1, 90), &k, &d, false).unwrap();
+        l.sign(&state(2, 80), &k, &d, false).unwrap();
+        drop(l);
+        let good = std::fs::read(&path).unwrap();
+        // A crash mid-append: half a record at the end.
+        let mut torn = good.clone();
+        torn.extend_from_slice(&good[..100]);
+        std::fs::write(&path, &torn).unwrap();
+        let (mut l, cut) = Ledger::open(&path).unwrap();
+        assert_eq!(cut, 100);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good.len() as u64);
+        assert!(l.get(B256::repeat_byte(9), 2).is_some());
+        // Appends go on after the cut.
+        l.sign(&state(3, 70), &k, &d, false).unwrap();
+        drop(l);
+        let (l, _) = Ledger::open(&path).unwrap();
+        assert!(l.get(B256::repeat_byte(9), 3).is_some());
+        drop(l);
+        // A flipped byte in the first record, good records after it: an error.
+        let mut bad = std::fs::read(&path).unwrap();
+        bad[20] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        let e = Ledger::open(&path).unwrap_err();
+        assert!(e.to_string().contains("corrupt"), "{e}");
+    }
+}
