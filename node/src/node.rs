@@ -212,12 +212,7 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         net.as_ref().map(|(n, _)| n.clone()),
     )
     .context("cannot open the dataset storage")?;
-    {
-        let sec = &p.genesis.params.security;
-        storage.set_withdraw_grace(Storage::withdraw_grace_for(Duration::from_millis(
-            u64::from(sec.audit_deadline_ms) + u64::from(sec.rtt_allowance_max_ms),
-        )));
-    }
+    storage.set_withdraw_grace(Storage::withdraw_grace(&p.genesis.params.security));
     let continuity = match opts.config.continuity.enabled {
         true => Some(
             Continuity::open(

@@ -80,11 +80,14 @@ impl Chain {
             fresh
         };
         let r = self.append(e, origin);
-        if listed && !matches!(r, Ok(Appended::New)) {
-            lock(&self.inner.unverified).remove(&n);
-        }
-        if listed && matches!(r, Ok(Appended::New)) {
-            self.inner.final_wake.notify_one();
+        if listed {
+            match r {
+                Ok(Appended::New) => self.inner.final_wake.notify_one(),
+                // A duplicate or a failed append: nothing of ours to check.
+                _ => {
+                    lock(&self.inner.unverified).remove(&n);
+                }
+            }
         }
         r
     }

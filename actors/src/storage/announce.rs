@@ -7,7 +7,7 @@
 //! ordered by it, so a replayed announcement cannot undo a withdrawal, and
 //! a message older than [`REPLAY_WINDOW`] is stale.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use libp2p::identity::{Keypair, PublicKey};
 use libp2p::PeerId;
@@ -34,10 +34,7 @@ pub const MAX_AHEAD: Duration = Duration::from_secs(5 * 60);
 
 /// Now, Unix milliseconds.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::queue::now_us() / 1000
 }
 
 /// What a signed dataset message says.

@@ -33,9 +33,6 @@ use crate::store::{SledStore, Store};
 use crate::{Error, Result};
 
 const DATASETS: &str = "storage/datasets";
-/// The withdrawal grace under the default genesis: the 60 s announcement
-/// TTL, the 30 s audit deadline, the 100 ms distance allowance and 5 s.
-const DEFAULT_WITHDRAW_GRACE_MS: u64 = 95_100;
 
 /// A stored dataset, as `storage_list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,7 +122,9 @@ impl Storage {
                 net,
                 generation: std::sync::atomic::AtomicU64::new(1),
                 last_at: std::sync::atomic::AtomicU64::new(0),
-                withdraw_grace_ms: std::sync::atomic::AtomicU64::new(DEFAULT_WITHDRAW_GRACE_MS),
+                withdraw_grace_ms: std::sync::atomic::AtomicU64::new(
+                    Self::withdraw_grace(&vigil_genesis::SecurityParams::default()).as_millis() as u64,
+                ),
                 heard: Mutex::new(HashMap::new()),
             }),
         };

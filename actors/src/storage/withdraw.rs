@@ -44,18 +44,20 @@ pub struct Withdrawal {
 
 impl Storage {
     /// How long a withdrawn dataset is kept (and proven) before it is
-    /// deleted: [`ANNOUNCE_TTL`], the longest answer deadline (the genesis
-    /// audit deadline plus the network-distance allowance) and
-    /// [`WITHDRAW_PROPAGATION`]; see [`Storage::withdraw_grace_for`].
+    /// deleted; the node sets [`Storage::withdraw_grace`] of its genesis
+    /// (the default genesis' until then).
     pub fn set_withdraw_grace(&self, grace: Duration) {
         self.inner
             .withdraw_grace_ms
             .store(grace.as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// The withdrawal grace for an answer deadline of `deadline`.
-    pub fn withdraw_grace_for(deadline: Duration) -> Duration {
-        ANNOUNCE_TTL + deadline + WITHDRAW_PROPAGATION
+    /// The withdrawal grace under genesis bounds `sec`: [`ANNOUNCE_TTL`],
+    /// the longest answer deadline (the audit deadline plus the
+    /// network-distance allowance) and [`WITHDRAW_PROPAGATION`].
+    pub fn withdraw_grace(sec: &vigil_genesis::SecurityParams) -> Duration {
+        let deadline = u64::from(sec.audit_deadline_ms) + u64::from(sec.rtt_allowance_max_ms);
+        ANNOUNCE_TTL + Duration::from_millis(deadline) + WITHDRAW_PROPAGATION
     }
 
     fn grace_ms(&self) -> u64 {
@@ -138,12 +140,12 @@ impl Storage {
     /// network). `None` if no such dataset; a dataset withdrawn already
     /// keeps its first withdrawal.
     pub async fn withdraw(&self, replica_root: &[u8; 32]) -> Result<Option<Withdrawal>> {
-        let Some((w, fresh)) = self.mark_withdrawn(replica_root)? else {
+        let Some((w, msg)) = self.mark_withdrawn(replica_root)? else {
             return Ok(None);
         };
-        if !fresh {
-            return Ok(Some(w));
-        }
+        let Some(msg) = msg else {
+            return Ok(Some(w)); // withdrawn already
+        };
         let Some(net) = self.inner.net.clone() else {
             // Nobody to tell and nobody challenging: delete now.
             self.remove(replica_root)?;
@@ -152,10 +154,8 @@ impl Storage {
                 ..w
             }));
         };
-        if let Some(msg) = self.inner.store.get(OWN_WITHDRAWALS, replica_root)? {
-            if let Err(e) = net.publish(ANNOUNCE_TOPIC, msg).await {
-                tracing::warn!(error = %e, "cannot gossip a withdrawal now; it is gossiped again every 15 s");
-            }
+        if let Err(e) = net.publish(ANNOUNCE_TOPIC, msg).await {
+            tracing::warn!(error = %e, "cannot gossip a withdrawal now; it is gossiped again every 15 s");
         }
         let (s, wait) = (self.clone(), self.grace_ms());
         tokio::spawn(async move {
@@ -168,8 +168,9 @@ impl Storage {
     }
 
     /// Marks a dataset withdrawn and keeps its signed withdrawal (durably);
-    /// `None` if no such dataset, else the withdrawal and whether it is new.
-    fn mark_withdrawn(&self, replica_root: &[u8; 32]) -> Result<Option<(Withdrawal, bool)>> {
+    /// `None` if no such dataset, else the withdrawal and, when it is new,
+    /// its signed message to gossip.
+    fn mark_withdrawn(&self, replica_root: &[u8; 32]) -> Result<Option<(Withdrawal, Option<Vec<u8>>)>> {
         let Some(mut d) = self.info(replica_root)? else {
             return Ok(None);
         };
@@ -180,18 +181,19 @@ impl Storage {
             delete_at_ms: at + grace,
         };
         if let Some(at) = d.withdrawn_at_ms {
-            return Ok(Some((report(at, &d), false)));
+            return Ok(Some((report(at, &d), None)));
         }
         let w = self.sign(Kind::Withdraw, &d)?;
         d.withdrawn_at_ms = Some(w.at);
         let v = serde_json::to_vec(&d).map_err(|e| Error::Invalid(e.to_string()))?;
+        let msg = w.encode();
         let mut b = crate::store::Batch::default();
         b.insert(DATASETS, replica_root, v);
-        b.insert(OWN_WITHDRAWALS, replica_root, w.encode());
+        b.insert(OWN_WITHDRAWALS, replica_root, msg.clone());
         self.inner.store.apply(&b)?;
         self.inner.store.flush()?;
         tracing::info!(replica_root = %d.replica_root, grace_ms = grace, "dataset withdrawn; deleted after the grace");
-        Ok(Some((report(w.at, &d), true)))
+        Ok(Some((report(w.at, &d), Some(msg))))
     }
 
     /// Keeps a dataset that is being withdrawn after all (it is stored
@@ -251,13 +253,15 @@ mod tests {
             .unwrap()
         };
         let s = open();
+        // 60 s TTL + 30 s audit deadline + 100 ms allowance + 5 s, the default genesis'.
+        assert_eq!(s.grace_ms(), 95_100);
         let d = s.import_unencoded("a", &[7u8; 5000]).unwrap();
         let rp = super::super::parse_root(&d.replica_root).unwrap();
         let folder = dir.path().join("storage").join(&d.replica_root);
         assert_eq!(s.announcements().unwrap().len(), 1);
         s.set_withdraw_grace(Duration::from_secs(3600));
-        let (w, fresh) = s.mark_withdrawn(&rp).unwrap().unwrap();
-        assert!(fresh);
+        let (w, msg) = s.mark_withdrawn(&rp).unwrap().unwrap();
+        assert!(msg.is_some(), "a new withdrawal to gossip");
         assert_eq!(w.delete_at_ms - w.withdrawn_at_ms, 3_600_000);
         // Withdrawn: no longer announced, its withdrawal kept to re-gossip,
         // the data still there (and listed, with the time) for the grace.
@@ -274,8 +278,8 @@ mod tests {
             Some(w.withdrawn_at_ms)
         );
         // A second removal keeps the first withdrawal.
-        let (again, fresh) = s.mark_withdrawn(&rp).unwrap().unwrap();
-        assert!(!fresh);
+        let (again, msg) = s.mark_withdrawn(&rp).unwrap().unwrap();
+        assert!(msg.is_none());
         assert_eq!(again, w);
         // "Restarted" once the grace is over: deleted.
         drop(s);

@@ -36,7 +36,7 @@ async fn lists(node: &vigil_testnet::NodeSpec, rp: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withdrawn_dataset_is_not_challenged_and_a_withdrawal_voids_no_challenge() {
     let dir = tempfile::tempdir().unwrap();
-    // Audits every 2 epochs with a 1.5 s deadline: withdrawal grace 6.6 s.
+    // Audits every 2 epochs with a 1.5 s deadline: withdrawal grace 66.6 s.
     let sec = SecurityParams {
         audit_period_epochs: 2,
         audit_deadline_ms: 1_500,
