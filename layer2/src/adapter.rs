@@ -54,7 +54,7 @@ pub enum Layer2Error {
 }
 
 /// Where a channel is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelState {
     /// Opened on chain, waiting for the counterparty's deposit.
@@ -85,6 +85,10 @@ pub struct OpenRequest {
     pub peer: String,
     /// This side's deposit, in the chain's smallest unit.
     pub deposit: u128,
+    /// What the counterparty is asked to deposit (it puts in at most its
+    /// own limit, `layer2.max_join_deposit`).
+    #[serde(default)]
+    pub ask: u128,
 }
 
 /// How to close.

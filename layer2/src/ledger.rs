@@ -61,6 +61,7 @@ pub struct Ledger {
     file: File,
     entries: HashMap<(B256, u64), Entry>,
     newest: HashMap<B256, u64>,
+    newest_cosigned: HashMap<B256, u64>,
 }
 
 fn io(path: &Path, e: std::io::Error) -> Layer2Error {
@@ -122,6 +123,7 @@ impl Ledger {
             file,
             entries: HashMap::new(),
             newest: HashMap::new(),
+            newest_cosigned: HashMap::new(),
         };
         let mut at = 0usize;
         while at < bytes.len() {
@@ -160,6 +162,10 @@ impl Ledger {
         let slot = self.entries.entry((ch, n)).or_insert_with(|| e.clone());
         slot.sig_a = slot.sig_a.or(e.sig_a);
         slot.sig_b = slot.sig_b.or(e.sig_b);
+        if slot.sig_a.is_some() && slot.sig_b.is_some() {
+            let c = self.newest_cosigned.entry(ch).or_insert(n);
+            *c = (*c).max(n);
+        }
     }
 
     fn append(&mut self, e: &Entry, ours_is_a: bool) -> Result<(), Layer2Error> {
@@ -182,8 +188,35 @@ impl Ledger {
         domain: &Eip712Domain,
         ours_is_a: bool,
     ) -> Result<[u8; 65], Layer2Error> {
+        self.sign_with(state, None, key, domain, ours_is_a)
+    }
+
+    /// Signs the counterparty's proposal `state`, which it signed with
+    /// `theirs` (checked by the caller), and records both signatures in one
+    /// durable record before returning ours: the state is co-signed here.
+    /// The rules of [`Ledger::sign`] apply.
+    pub fn cosign(
+        &mut self,
+        state: &State,
+        theirs: [u8; 65],
+        key: &PrivateKeySigner,
+        domain: &Eip712Domain,
+        ours_is_a: bool,
+    ) -> Result<[u8; 65], Layer2Error> {
+        self.sign_with(state, Some(theirs), key, domain, ours_is_a)
+    }
+
+    fn sign_with(
+        &mut self,
+        state: &State,
+        theirs: Option<[u8; 65]>,
+        key: &PrivateKeySigner,
+        domain: &Eip712Domain,
+        ours_is_a: bool,
+    ) -> Result<[u8; 65], Layer2Error> {
         let (ch, n) = (state.channelId, state.nonce);
         let ours = |e: &Entry| if ours_is_a { e.sig_a } else { e.sig_b };
+        let theirs_known = |e: &Entry| if ours_is_a { e.sig_b } else { e.sig_a };
         if let Some(e) = self.entries.get(&(ch, n)) {
             if e.state != *state {
                 return Err(Layer2Error::Invalid(format!(
@@ -191,7 +224,9 @@ impl Ledger {
                 )));
             }
             if let Some(sig) = ours(e) {
-                return Ok(sig);
+                if theirs.is_none() || theirs_known(e).is_some() {
+                    return Ok(sig);
+                }
             }
         } else if let Some(newest) = self.newest.get(&ch).filter(|newest| **newest > n) {
             return Err(Layer2Error::Invalid(format!(
@@ -199,16 +234,16 @@ impl Ledger {
             )));
         }
         let sig = state.sign(key, domain)?;
-        let mut e = Entry {
-            state: state.clone(),
-            sig_a: None,
-            sig_b: None,
-        };
-        if ours_is_a {
-            e.sig_a = Some(sig);
+        let (sig_a, sig_b) = if ours_is_a {
+            (Some(sig), theirs)
         } else {
-            e.sig_b = Some(sig);
-        }
+            (theirs, Some(sig))
+        };
+        let e = Entry {
+            state: state.clone(),
+            sig_a,
+            sig_b,
+        };
         self.append(&e, ours_is_a)?;
         Ok(sig)
     }
@@ -241,11 +276,13 @@ impl Ledger {
 
     /// The newest state of `channel` both parties signed.
     pub fn latest_cosigned(&self, channel: B256) -> Option<SignedState> {
-        self.entries
-            .iter()
-            .filter(|((ch, _), e)| *ch == channel && e.sig_a.is_some() && e.sig_b.is_some())
-            .max_by_key(|((_, n), _)| *n)
-            .and_then(|(_, e)| e.signed())
+        let n = self.newest_cosigned.get(&channel)?;
+        self.entries.get(&(channel, *n)).and_then(Entry::signed)
+    }
+
+    /// The newest nonce of `channel` this node signed, co-signed or not.
+    pub fn newest_signed(&self, channel: B256) -> Option<u64> {
+        self.newest.get(&channel).copied()
     }
 }
 

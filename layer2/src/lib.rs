@@ -10,12 +10,16 @@
 pub mod account;
 pub mod adapter;
 pub mod contract;
+pub mod evm;
 pub mod ledger;
+pub mod metrics;
 pub mod state;
+pub mod wire;
 
 pub use account::Account;
 pub use adapter::{
     AdapterStatus, ChannelInfo, ChannelState, CloseMode, Layer2Adapter, Layer2Error, OpenRequest, Payment,
 };
+pub use evm::{EventSink, EvmChannels, EvmConfig, Transport};
 pub use ledger::{Entry, Ledger};
 pub use state::{channel_id, domain, SignedState, State};

@@ -2,6 +2,8 @@
 //! scripts/test; set VIGIL_ANVIL to use another): states signed with this
 //! crate's EIP-712 code are what the contract accepts, and what it refuses.
 
+mod channels;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -21,8 +23,8 @@ const KEYS: [&str; 3] = [
     "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
     "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
 ];
-const ETH: u128 = 1_000_000_000_000_000_000;
-const WINDOW: u64 = 5;
+pub(crate) const ETH: u128 = 1_000_000_000_000_000_000;
+pub(crate) const WINDOW: u64 = 5;
 
 fn anvil_bin() -> PathBuf {
     if let Ok(p) = std::env::var("VIGIL_ANVIL") {
@@ -46,7 +48,7 @@ impl Drop for Anvil {
     }
 }
 
-async fn anvil() -> Anvil {
+pub(crate) async fn anvil() -> Anvil {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -68,7 +70,7 @@ async fn anvil() -> Anvil {
     Anvil(child, url)
 }
 
-fn key(i: usize) -> PrivateKeySigner {
+pub(crate) fn key(i: usize) -> PrivateKeySigner {
     KEYS[i].parse().unwrap()
 }
 
@@ -91,7 +93,7 @@ async fn mined(
     r
 }
 
-fn provider(url: &str, k: PrivateKeySigner) -> DynProvider {
+pub(crate) fn provider(url: &str, k: PrivateKeySigner) -> DynProvider {
     ProviderBuilder::new()
         .wallet(EthereumWallet::from(k))
         .connect_http(url.parse().unwrap())

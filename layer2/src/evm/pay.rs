@@ -1,0 +1,402 @@
+//! Payments and closes: propose a state, get it co-signed, acknowledge.
+//!
+//! The payer builds the next state on the newest state both signed, with a
+//! nonce above every nonce it ever signed, signs it (ledger first), and asks
+//! the counterparty to co-sign. The counterparty co-signs only a state that
+//! is a payment *to* it on top of what it holds (its own balance never goes
+//! down), with a nonce above everything it signed, balances that sum to the
+//! deposits, and the payer's valid signature; it records both signatures
+//! (fsync) before its own leaves. A refusal carries the counterparty's newest
+//! co-signed state when the payer is behind it (it crashed before recording
+//! a co-signature, or a reply was lost): the payer checks both signatures,
+//! records it, and builds on it. A counterparty that does not answer fails
+//! the payment; the balances stay the newest co-signed ones.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use alloy::primitives::B256;
+use serde_json::json;
+
+use super::{hex_id, meta, status, Chan, EvmChannels, Shared};
+use crate::adapter::{ChannelInfo, ChannelState, CloseMode, Payment};
+use crate::metrics as m;
+use crate::state::{SignedState, State};
+use crate::wire::{Reply, Request};
+use crate::Layer2Error;
+
+/// What a proposal came to.
+enum Proposed {
+    /// Both signed it.
+    CoSigned(Box<SignedState>),
+    /// The counterparty holds a newer co-signed state, now recorded here: build on it.
+    Behind,
+}
+
+/// Runs ledger work (an fsync) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Layer2Error> + Send + 'static,
+) -> Result<T, Layer2Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Layer2Error::Store(format!("ledger task: {e}")))?
+}
+
+impl EvmChannels {
+    pub(super) async fn pay_id(&self, id: B256, amount: u128) -> Result<Payment, Layer2Error> {
+        let t0 = Instant::now();
+        let r = self.pay_inner(id, amount, t0).await;
+        let result = match &r {
+            Ok(_) => "ok",
+            Err(Layer2Error::InsufficientBalance { .. }) => "insufficient",
+            Err(Layer2Error::Unreachable(_)) => "unreachable",
+            Err(_) => "refused",
+        };
+        metrics::counter!(m::PAYMENTS, "direction" => "sent", "result" => result).increment(1);
+        if r.is_ok() {
+            metrics::histogram!(m::PAYMENT_SECONDS).record(t0.elapsed().as_secs_f64());
+        }
+        r
+    }
+
+    async fn pay_inner(&self, id: B256, amount: u128, t0: Instant) -> Result<Payment, Layer2Error> {
+        if self.paused.load(Ordering::Relaxed) {
+            return Err(Layer2Error::Paused);
+        }
+        if amount == 0 {
+            return Err(Layer2Error::Invalid(
+                "amount 0: a payment moves at least 1 unit".into(),
+            ));
+        }
+        let c = self.get(id)?;
+        let mut c = c.lock().await;
+        // Twice at most: once more after learning a newer co-signed state.
+        for _ in 0..2 {
+            if c.meta.state != ChannelState::Open || c.meta.final_nonce.is_some() {
+                return Err(c.wrong_state("pay", "open"));
+            }
+            let base = c.base();
+            let ours = c.ours(&base);
+            if amount > ours {
+                return Err(Layer2Error::InsufficientBalance {
+                    channel: hex_id(id),
+                    amount,
+                    available: ours,
+                });
+            }
+            let mut next = base.clone();
+            next.nonce = c.newest_signed.max(base.nonce) + 1;
+            if c.meta.ours_is_a {
+                next.balanceA -= amount;
+                next.balanceB += amount;
+            } else {
+                next.balanceB -= amount;
+                next.balanceA += amount;
+            }
+            match self.propose(&mut c, next).await? {
+                Proposed::CoSigned(s) => {
+                    return Ok(Payment {
+                        channel: hex_id(id),
+                        amount,
+                        nonce: s.state.nonce,
+                        ours: c.ours(&s.state),
+                        latency_us: t0.elapsed().as_micros() as u64,
+                    })
+                }
+                Proposed::Behind => continue,
+            }
+        }
+        Err(Layer2Error::Invalid(format!(
+            "channel {}: the counterparty keeps refusing new states; check both nodes' logs",
+            hex_id(id)
+        )))
+    }
+
+    /// Signs `next`, has it co-signed and records both signatures.
+    async fn propose(&self, c: &mut Chan, next: State) -> Result<Proposed, Layer2Error> {
+        let (ledger, key, domain, a) = (
+            c.ledger.clone(),
+            self.account.signer().clone(),
+            self.domain.clone(),
+            c.meta.ours_is_a,
+        );
+        let s = next.clone();
+        let sig = blocking(move || {
+            let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+            l.sign(&s, &key, &domain, a)
+        })
+        .await?;
+        c.newest_signed = c.newest_signed.max(next.nonce);
+        let req = Request::Propose {
+            state: next.clone(),
+            sig,
+        };
+        let reply = self.ask(&c.meta.peer, req, self.cfg.request_timeout).await?;
+        match reply {
+            Reply::CoSigned { sig: theirs } => {
+                next.verify(&theirs, c.their_address(), &self.domain)?;
+                let signed = if a {
+                    SignedState {
+                        state: next,
+                        sig_a: sig,
+                        sig_b: theirs,
+                    }
+                } else {
+                    SignedState {
+                        state: next,
+                        sig_a: theirs,
+                        sig_b: sig,
+                    }
+                };
+                self.record(c, signed.clone()).await?;
+                // The acknowledgement is informational: the counterparty already holds both signatures.
+                let (net, peer) = (self.net.clone(), c.meta.peer.clone());
+                let ack = Request::Ack {
+                    channel: c.meta.id,
+                    nonce: signed.state.nonce,
+                }
+                .encode();
+                tokio::spawn(async move {
+                    let _ = net.request(&peer, ack).await;
+                });
+                Ok(Proposed::CoSigned(Box::new(signed)))
+            }
+            Reply::Refused {
+                reason,
+                latest: Some(latest),
+            } if latest.state.channelId == c.meta.id && latest.state.nonce > c.base().nonce => {
+                latest.verify(c.meta.a, c.meta.b, &self.domain)?;
+                if latest.state.balanceA.checked_add(latest.state.balanceB) != Some(c.meta.capacity()) {
+                    return Err(Layer2Error::Invalid(format!(
+                        "the counterparty's newest state does not sum to the deposits: {reason}"
+                    )));
+                }
+                tracing::info!(channel = %hex_id(c.meta.id), nonce = latest.state.nonce, %reason, "the counterparty holds a newer co-signed state: recorded it");
+                self.record(c, latest).await?;
+                Ok(Proposed::Behind)
+            }
+            Reply::Refused { reason, .. } => Err(Layer2Error::Invalid(format!(
+                "{} refused the state: {reason}",
+                c.meta.peer
+            ))),
+            other => Err(Layer2Error::Invalid(format!(
+                "{} answered a proposal with {other:?}",
+                c.meta.peer
+            ))),
+        }
+    }
+
+    /// Records a co-signed state this node signed.
+    async fn record(&self, c: &mut Chan, signed: SignedState) -> Result<(), Layer2Error> {
+        let (ledger, a, s) = (c.ledger.clone(), c.meta.ours_is_a, signed.clone());
+        blocking(move || {
+            let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+            l.countersigned(&s, a)
+        })
+        .await?;
+        c.newest_signed = c.newest_signed.max(signed.state.nonce);
+        if c.latest
+            .as_ref()
+            .is_none_or(|l| l.state.nonce < signed.state.nonce)
+        {
+            c.latest = Some(signed);
+        }
+        Ok(())
+    }
+
+    /// A proposal from `peer`: co-sign it if it only pays us.
+    pub(super) async fn on_propose(&self, peer: &str, state: State, theirs: [u8; 65]) -> Reply {
+        let r = self.co_sign(peer, state, theirs).await;
+        let result = match &r {
+            Reply::CoSigned { .. } => "ok",
+            _ => "refused",
+        };
+        metrics::counter!(m::PAYMENTS, "direction" => "received", "result" => result).increment(1);
+        r
+    }
+
+    async fn co_sign(&self, peer: &str, state: State, theirs: [u8; 65]) -> Reply {
+        let id = state.channelId;
+        let Ok(c) = self.get(id) else {
+            return Reply::refused(format!("no channel {} here", hex_id(id)));
+        };
+        let mut c = c.lock().await;
+        if c.meta.peer != peer {
+            return Reply::refused(format!("channel {} is not with {peer}", hex_id(id)));
+        }
+        if self.paused.load(Ordering::Relaxed) {
+            return Reply::refused("layer2 is paused on this node (pause:layer2)");
+        }
+        if c.meta.state != ChannelState::Open || c.meta.final_nonce.is_some() {
+            return Reply::refused(format!("channel {} is {} here", hex_id(id), c.meta.state));
+        }
+        let base = c.base();
+        let behind = |why: String| Reply::Refused {
+            reason: why,
+            latest: c.latest.clone(),
+        };
+        if state.balanceA.checked_add(state.balanceB) != Some(c.meta.capacity()) {
+            return Reply::refused(format!(
+                "balances sum to {}; the channel holds {}",
+                state.balanceA.saturating_add(state.balanceB),
+                c.meta.capacity()
+            ));
+        }
+        let newest = c.newest_signed.max(base.nonce);
+        if state.nonce <= newest {
+            return behind(format!("nonce {} is not above {newest}", state.nonce));
+        }
+        if c.ours(&state) < c.ours(&base) {
+            return behind(format!(
+                "it lowers this side's balance from {} (nonce {}) to {}",
+                c.ours(&base),
+                base.nonce,
+                c.ours(&state)
+            ));
+        }
+        if state.isFinal && c.ours(&state) != c.ours(&base) {
+            return behind("a final state keeps the newest co-signed balances".into());
+        }
+        if let Err(e) = state.verify(&theirs, c.their_address(), &self.domain) {
+            return Reply::refused(format!("{e}"));
+        }
+        let (ledger, key, domain, a, s) = (
+            c.ledger.clone(),
+            self.account.signer().clone(),
+            self.domain.clone(),
+            c.meta.ours_is_a,
+            state.clone(),
+        );
+        let sig = match blocking(move || {
+            let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+            l.cosign(&s, theirs, &key, &domain, a)
+        })
+        .await
+        {
+            Ok(sig) => sig,
+            Err(e) => return Reply::refused(format!("cannot record the state: {e}")),
+        };
+        let (sig_a, sig_b) = if a { (sig, theirs) } else { (theirs, sig) };
+        c.newest_signed = state.nonce;
+        let is_final = state.isFinal;
+        c.latest = Some(SignedState { state, sig_a, sig_b });
+        if is_final {
+            c.meta.final_nonce = Some(c.newest_signed);
+            if let Err(e) = self.save(&c.meta) {
+                tracing::error!(error = %e, "cannot record a final state's nonce");
+            }
+        }
+        Reply::CoSigned { sig }
+    }
+
+    pub(super) async fn close_id(&self, id: B256, mode: CloseMode) -> Result<ChannelInfo, Layer2Error> {
+        let shared: Shared = self.get(id)?;
+        let mut c = shared.lock().await;
+        let info = match (c.meta.state, mode) {
+            (ChannelState::Opening, _) if c.meta.ours_is_a => {
+                let gas = self.chain.cancel(id).await?;
+                let deposit = c.meta.deposit_a;
+                self.closed(&mut c, (deposit, 0), json!({"how": "cancelled", "gas": gas}))?;
+                c.info()
+            }
+            (ChannelState::Open, CloseMode::Cooperative) => self.close_cooperatively(&mut c).await?,
+            (ChannelState::Open, CloseMode::Unilateral) => {
+                let gas = match c.latest.clone() {
+                    Some(s) => self.chain.close(&s).await?,
+                    None => self.chain.close_with_deposits(id).await?,
+                };
+                let on = self.chain.read(id).await?;
+                c.meta.state = ChannelState::Closing;
+                self.save(&c.meta)?;
+                c.watch.closing_seen = Some(on.nonce);
+                self.emit(
+                    "closing",
+                    &c.meta,
+                    json!({"by": "us", "nonce": on.nonce, "deadline": on.deadline, "gas": gas}),
+                );
+                c.info()
+            }
+            _ => return Err(c.wrong_state("close", "opening (the opener cancels) or open")),
+        };
+        drop(c);
+        self.publish_gauges().await;
+        Ok(info)
+    }
+
+    async fn close_cooperatively(&self, c: &mut Chan) -> Result<ChannelInfo, Layer2Error> {
+        let signed = match c.latest.clone().filter(|s| s.state.isFinal) {
+            Some(s) => s,
+            None => {
+                let mut fin = c.base();
+                fin.nonce = c.newest_signed.max(fin.nonce) + 1;
+                fin.isFinal = true;
+                match self.propose(c, fin).await? {
+                    Proposed::CoSigned(s) => *s,
+                    Proposed::Behind => {
+                        return Err(Layer2Error::Invalid(
+                            "the counterparty held a newer state (recorded now): close again".into(),
+                        ))
+                    }
+                }
+            }
+        };
+        c.meta.final_nonce = Some(signed.state.nonce);
+        self.save(&c.meta)?;
+        let gas = self.chain.cooperative_close(&signed).await?;
+        let paid = (signed.state.balanceA, signed.state.balanceB);
+        self.closed(
+            c,
+            paid,
+            json!({"how": "cooperative", "nonce": signed.state.nonce, "gas": gas}),
+        )?;
+        Ok(c.info())
+    }
+
+    /// Marks `c` closed with `paid` (A, B) and tells the node.
+    pub(super) fn closed(
+        &self,
+        c: &mut Chan,
+        paid: (u128, u128),
+        mut detail: serde_json::Value,
+    ) -> Result<(), Layer2Error> {
+        if c.meta.state == ChannelState::Closed {
+            return Ok(());
+        }
+        c.meta.state = ChannelState::Closed;
+        c.meta.paid = Some(paid);
+        meta::save(&self.cfg.dir, &c.meta)?;
+        detail["balance_a"] = json!(paid.0);
+        detail["balance_b"] = json!(paid.1);
+        self.emit("closed", &c.meta, detail);
+        Ok(())
+    }
+
+    /// Whether the contract's posted state is older than ours, inside its window.
+    pub(super) fn stale(&self, c: &Chan, on: &super::OnChain, height: u64) -> bool {
+        on.status == status::CLOSING
+            && height <= on.deadline
+            && c.latest.as_ref().is_some_and(|l| l.state.nonce > on.nonce)
+    }
+
+    /// Replaces the posted state with our newest.
+    pub(super) async fn challenge(
+        &self,
+        c: &mut Chan,
+        on: &super::OnChain,
+        height: u64,
+    ) -> Result<(), Layer2Error> {
+        let latest = c
+            .latest
+            .clone()
+            .ok_or_else(|| Layer2Error::Invalid("no co-signed state to dispute with".into()))?;
+        let tx = self.chain.challenge(&latest).await?;
+        metrics::counter!(m::DISPUTES).increment(1);
+        c.watch.challenged(height);
+        self.emit(
+            "disputed",
+            &c.meta,
+            json!({"posted_nonce": on.nonce, "our_nonce": latest.state.nonce, "deadline": on.deadline, "height": height, "tx": format!("{tx:#x}")}),
+        );
+        Ok(())
+    }
+}

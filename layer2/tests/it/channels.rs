@@ -1,0 +1,248 @@
+//! The adapter end to end on a real anvil: two [`EvmChannels`] joined by a
+//! direct pipe in place of libp2p (the node tests run them over libp2p).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider;
+use vigil_layer2::evm::{Event, EventSink, EvmChannels, EvmConfig, Transport};
+use vigil_layer2::{Account, ChannelState, CloseMode, Layer2Adapter, Layer2Error, Ledger, OpenRequest};
+
+use super::*;
+
+/// The other side's `handle`, or nothing when cut.
+#[derive(Debug, Default)]
+struct Pipe {
+    to: OnceLock<Arc<EvmChannels>>,
+    from: String,
+    cut: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Transport for Pipe {
+    async fn request(&self, _peer: &str, frame: Vec<u8>) -> Result<Vec<u8>, String> {
+        if self.cut.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            return Err("cut".into());
+        }
+        Ok(self.to.get().expect("wired").handle(&self.from, &frame).await)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Log(Mutex<Vec<Event>>);
+
+impl EventSink for Log {
+    fn emit(&self, e: Event) {
+        self.0.lock().unwrap().push(e);
+    }
+}
+
+impl Log {
+    fn kinds(&self) -> Vec<&'static str> {
+        self.0.lock().unwrap().iter().map(|e| e.kind).collect()
+    }
+}
+
+struct Side {
+    ch: Arc<EvmChannels>,
+    pipe: Arc<Pipe>,
+    log: Arc<Log>,
+    addr: Address,
+}
+
+async fn side(url: &str, contract: Address, i: usize, dir: &std::path::Path, name: &str) -> Side {
+    let account = Account::from_bytes(key(i).to_bytes().as_slice()).unwrap();
+    let pipe = Arc::new(Pipe {
+        from: name.into(),
+        ..Pipe::default()
+    });
+    let log = Arc::new(Log::default());
+    let cfg = EvmConfig {
+        rpc_url: url.into(),
+        chain_id: 31337,
+        contract,
+        dir: dir.join(name),
+        max_join_deposit: 5 * ETH,
+        request_timeout: Duration::from_secs(2),
+    };
+    let addr = account.address();
+    let ch = EvmChannels::open(
+        cfg,
+        account,
+        pipe.clone(),
+        log.clone(),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .unwrap();
+    Side { ch, pipe, log, addr }
+}
+
+async fn pair(url: &str, contract: Address, dir: &std::path::Path) -> (Side, Side) {
+    let a = side(url, contract, 1, dir, "A").await;
+    let b = side(url, contract, 2, dir, "B").await;
+    a.pipe.to.set(b.ch.clone()).unwrap();
+    b.pipe.to.set(a.ch.clone()).unwrap();
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_both_ways_close_cooperatively_and_an_old_state_is_disputed_through_a_reorg() {
+    let node = anvil().await;
+    let p = provider(&node.1, key(0));
+    let contract = *PaymentChannel::deploy(p.clone(), WINDOW).await.unwrap().address();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = pair(&node.1, contract, dir.path()).await;
+
+    // Open: A deposits 3 ETH and asks B for 8; B puts in at most its limit, 5.
+    let info =
+        a.ch.open(OpenRequest {
+            peer: "B".into(),
+            deposit: 3 * ETH,
+            ask: 8 * ETH,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (info.state, info.ours, info.theirs),
+        (ChannelState::Open, 3 * ETH, 5 * ETH)
+    );
+    let id = info.id.clone();
+    assert_eq!(b.ch.channel(&id).await.unwrap().ours, 5 * ETH);
+
+    // 200 payments each way, interleaved.
+    for i in 0..200u128 {
+        a.ch.pay(&id, 1000 + i).await.unwrap();
+        b.ch.pay(&id, 10).await.unwrap();
+    }
+    let sent_by_a: u128 = (0..200u128).map(|i| 1000 + i).sum();
+    let want_a = 3 * ETH - sent_by_a + 2000;
+    let ia = a.ch.channel(&id).await.unwrap();
+    let ib = b.ch.channel(&id).await.unwrap();
+    assert_eq!((ia.ours, ia.nonce), (want_a, 400));
+    assert_eq!((ib.ours, ib.theirs, ib.nonce), (8 * ETH - want_a, want_a, 400));
+
+    // Bad input: more than the balance, nothing, an unknown channel.
+    let e = b.ch.pay(&id, 100 * ETH).await.unwrap_err();
+    assert!(matches!(e, Layer2Error::InsufficientBalance { .. }), "{e}");
+    assert!(a.ch.pay(&id, 0).await.is_err());
+    let unknown = format!("{:#x}", alloy::primitives::B256::repeat_byte(7));
+    assert!(matches!(
+        a.ch.pay(&unknown, 1).await.unwrap_err(),
+        Layer2Error::UnknownChannel(_)
+    ));
+    assert!(a
+        .ch
+        .pay("0x12", 1)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("64 hex digits"));
+
+    // A counterparty that stops answering: the payment fails, balances stay.
+    b.pipe.cut.store(true, Ordering::Relaxed);
+    a.pipe.cut.store(true, Ordering::Relaxed);
+    let e = a.ch.pay(&id, 5).await.unwrap_err();
+    assert!(matches!(e, Layer2Error::Unreachable(_)), "{e}");
+    assert_eq!(a.ch.channel(&id).await.unwrap().ours, want_a);
+    a.pipe.cut.store(false, Ordering::Relaxed);
+    b.pipe.cut.store(false, Ordering::Relaxed);
+    a.ch.pay(&id, 5).await.unwrap();
+    let want_a = want_a - 5;
+
+    // Cooperative close: the contract pays the co-signed balances.
+    let (a0, b0) = (
+        p.get_balance(a.addr).await.unwrap(),
+        p.get_balance(b.addr).await.unwrap(),
+    );
+    let closed = a.ch.close(&id, CloseMode::Cooperative).await.unwrap();
+    assert_eq!(closed.state, ChannelState::Closed);
+    let gas_paid = |before: U256, after: U256, want: u128| {
+        // A pays gas for the close; B pays none.
+        let got = after + U256::from(ETH / 100) - before;
+        assert!(
+            got >= U256::from(want) && got <= U256::from(want + ETH / 100),
+            "{got} vs {want}"
+        );
+    };
+    gas_paid(a0, p.get_balance(a.addr).await.unwrap(), want_a);
+    assert_eq!(
+        p.get_balance(b.addr).await.unwrap() - b0,
+        U256::from(8 * ETH - want_a)
+    );
+    assert!(a.log.kinds().contains(&"opened") && a.log.kinds().contains(&"closed"));
+    assert!(b.log.kinds().contains(&"joined"));
+    let h = p.get_block_number().await.unwrap();
+    b.ch.on_head(h, true).await;
+    assert_eq!(b.ch.channel(&id).await.unwrap().state, ChannelState::Closed);
+
+    // A second channel: A pays B 5 times, then posts state 1 (an old one, good for A).
+    let id2 =
+        a.ch.open(OpenRequest {
+            peer: "B".into(),
+            deposit: ETH,
+            ask: 0,
+        })
+        .await
+        .unwrap()
+        .id;
+    for _ in 0..5 {
+        a.ch.pay(&id2, ETH / 10).await.unwrap();
+    }
+    let cid = id2.parse().unwrap();
+    let (ledger, _) = Ledger::open(&dir.path().join("A").join(format!("{cid:x}.ledger"))).unwrap();
+    let old = ledger.get(cid, 1).unwrap().signed().unwrap();
+    let cheat = vigil_layer2::evm::Chain::connect(
+        &node.1,
+        &Account::from_bytes(key(1).to_bytes().as_slice()).unwrap(),
+        contract,
+    )
+    .unwrap();
+    cheat.close(&old).await.unwrap();
+    let h = p.get_block_number().await.unwrap();
+    b.ch.on_head(h, true).await;
+    let on = cheat.read(cid).await.unwrap();
+    assert_eq!(on.nonce, 5, "B's watcher answered with its newest state");
+    assert!(b.log.kinds().contains(&"disputed"));
+
+    // A reorg drops the challenge: the watcher sends it again.
+    p.raw_request::<_, ()>("anvil_reorg".into(), (1u64, Vec::<()>::new()))
+        .await
+        .unwrap();
+    assert_eq!(
+        cheat.read(cid).await.unwrap().nonce,
+        1,
+        "the reorg dropped the challenge"
+    );
+    for _ in 0..2 {
+        let h = p.get_block_number().await.unwrap();
+        b.ch.on_head(h, true).await;
+    }
+    assert_eq!(
+        cheat.read(cid).await.unwrap().nonce,
+        5,
+        "disputed again after the reorg"
+    );
+
+    // After the window the watcher finalizes; B is paid in full.
+    let b0 = p.get_balance(b.addr).await.unwrap();
+    p.raw_request::<_, ()>("anvil_mine".into(), (U256::from(WINDOW + 1),))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let h = p.get_block_number().await.unwrap();
+        b.ch.on_head(h, true).await;
+        a.ch.on_head(h, true).await;
+    }
+    assert_eq!(cheat.read(cid).await.unwrap().status, 4, "finalized");
+    let paid = p.get_balance(b.addr).await.unwrap() + U256::from(ETH / 100) - b0;
+    assert!(
+        paid >= U256::from(ETH / 2) && paid <= U256::from(ETH / 2 + ETH / 100),
+        "{paid}"
+    );
+    assert_eq!(a.ch.channel(&id2).await.unwrap().state, ChannelState::Closed);
+    assert_eq!(b.ch.channel(&id2).await.unwrap().state, ChannelState::Closed);
+}
