@@ -53,6 +53,21 @@ pub enum Layer2Error {
     Invalid(String),
 }
 
+/// Amounts go to JSON as decimal strings of wei: a JSON number cannot
+/// carry every u128 (nor can many clients' doubles).
+mod wei {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Where a channel is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -115,10 +130,13 @@ pub struct ChannelInfo {
     /// Latest co-signed nonce.
     pub nonce: u64,
     /// This side's balance.
+    #[serde(with = "wei")]
     pub ours: u128,
     /// The counterparty's balance.
+    #[serde(with = "wei")]
     pub theirs: u128,
     /// Both deposits: `ours + theirs` always equals it.
+    #[serde(with = "wei")]
     pub capacity: u128,
 }
 
@@ -128,10 +146,12 @@ pub struct Payment {
     /// The channel.
     pub channel: String,
     /// Amount paid.
+    #[serde(with = "wei")]
     pub amount: u128,
     /// The co-signed nonce that carries it.
     pub nonce: u64,
     /// Our balance after it.
+    #[serde(with = "wei")]
     pub ours: u128,
     /// Round trip of propose, co-sign, acknowledge, microseconds.
     pub latency_us: u64,

@@ -9,6 +9,7 @@
 
 pub mod account;
 pub mod adapter;
+pub mod amount;
 pub mod contract;
 pub mod evm;
 pub mod ledger;
@@ -20,6 +21,7 @@ pub use account::Account;
 pub use adapter::{
     AdapterStatus, ChannelInfo, ChannelState, CloseMode, Layer2Adapter, Layer2Error, OpenRequest, Payment,
 };
+pub use alloy::primitives::Address;
 pub use evm::{EventSink, EvmChannels, EvmConfig, Transport};
 pub use ledger::{Entry, Ledger};
 pub use state::{channel_id, domain, SignedState, State};

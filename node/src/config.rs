@@ -52,8 +52,38 @@ pub struct Config {
     pub chain: ChainConfig,
     /// `[security]`: rules reacting to detections.
     pub security: SecurityConfig,
+    /// `[layer2]`: payment channels settled on an EVM chain.
+    pub layer2: Layer2Config,
     /// `[debug]`: switches for testing; all off by default.
     pub debug: DebugConfig,
+}
+
+/// `[layer2]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Layer2Config {
+    /// Run the payment-channel adapter.
+    pub enabled: bool,
+    /// Name of the `[[chain.sources]]` entry (kind evm, with chain_id) to settle on.
+    pub source: String,
+    /// Address of the deployed PaymentChannel contract.
+    pub contract: String,
+    /// The most this node deposits when a peer opens a channel with it (wei, or `0.1eth`).
+    pub max_join_deposit: String,
+    /// How long a payment waits for the counterparty, ms.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Layer2Config {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            source: String::new(),
+            contract: String::new(),
+            max_join_deposit: "0".into(),
+            request_timeout_ms: 5000,
+        }
+    }
 }
 
 /// `[challenge]`

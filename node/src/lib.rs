@@ -21,5 +21,6 @@ pub mod commands;
 pub mod config;
 pub mod datadir;
 pub mod keys;
+pub mod layer2;
 pub mod logging;
 pub mod node;

@@ -25,7 +25,7 @@ use vigil_actors::challenge::{ChallengeActor, ChallengeSettings, Challenger};
 use vigil_actors::continuity::remote::ProofServer;
 use vigil_actors::continuity::{self, Continuity, ContinuitySettings, RootRecorder};
 use vigil_actors::epoch::{self, Anchors, Chain, EpochActor, EpochSettings, EpochStore, VerifyMode};
-use vigil_actors::net::{NetActor, NetSettings, Network, ScoreParams};
+use vigil_actors::net::{BytesProtocol, NetActor, NetSettings, Network, ScoreParams};
 use vigil_actors::queue::{ConfirmMode, QueueConfig, Queues};
 use vigil_actors::rpc::{self, NodeContext, NodeInfo, RpcActor, RpcSettings, ShutdownReason};
 use vigil_actors::storage::Storage;
@@ -238,7 +238,10 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
             ),
         );
         if let Some(c) = &continuity {
-            n.set_continuity_server(Arc::new(ProofServer::new(c.clone(), chain.clone())));
+            n.set_bytes_server(
+                BytesProtocol::Continuity,
+                Arc::new(ProofServer::new(c.clone(), chain.clone())),
+            );
         }
     }
     let pauses = Arc::new(Pauses::default());
@@ -261,6 +264,16 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         sources,
         hub: Arc::new(hub),
     };
+    let layer2 = crate::layer2::open(crate::layer2::Parts {
+        config: &opts.config,
+        dir: opts.dir.root().join("layer2"),
+        account: p.account.account.clone(),
+        net: net.as_ref().map(|(n, _)| n),
+        monitor: &monitor,
+        audit: &audit,
+        queues: bus.as_ref().map(|b| b.queues().clone()),
+    })
+    .await?;
     let sec = &p.genesis.params.security;
     let challenger = net.as_ref().map(|(n, _)| {
         let settings = ChallengeSettings {
@@ -289,6 +302,7 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         Some(b) => Registry::with_queues(b.queues().clone()),
         None => Registry::with_store(p.db.clone()),
     };
+    let l2_methods = crate::layer2::rpc::methods(layer2.as_ref().map(|l| l.adapter.clone()), audit.clone());
     let ctx = Arc::new(NodeContext {
         info: NodeInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -318,6 +332,7 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         challenger: challenger.clone(),
         continuity: continuity.clone(),
         monitor: Some(monitor.clone()),
+        extra: Some(l2_methods),
     });
     if ctx.fault_injection {
         tracing::warn!("debug.fault_injection is on: actors_inject_panic can crash actors");
@@ -359,6 +374,10 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
     let c = chain.clone();
     spec = spec.child(ChildSpec::actor("epochs", move || EpochActor::new(c.clone())).shutdown(timeout));
     spec = spec.child(ChildSpec::actor("chain", move || ChainActor::new(monitor.clone())).shutdown(timeout));
+    if let Some(l2) = layer2 {
+        spec = spec
+            .child(ChildSpec::actor("layer2", move || crate::layer2::Layer2Actor::new(l2)).shutdown(timeout));
+    }
     if let Some(c) = challenger {
         spec = spec
             .child(ChildSpec::actor("challenges", move || ChallengeActor::new(c.clone())).shutdown(timeout));

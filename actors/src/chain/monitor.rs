@@ -56,6 +56,7 @@ pub struct Followed {
     pub settings: SourceSettings,
     /// Its status.
     pub status: Mutex<SourceStatus>,
+    heads: tokio::sync::watch::Sender<Option<(u64, String)>>,
 }
 
 fn now_ms() -> u64 {
@@ -74,7 +75,14 @@ impl Followed {
             source,
             settings,
             status: Mutex::new(status),
+            heads: tokio::sync::watch::Sender::new(None),
         })
+    }
+
+    /// The head (height, hash) as it changes, reorgs included: what a
+    /// watcher of this chain (Layer2) acts on.
+    pub fn heads(&self) -> tokio::sync::watch::Receiver<Option<(u64, String)>> {
+        self.heads.subscribe()
     }
 
     /// The status now.
@@ -197,6 +205,12 @@ pub async fn follow(f: Arc<Followed>, hub: Arc<SecurityHub>) {
                     st.lag = st.finalized.map(|x| head.height.saturating_sub(x));
                 });
                 metrics::gauge!(m::CHAIN_HEAD, "source" => name.clone()).set(head.height as f64);
+                let now = Some((head.height, head.hash.clone()));
+                f.heads.send_if_modified(|h| {
+                    let changed = *h != now;
+                    *h = now;
+                    changed
+                });
                 for ev in events {
                     match ev {
                         ChainEvent::NewHead(b) => {

@@ -9,7 +9,7 @@ use super::{Continuity, RootRecorder, COMMITMENT_GRACE_EPOCHS};
 use crate::epoch::Chain;
 use crate::net::codec::Frame;
 use crate::net::Offence;
-use crate::net::{BytesReply, BytesServer, Network};
+use crate::net::{BytesProtocol, BytesReply, BytesServer, Network};
 
 /// Serves continuity proofs.
 #[derive(Debug)]
@@ -150,7 +150,7 @@ impl Continuity {
     ) -> std::result::Result<SignedProof, Fault> {
         let req = ProofRequest { replica_root, epoch }.encode();
         let bytes = match net
-            .continuity_request(peer, req)
+            .bytes_request(BytesProtocol::Continuity, peer, req)
             .await
             .map_err(|e| Fault::Unanswered(e.to_string()))?
         {

@@ -119,7 +119,38 @@ impl Network {
     }
 }
 
-/// Answers a bytes-in, bytes-out protocol (`/vigil/<g8>/continuity/1`); must not block.
+/// Largest frame of `/vigil/<g8>/channel/1` either way (a channel message is
+/// at most 1 KiB; a larger frame is a malformed one).
+pub const CHANNEL_FRAME_MAX: usize = 1024;
+
+/// A bytes-in, bytes-out protocol served by a handler above the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BytesProtocol {
+    /// `/vigil/<g8>/continuity/1`: continuity proofs.
+    Continuity,
+    /// `/vigil/<g8>/channel/1`: Layer2 payment channels.
+    Channel,
+}
+
+impl BytesProtocol {
+    /// Its name in errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Continuity => "continuity",
+            Self::Channel => "channel",
+        }
+    }
+
+    /// What a node without a server for it answers.
+    pub(super) fn off(self) -> Vec<u8> {
+        match self {
+            Self::Continuity => b"\0continuity chains are off on this node".to_vec(),
+            Self::Channel => b"\0layer2 is off on this node".to_vec(),
+        }
+    }
+}
+
+/// Answers a bytes-in, bytes-out protocol; must not block.
 pub trait BytesServer: Send + Sync + std::fmt::Debug + 'static {
     /// A request from `from`; answer through `reply`.
     fn serve(&self, from: PeerId, req: Vec<u8>, reply: BytesReply);
@@ -128,6 +159,7 @@ pub trait BytesServer: Send + Sync + std::fmt::Debug + 'static {
 /// Where a bytes answer goes.
 #[derive(Debug)]
 pub struct BytesReply {
+    pub(super) protocol: BytesProtocol,
     pub(super) channel: ResponseChannel<Frame<Vec<u8>>>,
     pub(super) net: Network,
 }
@@ -137,19 +169,26 @@ impl BytesReply {
     pub async fn send(self, resp: Vec<u8>) {
         let tx = super::lock(&self.net.inner.cmd).clone();
         if let Some(tx) = tx {
-            let _ = tx.send(Command::ContinuityRespond(self.channel, resp)).await;
+            let _ = tx
+                .send(Command::BytesRespond(self.protocol, self.channel, resp))
+                .await;
         }
     }
 }
 
 impl Network {
-    /// Serves `/vigil/<g8>/continuity/1` with `s`.
-    pub fn set_continuity_server(&self, s: std::sync::Arc<dyn BytesServer>) {
-        *super::lock(&self.inner.continuity_server) = Some(s);
+    /// Serves `protocol` with `s` (before or after launch).
+    pub fn set_bytes_server(&self, protocol: BytesProtocol, s: std::sync::Arc<dyn BytesServer>) {
+        super::lock(&self.inner.bytes_servers).insert(protocol, s);
     }
 
-    /// Asks `peer` on `/vigil/<g8>/continuity/1`.
-    pub async fn continuity_request(&self, peer: PeerId, req: Vec<u8>) -> crate::Result<Frame<Vec<u8>>> {
-        self.ask(|r| Command::ContinuityRequest(peer, req, r)).await
+    /// Asks `peer` on `protocol`.
+    pub async fn bytes_request(
+        &self,
+        protocol: BytesProtocol,
+        peer: PeerId,
+        req: Vec<u8>,
+    ) -> crate::Result<Frame<Vec<u8>>> {
+        self.ask(|r| Command::BytesRequest(protocol, peer, req, r)).await
     }
 }

@@ -9,7 +9,7 @@ use libp2p::{
     StreamProtocol, Swarm, SwarmBuilder,
 };
 
-use super::app::{CHALLENGE_REQUEST_MAX, CHALLENGE_RESPONSE_MAX};
+use super::app::{CHALLENGE_REQUEST_MAX, CHALLENGE_RESPONSE_MAX, CHANNEL_FRAME_MAX};
 use super::codec::{FrameCodec, Status, STATUS_MAX};
 use super::sync::{SyncRequest, SyncResponse, SYNC_REQUEST_MAX, SYNC_RESPONSE_MAX};
 use super::NetSettings;
@@ -30,6 +30,7 @@ pub(crate) struct Behaviour {
     pub sync: request_response::Behaviour<FrameCodec<SyncRequest, SyncResponse>>,
     pub challenge: request_response::Behaviour<FrameCodec<ChallengeRequest, ChallengeResponse>>,
     pub continuity: request_response::Behaviour<FrameCodec<Vec<u8>, Vec<u8>>>,
+    pub channel: request_response::Behaviour<FrameCodec<Vec<u8>, Vec<u8>>>,
 }
 
 /// Protocol names and topics of one genesis: `/vigil/<g8>/...`.
@@ -49,6 +50,8 @@ pub struct Names {
     pub challenge: StreamProtocol,
     /// `/vigil/<g8>/continuity/1`: continuity proofs.
     pub continuity: StreamProtocol,
+    /// `/vigil/<g8>/channel/1`: Layer2 payment channels.
+    pub channel: StreamProtocol,
     /// Gossip topic of operator probes, `/vigil/<g8>/probe/1`.
     pub probe_topic: gossipsub::IdentTopic,
     /// Gossip topic of new epochs, `/vigil/<g8>/epochs`.
@@ -67,6 +70,7 @@ impl Names {
             sync: p("sync/1"),
             challenge: p("challenge/1"),
             continuity: p("continuity/1"),
+            channel: p("channel/1"),
             probe_topic: gossipsub::IdentTopic::new(format!("/vigil/{g8}/probe/1")),
             epoch_topic: gossipsub::IdentTopic::new(format!("/vigil/{g8}/epochs")),
         }
@@ -131,6 +135,12 @@ pub(crate) fn build(key: &Keypair, names: &Names, s: &NetSettings) -> Result<Swa
             FrameCodec::new(64, 256 * 1024),
             [(names.continuity.clone(), request_response::ProtocolSupport::Full)],
             request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+        ),
+        // Joining a channel waits for an on-chain transaction.
+        channel: request_response::Behaviour::with_codec(
+            FrameCodec::new(CHANNEL_FRAME_MAX, CHANNEL_FRAME_MAX),
+            [(names.channel.clone(), request_response::ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
         ),
     };
     let idle = s.idle_timeout;

@@ -33,7 +33,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 pub use actor::NetActor;
-pub use app::{BytesReply, BytesServer, ChallengeReply, ChallengeServer, GossipHandler};
+pub use app::{BytesProtocol, BytesReply, BytesServer, ChallengeReply, ChallengeServer, GossipHandler};
 pub use behaviour::Names;
 pub use book::{Ban, PeerBook};
 pub use score::{Offence, ScoreParams};
@@ -229,12 +229,14 @@ pub(crate) enum Command {
     ),
     Credit(PeerId),
     Subscribe(libp2p::gossipsub::IdentTopic),
-    ContinuityRequest(
+    BytesRequest(
+        app::BytesProtocol,
         PeerId,
         Vec<u8>,
         oneshot::Sender<std::result::Result<codec::Frame<Vec<u8>>, String>>,
     ),
-    ContinuityRespond(
+    BytesRespond(
+        app::BytesProtocol,
         libp2p::request_response::ResponseChannel<codec::Frame<Vec<u8>>>,
         Vec<u8>,
     ),
@@ -256,7 +258,7 @@ struct Inner {
     epochs: Mutex<Option<Arc<dyn EpochSource>>>,
     handlers: Mutex<Handlers>,
     challenge_server: Mutex<Option<Arc<dyn ChallengeServer>>>,
-    continuity_server: Mutex<Option<Arc<dyn app::BytesServer>>>,
+    bytes_servers: Mutex<HashMap<app::BytesProtocol, Arc<dyn app::BytesServer>>>,
 }
 
 /// Handle to the network; cheap to clone.
@@ -292,7 +294,7 @@ impl Network {
                 epochs: Mutex::new(None),
                 handlers: Mutex::new(HashMap::new()),
                 challenge_server: Mutex::new(None),
-                continuity_server: Mutex::new(None),
+                bytes_servers: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -374,6 +376,7 @@ impl Network {
                 n.epoch_topic.to_string(),
                 n.challenge.to_string(),
                 n.continuity.to_string(),
+                n.channel.to_string(),
                 n.protocol_version.clone(),
             ],
             peers: s.peers.values().filter(|p| p.identified).count(),

@@ -48,7 +48,8 @@ struct Loop {
     walk_every: Duration,
     pending_sync: HashMap<request_response::OutboundRequestId, epochs::SyncReply>,
     pending_challenges: HashMap<request_response::OutboundRequestId, (Instant, app::ChallengeAnswer)>,
-    pending_continuity: HashMap<request_response::OutboundRequestId, app::BytesAnswer>,
+    pending_bytes:
+        HashMap<(super::app::BytesProtocol, request_response::OutboundRequestId), app::BytesAnswer>,
 }
 
 fn now_us() -> u64 {
@@ -155,7 +156,7 @@ pub(super) async fn launch(net: Network) -> Result<tokio::task::JoinHandle<()>> 
         walk_every: Duration::from_secs(1),
         pending_sync: HashMap::new(),
         pending_challenges: HashMap::new(),
-        pending_continuity: HashMap::new(),
+        pending_bytes: HashMap::new(),
     };
     lp.subscribe_app_topics();
     lp.load(&settings.bootnodes)?;
@@ -406,14 +407,8 @@ impl Loop {
             Command::Challenge(peer, req, reply) => self.send_challenge(peer, req, reply),
             Command::ChallengeRespond(channel, resp) => self.respond_challenge(channel, resp),
             Command::Credit(peer) => self.reward(peer, Merit::GoodResponse),
-            Command::ContinuityRequest(peer, req, reply) => self.send_continuity(peer, req, reply),
-            Command::ContinuityRespond(channel, resp) => {
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .continuity
-                    .send_response(channel, Frame::Valid(resp));
-            }
+            Command::BytesRequest(p, peer, req, reply) => self.send_bytes(p, peer, req, reply),
+            Command::BytesRespond(p, channel, resp) => self.respond_bytes(p, channel, resp),
             Command::Subscribe(topic) => {
                 if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
                     tracing::error!(%topic, error = %e, "cannot subscribe");
@@ -612,7 +607,8 @@ impl Loop {
             BehaviourEvent::Status(e) => self.on_status(e),
             BehaviourEvent::Sync(e) => self.on_sync(e),
             BehaviourEvent::Challenge(e) => self.on_challenge(e),
-            BehaviourEvent::Continuity(e) => self.on_continuity(e),
+            BehaviourEvent::Continuity(e) => self.on_bytes(super::app::BytesProtocol::Continuity, e),
+            BehaviourEvent::Channel(e) => self.on_bytes(super::app::BytesProtocol::Channel, e),
             _ => {}
         }
     }

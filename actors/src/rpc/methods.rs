@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{NodeContext, ShutdownReason};
 
 /// Every method the admin RPC serves.
-pub const METHODS: [&str; 50] = [
+pub const METHODS: [&str; 57] = [
     "node_info",
     "node_health",
     "node_shutdown",
@@ -60,10 +60,17 @@ pub const METHODS: [&str; 50] = [
     "security_rules",
     "security_pause",
     "security_resume",
+    "layer2_status",
+    "layer2_open",
+    "layer2_pay",
+    "layer2_close",
+    "layer2_dispute",
+    "layer2_channels",
+    "layer2_channel",
 ];
 /// Methods that change state: they need the `operator` or `admin` role once
 /// API keys exist; with the cookie (full access) they are allowed.
-pub const UNSAFE_METHODS: [&str; 20] = [
+pub const UNSAFE_METHODS: [&str; 24] = [
     "node_shutdown",
     "actors_restart",
     "actors_inject_panic",
@@ -84,6 +91,10 @@ pub const UNSAFE_METHODS: [&str; 20] = [
     "challenge_audit",
     "security_pause",
     "security_resume",
+    "layer2_open",
+    "layer2_pay",
+    "layer2_close",
+    "layer2_dispute",
 ];
 
 // jsonrpsee itself answers with -32000 to -32011 (busy, oversized,
@@ -133,6 +144,7 @@ pub(super) fn audit_error(when: Audited, action: &str, e: &crate::Error) -> Erro
 }
 
 pub(super) fn module(ctx: Arc<NodeContext>) -> RpcModule<NodeContext> {
+    let extra = ctx.extra.clone();
     let mut module = RpcModule::from_arc(ctx);
     register(&mut module);
     super::actors_methods::register(&mut module);
@@ -142,6 +154,11 @@ pub(super) fn module(ctx: Arc<NodeContext>) -> RpcModule<NodeContext> {
     super::storage_methods::register(&mut module);
     super::continuity_methods::register(&mut module);
     super::chain_methods::register(&mut module);
+    if let Some(extra) = extra {
+        module
+            .merge(extra)
+            .expect("extra methods do not reuse a name of the node's");
+    }
     module
 }
 
@@ -212,6 +229,7 @@ mod tests {
             challenger: None,
             continuity: None,
             monitor: None,
+            extra: None,
         })
     }
 

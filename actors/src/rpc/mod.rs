@@ -118,6 +118,8 @@ pub struct NodeContext {
     pub continuity: Option<crate::continuity::Continuity>,
     /// Chain monitoring and the security hub.
     pub monitor: Option<crate::chain::Monitor>,
+    /// Methods served by parts above the actor runtime (the node's `layer2_*`).
+    pub extra: Option<jsonrpsee::Methods>,
 }
 
 impl NodeContext {

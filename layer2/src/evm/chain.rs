@@ -48,6 +48,22 @@ pub mod status {
     pub const CLOSED: u8 = 4;
 }
 
+/// Deploys `PaymentChannel` with a challenge window of `challenge_blocks`
+/// blocks from `account`; its address.
+pub async fn deploy(url: &str, account: &Account, challenge_blocks: u64) -> Result<Address, Layer2Error> {
+    let url = url
+        .parse()
+        .map_err(|e| Layer2Error::Invalid(format!("settlement RPC URL `{url}`: {e}")))?;
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(account.signer().clone()))
+        .connect_http(url)
+        .erased();
+    let c = PaymentChannel::deploy(provider, challenge_blocks)
+        .await
+        .map_err(|e| chain_err("deploy", e))?;
+    Ok(*c.address())
+}
+
 /// The contract through one account.
 #[derive(Debug)]
 pub struct Chain {

@@ -28,7 +28,7 @@ use alloy::sol_types::Eip712Domain;
 use serde::Serialize;
 use serde_json::json;
 
-pub use chain::{status, Chain, OnChain};
+pub use chain::{deploy, status, Chain, OnChain};
 use meta::Meta;
 
 use crate::adapter::{AdapterStatus, ChannelInfo, ChannelState, CloseMode, OpenRequest, Payment};
@@ -93,6 +93,15 @@ struct Chan {
     newest_signed: u64,
     acked: u64,
     watch: watch::Watch,
+    /// The last proposal's round trip.
+    rtt: Duration,
+    /// Hold our next proposal until then: we just refused one of the
+    /// counterparty's because ours was in flight, and it retries now.
+    yield_until: Option<std::time::Instant>,
+    /// Whether the newest co-signed state was our proposal: when both sides
+    /// propose at once, the side that made the last payment yields, so
+    /// turns alternate and neither starves.
+    last_by_us: bool,
 }
 
 impl Chan {
@@ -151,7 +160,29 @@ impl Chan {
     }
 }
 
-type Shared = Arc<tokio::sync::Mutex<Chan>>;
+/// A channel and its two locks: `state` is held only briefly (never across
+/// a network round trip, or two nodes paying each other at once would each
+/// wait for the other's lock); `out` lets one own proposal at a time leave.
+#[derive(Debug)]
+struct Cell {
+    state: tokio::sync::Mutex<Chan>,
+    out: tokio::sync::Mutex<()>,
+}
+
+impl Cell {
+    fn new(c: Chan) -> Self {
+        Self {
+            state: tokio::sync::Mutex::new(c),
+            out: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    async fn lock(&self) -> tokio::sync::MutexGuard<'_, Chan> {
+        self.state.lock().await
+    }
+}
+
+type Shared = Arc<Cell>;
 
 /// The EVM payment-channel adapter.
 #[derive(Debug)]
@@ -208,7 +239,7 @@ impl EvmChannels {
             Ok(_) => {
                 if !chain.has_code().await? {
                     return Err(Layer2Error::Chain(format!(
-                        "no contract at {} on chain {}: deploy PaymentChannel (vigil layer2-deploy) and set layer2.contract",
+                        "no contract at {} on chain {}: deploy PaymentChannel (docs/layer2.md) and set layer2.contract",
                         cfg.contract, cfg.chain_id
                     )));
                 }
@@ -223,17 +254,21 @@ impl EvmChannels {
                 tracing::warn!(channel = %hex_id(m.id), bytes = cut, "cut a torn last ledger record (a crash mid-write)");
             }
             let latest = ledger.latest_cosigned(m.id);
+            let m_is_a = m.ours_is_a;
             let newest_signed = ledger.newest_signed(m.id).unwrap_or(0);
             let id = m.id;
             chans.insert(
                 id,
-                Arc::new(tokio::sync::Mutex::new(Chan {
+                Arc::new(Cell::new(Chan {
                     meta: m,
                     ledger: Arc::new(std::sync::Mutex::new(ledger)),
                     latest,
                     newest_signed,
                     acked: 0,
                     watch: watch::Watch::default(),
+                    rtt: Duration::from_millis(5),
+                    yield_until: None,
+                    last_by_us: m_is_a,
                 })),
             );
         }
@@ -284,15 +319,19 @@ impl EvmChannels {
 
     fn insert(&self, m: Meta) -> Result<Shared, Layer2Error> {
         self.save(&m)?;
+        let ours_is_a = m.ours_is_a;
         let (ledger, _) = Ledger::open(&meta::ledger_path(&self.cfg.dir, m.id))?;
         let id = m.id;
-        let c = Arc::new(tokio::sync::Mutex::new(Chan {
+        let c = Arc::new(Cell::new(Chan {
             meta: m,
             ledger: Arc::new(std::sync::Mutex::new(ledger)),
             latest: None,
             newest_signed: 0,
             acked: 0,
             watch: watch::Watch::default(),
+            rtt: Duration::from_millis(5),
+            yield_until: None,
+            last_by_us: ours_is_a,
         }));
         self.chans
             .write()

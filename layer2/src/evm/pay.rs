@@ -18,7 +18,9 @@ use std::time::Instant;
 use alloy::primitives::B256;
 use serde_json::json;
 
-use super::{hex_id, meta, status, Chan, EvmChannels, Shared};
+use tokio::sync::MutexGuard;
+
+use super::{hex_id, meta, status, Cell, Chan, EvmChannels, Shared};
 use crate::adapter::{ChannelInfo, ChannelState, CloseMode, Payment};
 use crate::metrics as m;
 use crate::state::{SignedState, State};
@@ -31,7 +33,17 @@ enum Proposed {
     CoSigned(Box<SignedState>),
     /// The counterparty holds a newer co-signed state, now recorded here: build on it.
     Behind,
+    /// The counterparty signed a state of the same nonce meanwhile (both
+    /// sides paid at once): try again with a higher nonce after a pause.
+    Conflict(String),
 }
+
+/// How a refusal names a nonce already taken (the sides raced).
+const CONFLICT: &str = "nonce taken";
+
+/// Attempts of one payment: a newer co-signed state learnt, or both sides
+/// paying at the same moment, each cost one.
+const ATTEMPTS: u32 = 8;
 
 /// Runs ledger work (an fsync) off the async workers.
 async fn blocking<T: Send + 'static>(
@@ -68,10 +80,16 @@ impl EvmChannels {
                 "amount 0: a payment moves at least 1 unit".into(),
             ));
         }
-        let c = self.get(id)?;
-        let mut c = c.lock().await;
-        // Twice at most: once more after learning a newer co-signed state.
-        for _ in 0..2 {
+        let shared = self.get(id)?;
+        let _out = shared.out.lock().await;
+        for _ in 0..ATTEMPTS {
+            let mut c = shared.lock().await;
+            // The counterparty lost a race against our last proposal: let its retry in first.
+            if let Some(t) = c.yield_until.take().filter(|t| *t > Instant::now()) {
+                drop(c);
+                tokio::time::sleep_until(t.into()).await;
+                c = shared.lock().await;
+            }
             if c.meta.state != ChannelState::Open || c.meta.final_nonce.is_some() {
                 return Err(c.wrong_state("pay", "open"));
             }
@@ -93,7 +111,8 @@ impl EvmChannels {
                 next.balanceB -= amount;
                 next.balanceA += amount;
             }
-            match self.propose(&mut c, next).await? {
+            let (proposed, c) = self.propose(&shared, c, next).await?;
+            match proposed {
                 Proposed::CoSigned(s) => {
                     return Ok(Payment {
                         channel: hex_id(id),
@@ -104,6 +123,14 @@ impl EvmChannels {
                     })
                 }
                 Proposed::Behind => continue,
+                Proposed::Conflict(why) => {
+                    // The counterparty holds back its next proposal for ~3
+                    // round trips (it yields); retry within one.
+                    let wait = c.rtt.mul_f64(rand::random::<f64>());
+                    drop(c);
+                    tracing::debug!(channel = %hex_id(id), %why, ?wait, "both sides proposed at once; retrying");
+                    tokio::time::sleep(wait).await;
+                }
             }
         }
         Err(Layer2Error::Invalid(format!(
@@ -112,26 +139,51 @@ impl EvmChannels {
         )))
     }
 
-    /// Signs `next`, has it co-signed and records both signatures.
-    async fn propose(&self, c: &mut Chan, next: State) -> Result<Proposed, Layer2Error> {
+    /// Signs `next` (holding `c`), lets go of the channel while the
+    /// counterparty co-signs, and records both signatures (holding it
+    /// again, which it returns). The caller holds `cell.out`.
+    async fn propose<'a>(
+        &self,
+        cell: &'a Cell,
+        c: MutexGuard<'a, Chan>,
+        next: State,
+    ) -> Result<(Proposed, MutexGuard<'a, Chan>), Layer2Error> {
         let (ledger, key, domain, a) = (
             c.ledger.clone(),
             self.account.signer().clone(),
             self.domain.clone(),
             c.meta.ours_is_a,
         );
+        let peer = c.meta.peer.clone();
         let s = next.clone();
+        let mut c = c;
         let sig = blocking(move || {
             let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
             l.sign(&s, &key, &domain, a)
         })
         .await?;
         c.newest_signed = c.newest_signed.max(next.nonce);
+        drop(c);
         let req = Request::Propose {
             state: next.clone(),
             sig,
         };
-        let reply = self.ask(&c.meta.peer, req, self.cfg.request_timeout).await?;
+        let t0 = Instant::now();
+        let reply = self.ask(&peer, req, self.cfg.request_timeout).await?;
+        let mut c = cell.lock().await;
+        c.rtt = (c.rtt * 3 + t0.elapsed()) / 4;
+        let proposed = self.on_reply(&mut c, next, sig, reply).await?;
+        Ok((proposed, c))
+    }
+
+    async fn on_reply(
+        &self,
+        c: &mut Chan,
+        next: State,
+        sig: [u8; 65],
+        reply: Reply,
+    ) -> Result<Proposed, Layer2Error> {
+        let a = c.meta.ours_is_a;
         match reply {
             Reply::CoSigned { sig: theirs } => {
                 next.verify(&theirs, c.their_address(), &self.domain)?;
@@ -149,6 +201,7 @@ impl EvmChannels {
                     }
                 };
                 self.record(c, signed.clone()).await?;
+                c.last_by_us = true;
                 // The acknowledgement is informational: the counterparty already holds both signatures.
                 let (net, peer) = (self.net.clone(), c.meta.peer.clone());
                 let ack = Request::Ack {
@@ -175,6 +228,7 @@ impl EvmChannels {
                 self.record(c, latest).await?;
                 Ok(Proposed::Behind)
             }
+            Reply::Refused { reason, .. } if reason.contains(CONFLICT) => Ok(Proposed::Conflict(reason)),
             Reply::Refused { reason, .. } => Err(Layer2Error::Invalid(format!(
                 "{} refused the state: {reason}",
                 c.meta.peer
@@ -244,7 +298,17 @@ impl EvmChannels {
         }
         let newest = c.newest_signed.max(base.nonce);
         if state.nonce <= newest {
-            return behind(format!("nonce {} is not above {newest}", state.nonce));
+            if c.newest_signed > base.nonce && c.last_by_us {
+                // Both proposed at once and we paid last: the counterparty
+                // retries within a round trip; hold our next one back for three.
+                let until = Instant::now() + c.rtt * 3 + std::time::Duration::from_millis(1);
+                c.yield_until = Some(until);
+                return Reply::Refused {
+                    reason: format!("{CONFLICT}: nonce {} is not above {newest}", state.nonce),
+                    latest: c.latest.clone(),
+                };
+            }
+            return behind(format!("{CONFLICT}: nonce {} is not above {newest}", state.nonce));
         }
         if c.ours(&state) < c.ours(&base) {
             return behind(format!(
@@ -278,6 +342,7 @@ impl EvmChannels {
         };
         let (sig_a, sig_b) = if a { (sig, theirs) } else { (theirs, sig) };
         c.newest_signed = state.nonce;
+        c.last_by_us = false;
         let is_final = state.isFinal;
         c.latest = Some(SignedState { state, sig_a, sig_b });
         if is_final {
@@ -291,6 +356,7 @@ impl EvmChannels {
 
     pub(super) async fn close_id(&self, id: B256, mode: CloseMode) -> Result<ChannelInfo, Layer2Error> {
         let shared: Shared = self.get(id)?;
+        let _out = shared.out.lock().await;
         let mut c = shared.lock().await;
         let info = match (c.meta.state, mode) {
             (ChannelState::Opening, _) if c.meta.ours_is_a => {
@@ -299,7 +365,10 @@ impl EvmChannels {
                 self.closed(&mut c, (deposit, 0), json!({"how": "cancelled", "gas": gas}))?;
                 c.info()
             }
-            (ChannelState::Open, CloseMode::Cooperative) => self.close_cooperatively(&mut c).await?,
+            (ChannelState::Open, CloseMode::Cooperative) => {
+                drop(c);
+                self.close_cooperatively(&shared).await?
+            }
             (ChannelState::Open, CloseMode::Unilateral) => {
                 let gas = match c.latest.clone() {
                     Some(s) => self.chain.close(&s).await?,
@@ -318,23 +387,24 @@ impl EvmChannels {
             }
             _ => return Err(c.wrong_state("close", "opening (the opener cancels) or open")),
         };
-        drop(c);
         self.publish_gauges().await;
         Ok(info)
     }
 
-    async fn close_cooperatively(&self, c: &mut Chan) -> Result<ChannelInfo, Layer2Error> {
-        let signed = match c.latest.clone().filter(|s| s.state.isFinal) {
-            Some(s) => s,
+    /// Both sign a final state; it is posted at once. The caller holds `cell.out`.
+    async fn close_cooperatively(&self, cell: &Cell) -> Result<ChannelInfo, Layer2Error> {
+        let c = cell.lock().await;
+        let (signed, mut c) = match c.latest.clone().filter(|s| s.state.isFinal) {
+            Some(s) => (s, c),
             None => {
                 let mut fin = c.base();
                 fin.nonce = c.newest_signed.max(fin.nonce) + 1;
                 fin.isFinal = true;
-                match self.propose(c, fin).await? {
-                    Proposed::CoSigned(s) => *s,
-                    Proposed::Behind => {
+                match self.propose(cell, c, fin).await? {
+                    (Proposed::CoSigned(s), c) => (*s, c),
+                    (Proposed::Behind | Proposed::Conflict(_), _) => {
                         return Err(Layer2Error::Invalid(
-                            "the counterparty held a newer state (recorded now): close again".into(),
+                            "the counterparty was making a payment or held a newer state: close again".into(),
                         ))
                     }
                 }
@@ -345,7 +415,7 @@ impl EvmChannels {
         let gas = self.chain.cooperative_close(&signed).await?;
         let paid = (signed.state.balanceA, signed.state.balanceB);
         self.closed(
-            c,
+            &mut c,
             paid,
             json!({"how": "cooperative", "nonce": signed.state.nonce, "gas": gas}),
         )?;

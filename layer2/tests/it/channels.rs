@@ -125,6 +125,28 @@ async fn payments_both_ways_close_cooperatively_and_an_old_state_is_disputed_thr
     assert_eq!((ia.ours, ia.nonce), (want_a, 400));
     assert_eq!((ib.ours, ib.theirs, ib.nonce), (8 * ETH - want_a, want_a, 400));
 
+    // 150 each way at the same moment: turns alternate, nobody starves.
+    let (ra, rb) = tokio::join!(
+        async {
+            for _ in 0..150 {
+                a.ch.pay(&id, 7).await?;
+            }
+            Ok::<_, Layer2Error>(())
+        },
+        async {
+            for _ in 0..150 {
+                b.ch.pay(&id, 3).await?;
+            }
+            Ok::<_, Layer2Error>(())
+        }
+    );
+    ra.unwrap();
+    rb.unwrap();
+    let want_a = want_a - 150 * 7 + 150 * 3;
+    let ia = a.ch.channel(&id).await.unwrap();
+    assert_eq!(ia.ours, want_a);
+    assert_eq!(b.ch.channel(&id).await.unwrap().nonce, ia.nonce);
+
     // Bad input: more than the balance, nothing, an unknown channel.
     let e = b.ch.pay(&id, 100 * ETH).await.unwrap_err();
     assert!(matches!(e, Layer2Error::InsufficientBalance { .. }), "{e}");

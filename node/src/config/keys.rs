@@ -61,6 +61,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("continuity.keep_epochs", "epochs of links kept on disk (1..=100000)"),
     ("chain.sources", "[[chain.sources]] chains to follow: name, kind (evm|vigil), url, ws_url (evm newHeads), chain_id (evm), cookie_file (vigil), block_time_ms (default 12000), stall_factor (default 3), confirmations"),
     ("security.rules", "[[security.rules]] when = \"reorg_depth >= 3\" (or kind == outage; metrics reorg_depth, stall_secs, regression_depth, interval_z), action = \"alert\" | \"pause:challenges\" | \"resume:challenges\", optional source"),
+    ("layer2.enabled", "run the EVM payment-channel adapter (needs layer2.source and layer2.contract)"),
+    ("layer2.source", "name of the [[chain.sources]] entry (kind evm, with chain_id) channels settle on; the watcher follows its heads"),
+    ("layer2.contract", "address (0x + 40 hex) of the deployed PaymentChannel contract on that chain (docs/layer2.md shows how to deploy one)"),
+    ("layer2.max_join_deposit", "the most this node deposits when a peer opens a channel with it: wei, or a decimal with unit gwei|eth (\"0.5eth\")"),
+    ("layer2.request_timeout_ms", "how long a payment waits for the counterparty's signature, ms (100..=600000)"),
     ("debug.fault_injection", "allow actors_inject_panic over the admin RPC (chaos testing; never in production)"),
 ];
 

@@ -188,6 +188,7 @@ impl Config {
                 );
             }
         }
+        self.layer2_problems(&mut bad);
         let vdf = &self.vdf;
         for (field, v, lo, hi) in [
             ("vdf.samples", vdf.samples, 1, 4096),
@@ -262,5 +263,49 @@ impl Config {
             );
         }
         out
+    }
+}
+
+impl Config {
+    /// `[layer2]`: only checked when enabled, so a half-written section stays harmless.
+    fn layer2_problems(&self, bad: &mut impl FnMut(&str, String, String)) {
+        let l = &self.layer2;
+        if let Err(e) = vigil_layer2::amount::parse(&l.max_join_deposit) {
+            bad("layer2.max_join_deposit", format!("{:?}", l.max_join_deposit), e);
+        }
+        if !(100..=600_000).contains(&l.request_timeout_ms) {
+            bad(
+                "layer2.request_timeout_ms",
+                l.request_timeout_ms.to_string(),
+                "100..=600000".into(),
+            );
+        }
+        if !l.enabled {
+            return;
+        }
+        let evm: Vec<&str> = self
+            .chain
+            .sources
+            .iter()
+            .filter(|s| s.kind == "evm" && s.chain_id.is_some())
+            .map(|s| s.name.as_str())
+            .collect();
+        if !evm.contains(&l.source.as_str()) {
+            bad(
+                "layer2.source",
+                format!("{:?}", l.source),
+                match evm.is_empty() {
+                    true => "the name of a [[chain.sources]] entry with kind = \"evm\" and a chain_id; there is none: add one".into(),
+                    false => format!("one of the evm chain sources with a chain_id: {evm:?}"),
+                },
+            );
+        }
+        if l.contract.parse::<vigil_layer2::Address>().is_err() {
+            bad(
+                "layer2.contract",
+                format!("{:?}", l.contract),
+                "the PaymentChannel contract's address: 0x and 40 hex digits (docs/layer2.md shows how to deploy one)".into(),
+            );
+        }
     }
 }

@@ -3,6 +3,7 @@
 #![allow(unreachable_pub)]
 
 mod cheats;
+mod layer2;
 mod sampling;
 mod withdrawals;
 

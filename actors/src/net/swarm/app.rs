@@ -6,7 +6,7 @@ use libp2p::{gossipsub, request_response, PeerId};
 use tokio::sync::oneshot;
 use vigil_protocols::availability::challenge::{Request, Response};
 
-use super::super::app::{BytesReply, ChallengeReply};
+use super::super::app::{BytesProtocol, BytesReply, ChallengeReply};
 use super::super::codec::Frame;
 use super::super::score::{Merit, Offence};
 use super::super::sync::GossipVerdict;
@@ -165,20 +165,43 @@ impl Loop {
 pub(super) type BytesAnswer = oneshot::Sender<Result<Frame<Vec<u8>>, String>>;
 
 impl Loop {
-    pub(super) fn send_continuity(&mut self, peer: PeerId, req: Vec<u8>, reply: BytesAnswer) {
+    fn bytes_behaviour(
+        &mut self,
+        p: BytesProtocol,
+    ) -> &mut request_response::Behaviour<super::super::codec::FrameCodec<Vec<u8>, Vec<u8>>> {
+        match p {
+            BytesProtocol::Continuity => &mut self.swarm.behaviour_mut().continuity,
+            BytesProtocol::Channel => &mut self.swarm.behaviour_mut().channel,
+        }
+    }
+
+    fn bytes_server(&self, p: BytesProtocol) -> Option<std::sync::Arc<dyn super::super::app::BytesServer>> {
+        lock(&self.net.inner.bytes_servers).get(&p).cloned()
+    }
+
+    pub(super) fn send_bytes(&mut self, p: BytesProtocol, peer: PeerId, req: Vec<u8>, reply: BytesAnswer) {
         if !self.swarm.is_connected(&peer) {
             let _ = reply.send(Err(format!("peer {peer} is not connected")));
             return;
         }
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .continuity
-            .send_request(&peer, Frame::Valid(req));
-        self.pending_continuity.insert(id, reply);
+        let id = self.bytes_behaviour(p).send_request(&peer, Frame::Valid(req));
+        self.pending_bytes.insert((p, id), reply);
     }
 
-    pub(super) fn on_continuity(&mut self, ev: request_response::Event<Frame<Vec<u8>>, Frame<Vec<u8>>>) {
+    pub(super) fn respond_bytes(
+        &mut self,
+        p: BytesProtocol,
+        channel: request_response::ResponseChannel<Frame<Vec<u8>>>,
+        resp: Vec<u8>,
+    ) {
+        let _ = self.bytes_behaviour(p).send_response(channel, Frame::Valid(resp));
+    }
+
+    pub(super) fn on_bytes(
+        &mut self,
+        p: BytesProtocol,
+        ev: request_response::Event<Frame<Vec<u8>>, Frame<Vec<u8>>>,
+    ) {
         use request_response::{Event, Message};
         match ev {
             Event::Message {
@@ -186,23 +209,17 @@ impl Loop {
                 message: Message::Request { request, channel, .. },
                 ..
             } => match request {
-                Frame::Valid(req) => match lock(&self.net.inner.continuity_server).clone() {
+                Frame::Valid(req) => match self.bytes_server(p) {
                     Some(s) => s.serve(
                         peer,
                         req,
                         BytesReply {
+                            protocol: p,
                             channel,
                             net: self.net.clone(),
                         },
                     ),
-                    None => {
-                        let resp = b"\0continuity chains are off on this node".to_vec();
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .continuity
-                            .send_response(channel, Frame::Valid(resp));
-                    }
+                    None => self.respond_bytes(p, channel, p.off()),
                 },
                 Frame::Invalid(e) => self.bad_frame(peer, e),
             },
@@ -210,7 +227,7 @@ impl Loop {
                 message: Message::Response { request_id, response },
                 ..
             } => {
-                if let Some(reply) = self.pending_continuity.remove(&request_id) {
+                if let Some(reply) = self.pending_bytes.remove(&(p, request_id)) {
                     let _ = reply.send(Ok(response));
                 }
             }
@@ -220,8 +237,8 @@ impl Loop {
                 error,
                 ..
             } => {
-                if let Some(reply) = self.pending_continuity.remove(&request_id) {
-                    let _ = reply.send(Err(format!("continuity request to {peer} failed: {error}")));
+                if let Some(reply) = self.pending_bytes.remove(&(p, request_id)) {
+                    let _ = reply.send(Err(format!("{} request to {peer} failed: {error}", p.name())));
                 }
             }
             _ => {}

@@ -11,6 +11,7 @@ use vigil_tools::client::Endpoint;
 mod bus;
 mod chain;
 mod epoch;
+mod layer2;
 mod net;
 mod storage;
 use bus::{bus_cmd, queue_cmd, BusCmd, QueueCmd};
@@ -75,6 +76,11 @@ enum Command {
     Security {
         #[command(subcommand)]
         cmd: Option<chain::SecurityCmd>,
+    },
+    /// Layer2 payment channels: list (default), channel, open, pay, close, dispute.
+    Layer2 {
+        #[command(subcommand)]
+        cmd: Option<layer2::Layer2Cmd>,
     },
     /// Availability challenges: run, audit, stats, attestations.
     Challenge {
@@ -210,6 +216,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Chain => chain::chain(&ep, cli.json).await?,
         Command::Security { cmd } => chain::security(&ep, cmd, cli.json).await?,
         Command::Challenge { cmd } => storage::challenge_cmd(&ep, cmd, cli.json).await?,
+        Command::Layer2 { cmd } => layer2::layer2(&ep, cmd, cli.json).await?,
         Command::Net { cmd } => net::net_cmd(&ep, cmd, cli.json).await?,
         Command::Bus { .. } => unreachable!("handled above"),
         Command::Queue { cmd } => queue_cmd(&ep, cmd, cli.json).await?,
