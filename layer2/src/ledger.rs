@@ -169,12 +169,21 @@ impl Ledger {
     }
 
     fn append(&mut self, e: &Entry, ours_is_a: bool) -> Result<(), Layer2Error> {
+        self.append_unsynced(e, ours_is_a)?;
+        self.sync()
+    }
+
+    fn append_unsynced(&mut self, e: &Entry, ours_is_a: bool) -> Result<(), Layer2Error> {
         self.file
             .write_all(&encode(e, ours_is_a))
-            .and_then(|_| self.file.sync_data())
             .map_err(|err| io(&self.path, err))?;
         self.index(e.clone());
         Ok(())
+    }
+
+    /// Makes every record written so far durable (fsync).
+    pub fn sync(&mut self) -> Result<(), Layer2Error> {
+        self.file.sync_data().map_err(|err| io(&self.path, err))
     }
 
     /// Signs `state` with `key` (party A's key when `ours_is_a`) once it is
@@ -251,6 +260,21 @@ impl Ledger {
     /// Records the counterparty's signature of a state this node signed,
     /// durably: the state is then co-signed. The caller has checked it.
     pub fn countersigned(&mut self, signed: &SignedState, ours_is_a: bool) -> Result<(), Layer2Error> {
+        self.countersigned_unsynced(signed, ours_is_a)?;
+        self.sync()
+    }
+
+    /// [`Ledger::countersigned`] without the fsync: the record is in the
+    /// file (it survives the process being killed) and becomes durable
+    /// against a power loss at the next [`Ledger::sync`] or signature. The
+    /// payer uses it: its copy of the counterparty's signature releases
+    /// nothing, and should it be lost, the counterparty (who holds both
+    /// signatures) hands it back at the next exchange.
+    pub fn countersigned_unsynced(
+        &mut self,
+        signed: &SignedState,
+        ours_is_a: bool,
+    ) -> Result<(), Layer2Error> {
         let key = (signed.state.channelId, signed.state.nonce);
         match self.entries.get(&key) {
             Some(e) if e.state == signed.state => {}
@@ -266,7 +290,7 @@ impl Ledger {
             sig_a: Some(signed.sig_a),
             sig_b: Some(signed.sig_b),
         };
-        self.append(&e, ours_is_a)
+        self.append_unsynced(&e, ours_is_a)
     }
 
     /// The state of `channel` at `nonce`, if signed here.

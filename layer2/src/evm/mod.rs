@@ -102,6 +102,17 @@ struct Chan {
     /// propose at once, the side that made the last payment yields, so
     /// turns alternate and neither starves.
     last_by_us: bool,
+    /// The coalesced acknowledgement of our co-signed payments.
+    ack: Arc<Ack>,
+    /// Our newest proposal (signed and sent; co-signed or not).
+    pending: Option<State>,
+}
+
+/// The newest co-signed nonce to acknowledge, and whether one is due.
+#[derive(Debug, Default)]
+struct Ack {
+    pending: std::sync::atomic::AtomicBool,
+    nonce: std::sync::atomic::AtomicU64,
 }
 
 impl Chan {
@@ -269,6 +280,8 @@ impl EvmChannels {
                     rtt: Duration::from_millis(5),
                     yield_until: None,
                     last_by_us: m_is_a,
+                    ack: Arc::default(),
+                    pending: None,
                 })),
             );
         }
@@ -332,6 +345,8 @@ impl EvmChannels {
             rtt: Duration::from_millis(5),
             yield_until: None,
             last_by_us: ours_is_a,
+            ack: Arc::default(),
+            pending: None,
         }));
         self.chans
             .write()
@@ -517,6 +532,7 @@ impl Layer2Adapter for EvmChannels {
             final_nonce: None,
             paid: None,
         })?;
+        let _out = c.out.lock().await;
         let gas = self.chain.open(address, salt, req.deposit).await?;
         self.publish_gauges().await;
         let join = Request::Join {

@@ -38,6 +38,9 @@ enum Proposed {
     Conflict(String),
 }
 
+/// How often a payer acknowledges at most, per channel.
+const ACK_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// How a refusal names a nonce already taken (the sides raced).
 const CONFLICT: &str = "nonce taken";
 
@@ -163,6 +166,7 @@ impl EvmChannels {
         })
         .await?;
         c.newest_signed = c.newest_signed.max(next.nonce);
+        c.pending = Some(next.clone());
         drop(c);
         let req = Request::Propose {
             state: next.clone(),
@@ -202,16 +206,7 @@ impl EvmChannels {
                 };
                 self.record(c, signed.clone()).await?;
                 c.last_by_us = true;
-                // The acknowledgement is informational: the counterparty already holds both signatures.
-                let (net, peer) = (self.net.clone(), c.meta.peer.clone());
-                let ack = Request::Ack {
-                    channel: c.meta.id,
-                    nonce: signed.state.nonce,
-                }
-                .encode();
-                tokio::spawn(async move {
-                    let _ = net.request(&peer, ack).await;
-                });
+                self.acknowledge(c, signed.state.nonce);
                 Ok(Proposed::CoSigned(Box::new(signed)))
             }
             Reply::Refused {
@@ -240,14 +235,46 @@ impl EvmChannels {
         }
     }
 
-    /// Records a co-signed state this node signed.
+    /// Acknowledges co-signed `nonce`: at most one acknowledgement per
+    /// [`ACK_EVERY`] per channel, sent once the ledger is fsynced, for the
+    /// newest nonce by then (a burst of payments costs one).
+    fn acknowledge(&self, c: &mut Chan, nonce: u64) {
+        c.ack.nonce.fetch_max(nonce, Ordering::Relaxed);
+        if c.ack.pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (net, peer, id, ack, ledger) = (
+            self.net.clone(),
+            c.meta.peer.clone(),
+            c.meta.id,
+            c.ack.clone(),
+            c.ledger.clone(),
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(ACK_EVERY).await;
+            ack.pending.store(false, Ordering::Release);
+            let nonce = ack.nonce.load(Ordering::Relaxed);
+            let synced = blocking(move || ledger.lock().unwrap_or_else(|p| p.into_inner()).sync()).await;
+            match synced {
+                Ok(()) => {
+                    let frame = Request::Ack { channel: id, nonce }.encode();
+                    let _ = net.request(&peer, frame).await;
+                }
+                Err(e) => {
+                    tracing::error!(channel = %hex_id(id), error = %e, "cannot sync the channel ledger")
+                }
+            }
+        });
+    }
+
+    /// Records a co-signed state this node signed (written, fsynced by the
+    /// next signature or acknowledgement: see
+    /// [`crate::Ledger::countersigned_unsynced`]).
     async fn record(&self, c: &mut Chan, signed: SignedState) -> Result<(), Layer2Error> {
-        let (ledger, a, s) = (c.ledger.clone(), c.meta.ours_is_a, signed.clone());
-        blocking(move || {
-            let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
-            l.countersigned(&s, a)
-        })
-        .await?;
+        c.ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .countersigned_unsynced(&signed, c.meta.ours_is_a)?;
         c.newest_signed = c.newest_signed.max(signed.state.nonce);
         if c.latest
             .as_ref()
@@ -310,11 +337,16 @@ impl EvmChannels {
             }
             return behind(format!("{CONFLICT}: nonce {} is not above {newest}", state.nonce));
         }
-        if c.ours(&state) < c.ours(&base) {
+        // Our own newer proposal, if one is out: the counterparty may have
+        // co-signed it and built on it before its answer reached us. What we
+        // signed there is what we agreed to; never less than that.
+        let (floor, floor_nonce) = match c.pending.as_ref().filter(|p| p.nonce > base.nonce) {
+            Some(p) => (c.ours(p).min(c.ours(&base)), p.nonce),
+            None => (c.ours(&base), base.nonce),
+        };
+        if c.ours(&state) < floor {
             return behind(format!(
-                "it lowers this side's balance from {} (nonce {}) to {}",
-                c.ours(&base),
-                base.nonce,
+                "it lowers this side's balance from {floor} (nonce {floor_nonce}) to {}",
                 c.ours(&state)
             ));
         }

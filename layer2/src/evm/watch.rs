@@ -50,9 +50,12 @@ impl EvmChannels {
     pub async fn on_head(&self, height: u64, new_head: bool) {
         self.watching.store(true, Ordering::Relaxed);
         let mut changed = false;
-        for c in self.all() {
-            let mut c = c.lock().await;
-            if c.meta.state == ChannelState::Closed {
+        for cell in self.all() {
+            let mut c = cell.lock().await;
+            // An open under way (its `out` held) reports the channel open itself.
+            if c.meta.state == ChannelState::Closed
+                || (c.meta.state == ChannelState::Opening && cell.out.try_lock().is_err())
+            {
                 continue;
             }
             if new_head {

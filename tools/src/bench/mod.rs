@@ -4,6 +4,7 @@
 pub mod chain;
 pub mod continuity;
 pub mod forgery;
+pub mod layer2;
 pub mod logsync;
 pub mod network;
 pub mod proofs;

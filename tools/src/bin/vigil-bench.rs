@@ -3,7 +3,9 @@
 use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
-use vigil_tools::bench::{chain, continuity, forgery, logsync, network, proofs, queue, supervision, vdf};
+use vigil_tools::bench::{
+    chain, continuity, forgery, layer2, logsync, network, proofs, queue, supervision, vdf,
+};
 
 /// Benchmarks of vigil's parts; every comparison is measured side by side in one run.
 #[derive(Debug, Parser)]
@@ -82,6 +84,21 @@ enum Area {
         /// Reorg depth.
         #[arg(long, default_value_t = 1)]
         depth: u64,
+        /// The anvil binary (default: $VIGIL_ANVIL, else .tools/anvil from scripts/test).
+        #[arg(long)]
+        anvil: Option<std::path::PathBuf>,
+    },
+    /// Layer2: payments/s and latency between two vigil processes (one channel, then N at once), and gas.
+    Layer2 {
+        /// Payments on the single channel.
+        #[arg(long, default_value_t = 5_000)]
+        payments: u64,
+        /// Channels paying at once.
+        #[arg(long, default_value_t = 16)]
+        channels: usize,
+        /// Payments per channel in the concurrent run.
+        #[arg(long, default_value_t = 1_000)]
+        per_channel: u64,
         /// The anvil binary (default: $VIGIL_ANVIL, else .tools/anvil from scripts/test).
         #[arg(long)]
         anvil: Option<std::path::PathBuf>,
@@ -319,6 +336,43 @@ fn main() {
                     p.p50_us / 1000.0,
                     p.p99_us / 1000.0,
                     p.max_us / 1000.0
+                );
+            }
+        }
+        Area::Layer2 {
+            payments,
+            channels,
+            per_channel,
+            anvil,
+        } => {
+            let anvil = anvil
+                .or_else(|| std::env::var_os("VIGIL_ANVIL").map(Into::into))
+                .unwrap_or_else(|| {
+                    ".tools/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil".into()
+                });
+            let o = layer2::Options {
+                payments: payments.max(1),
+                channels: channels.clamp(1, 256),
+                per_channel: per_channel.max(1),
+                anvil,
+            };
+            let r = or_exit(layer2::run(&o, &progress));
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
+            } else {
+                for run in [&r.single, &r.concurrent] {
+                    println!(
+                        "layer2: {} channel(s), {} payments: {:.0} payments/s, p50 {:.2} ms, p99 {:.2} ms",
+                        run.channels,
+                        run.payments,
+                        run.per_sec,
+                        run.p50_us as f64 / 1000.0,
+                        run.p99_us as f64 / 1000.0
+                    );
+                }
+                println!(
+                    "layer2 gas on anvil: open {}, join {}, cooperative close {}",
+                    r.gas_open, r.gas_join, r.gas_close
                 );
             }
         }
