@@ -17,7 +17,7 @@
 //! bytes). A torn last record (a crash mid-append) is cut off at open; a bad
 //! record followed by good ones is corruption and is reported, never skipped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -59,10 +59,22 @@ impl Entry {
 pub struct Ledger {
     path: PathBuf,
     file: File,
-    entries: HashMap<(B256, u64), Entry>,
+    /// From each channel's newest co-signed state on: older ones are
+    /// superseded, and never signed again (a nonce below the newest is refused).
+    entries: BTreeMap<(B256, u64), Entry>,
     newest: HashMap<B256, u64>,
     newest_cosigned: HashMap<B256, u64>,
+    /// Whether this node is party A, per channel (for rewriting records).
+    sides: HashMap<B256, bool>,
+    /// Bytes in the file.
+    len: u64,
+    compact_at: u64,
 }
+
+/// Above this size the file is rewritten with the live records only (one
+/// or two per channel): a channel making payments for weeks stays small.
+const COMPACT_AT: u64 = 16 << 20;
+const RECORD: u64 = (8 + BODY) as u64;
 
 fn io(path: &Path, e: std::io::Error) -> Layer2Error {
     Layer2Error::Store(format!("{}: {e}", path.display()))
@@ -121,9 +133,12 @@ impl Ledger {
         let mut ledger = Self {
             path: path.to_owned(),
             file,
-            entries: HashMap::new(),
+            entries: BTreeMap::new(),
             newest: HashMap::new(),
             newest_cosigned: HashMap::new(),
+            sides: HashMap::new(),
+            len: 0,
+            compact_at: COMPACT_AT,
         };
         let mut at = 0usize;
         while at < bytes.len() {
@@ -142,9 +157,13 @@ impl Ledger {
                     path.display()
                 )));
             }
-            ledger.index(decode(&rest[8..8 + BODY]));
+            let body = &rest[8..8 + BODY];
+            let e = decode(body);
+            ledger.sides.insert(e.state.channelId, body[73] == 1);
+            ledger.index(e);
             at += 8 + BODY;
         }
+        ledger.len = at as u64;
         let cut = (bytes.len() - at) as u64;
         if cut > 0 {
             ledger.file.set_len(at as u64).map_err(|e| io(path, e))?;
@@ -165,18 +184,72 @@ impl Ledger {
         if slot.sig_a.is_some() && slot.sig_b.is_some() {
             let c = self.newest_cosigned.entry(ch).or_insert(n);
             *c = (*c).max(n);
+            let floor = *c;
+            let old: Vec<(B256, u64)> = self
+                .entries
+                .range((ch, 0)..(ch, floor))
+                .map(|(k, _)| *k)
+                .collect();
+            for k in old {
+                self.entries.remove(&k);
+            }
         }
+    }
+
+    /// Reads every record of the ledger at `path`, superseded ones too, in
+    /// file order (forensics, tests); a torn last record is left out.
+    pub fn read_all(path: &Path) -> Result<Vec<Entry>, Layer2Error> {
+        let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+        Ok(bytes
+            .chunks_exact(8 + BODY)
+            .take_while(|r| {
+                u32::from_be_bytes(r[4..8].try_into().expect("4 bytes")) == crc32fast::hash(&r[8..])
+            })
+            .map(|r| decode(&r[8..]))
+            .collect())
+    }
+
+    /// Rewrites the file with the live records only: written to a
+    /// temporary file, fsynced, renamed over the ledger, the folder fsynced.
+    fn compact(&mut self) -> Result<(), Layer2Error> {
+        let tmp = self.path.with_extension("compact");
+        let mut out = Vec::with_capacity(self.entries.len() * RECORD as usize);
+        for ((ch, _), e) in &self.entries {
+            out.extend_from_slice(&encode(e, self.sides.get(ch).copied().unwrap_or(false)));
+        }
+        let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+        f.write_all(&out)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| io(&self.path, e))?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io(dir, e))?;
+        }
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| io(&self.path, e))?;
+        self.len = out.len() as u64;
+        Ok(())
     }
 
     fn append(&mut self, e: &Entry, ours_is_a: bool) -> Result<(), Layer2Error> {
         self.append_unsynced(e, ours_is_a)?;
-        self.sync()
+        self.sync()?;
+        if self.len > self.compact_at {
+            self.compact()?;
+        }
+        Ok(())
     }
 
     fn append_unsynced(&mut self, e: &Entry, ours_is_a: bool) -> Result<(), Layer2Error> {
         self.file
             .write_all(&encode(e, ours_is_a))
             .map_err(|err| io(&self.path, err))?;
+        self.len += RECORD;
+        self.sides.insert(e.state.channelId, ours_is_a);
         self.index(e.clone());
         Ok(())
     }
@@ -293,7 +366,8 @@ impl Ledger {
         self.append_unsynced(&e, ours_is_a)
     }
 
-    /// The state of `channel` at `nonce`, if signed here.
+    /// The state of `channel` at `nonce`, if signed here and not superseded
+    /// (older than the newest co-signed; see [`Ledger::read_all`]).
     pub fn get(&self, channel: B256, nonce: u64) -> Option<&Entry> {
         self.entries.get(&(channel, nonce))
     }
@@ -410,5 +484,45 @@ mod tests {
         std::fs::write(&path, &bad).unwrap();
         let e = Ledger::open(&path).unwrap_err();
         assert!(e.to_string().contains("corrupt"), "{e}");
+    }
+
+    #[test]
+    fn superseded_states_leave_memory_and_the_file_is_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.ledger");
+        let (ka, kb) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+        let d = domain(31337, Address::repeat_byte(1));
+        let (mut l, _) = Ledger::open(&path).unwrap();
+        l.compact_at = 40 * RECORD;
+        for n in 1..=100u64 {
+            let s = state(n, 100 - n as u128 % 50);
+            let sig_a = l.sign(&s, &ka, &d, true).unwrap();
+            let signed = SignedState {
+                sig_b: s.sign(&kb, &d).unwrap(),
+                state: s,
+                sig_a,
+            };
+            l.countersigned(&signed, true).unwrap();
+        }
+        let ch = B256::repeat_byte(9);
+        assert_eq!(
+            l.entries.len(),
+            1,
+            "only the newest co-signed state stays in memory"
+        );
+        assert!(l.len <= 41 * RECORD, "compacted: {} bytes", l.len);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), l.len);
+        // Old nonces stay refused; the newest survives a restart.
+        assert!(l.sign(&state(7, 1), &ka, &d, true).is_err());
+        drop(l);
+        let (l, cut) = Ledger::open(&path).unwrap();
+        assert_eq!(cut, 0);
+        assert_eq!(l.latest_cosigned(ch).unwrap().state.nonce, 100);
+        assert_eq!(l.newest_signed(ch), Some(100));
+        let all = Ledger::read_all(&path).unwrap();
+        assert!(
+            all.iter().all(|e| e.state.nonce > 40),
+            "superseded records were dropped"
+        );
     }
 }

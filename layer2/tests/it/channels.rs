@@ -215,8 +215,11 @@ async fn payments_both_ways_close_cooperatively_and_an_old_state_is_disputed_thr
         a.ch.pay(&id2, ETH / 10).await.unwrap();
     }
     let cid = id2.parse().unwrap();
-    let (ledger, _) = Ledger::open(&dir.path().join("A").join(format!("{cid:x}.ledger"))).unwrap();
-    let old = ledger.get(cid, 1).unwrap().signed().unwrap();
+    let records = Ledger::read_all(&dir.path().join("A").join(format!("{cid:x}.ledger"))).unwrap();
+    let old = records
+        .iter()
+        .find_map(|e| e.signed().filter(|s| s.state.nonce == 1))
+        .unwrap();
     let cheat = vigil_layer2::evm::Chain::connect(
         &node.1,
         &Account::from_bytes(key(1).to_bytes().as_slice()).unwrap(),

@@ -254,8 +254,11 @@ async fn a_channel_between_two_nodes_pays_both_ways_survives_sigkill_and_defends
     signal(a, libc::SIGKILL).unwrap();
     let cid = id2.parse().unwrap();
     let ledger = a.dir.join("layer2").join(format!("{cid:x}.ledger"));
-    let (l, _) = vigil_layer2::Ledger::open(&ledger).unwrap();
-    let old = l.get(cid, 1).unwrap().signed().unwrap();
+    let records = vigil_layer2::Ledger::read_all(&ledger).unwrap();
+    let old = records
+        .iter()
+        .find_map(|e| e.signed().filter(|s| s.state.nonce == 1))
+        .unwrap();
     let close = PaymentChannel::closeCall {
         s: PaymentChannel::State {
             channelId: cid,
