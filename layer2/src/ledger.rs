@@ -349,6 +349,11 @@ impl Ledger {
         ours_is_a: bool,
     ) -> Result<(), Layer2Error> {
         let key = (signed.state.channelId, signed.state.nonce);
+        if self.newest_cosigned.get(&key.0).is_some_and(|c| *c > key.1) {
+            // Superseded already by a newer co-signed state (built on this
+            // one): nothing left to record.
+            return Ok(());
+        }
         match self.entries.get(&key) {
             Some(e) if e.state == signed.state => {}
             _ => {
@@ -524,5 +529,33 @@ mod tests {
             all.iter().all(|e| e.state.nonce > 40),
             "superseded records were dropped"
         );
+    }
+
+    #[test]
+    fn a_co_signature_arriving_after_a_newer_co_signed_state_is_superseded_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ka, kb) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+        let d = domain(31337, Address::repeat_byte(1));
+        let (mut l, _) = Ledger::open(&dir.path().join("l")).unwrap();
+        // Ours at 5 is in flight; the counterparty co-signed it and built 6 on it.
+        let s5 = state(5, 40);
+        let sig5 = l.sign(&s5, &ka, &d, true).unwrap();
+        let s6 = state(6, 45);
+        l.cosign(&s6, s6.sign(&kb, &d).unwrap(), &ka, &d, true).unwrap();
+        // Then the answer for 5 arrives.
+        let late = SignedState {
+            sig_b: s5.sign(&kb, &d).unwrap(),
+            state: s5,
+            sig_a: sig5,
+        };
+        l.countersigned(&late, true).unwrap();
+        assert_eq!(l.latest_cosigned(B256::repeat_byte(9)).unwrap().state.nonce, 6);
+        // A state never signed here is still refused.
+        let stranger = SignedState {
+            state: state(7, 1),
+            sig_a: [1; 65],
+            sig_b: [2; 65],
+        };
+        assert!(l.countersigned(&stranger, true).is_err());
     }
 }

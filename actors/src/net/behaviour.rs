@@ -155,7 +155,14 @@ pub(crate) fn build(key: &Keypair, names: &Names, s: &NetSettings) -> Result<Swa
         .with_quic()
         .with_behaviour(|_| behaviour)
         .map_err(|e| err("behaviour", &e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        // 0-RTT protocol negotiation on the streams this node opens: the
+        // request goes out with the protocol name instead of a round trip
+        // later (a Layer2 payment, a challenge, a sync request: one round
+        // trip each instead of two). Listeners accept both forms.
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(idle)
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+        })
         .build();
     Ok(swarm)
 }

@@ -39,14 +39,15 @@ enum Proposed {
 }
 
 /// How often a payer acknowledges at most, per channel.
-const ACK_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+const ACK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How a refusal names a nonce already taken (the sides raced).
 const CONFLICT: &str = "nonce taken";
 
-/// Attempts of one payment: a newer co-signed state learnt, or both sides
-/// paying at the same moment, each cost one.
-const ATTEMPTS: u32 = 8;
+/// Attempts of one payment at most: a newer co-signed state learnt, or
+/// both sides paying at the same moment, each cost one; and all of them
+/// within `layer2.request_timeout_ms`.
+const ATTEMPTS: u32 = 64;
 
 /// Ledger writes (an fsync each) under way in this process.
 static LEDGER_BUSY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -103,7 +104,11 @@ impl EvmChannels {
         }
         let shared = self.get(id)?;
         let _out = shared.out.lock().await;
+        let deadline = t0 + self.cfg.request_timeout;
         for _ in 0..ATTEMPTS {
+            if Instant::now() > deadline {
+                break;
+            }
             let mut c = shared.lock().await;
             // The counterparty lost a race against our last proposal: let its retry in first.
             if let Some(t) = c.yield_until.take().filter(|t| *t > Instant::now()) {
@@ -139,7 +144,7 @@ impl EvmChannels {
                         channel: hex_id(id),
                         amount,
                         nonce: s.state.nonce,
-                        ours: c.ours(&s.state),
+                        ours: c.ours(&c.base()),
                         latency_us: t0.elapsed().as_micros() as u64,
                     })
                 }
@@ -155,8 +160,9 @@ impl EvmChannels {
             }
         }
         Err(Layer2Error::Invalid(format!(
-            "channel {}: the counterparty keeps refusing new states; check both nodes' logs",
-            hex_id(id)
+            "channel {}: no state agreed within {:?}: the counterparty kept paying at the same moment, or kept refusing; try again, or see both nodes' logs",
+            hex_id(id),
+            self.cfg.request_timeout
         )))
     }
 
