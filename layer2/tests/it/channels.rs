@@ -51,6 +51,7 @@ struct Side {
     pipe: Arc<Pipe>,
     log: Arc<Log>,
     addr: Address,
+    paused: Arc<AtomicBool>,
 }
 
 async fn side(url: &str, contract: Address, i: usize, dir: &std::path::Path, name: &str) -> Side {
@@ -69,16 +70,17 @@ async fn side(url: &str, contract: Address, i: usize, dir: &std::path::Path, nam
         request_timeout: Duration::from_secs(2),
     };
     let addr = account.address();
-    let ch = EvmChannels::open(
-        cfg,
-        account,
-        pipe.clone(),
-        log.clone(),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await
-    .unwrap();
-    Side { ch, pipe, log, addr }
+    let paused = Arc::new(AtomicBool::new(false));
+    let ch = EvmChannels::open(cfg, account, pipe.clone(), log.clone(), paused.clone())
+        .await
+        .unwrap();
+    Side {
+        ch,
+        pipe,
+        log,
+        addr,
+        paused,
+    }
 }
 
 async fn pair(url: &str, contract: Address, dir: &std::path::Path) -> (Side, Side) {
@@ -164,6 +166,61 @@ async fn payments_both_ways_close_cooperatively_and_an_old_state_is_disputed_thr
         .to_string()
         .contains("64 hex digits"));
 
+    // A hostile counterparty's frames, straight at B's handler: a state
+    // signed by another key, one from a peer the channel is not with, one
+    // that takes from B, garbage and an oversized frame. Each is refused
+    // with why, and nothing changes.
+    use vigil_layer2::wire::{Reply, Request};
+    let before = b.ch.channel(&id).await.unwrap();
+    let cid: alloy::primitives::B256 = id.parse().unwrap();
+    let base = vigil_layer2::State {
+        channelId: cid,
+        nonce: before.nonce + 10,
+        balanceA: before.theirs - 1,
+        balanceB: before.ours + 1,
+        isFinal: false,
+    };
+    let d = vigil_layer2::domain(31337, contract);
+    let refused = |bytes: Vec<u8>| match Reply::decode(&bytes).unwrap() {
+        Reply::Refused { reason, .. } => reason,
+        other => panic!("not refused: {other:?}"),
+    };
+    let stranger = key(0);
+    let frame = Request::Propose {
+        sig: base.sign(&stranger, &d).unwrap(),
+        state: base.clone(),
+    }
+    .encode();
+    let why = refused(b.ch.handle("A", &frame).await);
+    assert!(why.contains("not by"), "{why}");
+    let good = Request::Propose {
+        sig: base.sign(&key(1), &d).unwrap(),
+        state: base.clone(),
+    }
+    .encode();
+    let why = refused(b.ch.handle("C", &good).await);
+    assert!(why.contains("not with C"), "{why}");
+    let mut taking = base.clone();
+    taking.balanceA += 2;
+    taking.balanceB -= 2;
+    let frame = Request::Propose {
+        sig: taking.sign(&key(1), &d).unwrap(),
+        state: taking,
+    }
+    .encode();
+    let why = refused(b.ch.handle("A", &frame).await);
+    assert!(why.contains("lowers this side's balance"), "{why}");
+    assert!(refused(b.ch.handle("A", &[3, 1, 2]).await).contains("truncated"));
+    assert!(refused(b.ch.handle("A", &[9; 5000]).await).contains("at most 1024"));
+    assert_eq!(b.ch.channel(&id).await.unwrap(), before, "nothing changed");
+
+    // pause:layer2 stops payments both ways (the watcher is shown below).
+    b.paused.store(true, Ordering::Relaxed);
+    assert!(matches!(b.ch.pay(&id, 1).await.unwrap_err(), Layer2Error::Paused));
+    let e = a.ch.pay(&id, 1).await.unwrap_err().to_string();
+    assert!(e.contains("paused"), "{e}");
+    b.paused.store(false, Ordering::Relaxed);
+
     // A counterparty that stops answering: the payment fails, balances stay.
     b.pipe.cut.store(true, Ordering::Relaxed);
     a.pipe.cut.store(true, Ordering::Relaxed);
@@ -227,6 +284,8 @@ async fn payments_both_ways_close_cooperatively_and_an_old_state_is_disputed_thr
     )
     .unwrap();
     cheat.close(&old).await.unwrap();
+    // Paused, the watcher still defends the channel.
+    b.paused.store(true, Ordering::Relaxed);
     let h = p.get_block_number().await.unwrap();
     b.ch.on_head(h, true).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -234,6 +293,7 @@ async fn payments_both_ways_close_cooperatively_and_an_old_state_is_disputed_thr
     assert_eq!(on.nonce, 5, "B's watcher answered with its newest state");
     assert!(b.log.kinds().contains(&"disputed"));
 
+    b.paused.store(false, Ordering::Relaxed);
     // A reorg drops the challenge: the watcher sends it again.
     p.raw_request::<_, ()>("anvil_reorg".into(), (1u64, Vec::<()>::new()))
         .await
