@@ -10,15 +10,27 @@
 //! ```
 //!
 //! Encoding: a tag byte, then fixed-width big-endian fields; a reason is a
-//! `u16` length and UTF-8. A frame is at most [`MAX_FRAME`] bytes; anything
+//! `u16` length and UTF-8. A message is at most [`MAX_FRAME`] bytes; anything
 //! longer, shorter, or with an unknown tag is refused with what was wrong.
+//!
+//! Requests to one peer that wait while another is in flight leave together
+//! as one `Batch` (tag 5: a `u16` count, then each message with a `u16`
+//! length; at most [`MAX_BATCH`]), answered by one `Batch` of replies in the
+//! same order (tag 0x86): under load, many channels' payments share one
+//! round trip; alone, a message goes by itself.
 
 use alloy::primitives::{Address, B256};
 
 use crate::state::{SignedState, State};
 
-/// Largest frame either way.
+/// Largest single message either way.
 pub const MAX_FRAME: usize = 1024;
+/// Most messages in one batch.
+pub const MAX_BATCH: usize = 64;
+/// Largest batch frame: a tag, a count, and each message with its length.
+pub const MAX_BATCH_FRAME: usize = 3 + MAX_BATCH * (2 + MAX_FRAME);
+const REQUEST_BATCH: u8 = 5;
+const REPLY_BATCH: u8 = 0x86;
 /// Longest refusal reason sent.
 const MAX_REASON: usize = 400;
 const STATE: usize = 32 + 8 + 16 + 16 + 1;
@@ -53,6 +65,8 @@ pub enum Request {
         /// The nonce.
         nonce: u64,
     },
+    /// Several requests, answered by a [`Reply::Batch`] in the same order.
+    Batch(Vec<Request>),
 }
 
 /// The answer.
@@ -87,6 +101,8 @@ pub enum Reply {
     },
     /// Acknowledged.
     Done,
+    /// The replies to a [`Request::Batch`], in its order.
+    Batch(Vec<Reply>),
 }
 
 fn put_state(out: &mut Vec<u8>, s: &State) {
@@ -156,17 +172,47 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn check_len(b: &[u8]) -> Result<(), String> {
+fn check_len(b: &[u8], max: usize) -> Result<(), String> {
     if b.is_empty() {
         return Err("empty channel frame".into());
     }
-    if b.len() > MAX_FRAME {
+    if b.len() > max {
         return Err(format!(
-            "channel frame of {} bytes; at most {MAX_FRAME} allowed",
+            "channel frame of {} bytes; at most {max} allowed",
             b.len()
         ));
     }
     Ok(())
+}
+
+fn encode_batch(tag: u8, items: Vec<Vec<u8>>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(3 + items.iter().map(|i| 2 + i.len()).sum::<usize>());
+    out.push(tag);
+    out.extend_from_slice(&(items.len() as u16).to_be_bytes());
+    for i in items {
+        out.extend_from_slice(&(i.len() as u16).to_be_bytes());
+        out.extend_from_slice(&i);
+    }
+    out
+}
+
+fn decode_batch<T>(b: &[u8], one: fn(&[u8]) -> Result<T, String>) -> Result<Vec<T>, String> {
+    check_len(b, MAX_BATCH_FRAME)?;
+    let mut r = Reader {
+        b: &b[1..],
+        what: "batch",
+    };
+    let n = u16::from_be_bytes(r.array()?) as usize;
+    if !(1..=MAX_BATCH).contains(&n) {
+        return Err(format!("batch of {n} messages; 1..={MAX_BATCH} allowed"));
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let len = u16::from_be_bytes(r.array()?) as usize;
+        out.push(one(r.take(len)?).map_err(|e| format!("batch message {i}: {e}"))?);
+    }
+    r.end()?;
+    Ok(out)
 }
 
 impl Request {
@@ -197,13 +243,24 @@ impl Request {
                 out.extend_from_slice(channel.as_slice());
                 out.extend_from_slice(&nonce.to_be_bytes());
             }
+            Self::Batch(items) => {
+                return encode_batch(REQUEST_BATCH, items.iter().map(Self::encode).collect())
+            }
         }
         out
     }
 
     /// Parses a frame; the error names what was wrong.
     pub fn decode(b: &[u8]) -> Result<Self, String> {
-        check_len(b)?;
+        match b.first() {
+            Some(&REQUEST_BATCH) => decode_batch(b, Self::decode_one).map(Self::Batch),
+            _ => Self::decode_one(b),
+        }
+    }
+
+    /// One message, never a batch (batches do not nest).
+    fn decode_one(b: &[u8]) -> Result<Self, String> {
+        check_len(b, MAX_FRAME)?;
         let mut r = Reader {
             b: &b[1..],
             what: "request",
@@ -285,13 +342,22 @@ impl Reply {
                 }
             }
             Self::Done => out.push(0x85),
+            Self::Batch(items) => return encode_batch(REPLY_BATCH, items.iter().map(Self::encode).collect()),
         }
         out
     }
 
     /// Parses a frame; the error names what was wrong.
     pub fn decode(b: &[u8]) -> Result<Self, String> {
-        check_len(b)?;
+        match b.first() {
+            Some(&REPLY_BATCH) => decode_batch(b, Self::decode_one).map(Self::Batch),
+            _ => Self::decode_one(b),
+        }
+    }
+
+    /// One message, never a batch.
+    fn decode_one(b: &[u8]) -> Result<Self, String> {
+        check_len(b, MAX_FRAME)?;
         let mut r = Reader {
             b: &b[1..],
             what: "reply",
@@ -387,6 +453,33 @@ mod tests {
         for r in replies {
             assert_eq!(Reply::decode(&r.encode()).unwrap(), r);
         }
+    }
+
+    #[test]
+    fn batches_round_trip_and_bad_batches_are_refused() {
+        let items = vec![
+            Request::Propose {
+                state: state(),
+                sig: [6; 65],
+            },
+            Request::Ack {
+                channel: B256::repeat_byte(1),
+                nonce: 3,
+            },
+        ];
+        let b = Request::Batch(items.clone());
+        assert_eq!(Request::decode(&b.encode()).unwrap(), b);
+        let r = Reply::Batch(vec![Reply::CoSigned { sig: [1; 65] }, Reply::Done]);
+        assert_eq!(Reply::decode(&r.encode()).unwrap(), r);
+        let nested = Request::Batch(vec![Request::Batch(items.clone())]).encode();
+        assert!(Request::decode(&nested).unwrap_err().contains("batch message 0"));
+        let empty = Request::Batch(vec![]).encode();
+        assert!(Request::decode(&empty).unwrap_err().contains("batch of 0"));
+        let many = Request::Batch(vec![Request::Hello; MAX_BATCH + 1]).encode();
+        assert!(Request::decode(&many).unwrap_err().contains("1..=64"));
+        let mut cut = b.encode();
+        cut.truncate(cut.len() - 3);
+        assert!(Request::decode(&cut).unwrap_err().contains("truncated"));
     }
 
     #[test]

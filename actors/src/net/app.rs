@@ -119,9 +119,10 @@ impl Network {
     }
 }
 
-/// Largest frame of `/vigil/<g8>/channel/1` either way (a channel message is
-/// at most 1 KiB; a larger frame is a malformed one).
-pub const CHANNEL_FRAME_MAX: usize = 1024;
+/// Largest frame of `/vigil/<g8>/channel/1` either way: a batch of at most
+/// 64 channel messages of at most 1 KiB each, with their lengths (the
+/// adapter checks each message).
+pub const CHANNEL_FRAME_MAX: usize = 3 + 64 * (2 + 1024);
 
 /// A bytes-in, bytes-out protocol served by a handler above the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -12,6 +12,7 @@
 //! closing, closed) is in [`meta`]. After a crash both are read back and the
 //! channel goes on.
 
+mod batch;
 mod chain;
 pub mod meta;
 mod pay;
@@ -203,6 +204,7 @@ pub struct EvmChannels {
     domain: Eip712Domain,
     chain: Chain,
     net: Arc<dyn Transport>,
+    batcher: batch::Batcher,
     events: Arc<dyn EventSink>,
     paused: Arc<AtomicBool>,
     chans: RwLock<HashMap<B256, Shared>>,
@@ -290,6 +292,7 @@ impl EvmChannels {
             cfg,
             account,
             chain,
+            batcher: batch::Batcher::new(net.clone()),
             net,
             events,
             paused,
@@ -356,31 +359,49 @@ impl EvmChannels {
     }
 
     async fn ask(&self, peer: &str, req: Request, timeout: Duration) -> Result<Reply, Layer2Error> {
-        let frame = req.encode();
-        let bytes = tokio::time::timeout(timeout, self.net.request(peer, frame))
-            .await
-            .map_err(|_| Layer2Error::Unreachable(format!("{peer} did not answer within {timeout:?}")))?
-            .map_err(Layer2Error::Unreachable)?;
-        Reply::decode(&bytes).map_err(|e| Layer2Error::Invalid(format!("{peer} answered a bad frame: {e}")))
+        self.batcher.ask(peer, req, timeout).await
     }
 
-    /// Answers one channel-protocol frame from `peer`.
-    pub async fn handle(&self, peer: &str, frame: &[u8]) -> Vec<u8> {
+    /// Answers one channel-protocol frame from `peer`: a batch's messages
+    /// are handled at once (each on its own task) and answered in order.
+    pub async fn handle(self: &Arc<Self>, peer: &str, frame: &[u8]) -> Vec<u8> {
         let reply = match Request::decode(frame) {
             Err(e) => Reply::refused(format!("malformed request: {e}")),
-            Ok(Request::Hello) => Reply::Hello {
+            Ok(Request::Batch(items)) => {
+                let tasks: Vec<_> = items
+                    .into_iter()
+                    .map(|req| {
+                        let (me, peer) = (self.clone(), peer.to_owned());
+                        tokio::spawn(async move { me.handle_one(&peer, req).await })
+                    })
+                    .collect();
+                let mut replies = Vec::with_capacity(tasks.len());
+                for t in tasks {
+                    replies.push(t.await.unwrap_or_else(|e| Reply::refused(format!("failed: {e}"))));
+                }
+                Reply::Batch(replies)
+            }
+            Ok(req) => self.handle_one(peer, req).await,
+        };
+        reply.encode()
+    }
+
+    async fn handle_one(&self, peer: &str, req: Request) -> Reply {
+        match req {
+            Request::Batch(_) => Reply::refused("batches do not nest"),
+            Request::Hello => Reply::Hello {
                 address: self.address(),
                 chain_id: self.cfg.chain_id,
                 contract: self.cfg.contract,
             },
-            Ok(Request::Join {
+            Request::Join {
                 channel,
                 salt,
                 opener,
                 ask,
-            }) => self.on_join(peer, channel, salt, opener, ask).await,
-            Ok(Request::Propose { state, sig }) => self.on_propose(peer, state, sig).await,
-            Ok(Request::Ack { channel, nonce }) => {
+            } => self.on_join(peer, channel, salt, opener, ask).await,
+            Request::Propose { state, sig } => self.on_propose(peer, state, sig).await,
+            Request::Ack { channel, nonce } => {
                 if let Ok(c) = self.get(channel) {
                     let mut c = c.lock().await;
                     if c.meta.peer == peer {
@@ -389,8 +410,7 @@ impl EvmChannels {
                 }
                 Reply::Done
             }
-        };
-        reply.encode()
+        }
     }
 
     async fn on_join(&self, peer: &str, id: B256, salt: u64, opener: Address, ask: u128) -> Reply {

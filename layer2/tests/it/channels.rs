@@ -84,8 +84,13 @@ async fn side(url: &str, contract: Address, i: usize, dir: &std::path::Path, nam
 }
 
 async fn pair(url: &str, contract: Address, dir: &std::path::Path) -> (Side, Side) {
-    let a = side(url, contract, 1, dir, "A").await;
-    let b = side(url, contract, 2, dir, "B").await;
+    pair_on(url, url, contract, dir).await
+}
+
+/// A and B reaching the chain at different URLs (B through a proxy).
+async fn pair_on(url_a: &str, url_b: &str, contract: Address, dir: &std::path::Path) -> (Side, Side) {
+    let a = side(url_a, contract, 1, dir, "A").await;
+    let b = side(url_b, contract, 2, dir, "B").await;
     a.pipe.to.set(b.ch.clone()).unwrap();
     b.pipe.to.set(a.ch.clone()).unwrap();
     (a, b)
@@ -336,4 +341,112 @@ async fn payments_both_ways_close_cooperatively_and_an_old_state_is_disputed_thr
     );
     assert_eq!(a.ch.channel(&id2).await.unwrap().state, ChannelState::Closed);
     assert_eq!(b.ch.channel(&id2).await.unwrap().state, ChannelState::Closed);
+}
+
+/// A TCP proxy to anvil that can be cut (connections refused, open ones
+/// dropped): the settlement chain's outage as one node sees it.
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn to(port: u16) -> Self {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let me = Self {
+            port: l.local_addr().unwrap().port(),
+            cut: Arc::default(),
+            open: Arc::default(),
+        };
+        let (cut, open) = (me.cut.clone(), me.open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = l.accept().await {
+                if cut.load(Ordering::Relaxed) {
+                    continue; // dropped: the client sees the connection close
+                }
+                let t = tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+                open.lock().unwrap().push(t.abort_handle());
+            }
+        });
+        me
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::Relaxed);
+        if cut {
+            for t in self.open.lock().unwrap().drain(..) {
+                t.abort();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_acts_in_time_after_an_outage_of_the_settlement_chain() {
+    let node = anvil().await;
+    let p = provider(&node.1, key(0));
+    let contract = *PaymentChannel::deploy(p.clone(), WINDOW).await.unwrap().address();
+    let anvil_port: u16 = node.1.rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = Proxy::to(anvil_port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let via_proxy = format!("http://127.0.0.1:{}", proxy.port);
+    let (a, b) = pair_on(&node.1, &via_proxy, contract, dir.path()).await;
+    let id =
+        a.ch.open(OpenRequest {
+            peer: "B".into(),
+            deposit: ETH,
+            ask: 0,
+        })
+        .await
+        .unwrap()
+        .id;
+    for _ in 0..3 {
+        a.ch.pay(&id, ETH / 10).await.unwrap();
+    }
+    let cid: alloy::primitives::B256 = id.parse().unwrap();
+    let records = Ledger::read_all(&dir.path().join("A").join(format!("{cid:x}.ledger"))).unwrap();
+    let old = records
+        .iter()
+        .find_map(|e| e.signed().filter(|s| s.state.nonce == 1))
+        .unwrap();
+    let cheat = vigil_layer2::evm::Chain::connect(
+        &node.1,
+        &Account::from_bytes(key(1).to_bytes().as_slice()).unwrap(),
+        contract,
+    )
+    .unwrap();
+    // B's chain goes dark just as A posts its old state; blocks go on.
+    proxy.set_cut(true);
+    cheat.close(&old).await.unwrap();
+    p.raw_request::<_, ()>("anvil_mine".into(), (U256::from(2),))
+        .await
+        .unwrap();
+    let h = p.get_block_number().await.unwrap();
+    b.ch.on_head(h, true).await; // fails to read: logged, nothing else
+    assert_eq!(cheat.read(cid).await.unwrap().nonce, 1);
+    assert_eq!(b.ch.channel(&id).await.unwrap().state, ChannelState::Open);
+    // The chain answers again, inside the window: the next head disputes.
+    proxy.set_cut(false);
+    let mut heads = 0;
+    while cheat.read(cid).await.unwrap().nonce != 3 {
+        heads += 1;
+        assert!(heads <= 20, "not disputed after the outage");
+        let h = p.get_block_number().await.unwrap();
+        b.ch.on_head(h, true).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let on = cheat.read(cid).await.unwrap();
+    let h = p.get_block_number().await.unwrap();
+    assert!(
+        h <= on.deadline,
+        "disputed inside the window ({h} <= {})",
+        on.deadline
+    );
+    assert_eq!(b.ch.channel(&id).await.unwrap().state, ChannelState::Closing);
+    assert!(b.log.kinds().contains(&"disputed"));
 }

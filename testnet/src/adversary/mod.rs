@@ -294,15 +294,16 @@ impl Adversary {
         Ok(a)
     }
 
-    /// Drops `r` (challenges on it are answered `missing` from now on) and
-    /// gossips its signed withdrawal, as a node does when it removes a dataset.
+    /// Stops announcing `r` and gossips its signed withdrawal, as a node
+    /// does when it removes a dataset; it still answers for `r` (a node keeps
+    /// the data for a grace).
     pub async fn withdraw(&self, r: &Replica) -> Result<()> {
-        {
-            let mut s = lock(&self.shared);
-            s.datasets.remove(&r.replica_root);
-            s.datasets.remove(&r.root);
-            s.announced.retain(|(_, rp, _)| *rp != r.replica_root);
-        }
+        // Like a node, it keeps the data (and answers challenges sent before
+        // the withdrawal reached their sender): dropping it first failed an
+        // audit already in flight now and then.
+        lock(&self.shared)
+            .announced
+            .retain(|(_, rp, _)| *rp != r.replica_root);
         let w = Announcement::withdrawal(&self.key, r.root, r.replica_root, r.size)?;
         self.publish(ANNOUNCE_TOPIC, w.encode()).await
     }
