@@ -155,6 +155,23 @@ impl Chain {
         })
     }
 
+    /// Sends a call, one at a time for this account, with the nonce from
+    /// the mined state.
+    async fn send(
+        &self,
+        what: &str,
+        call: alloy::contract::CallBuilder<
+            &DynProvider,
+            std::marker::PhantomData<impl alloy::sol_types::SolCall>,
+        >,
+    ) -> Result<alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>, Layer2Error> {
+        let _one = self.sending.lock().await;
+        call.nonce(self.next_nonce().await?)
+            .send()
+            .await
+            .map_err(|e| chain_err(what, e))
+    }
+
     /// Sends a call and waits for it to be mined; the gas it used.
     async fn mined(
         &self,
@@ -164,13 +181,9 @@ impl Chain {
             std::marker::PhantomData<impl alloy::sol_types::SolCall>,
         >,
     ) -> Result<u64, Layer2Error> {
-        let _one = self.sending.lock().await;
-        let pending = call
-            .nonce(self.next_nonce().await?)
-            .send()
-            .await
-            .map_err(|e| chain_err(what, e))?;
-        let r = pending
+        let r = self
+            .send(what, call)
+            .await?
             .get_receipt()
             .await
             .map_err(|e| Layer2Error::Chain(format!("{what}: no receipt: {e}")))?;
@@ -193,13 +206,7 @@ impl Chain {
             std::marker::PhantomData<impl alloy::sol_types::SolCall>,
         >,
     ) -> Result<B256, Layer2Error> {
-        let _one = self.sending.lock().await;
-        let pending = call
-            .nonce(self.next_nonce().await?)
-            .send()
-            .await
-            .map_err(|e| chain_err(what, e))?;
-        Ok(*pending.tx_hash())
+        Ok(*self.send(what, call).await?.tx_hash())
     }
 
     /// The account's next nonce by the chain's *mined* state, asked before

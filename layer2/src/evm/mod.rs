@@ -479,11 +479,26 @@ impl EvmChannels {
         }
     }
 
-    async fn publish_gauges(&self) {
+    /// Channels by state.
+    async fn counts(&self) -> HashMap<ChannelState, usize> {
         let mut counts: HashMap<ChannelState, usize> = HashMap::new();
         for c in self.all() {
             *counts.entry(c.lock().await.meta.state).or_default() += 1;
         }
+        counts
+    }
+
+    /// Marks `c` open with B's deposit and tells the node.
+    fn opened(&self, c: &mut Chan, deposit_b: u128, detail: serde_json::Value) -> Result<(), Layer2Error> {
+        c.meta.state = ChannelState::Open;
+        c.meta.deposit_b = deposit_b;
+        self.save(&c.meta)?;
+        self.emit("opened", &c.meta, detail);
+        Ok(())
+    }
+
+    async fn publish_gauges(&self) {
+        let counts = self.counts().await;
         for s in [
             ChannelState::Opening,
             ChannelState::Open,
@@ -567,14 +582,9 @@ impl Layer2Adapter for EvmChannels {
             Ok(Reply::Joined { .. }) => {
                 let on = self.chain.read(id).await?;
                 if on.status == status::OPEN {
-                    c.meta.state = ChannelState::Open;
-                    c.meta.deposit_b = on.deposit_b;
-                    self.save(&c.meta)?;
-                    self.emit(
-                        "opened",
-                        &c.meta,
-                        json!({"deposit_a": c.meta.deposit_a, "deposit_b": on.deposit_b, "gas": gas}),
-                    );
+                    let detail =
+                        json!({"deposit_a": c.meta.deposit_a, "deposit_b": on.deposit_b, "gas": gas});
+                    self.opened(&mut c, on.deposit_b, detail)?;
                     let info = c.info();
                     drop(c);
                     self.publish_gauges().await;
@@ -642,10 +652,7 @@ impl Layer2Adapter for EvmChannels {
     }
 
     async fn status(&self) -> AdapterStatus {
-        let mut counts: HashMap<ChannelState, usize> = HashMap::new();
-        for c in self.all() {
-            *counts.entry(c.lock().await.meta.state).or_default() += 1;
-        }
+        let counts = self.counts().await;
         let mut channels: Vec<(ChannelState, usize)> = counts.into_iter().collect();
         channels.sort_by_key(|(s, _)| *s as u8);
         AdapterStatus {

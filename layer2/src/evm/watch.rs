@@ -78,14 +78,8 @@ impl EvmChannels {
         let on = self.chain.read(c.meta.id).await?;
         match on.status {
             status::OPEN if c.meta.state == ChannelState::Opening => {
-                c.meta.state = ChannelState::Open;
-                c.meta.deposit_b = on.deposit_b;
-                self.save(&c.meta)?;
-                self.emit(
-                    "opened",
-                    &c.meta,
-                    json!({"deposit_a": on.deposit_a, "deposit_b": on.deposit_b, "seen_at": height}),
-                );
+                let detail = json!({"deposit_a": on.deposit_a, "deposit_b": on.deposit_b, "seen_at": height});
+                self.opened(c, on.deposit_b, detail)?;
             }
             status::CLOSING => self.closing(c, &on, height).await?,
             status::CLOSED => {

@@ -96,6 +96,44 @@ async fn pair_on(url_a: &str, url_b: &str, contract: Address, dir: &std::path::P
     (a, b)
 }
 
+/// A opens a 1 ETH channel with B and pays it `n` times 0.1 ETH; the
+/// channel id, and A's co-signed state 1 (old by then) as read from A's
+/// ledger, with A's settlement account ready to post it.
+async fn paid_then_cheat(
+    a: &Side,
+    dir: &std::path::Path,
+    url: &str,
+    contract: Address,
+    n: usize,
+) -> (
+    String,
+    alloy::primitives::B256,
+    vigil_layer2::SignedState,
+    vigil_layer2::evm::Chain,
+) {
+    let id =
+        a.ch.open(OpenRequest {
+            peer: "B".into(),
+            deposit: ETH,
+            ask: 0,
+        })
+        .await
+        .unwrap()
+        .id;
+    for _ in 0..n {
+        a.ch.pay(&id, ETH / 10).await.unwrap();
+    }
+    let cid: alloy::primitives::B256 = id.parse().unwrap();
+    let records = Ledger::read_all(&dir.join("A").join(format!("{cid:x}.ledger"))).unwrap();
+    let old = records
+        .iter()
+        .find_map(|e| e.signed().filter(|s| s.state.nonce == 1))
+        .unwrap();
+    let account = Account::from_bytes(key(1).to_bytes().as_slice()).unwrap();
+    let cheat = vigil_layer2::evm::Chain::connect(url, &account, contract).unwrap();
+    (id, cid, old, cheat)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payments_both_ways_close_cooperatively_and_an_old_state_is_disputed_through_a_reorg() {
     let node = anvil().await;
@@ -264,30 +302,7 @@ async fn payments_both_ways_close_cooperatively_and_an_old_state_is_disputed_thr
     assert_eq!(b.ch.channel(&id).await.unwrap().state, ChannelState::Closed);
 
     // A second channel: A pays B 5 times, then posts state 1 (an old one, good for A).
-    let id2 =
-        a.ch.open(OpenRequest {
-            peer: "B".into(),
-            deposit: ETH,
-            ask: 0,
-        })
-        .await
-        .unwrap()
-        .id;
-    for _ in 0..5 {
-        a.ch.pay(&id2, ETH / 10).await.unwrap();
-    }
-    let cid = id2.parse().unwrap();
-    let records = Ledger::read_all(&dir.path().join("A").join(format!("{cid:x}.ledger"))).unwrap();
-    let old = records
-        .iter()
-        .find_map(|e| e.signed().filter(|s| s.state.nonce == 1))
-        .unwrap();
-    let cheat = vigil_layer2::evm::Chain::connect(
-        &node.1,
-        &Account::from_bytes(key(1).to_bytes().as_slice()).unwrap(),
-        contract,
-    )
-    .unwrap();
+    let (id2, cid, old, cheat) = paid_then_cheat(&a, dir.path(), &node.1, contract, 5).await;
     cheat.close(&old).await.unwrap();
     // Paused, the watcher still defends the channel.
     b.paused.store(true, Ordering::Relaxed);
@@ -396,30 +411,7 @@ async fn the_watcher_acts_in_time_after_an_outage_of_the_settlement_chain() {
     let dir = tempfile::tempdir().unwrap();
     let via_proxy = format!("http://127.0.0.1:{}", proxy.port);
     let (a, b) = pair_on(&node.1, &via_proxy, contract, dir.path()).await;
-    let id =
-        a.ch.open(OpenRequest {
-            peer: "B".into(),
-            deposit: ETH,
-            ask: 0,
-        })
-        .await
-        .unwrap()
-        .id;
-    for _ in 0..3 {
-        a.ch.pay(&id, ETH / 10).await.unwrap();
-    }
-    let cid: alloy::primitives::B256 = id.parse().unwrap();
-    let records = Ledger::read_all(&dir.path().join("A").join(format!("{cid:x}.ledger"))).unwrap();
-    let old = records
-        .iter()
-        .find_map(|e| e.signed().filter(|s| s.state.nonce == 1))
-        .unwrap();
-    let cheat = vigil_layer2::evm::Chain::connect(
-        &node.1,
-        &Account::from_bytes(key(1).to_bytes().as_slice()).unwrap(),
-        contract,
-    )
-    .unwrap();
+    let (id, cid, old, cheat) = paid_then_cheat(&a, dir.path(), &node.1, contract, 3).await;
     // B's chain goes dark just as A posts its old state; blocks go on.
     proxy.set_cut(true);
     cheat.close(&old).await.unwrap();
