@@ -120,6 +120,12 @@ pub struct SignedState {
 }
 
 impl SignedState {
+    /// `state` with our signature and theirs, placed by which party we are.
+    pub fn from_sides(state: State, ours: [u8; 65], theirs: [u8; 65], ours_is_a: bool) -> Self {
+        let (sig_a, sig_b) = if ours_is_a { (ours, theirs) } else { (theirs, ours) };
+        Self { state, sig_a, sig_b }
+    }
+
     /// Checks both signatures.
     pub fn verify(&self, a: Address, b: Address, domain: &Eip712Domain) -> Result<(), Layer2Error> {
         self.state.verify(&self.sig_a, a, domain)?;

@@ -104,7 +104,7 @@ pub const UNSAFE_METHODS: [&str; 24] = [
 const SHUTTING_DOWN: i32 = -32012;
 
 /// Error code: the audit log could not record an operator action.
-pub(super) const AUDIT_FAILED: i32 = -32013;
+pub const AUDIT_FAILED: i32 = -32013;
 
 /// When an operator action's audit entry is written: before the action
 /// (which is then refused if the entry cannot be written) or after it,

@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 
 pub use actor::RpcActor;
 pub use cookie::{read_cookie, COOKIE_FILE, URL_FILE};
-pub use methods::{METHODS, UNSAFE_METHODS};
+pub use methods::{AUDIT_FAILED, METHODS, UNSAFE_METHODS};
 
 use crate::supervision::Registry;
 use crate::{Error, Result};

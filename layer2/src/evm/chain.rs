@@ -51,17 +51,21 @@ pub mod status {
 /// Deploys `PaymentChannel` with a challenge window of `challenge_blocks`
 /// blocks from `account`; its address.
 pub async fn deploy(url: &str, account: &Account, challenge_blocks: u64) -> Result<Address, Layer2Error> {
-    let url = url
-        .parse()
-        .map_err(|e| Layer2Error::Invalid(format!("settlement RPC URL `{url}`: {e}")))?;
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(account.signer().clone()))
-        .connect_http(url)
-        .erased();
-    let c = PaymentChannel::deploy(provider, challenge_blocks)
+    let c = PaymentChannel::deploy(provider(url, account)?, challenge_blocks)
         .await
         .map_err(|e| chain_err("deploy", e))?;
     Ok(*c.address())
+}
+
+/// A provider for the JSON-RPC at `url` that signs as `account`.
+fn provider(url: &str, account: &Account) -> Result<DynProvider, Layer2Error> {
+    let parsed = url
+        .parse()
+        .map_err(|e| Layer2Error::Invalid(format!("settlement RPC URL `{url}`: {e}")))?;
+    Ok(ProviderBuilder::new()
+        .wallet(EthereumWallet::from(account.signer().clone()))
+        .connect_http(parsed)
+        .erased())
 }
 
 /// The contract through one account.
@@ -93,13 +97,7 @@ fn sol(s: &SignedState) -> PaymentChannel::State {
 impl Chain {
     /// Connects to the JSON-RPC at `url`, sending as `account`.
     pub fn connect(url: &str, account: &Account, contract: Address) -> Result<Self, Layer2Error> {
-        let url = url
-            .parse()
-            .map_err(|e| Layer2Error::Invalid(format!("settlement RPC URL `{url}`: {e}")))?;
-        let provider = ProviderBuilder::new()
-            .wallet(EthereumWallet::from(account.signer().clone()))
-            .connect_http(url)
-            .erased();
+        let provider = provider(url, account)?;
         Ok(Self {
             contract: PaymentChannel::new(contract, provider.clone()),
             provider,
@@ -270,15 +268,5 @@ impl Chain {
     /// Pays out a posted state after its window.
     pub async fn finalize(&self, id: B256) -> Result<B256, Layer2Error> {
         self.sent("finalize", self.contract.finalize(id)).await
-    }
-
-    /// The gas a mined transaction used, once mined.
-    pub async fn gas_of(&self, tx: B256) -> Result<Option<u64>, Layer2Error> {
-        let r = self
-            .provider
-            .get_transaction_receipt(tx)
-            .await
-            .map_err(|e| Layer2Error::Chain(format!("eth_getTransactionReceipt: {e}")))?;
-        Ok(r.map(|r| r.gas_used))
     }
 }

@@ -92,7 +92,6 @@ struct Chan {
     ledger: Arc<std::sync::Mutex<Ledger>>,
     latest: Option<SignedState>,
     newest_signed: u64,
-    acked: u64,
     watch: watch::Watch,
     /// The last proposal's round trip.
     rtt: Duration,
@@ -117,6 +116,27 @@ struct Ack {
 }
 
 impl Chan {
+    /// Channel `meta` with its ledger under `dir`, resuming from the newest
+    /// states in it (none for a new channel).
+    fn open(dir: &std::path::Path, meta: Meta) -> Result<Self, Layer2Error> {
+        let (ledger, cut) = Ledger::open(&meta::ledger_path(dir, meta.id))?;
+        if cut > 0 {
+            tracing::warn!(channel = %hex_id(meta.id), bytes = cut, "cut a torn last ledger record (a crash mid-write)");
+        }
+        Ok(Self {
+            latest: ledger.latest_cosigned(meta.id),
+            newest_signed: ledger.newest_signed(meta.id).unwrap_or(0),
+            ledger: Arc::new(std::sync::Mutex::new(ledger)),
+            watch: watch::Watch::default(),
+            rtt: Duration::from_millis(5),
+            yield_until: None,
+            last_by_us: meta.ours_is_a,
+            ack: Arc::default(),
+            pending: None,
+            meta,
+        })
+    }
+
     /// The newest co-signed state, or the deposits at nonce 0.
     fn base(&self) -> State {
         match &self.latest {
@@ -152,7 +172,7 @@ impl Chan {
         let ours = self.ours(&base);
         ChannelInfo {
             adapter: KIND.into(),
-            id: format!("{:#x}", self.meta.id),
+            id: hex_id(self.meta.id),
             peer: self.meta.peer.clone(),
             state: self.meta.state,
             nonce: base.nonce,
@@ -164,7 +184,7 @@ impl Chan {
 
     fn wrong_state(&self, what: &'static str, needs: &'static str) -> Layer2Error {
         Layer2Error::WrongState {
-            channel: format!("{:#x}", self.meta.id),
+            channel: hex_id(self.meta.id),
             state: self.meta.state,
             what,
             needs,
@@ -262,30 +282,7 @@ impl EvmChannels {
         }
         let mut chans = HashMap::new();
         for m in meta::load_all(&cfg.dir)? {
-            let (ledger, cut) = Ledger::open(&meta::ledger_path(&cfg.dir, m.id))?;
-            if cut > 0 {
-                tracing::warn!(channel = %hex_id(m.id), bytes = cut, "cut a torn last ledger record (a crash mid-write)");
-            }
-            let latest = ledger.latest_cosigned(m.id);
-            let m_is_a = m.ours_is_a;
-            let newest_signed = ledger.newest_signed(m.id).unwrap_or(0);
-            let id = m.id;
-            chans.insert(
-                id,
-                Arc::new(Cell::new(Chan {
-                    meta: m,
-                    ledger: Arc::new(std::sync::Mutex::new(ledger)),
-                    latest,
-                    newest_signed,
-                    acked: 0,
-                    watch: watch::Watch::default(),
-                    rtt: Duration::from_millis(5),
-                    yield_until: None,
-                    last_by_us: m_is_a,
-                    ack: Arc::default(),
-                    pending: None,
-                })),
-            );
+            chans.insert(m.id, Arc::new(Cell::new(Chan::open(&cfg.dir, m)?)));
         }
         let me = Arc::new(Self {
             domain: domain(cfg.chain_id, cfg.contract),
@@ -335,22 +332,8 @@ impl EvmChannels {
 
     fn insert(&self, m: Meta) -> Result<Shared, Layer2Error> {
         self.save(&m)?;
-        let ours_is_a = m.ours_is_a;
-        let (ledger, _) = Ledger::open(&meta::ledger_path(&self.cfg.dir, m.id))?;
         let id = m.id;
-        let c = Arc::new(Cell::new(Chan {
-            meta: m,
-            ledger: Arc::new(std::sync::Mutex::new(ledger)),
-            latest: None,
-            newest_signed: 0,
-            acked: 0,
-            watch: watch::Watch::default(),
-            rtt: Duration::from_millis(5),
-            yield_until: None,
-            last_by_us: ours_is_a,
-            ack: Arc::default(),
-            pending: None,
-        }));
+        let c = Arc::new(Cell::new(Chan::open(&self.cfg.dir, m)?));
         self.chans
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -401,15 +384,8 @@ impl EvmChannels {
                 ask,
             } => self.on_join(peer, channel, salt, opener, ask).await,
             Request::Propose { state, sig } => self.on_propose(peer, state, sig).await,
-            Request::Ack { channel, nonce } => {
-                if let Ok(c) = self.get(channel) {
-                    let mut c = c.lock().await;
-                    if c.meta.peer == peer {
-                        c.acked = c.acked.max(nonce);
-                    }
-                }
-                Reply::Done
-            }
+            // The payer holds both signatures durably; this side held them already.
+            Request::Ack { .. } => Reply::Done,
         }
     }
 

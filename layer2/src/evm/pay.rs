@@ -172,7 +172,7 @@ impl EvmChannels {
     async fn propose<'a>(
         &self,
         cell: &'a Cell,
-        c: MutexGuard<'a, Chan>,
+        mut c: MutexGuard<'a, Chan>,
         next: State,
     ) -> Result<(Proposed, MutexGuard<'a, Chan>), Layer2Error> {
         let (ledger, key, domain, a) = (
@@ -183,7 +183,6 @@ impl EvmChannels {
         );
         let peer = c.meta.peer.clone();
         let s = next.clone();
-        let mut c = c;
         let sig = blocking(move || {
             let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
             l.sign(&s, &key, &domain, a)
@@ -200,11 +199,11 @@ impl EvmChannels {
         let reply = self.ask(&peer, req, self.cfg.request_timeout).await?;
         let mut c = cell.lock().await;
         c.rtt = (c.rtt * 3 + t0.elapsed()) / 4;
-        let proposed = self.on_reply(&mut c, next, sig, reply).await?;
+        let proposed = self.on_reply(&mut c, next, sig, reply)?;
         Ok((proposed, c))
     }
 
-    async fn on_reply(
+    fn on_reply(
         &self,
         c: &mut Chan,
         next: State,
@@ -215,20 +214,8 @@ impl EvmChannels {
         match reply {
             Reply::CoSigned { sig: theirs } => {
                 next.verify(&theirs, c.their_address(), &self.domain)?;
-                let signed = if a {
-                    SignedState {
-                        state: next,
-                        sig_a: sig,
-                        sig_b: theirs,
-                    }
-                } else {
-                    SignedState {
-                        state: next,
-                        sig_a: theirs,
-                        sig_b: sig,
-                    }
-                };
-                self.record(c, signed.clone()).await?;
+                let signed = SignedState::from_sides(next, sig, theirs, a);
+                self.record(c, signed.clone())?;
                 c.last_by_us = true;
                 self.acknowledge(c, signed.state.nonce);
                 Ok(Proposed::CoSigned(Box::new(signed)))
@@ -244,7 +231,7 @@ impl EvmChannels {
                     )));
                 }
                 tracing::info!(channel = %hex_id(c.meta.id), nonce = latest.state.nonce, %reason, "the counterparty holds a newer co-signed state: recorded it");
-                self.record(c, latest).await?;
+                self.record(c, latest)?;
                 Ok(Proposed::Behind)
             }
             Reply::Refused { reason, .. } if reason.contains(CONFLICT) => Ok(Proposed::Conflict(reason)),
@@ -294,7 +281,7 @@ impl EvmChannels {
     /// Records a co-signed state this node signed (written, fsynced by the
     /// next signature or acknowledgement: see
     /// [`crate::Ledger::countersigned_unsynced`]).
-    async fn record(&self, c: &mut Chan, signed: SignedState) -> Result<(), Layer2Error> {
+    fn record(&self, c: &mut Chan, signed: SignedState) -> Result<(), Layer2Error> {
         c.ledger
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -396,11 +383,10 @@ impl EvmChannels {
             Ok(sig) => sig,
             Err(e) => return Reply::refused(format!("cannot record the state: {e}")),
         };
-        let (sig_a, sig_b) = if a { (sig, theirs) } else { (theirs, sig) };
         c.newest_signed = state.nonce;
         c.last_by_us = false;
         let is_final = state.isFinal;
-        c.latest = Some(SignedState { state, sig_a, sig_b });
+        c.latest = Some(SignedState::from_sides(state, sig, theirs, a));
         if is_final {
             c.meta.final_nonce = Some(c.newest_signed);
             if let Err(e) = self.save(&c.meta) {

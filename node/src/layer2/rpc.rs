@@ -12,6 +12,7 @@ use jsonrpsee::types::{ErrorObjectOwned, Params};
 use jsonrpsee::{Methods, RpcModule};
 use serde_json::{json, Value};
 use vigil_actors::audit::Audit;
+use vigil_actors::rpc::AUDIT_FAILED;
 use vigil_layer2::evm::EvmChannels;
 use vigil_layer2::{CloseMode, Layer2Adapter, Layer2Error, OpenRequest};
 
@@ -31,8 +32,6 @@ pub const UNREACHABLE: i32 = -32095;
 pub const CHAIN: i32 = -32096;
 /// Error code: refused (a bad signature, the counterparty said no, bad input).
 pub const REFUSED: i32 = -32097;
-/// Error code: the audit log could not record the request.
-pub const AUDIT_FAILED: i32 = -32013;
 
 /// Largest `count` of one `layer2_pay`.
 pub const MAX_COUNT: u64 = 100_000;
