@@ -73,6 +73,9 @@ pub const NET_BYTES: &str = "vigil_net_bytes_total";
 pub const NET_GOSSIP: &str = "vigil_net_gossip_messages_total";
 /// Scores of connected peers, sampled every tick.
 pub const NET_PEER_SCORE: &str = "vigil_net_peer_score";
+/// Inbound requests answered "busy", labelled `kind` and `reason`
+/// (`quota`: past the peer's share; `busy`: every slot taken).
+pub const NET_REQUESTS_REFUSED: &str = "vigil_net_requests_refused_total";
 /// Offences scored, labelled `offence`.
 pub const NET_OFFENCES: &str = "vigil_net_offences_total";
 /// Bans issued (scoring and operator).
@@ -197,6 +200,10 @@ pub fn describe(version: &'static str, genesis_short: String) {
     metrics::describe_counter!(VDF_ITERATIONS, "VDF steps computed by this node.");
     metrics::describe_gauge!(VDF_RATE, "VDF worker rate over its last checkpoint.");
     metrics::describe_counter!(NET_OFFENCES, "Peer offences scored, by offence.");
+    metrics::describe_counter!(
+        NET_REQUESTS_REFUSED,
+        "Inbound requests answered busy, by kind and reason (quota: past the peer's share; busy: every slot taken)."
+    );
     metrics::describe_counter!(NET_BANS, "Peer bans issued.");
     metrics::describe_gauge!(NET_BANNED, "Peer bans in force.");
     metrics::describe_counter!(NET_FOREIGN, "Peers disconnected for being on another genesis.");

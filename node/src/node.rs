@@ -578,6 +578,7 @@ async fn launch_network(
         },
         reconnect_initial: Duration::from_millis(c.reconnect_initial_ms),
         reconnect_max: Duration::from_millis(c.reconnect_max_ms),
+        limits: vigil_actors::net::InboundLimits::new(p.genesis.params.challenges_per_epoch),
         ..NetSettings::default()
     };
     let net = Network::new(

@@ -11,6 +11,13 @@
 //! warn, published and attested with its reason. A prover whose replica does
 //! not encode its plaintext therefore fails within `audit_period` epochs of
 //! every verifier it is connected to.
+//!
+//! A prover serves one audit at a time and a share per verifier
+//! ([`crate::net::limits`]); past that it answers "busy" with a wait. The
+//! verifier waits and asks again until the deadline; busy until then is
+//! [`AUDIT_BUSY`]: neither a failure nor a pass (no credit, no attestation),
+//! so a prover that always claims to be busy earns nothing, exactly as one
+//! that is offline.
 
 use libp2p::PeerId;
 use rand::Rng;
@@ -29,6 +36,8 @@ use crate::{Error, Result};
 pub const AUDIT_OK: &str = "audit_ok";
 /// Outcome of a failed audit.
 pub const AUDIT_FAILED: &str = "audit_failed";
+/// Outcome of an audit the prover was too busy for until the deadline.
+pub const AUDIT_BUSY: &str = "audit_busy";
 
 /// Whether `(peer, dataset)` is due for an audit by verifier `me` at
 /// `epoch`: true once in every `period` consecutive epochs.
@@ -52,7 +61,10 @@ impl Challenger {
     pub async fn audit(&self, peer: PeerId, a: &Announced, epoch: u64) -> Result<ChallengeResult> {
         let r = self.audit_once(peer, a, epoch).await?;
         self.record(peer, &r).await;
-        if r.outcome == AUDIT_FAILED {
+        if r.outcome == AUDIT_BUSY {
+            metrics::counter!(m::AUDITS, "result" => "busy").increment(1);
+            tracing::info!(%peer, dataset = %a.replica_root, "audit not answered: the prover stayed busy until the deadline (not a failure)");
+        } else if r.outcome == AUDIT_FAILED {
             metrics::counter!(m::AUDITS, "result" => "failed").increment(1);
             tracing::warn!(%peer, dataset = %a.replica_root, why = ?r.detail, "audit failed: scored as a failed proof");
             self.inner.net.penalize(peer, Offence::FailedProof).await;
@@ -89,15 +101,35 @@ impl Challenger {
         let root = parse_root(&a.root)?;
         let index = rand::thread_rng().gen_range(0..leaves(a.size));
         let deadline = self.inner.settings.audit_deadline;
-        let t0 = std::time::Instant::now();
-        let answer = tokio::time::timeout(
-            deadline,
-            self.inner
-                .net
-                .challenge(peer, Request::Audit { replica_root, index }),
-        )
-        .await;
-        let rtt = t0.elapsed();
+        let end = tokio::time::Instant::now() + deadline;
+        let (answer, rtt) = loop {
+            let t0 = tokio::time::Instant::now();
+            let answer = tokio::time::timeout_at(
+                end,
+                self.inner
+                    .net
+                    .challenge(peer, Request::Audit { replica_root, index }),
+            )
+            .await;
+            let Ok(Ok((Frame::Valid(Response::Busy(ms)), _))) = &answer else {
+                break (answer, t0.elapsed());
+            };
+            let retry = tokio::time::Instant::now() + std::time::Duration::from_millis(u64::from(*ms));
+            if retry >= end {
+                return Ok(ChallengeResult {
+                    peer: peer.to_string(),
+                    dataset: a.replica_root.clone(),
+                    epoch,
+                    outcome: AUDIT_BUSY,
+                    detail: Some(format!("busy; asked to wait {ms} ms, past the deadline")),
+                    latency_ms: 0.0,
+                    ping_ms: None,
+                    allowance_ms: 0.0,
+                    proof_bytes: 0,
+                });
+            }
+            tokio::time::sleep_until(retry).await;
+        };
         let cost = self.inner.storage.cost();
         let size = a.size;
         let verdict: std::result::Result<(), String> = match answer {
@@ -141,6 +173,7 @@ fn check(
         Frame::Valid(Response::Refused(why)) => return Err(format!("refused: {why}")),
         Frame::Valid(Response::Missing) => return Err("answered that it does not store the dataset".into()),
         Frame::Valid(Response::Proofs(_)) => return Err("answered proofs to an audit".into()),
+        Frame::Valid(Response::Busy(_)) => return Err("busy".into()),
         Frame::Invalid(e) => return Err(format!("malformed answer: {e}")),
     };
     if replica.index != index || plain.index != index {

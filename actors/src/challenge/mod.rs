@@ -40,6 +40,9 @@ pub const BUS_TOPIC: &str = "challenge.results";
 /// Latencies kept per peer for the percentiles.
 const LATENCIES_KEPT: usize = 1000;
 
+/// Times a challenge is asked again after a "busy" answer.
+const BUSY_RETRIES: usize = 3;
+
 /// Settings from genesis and `[challenge]`.
 #[derive(Debug, Clone)]
 pub struct ChallengeSettings {
@@ -242,12 +245,28 @@ impl Challenger {
         };
         let ping = self.inner.net.ping_rtt(&peer);
         let allowance = self.allowance(&peer);
-        let (outcome, rtt, bytes) = match self
+        // A busy prover names a wait: ask again after it (a few times at
+        // most); busy to the end is neither a failure nor a pass.
+        let mut answer = self
             .inner
             .net
             .challenge(peer, Request::Challenge(req.clone()))
-            .await
-        {
+            .await;
+        for _ in 0..BUSY_RETRIES {
+            let wait = match &answer {
+                Ok((Frame::Valid(Response::Busy(ms)), _)) if *ms <= 2000 => {
+                    Duration::from_millis(u64::from(*ms))
+                }
+                _ => break,
+            };
+            tokio::time::sleep(wait).await;
+            answer = self
+                .inner
+                .net
+                .challenge(peer, Request::Challenge(req.clone()))
+                .await;
+        }
+        let (outcome, rtt, bytes) = match answer {
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "no answer to a challenge");
                 (Outcome::Missing, Duration::ZERO, 0)
@@ -291,7 +310,8 @@ impl Challenger {
     }
 
     /// Scores a peer once for a round of outcomes: the worst one counts
-    /// (ok +1; late or refused −5; wrong, malformed or missing −20), so ten
+    /// (ok +1; late or refused −5; wrong, malformed or missing −20; busy
+    /// nothing: neither credit nor blame), so ten
     /// failed challenges in one epoch cost what one does and a failing
     /// prover is banned after a few epochs, not by one burst.
     async fn score(&self, peer: PeerId, outcomes: &[&str]) {
@@ -303,7 +323,7 @@ impl Challenger {
             net.penalize(peer, Offence::FailedProof).await;
         } else if outcomes.iter().any(|o| matches!(*o, "late" | "refused")) {
             net.penalize(peer, Offence::LateProof).await;
-        } else if !outcomes.is_empty() {
+        } else if outcomes.contains(&"ok") {
             net.credit(peer).await;
         }
     }
@@ -311,6 +331,16 @@ impl Challenger {
     /// Counts, publishes and attests one result (scoring is per round: [`Challenger::score`]).
     async fn record(&self, peer: PeerId, r: &ChallengeResult) {
         metrics::counter!(m::CHALLENGES, "outcome" => r.outcome).increment(1);
+        if r.outcome == "busy" || r.outcome == audit::AUDIT_BUSY {
+            // Neither proof nor failure: counted, not attested.
+            *lock(&self.inner.stats)
+                .entry(r.peer.clone())
+                .or_default()
+                .outcomes
+                .entry(r.outcome)
+                .or_default() += 1;
+            return;
+        }
         if r.outcome == "ok" {
             metrics::histogram!(m::CHALLENGE_RTT).record(r.latency_ms / 1000.0);
         }

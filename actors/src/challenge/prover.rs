@@ -76,6 +76,7 @@ fn counted(r: Response) -> Response {
         Response::Audit { .. } => "audit",
         Response::Missing => "missing",
         Response::Refused(_) => "refused",
+        Response::Busy(_) => "busy",
     };
     metrics::counter!(m::CHALLENGES_ANSWERED, "answer" => answer).increment(1);
     r

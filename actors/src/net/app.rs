@@ -52,6 +52,8 @@ pub trait ChallengeServer: Send + Sync + std::fmt::Debug + 'static {
 pub struct ChallengeReply {
     pub(super) channel: ResponseChannel<Frame<Response>>,
     pub(super) net: Network,
+    /// The request's slot ([`super::limits`]), freed once the answer is sent.
+    pub(super) _permit: super::limits::Permit,
 }
 
 impl ChallengeReply {
@@ -124,6 +126,15 @@ impl Network {
 /// adapter checks each message).
 pub const CHANNEL_FRAME_MAX: usize = 3 + 64 * (2 + 1024);
 
+const BUSY_PREFIX: &str = "busy: try again in ";
+
+/// The wait a bytes answer asks for when it says the node is busy
+/// ([`BytesProtocol::busy`]); `None` for any other answer.
+pub fn busy_ms(answer: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(answer.strip_prefix(b"\0")?).ok()?;
+    text.strip_prefix(BUSY_PREFIX)?.strip_suffix(" ms")?.parse().ok()
+}
+
 /// A bytes-in, bytes-out protocol served by a handler above the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BytesProtocol {
@@ -149,6 +160,20 @@ impl BytesProtocol {
             Self::Channel => b"\0layer2 is off on this node".to_vec(),
         }
     }
+
+    /// The kind of work a request costs ([`super::limits`]).
+    pub(super) fn work(self) -> super::limits::Work {
+        match self {
+            Self::Continuity => super::limits::Work::Continuity,
+            Self::Channel => super::limits::Work::Channel,
+        }
+    }
+
+    /// What a busy node answers: a 0 byte, then `busy: try again in <ms> ms`
+    /// ([`busy_ms`] reads it back).
+    pub(super) fn busy(self, ms: u32) -> Vec<u8> {
+        format!("\0{BUSY_PREFIX}{ms} ms").into_bytes()
+    }
 }
 
 /// Answers a bytes-in, bytes-out protocol; must not block.
@@ -163,6 +188,8 @@ pub struct BytesReply {
     pub(super) protocol: BytesProtocol,
     pub(super) channel: ResponseChannel<Frame<Vec<u8>>>,
     pub(super) net: Network,
+    /// The request's slot ([`super::limits`]), freed once the answer is sent.
+    pub(super) _permit: super::limits::Permit,
 }
 
 impl BytesReply {

@@ -19,6 +19,7 @@ pub mod app;
 pub mod behaviour;
 pub mod book;
 pub mod codec;
+pub mod limits;
 pub mod score;
 mod swarm;
 pub mod sync;
@@ -36,6 +37,7 @@ pub use actor::NetActor;
 pub use app::{BytesProtocol, BytesReply, BytesServer, ChallengeReply, ChallengeServer, GossipHandler};
 pub use behaviour::Names;
 pub use book::{Ban, PeerBook};
+pub use limits::{InboundLimits, Quota, Work};
 pub use score::{Offence, ScoreParams};
 pub use sync::{EpochSource, GossipVerdict, SyncRequest, SyncResponse};
 
@@ -74,6 +76,8 @@ pub struct NetSettings {
     pub max_gossip_bytes: usize,
     /// Identify's agent version, e.g. `vigil/0.1.0`.
     pub agent: String,
+    /// Bounds on inbound requests that cost work ([`limits`]).
+    pub limits: InboundLimits,
 }
 
 impl Default for NetSettings {
@@ -92,6 +96,7 @@ impl Default for NetSettings {
             reconnect_max: Duration::from_secs(60),
             max_gossip_bytes: 1 << 20,
             agent: format!("vigil/{}", env!("CARGO_PKG_VERSION")),
+            limits: InboundLimits::default(),
         }
     }
 }
@@ -226,6 +231,10 @@ pub(crate) enum Command {
     ChallengeRespond(
         libp2p::request_response::ResponseChannel<codec::Frame<ChallengeResponse>>,
         ChallengeResponse,
+    ),
+    SyncRespond(
+        libp2p::request_response::ResponseChannel<codec::Frame<SyncResponse>>,
+        SyncResponse,
     ),
     Credit(PeerId),
     Subscribe(libp2p::gossipsub::IdentTopic),

@@ -47,6 +47,9 @@ pub enum Offence {
     LateProof,
     /// A claimed epoch head its peer cannot back with epochs.
     UnbackedClaim,
+    /// A request past the peer's share of a kind of work (it did not wait
+    /// when told it was busy).
+    Flood,
 }
 
 impl Offence {
@@ -56,6 +59,7 @@ impl Offence {
             Offence::Malformed | Offence::Oversized | Offence::InvalidGossip | Offence::UnbackedClaim => 10.0,
             Offence::FailedProof => 20.0,
             Offence::LateProof => 5.0,
+            Offence::Flood => 2.0,
         }
     }
 
@@ -68,6 +72,7 @@ impl Offence {
             Offence::FailedProof => "failed_proof",
             Offence::LateProof => "late_proof",
             Offence::UnbackedClaim => "unbacked_claim",
+            Offence::Flood => "flood",
         }
     }
 }

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use super::behaviour::{build, Behaviour, BehaviourEvent};
 use super::book::unix_now;
 use super::codec::{Frame, Status, WireError};
+use super::limits::{Admit, Permit, Work};
 use super::score::{Merit, Offence, Scores, Verdict};
 use super::sync::GossipVerdict;
 use super::{lock, Command, Network, PeerInfo, ProbeSeen, PROBES_KEPT};
@@ -50,6 +51,7 @@ struct Loop {
     pending_challenges: HashMap<request_response::OutboundRequestId, (Instant, app::ChallengeAnswer)>,
     pending_bytes:
         HashMap<(super::app::BytesProtocol, request_response::OutboundRequestId), app::BytesAnswer>,
+    limiter: super::limits::Limiter,
 }
 
 fn now_us() -> u64 {
@@ -157,6 +159,7 @@ pub(super) async fn launch(net: Network) -> Result<tokio::task::JoinHandle<()>> 
         pending_sync: HashMap::new(),
         pending_challenges: HashMap::new(),
         pending_bytes: HashMap::new(),
+        limiter: super::limits::Limiter::new(settings.limits.clone()),
     };
     lp.subscribe_app_topics();
     lp.load(&settings.bootnodes)?;
@@ -302,6 +305,10 @@ impl Loop {
         // Scores heal: refresh them in the snapshot and the histogram.
         let connected: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
         self.scores.prune(now, |p| connected.contains(p));
+        if let Some(src) = self.net.epoch_source() {
+            self.limiter.set_head(src.head(), now);
+        }
+        self.limiter.prune(now);
         let mut snap = lock(&self.net.inner.snapshot);
         for (p, info) in snap.peers.iter_mut() {
             info.score = self.scores.get(p, now);
@@ -406,6 +413,13 @@ impl Loop {
             }
             Command::Challenge(peer, req, reply) => self.send_challenge(peer, req, reply),
             Command::ChallengeRespond(channel, resp) => self.respond_challenge(channel, resp),
+            Command::SyncRespond(channel, resp) => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, Frame::Valid(resp));
+            }
             Command::Credit(peer) => self.reward(peer, Merit::GoodResponse),
             Command::BytesRequest(p, peer, req, reply) => self.send_bytes(p, peer, req, reply),
             Command::BytesRespond(p, channel, resp) => self.respond_bytes(p, channel, resp),
@@ -460,6 +474,27 @@ impl Loop {
                 if let Err(e) = self.ban(peer, 0, &reason, "scoring") {
                     tracing::error!(%peer, error = %e, "cannot persist a ban");
                 }
+            }
+        }
+    }
+
+    /// Admits an inbound request of kind `w` from `peer` ([`super::limits`]),
+    /// or says after how many ms to try again; a peer past its share is
+    /// scored down.
+    fn admit(&mut self, peer: PeerId, w: Work) -> std::result::Result<Permit, u32> {
+        match self.limiter.admit(peer, w, Instant::now()) {
+            Admit::Go(p) => Ok(p),
+            Admit::Busy {
+                retry_after,
+                over_quota,
+            } => {
+                let reason = if over_quota { "quota" } else { "busy" };
+                metrics::counter!(m::NET_REQUESTS_REFUSED, "kind" => w.as_str(), "reason" => reason)
+                    .increment(1);
+                if over_quota {
+                    self.penalize(peer, Offence::Flood);
+                }
+                Err(retry_after.as_millis().clamp(1, u128::from(u32::MAX)) as u32)
             }
         }
     }

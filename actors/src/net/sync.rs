@@ -48,6 +48,8 @@ pub struct SyncRequest {
 }
 
 const SYNC_V1: u8 = 1;
+/// A sync response that says "busy", then a `u32` of ms.
+const SYNC_BUSY: u8 = 0xB5;
 
 impl Wire for SyncRequest {
     fn encode(&self) -> Vec<u8> {
@@ -83,10 +85,39 @@ pub struct SyncResponse {
     pub head: u64,
     /// Encoded epochs, consecutive from the request's `from`.
     pub epochs: Vec<Vec<u8>>,
+    /// The server is busy (this peer's share is used up, or every slot is
+    /// taken): try again after this many ms. No epochs then; not a refusal
+    /// of the claim either.
+    pub busy_ms: Option<u32>,
+}
+
+impl SyncResponse {
+    /// `head` and `epochs`.
+    pub fn new(head: u64, epochs: Vec<Vec<u8>>) -> Self {
+        Self {
+            head,
+            epochs,
+            busy_ms: None,
+        }
+    }
+
+    /// "Busy: try again after `ms`".
+    pub fn busy(ms: u32) -> Self {
+        Self {
+            head: 0,
+            epochs: Vec::new(),
+            busy_ms: Some(ms),
+        }
+    }
 }
 
 impl Wire for SyncResponse {
     fn encode(&self) -> Vec<u8> {
+        if let Some(ms) = self.busy_ms {
+            let mut out = vec![SYNC_BUSY];
+            out.extend_from_slice(&ms.to_be_bytes());
+            return out;
+        }
         let mut out = vec![SYNC_V1];
         out.extend_from_slice(&self.head.to_be_bytes());
         out.extend_from_slice(&(self.epochs.len() as u32).to_be_bytes());
@@ -98,9 +129,15 @@ impl Wire for SyncResponse {
     }
 
     fn decode(b: &[u8]) -> Result<Self, String> {
+        if let [SYNC_BUSY, ms @ ..] = b {
+            let ms: [u8; 4] = ms
+                .try_into()
+                .map_err(|_| format!("busy sync response of {} bytes; 5 expected", b.len()))?;
+            return Ok(Self::busy(u32::from_be_bytes(ms)));
+        }
         if b.len() < 13 || b[0] != SYNC_V1 {
             return Err(format!(
-                "sync response of {} bytes: version 1 header expected",
+                "sync response of {} bytes: version 1 header (or busy) expected",
                 b.len()
             ));
         }
@@ -126,7 +163,7 @@ impl Wire for SyncResponse {
         if at != b.len() {
             return Err(format!("{} trailing bytes", b.len() - at));
         }
-        Ok(Self { head, epochs })
+        Ok(Self::new(head, epochs))
     }
 }
 
@@ -140,15 +177,17 @@ mod tests {
         assert_eq!(SyncRequest::decode(&r.encode()).unwrap(), r);
         let bad = SyncRequest { from: 5, count: 0 }.encode();
         assert!(SyncRequest::decode(&bad).unwrap_err().contains("count 1..=512"));
-        let s = SyncResponse {
-            head: 9,
-            epochs: vec![vec![1, 2, 3], vec![]],
-        };
+        let s = SyncResponse::new(9, vec![vec![1, 2, 3], vec![]]);
         let bytes = s.encode();
         assert_eq!(SyncResponse::decode(&bytes).unwrap(), s);
         assert!(SyncResponse::decode(&bytes[..bytes.len() - 1]).is_err());
         let mut long = bytes.clone();
         long.push(0);
         assert!(SyncResponse::decode(&long).unwrap_err().contains("trailing"));
+        let busy = SyncResponse::busy(250);
+        assert_eq!(SyncResponse::decode(&busy.encode()).unwrap(), busy);
+        assert!(SyncResponse::decode(&[SYNC_BUSY, 1])
+            .unwrap_err()
+            .contains("5 expected"));
     }
 }

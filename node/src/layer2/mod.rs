@@ -55,7 +55,10 @@ impl Transport for NetTransport {
             .await
             .map_err(|e| e.to_string())?
         {
-            vigil_actors::net::codec::Frame::Valid(b) => Ok(b),
+            vigil_actors::net::codec::Frame::Valid(b) => match vigil_actors::net::app::busy_ms(&b) {
+                Some(ms) => Err(format!("{peer} is busy: try again in {ms} ms")),
+                None => Ok(b),
+            },
             vigil_actors::net::codec::Frame::Invalid(e) => Err(format!("{peer} sent a bad frame: {e}")),
         }
     }

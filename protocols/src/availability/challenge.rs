@@ -97,6 +97,9 @@ pub enum Response {
     Missing,
     /// The prover refuses (indices not derived from the entropy, unknown epoch...).
     Refused(String),
+    /// The prover is serving as much as it allows (the asker's share, or
+    /// every slot): try again after this many ms. Not a failed proof.
+    Busy(u32),
 }
 
 /// What a challenge came to.
@@ -114,10 +117,12 @@ pub enum Outcome {
     Malformed(String),
     /// The prover refused.
     Refused(String),
+    /// The prover was busy (not a failure, and no credit either).
+    Busy,
 }
 
 impl Outcome {
-    /// `ok | wrong | late | missing | malformed | refused`.
+    /// `ok | wrong | late | missing | malformed | refused | busy`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Ok => "ok",
@@ -126,6 +131,7 @@ impl Outcome {
             Self::Missing => "missing",
             Self::Malformed(_) => "malformed",
             Self::Refused(_) => "refused",
+            Self::Busy => "busy",
         }
     }
 
@@ -144,6 +150,7 @@ pub fn verify(req: &ChallengeRequest, size: u64, resp: &Response) -> Outcome {
         Response::Proofs(p) => p,
         Response::Missing => return Outcome::Missing,
         Response::Refused(why) => return Outcome::Refused(why.clone()),
+        Response::Busy(_) => return Outcome::Busy,
         Response::Audit { .. } => return Outcome::Malformed("an audit answer to a challenge".into()),
     };
     if proofs.len() != req.indices.len() {
@@ -174,6 +181,9 @@ impl W {
         self.0.push(v);
     }
     fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
     fn u64(&mut self, v: u64) {
@@ -214,6 +224,11 @@ impl R<'_> {
     fn u16(&mut self, what: &str) -> Result<u16, String> {
         Ok(u16::from_be_bytes(
             self.take(2, what)?.try_into().map_err(|_| what.to_string())?,
+        ))
+    }
+    fn u32(&mut self, what: &str) -> Result<u32, String> {
+        Ok(u32::from_be_bytes(
+            self.take(4, what)?.try_into().map_err(|_| what.to_string())?,
         ))
     }
     fn u64(&mut self, what: &str) -> Result<u64, String> {
@@ -311,7 +326,8 @@ impl Request {
 }
 
 impl Response {
-    /// Encoding: version ‖ kind (0 proofs, 1 missing, 2 refused, 3 audit) ‖ fields.
+    /// Encoding: version ‖ kind (0 proofs, 1 missing, 2 refused, 3 audit,
+    /// 4 busy) ‖ fields.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = W(vec![V1]);
         match self {
@@ -333,6 +349,10 @@ impl Response {
                 w.u8(3);
                 w.proof(replica);
                 w.proof(plain);
+            }
+            Self::Busy(ms) => {
+                w.u8(4);
+                w.u32(*ms);
             }
         }
         w.0
@@ -362,7 +382,8 @@ impl Response {
                 replica: r.proof()?,
                 plain: r.proof()?,
             },
-            k => return Err(format!("response kind {k}; 0..=3 allowed")),
+            4 => Self::Busy(r.u32("retry after")?),
+            k => return Err(format!("response kind {k}; 0..=4 allowed")),
         };
         r.end()?;
         Ok(out)

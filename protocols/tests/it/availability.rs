@@ -188,7 +188,8 @@ proptest! {
         prop_assert_eq!(Request::decode(&req.encode()).unwrap(), req);
         let audit = Request::Audit { replica_root: root, index: epoch };
         prop_assert_eq!(Request::decode(&audit.encode()).unwrap(), audit);
-        for resp in [Response::Proofs(proofs.clone()), Response::Missing, Response::Refused(why.clone())] {
+        let busy = Response::Busy(epoch as u32);
+        for resp in [Response::Proofs(proofs.clone()), Response::Missing, Response::Refused(why.clone()), busy] {
             prop_assert_eq!(Response::decode(&resp.encode()).unwrap(), resp);
         }
         if proofs.len() >= 2 {

@@ -141,6 +141,7 @@ struct Shared {
 }
 
 type FetchReply = oneshot::Sender<Result<Vec<Vec<u8>>, String>>;
+type AskReply = oneshot::Sender<Result<Response, String>>;
 
 enum Cmd {
     Publish(
@@ -151,7 +152,12 @@ enum Cmd {
     Pong(request_response::ResponseChannel<Vec<u8>>, Vec<u8>),
     Answer(request_response::ResponseChannel<Frame<Response>>, Response),
     Status,
-    Fetch(u64, FetchReply),
+    Fetch(Option<PeerId>, u64, FetchReply),
+    Ask(
+        PeerId,
+        vigil_protocols::availability::challenge::Request,
+        AskReply,
+    ),
 }
 
 /// A cheating peer on a vigil network; stops when dropped.
@@ -210,6 +216,7 @@ impl Adversary {
             held: Vec::new(),
             held_sync: Vec::new(),
             fetches: HashMap::new(),
+            asks: HashMap::new(),
         };
         Ok(Self {
             key,
@@ -255,14 +262,40 @@ impl Adversary {
     /// Asks a connected peer for encoded epochs `from ..` (at most 64) over
     /// the sync protocol, as any node may.
     pub async fn fetch_epochs(&self, from: u64) -> Result<Vec<Vec<u8>>> {
+        self.fetch(None, from).await
+    }
+
+    /// [`Adversary::fetch_epochs`] from connected `peer`.
+    pub async fn fetch_epochs_from(&self, peer: PeerId, from: u64) -> Result<Vec<Vec<u8>>> {
+        self.fetch(Some(peer), from).await
+    }
+
+    async fn fetch(&self, peer: Option<PeerId>, from: u64) -> Result<Vec<Vec<u8>>> {
         let (reply, rx) = oneshot::channel();
         self.cmd
-            .send(Cmd::Fetch(from, reply))
+            .send(Cmd::Fetch(peer, from, reply))
             .await
             .map_err(|_| anyhow!("the adversary stopped"))?;
         rx.await
             .map_err(|_| anyhow!("the adversary stopped"))?
             .map_err(|e| anyhow!("cannot fetch epochs: {e}"))
+    }
+
+    /// Sends `req` (a challenge or an audit) to connected `peer` over the
+    /// challenge protocol, as any verifier may; its answer.
+    pub async fn ask(
+        &self,
+        peer: PeerId,
+        req: vigil_protocols::availability::challenge::Request,
+    ) -> Result<Response> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Ask(peer, req, reply))
+            .await
+            .map_err(|_| anyhow!("the adversary stopped"))?;
+        rx.await
+            .map_err(|_| anyhow!("the adversary stopped"))?
+            .map_err(|e| anyhow!("no answer: {e}"))
     }
 
     /// Sends its status (with the claimed head) to every connected peer now.
@@ -352,6 +385,8 @@ struct Loop {
     held_sync: Vec<request_response::ResponseChannel<Frame<SyncResponse>>>,
     /// Its own sync requests waiting for their answers.
     fetches: HashMap<request_response::OutboundRequestId, FetchReply>,
+    /// Its own challenge-protocol requests waiting for their answers.
+    asks: HashMap<request_response::OutboundRequestId, AskReply>,
 }
 
 impl Loop {
@@ -392,7 +427,7 @@ impl Loop {
             Cmd::Answer(ch, resp) => {
                 let _ = b.challenge.send_response(ch, Frame::Valid(resp));
             }
-            Cmd::Fetch(from, reply) => match first_peer {
+            Cmd::Fetch(peer, from, reply) => match peer.or(first_peer) {
                 Some(p) => {
                     let req = Frame::Valid(vigil_actors::net::SyncRequest { from, count: 64 });
                     let id = b.sync.send_request(&p, req);
@@ -402,6 +437,10 @@ impl Loop {
                     let _ = reply.send(Err("not connected".into()));
                 }
             },
+            Cmd::Ask(p, req, reply) => {
+                let id = b.challenge.send_request(&p, Frame::Valid(req));
+                self.asks.insert(id, reply);
+            }
             Cmd::Status => {
                 let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
                 for p in peers {
@@ -500,13 +539,11 @@ impl Loop {
                     return;
                 }
                 let head = self.status().head;
-                let _ = self.swarm.behaviour_mut().sync.send_response(
-                    channel,
-                    Frame::Valid(SyncResponse {
-                        head,
-                        epochs: Vec::new(),
-                    }),
-                );
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, Frame::Valid(SyncResponse::new(head, Vec::new())));
             }
             SwarmEvent::Behaviour(BehaviourEvent::Challenge(Event::Message {
                 message: Message::Request { request, channel, .. },
@@ -518,9 +555,32 @@ impl Loop {
             })) => {
                 if let Some(reply) = self.fetches.remove(&request_id) {
                     let _ = reply.send(match response {
+                        Frame::Valid(SyncResponse {
+                            busy_ms: Some(ms), ..
+                        }) => Err(format!("busy: try again in {ms} ms")),
                         Frame::Valid(r) => Ok(r.epochs),
                         Frame::Invalid(e) => Err(e.to_string()),
                     });
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Challenge(Event::Message {
+                message: Message::Response { request_id, response },
+                ..
+            })) => {
+                if let Some(reply) = self.asks.remove(&request_id) {
+                    let _ = reply.send(match response {
+                        Frame::Valid(r) => Ok(r),
+                        Frame::Invalid(e) => Err(e.to_string()),
+                    });
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Challenge(Event::OutboundFailure {
+                request_id,
+                error,
+                ..
+            })) => {
+                if let Some(reply) = self.asks.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(Event::OutboundFailure {

@@ -3,6 +3,7 @@
 #![allow(unreachable_pub)]
 
 mod cheats;
+mod flood;
 mod layer2;
 mod sampling;
 mod withdrawals;

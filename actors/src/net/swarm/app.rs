@@ -8,6 +8,7 @@ use vigil_protocols::availability::challenge::{Request, Response};
 
 use super::super::app::{BytesProtocol, BytesReply, ChallengeReply};
 use super::super::codec::Frame;
+use super::super::limits::Work;
 use super::super::score::{Merit, Offence};
 use super::super::sync::GossipVerdict;
 use super::{lock, Loop};
@@ -101,6 +102,14 @@ impl Loop {
                 ..
             } => match request {
                 Frame::Valid(req) => {
+                    let work = match req {
+                        Request::Challenge(_) => Work::Challenge,
+                        Request::Audit { .. } => Work::Audit,
+                    };
+                    let permit = match self.admit(peer, work) {
+                        Ok(p) => p,
+                        Err(ms) => return self.respond_challenge(channel, Response::Busy(ms)),
+                    };
                     let server = lock(&self.net.inner.challenge_server).clone();
                     match server {
                         Some(s) => s.serve(
@@ -109,6 +118,7 @@ impl Loop {
                             ChallengeReply {
                                 channel,
                                 net: self.net.clone(),
+                                _permit: permit,
                             },
                         ),
                         None => {
@@ -209,18 +219,25 @@ impl Loop {
                 message: Message::Request { request, channel, .. },
                 ..
             } => match request {
-                Frame::Valid(req) => match self.bytes_server(p) {
-                    Some(s) => s.serve(
-                        peer,
-                        req,
-                        BytesReply {
-                            protocol: p,
-                            channel,
-                            net: self.net.clone(),
-                        },
-                    ),
-                    None => self.respond_bytes(p, channel, p.off()),
-                },
+                Frame::Valid(req) => {
+                    let permit = match self.admit(peer, p.work()) {
+                        Ok(permit) => permit,
+                        Err(ms) => return self.respond_bytes(p, channel, p.busy(ms)),
+                    };
+                    match self.bytes_server(p) {
+                        Some(s) => s.serve(
+                            peer,
+                            req,
+                            BytesReply {
+                                protocol: p,
+                                channel,
+                                net: self.net.clone(),
+                                _permit: permit,
+                            },
+                        ),
+                        None => self.respond_bytes(p, channel, p.off()),
+                    }
+                }
                 Frame::Invalid(e) => self.bad_frame(peer, e),
             },
             Event::Message {

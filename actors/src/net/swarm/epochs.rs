@@ -5,9 +5,11 @@ use libp2p::{gossipsub, request_response, PeerId};
 use tokio::sync::oneshot;
 
 use super::super::codec::Frame;
+use super::super::limits::Work;
 use super::super::score::Offence;
 use super::super::sync::{GossipVerdict, SyncRequest, SyncResponse, SYNC_RESPONSE_MAX};
-use super::Loop;
+use super::super::Command;
+use super::{lock, Loop};
 use crate::metrics as m;
 
 pub(super) type SyncReply = oneshot::Sender<Result<SyncResponse, String>>;
@@ -66,21 +68,31 @@ impl Loop {
                 ..
             } => match request {
                 Frame::Valid(req) => {
-                    let resp = match self.net.epoch_source() {
-                        Some(src) => SyncResponse {
-                            head: src.head(),
-                            epochs: src.range(req.from, req.count, SYNC_RESPONSE_MAX - 1024),
-                        },
-                        None => SyncResponse {
-                            head: 0,
-                            epochs: Vec::new(),
-                        },
+                    let permit = match self.admit(peer, Work::Sync) {
+                        Ok(p) => p,
+                        Err(ms) => {
+                            let busy = Frame::Valid(SyncResponse::busy(ms));
+                            let _ = self.swarm.behaviour_mut().sync.send_response(channel, busy);
+                            return;
+                        }
                     };
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .sync
-                        .send_response(channel, Frame::Valid(resp));
+                    // Reading up to 8 MiB of epochs happens off the swarm task.
+                    let (src, tx) = (self.net.epoch_source(), lock(&self.net.inner.cmd).clone());
+                    tokio::spawn(async move {
+                        let resp = tokio::task::spawn_blocking(move || match src {
+                            Some(src) => SyncResponse::new(
+                                src.head(),
+                                src.range(req.from, req.count, SYNC_RESPONSE_MAX - 1024),
+                            ),
+                            None => SyncResponse::new(0, Vec::new()),
+                        })
+                        .await
+                        .unwrap_or_else(|_| SyncResponse::busy(1000));
+                        if let Some(tx) = tx {
+                            let _ = tx.send(Command::SyncRespond(channel, resp)).await;
+                        }
+                        drop(permit);
+                    });
                 }
                 Frame::Invalid(e) => self.bad_frame(peer, e),
             },
@@ -91,6 +103,9 @@ impl Loop {
             } => {
                 let reply = self.pending_sync.remove(&request_id);
                 let r = match response {
+                    Frame::Valid(SyncResponse {
+                        busy_ms: Some(ms), ..
+                    }) => Err(format!("peer {peer} is busy: try again in {ms} ms")),
                     Frame::Valid(resp) => {
                         if let Some(p) = super::lock(&self.net.inner.snapshot).peers.get_mut(&peer) {
                             p.head = Some(resp.head);

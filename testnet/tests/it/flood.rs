@@ -1,0 +1,135 @@
+//! Hostile peers that follow the protocol just enough and ask for work as
+//! fast as they can, against real `vigil run` processes over libp2p: what
+//! they get is "busy", a lower score and a ban; the honest nodes go on.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::json;
+use vigil_genesis::SecurityParams;
+use vigil_protocols::availability::challenge::{Request, Response};
+use vigil_testnet::adversary::Adversary;
+use vigil_testnet::{call, up, Options};
+
+use super::cheats::banned;
+use super::{fetch_metrics, quick, vigilctl, wait_for, Guard};
+
+fn sum_of(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_flooding_audits_and_syncs_get_busy_answers_and_a_ban_while_honest_audits_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        n: 2,
+        vdf_iterations: Some(10_000_000),
+        security: Some(SecurityParams {
+            audit_period_epochs: 1000,
+            ..SecurityParams::default()
+        }),
+        ..quick()
+    };
+    let (m, _) = up(&dir.path().join("tn"), &o, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let _guard = Guard(m.clone());
+    let (node0, node1) = (&m.nodes[0], &m.nodes[1]);
+    let f = dir.path().join("data.bin");
+    std::fs::write(&f, super::cheats::data(4)).unwrap();
+    let info = vigilctl(node0, &["storage", "put", f.to_str().unwrap()]);
+    let rp: [u8; 32] = hex::decode(info["replica_root"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let target: libp2p::PeerId = node0.peer_id.parse().unwrap();
+    let genesis = m.genesis().unwrap();
+    let addr = vec![node0.p2p_addr.parse().unwrap()];
+
+    // Waves of 40 audits at once (each would cost node-0 a sector's
+    // encoding), again after every reconnection, until node-0 bans it.
+    let adv = Adversary::join(&genesis, addr.clone()).await.unwrap();
+    let me = adv.peer_id().to_string();
+    let (mut served, mut busy, mut waves) = (0, 0, 0);
+    while banned(node0, &me).await.is_none() {
+        assert!(waves < 6, "not banned after {waves} waves of audits");
+        waves += 1;
+        wait_for("the audit flooder to (re)connect", 30, async || {
+            adv.connected() > 0
+        })
+        .await;
+        let asks = (0..40u64).map(|i| {
+            adv.ask(
+                target,
+                Request::Audit {
+                    replica_root: rp,
+                    index: i,
+                },
+            )
+        });
+        for a in join_all(asks).await {
+            match a {
+                Ok(Response::Audit { .. }) => served += 1,
+                Ok(Response::Busy(_)) => busy += 1,
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // (How many "busy" answers reach it before its connection is closed varies.)
+    eprintln!("{waves} waves of 40 audits: {served} served, {busy} answered busy, the rest cut off");
+    let ban = banned(node0, &me).await.unwrap();
+    assert!(ban["reason"].as_str().unwrap().contains("flood"), "{ban}");
+    let text = fetch_metrics(node0).await;
+    let refused = sum_of(&text, "vigil_net_requests_refused_total", "kind=\"audit\"");
+    let encoded = sum_of(&text, "vigil_challenge_answered_total", "answer=\"audit\"");
+    eprintln!("node-0: {refused} audit requests refused, {encoded} answered");
+    assert!(refused >= 25.0, "refused {refused}\n{text}");
+    assert!(
+        served <= 4 && encoded <= 4.0,
+        "node-0 did {encoded} audits for the flooder"
+    );
+
+    // Waves of 100 range syncs at once from a second identity.
+    let adv2 = Adversary::join(&genesis, addr).await.unwrap();
+    let me2 = adv2.peer_id().to_string();
+    let (mut served, mut busy, mut waves) = (0, 0, 0);
+    while banned(node0, &me2).await.is_none() {
+        assert!(waves < 6, "not banned after {waves} waves of syncs");
+        waves += 1;
+        wait_for("the sync flooder to (re)connect", 30, async || {
+            adv2.connected() > 0
+        })
+        .await;
+        for a in join_all((0..100).map(|_| adv2.fetch_epochs_from(target, 1))).await {
+            match a {
+                Ok(_) => served += 1,
+                Err(e) if e.to_string().contains("busy") => busy += 1,
+                Err(_) => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("{waves} waves of 100 syncs: {served} served, {busy} answered busy");
+    assert!(served <= 20 * waves + 10, "{served} syncs served");
+    let text = fetch_metrics(node0).await;
+    assert!(sum_of(&text, "vigil_net_requests_refused_total", "kind=\"sync\"") >= 25.0);
+    assert!(sum_of(&text, "vigil_net_offences_total", "offence=\"flood\"") >= 50.0);
+
+    // The honest side goes on: node-1 audits node-0 and it passes, the
+    // node stays ready, and honest peers keep their score.
+    let a = vigilctl(node1, &["challenge", "audit", &node0.peer_id]);
+    assert_eq!(a["passed"], true, "{a}");
+    let peers = call(node1, "net_peers", json!([])).await.unwrap();
+    let p0 = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer_id"] == node0.peer_id.as_str())
+        .expect("node-1 still connected to node-0");
+    assert!(p0["score"].as_f64().unwrap() >= 0.0, "{p0}");
+    assert!(banned(node0, &node1.peer_id).await.is_none());
+}
