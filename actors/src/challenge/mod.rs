@@ -123,7 +123,7 @@ struct Inner {
     stats: Mutex<HashMap<String, PeerStats>>,
     /// Audits running at once (each regenerates a sector's encoding here).
     audits: tokio::sync::Semaphore,
-    attestations: attest::Recorder,
+    attestations: Arc<attest::Recorder>,
 }
 
 /// Handle to the challenge machinery; cheap to clone.
@@ -152,7 +152,8 @@ impl Challenger {
         net: Network,
         queues: Option<Arc<Queues>>,
     ) -> Self {
-        let storage_store = storage.store();
+        let head = chain.clone();
+        let attestations = Arc::new(attest::Recorder::new(storage.store(), move || head.head()));
         let c = Self {
             inner: Arc::new(Inner {
                 settings,
@@ -162,7 +163,7 @@ impl Challenger {
                 queues,
                 stats: Mutex::new(HashMap::new()),
                 audits: tokio::sync::Semaphore::new(2),
-                attestations: attest::Recorder::new(storage_store.clone()),
+                attestations,
             }),
         };
         c.inner.net.set_challenge_server(Arc::new(prover::Prover::new(
@@ -171,7 +172,7 @@ impl Challenger {
         )));
         c.inner
             .net
-            .set_gossip_handler(attest::TOPIC, Arc::new(attest::Recorder::new(storage_store)));
+            .set_gossip_handler(attest::TOPIC, c.inner.attestations.clone());
         c
     }
 

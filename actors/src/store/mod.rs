@@ -68,6 +68,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn range_from(&self, tree: &str, start: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// The entry with the largest key.
     fn last(&self, tree: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    /// Up to `limit` entries with keys below `before` (all keys when
+    /// `None`), largest key first: one page of a read from the end.
+    fn range_back(&self, tree: &str, before: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Entries in `tree` and the bytes of their keys and values (one pass,
+    /// nothing kept in memory).
+    fn size(&self, tree: &str) -> Result<(usize, u64)>;
     /// Names of every tree that exists.
     fn tree_names(&self) -> Vec<String>;
     /// Applies every write of `batch` atomically, or none.

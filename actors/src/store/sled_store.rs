@@ -132,6 +132,31 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn range_back(&self, tree: &str, before: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let t = self.tree(tree)?;
+        let iter = match before {
+            Some(end) => t.range(..end),
+            None => t.iter(),
+        };
+        iter.rev()
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn size(&self, tree: &str) -> Result<(usize, u64)> {
+        let mut out = (0usize, 0u64);
+        for kv in self.tree(tree)?.iter() {
+            let (k, v) = kv?;
+            out.0 += 1;
+            out.1 += (k.len() + v.len()) as u64;
+        }
+        Ok(out)
+    }
+
     fn last(&self, tree: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         Ok(self.tree(tree)?.last()?.map(|(k, v)| (k.to_vec(), v.to_vec())))
     }

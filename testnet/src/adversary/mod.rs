@@ -228,6 +228,11 @@ impl Adversary {
         })
     }
 
+    /// Its key (to sign what it gossips as itself).
+    pub fn key(&self) -> &Keypair {
+        &self.key
+    }
+
     /// Its peer id.
     pub fn peer_id(&self) -> PeerId {
         self.key.public().to_peer_id()

@@ -133,3 +133,78 @@ async fn peers_flooding_audits_and_syncs_get_busy_answers_and_a_ban_while_honest
     assert!(p0["score"].as_f64().unwrap() >= 0.0, "{p0}");
     assert!(banned(node0, &node1.peer_id).await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attestation_spam_is_bounded_per_signer_and_oversized_ones_get_their_sender_banned() {
+    use vigil_actors::challenge::attest::{Attestation, TOPIC};
+    use vigil_actors::challenge::ChallengeResult;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _) = up(
+        &dir.path().join("tn"),
+        &Options { n: 1, ..quick() },
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let _guard = Guard(m.clone());
+    let node = &m.nodes[0];
+    let adv = Adversary::join(&m.genesis().unwrap(), vec![node.p2p_addr.parse().unwrap()])
+        .await
+        .unwrap();
+    wait_for("the adversary to connect", 30, async || adv.connected() > 0).await;
+    let me = adv.peer_id().to_string();
+    let head = super::head_of(node).await;
+    // 300 attestations of its own for the current epoch, every field at its limit.
+    let sign = |i: u64, dataset: String| {
+        let r = ChallengeResult {
+            peer: String::new(),
+            dataset,
+            epoch: head,
+            outcome: "audit_failed",
+            detail: Some(format!("{i}{}", "x".repeat(600))),
+            latency_ms: 1.0,
+            ping_ms: None,
+            allowance_ms: 0.0,
+            proof_bytes: 0,
+        };
+        Attestation::sign(adv.key(), libp2p::PeerId::random(), &r)
+            .unwrap()
+            .encode()
+    };
+    for i in 0..300u64 {
+        adv.publish(TOPIC, sign(i, format!("{i:064x}"))).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = call(node, "challenge_attestations", json!([10_000]))
+        .await
+        .unwrap();
+    let kept = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["challenger"] == me.as_str())
+        .count();
+    eprintln!("300 attestations from one signer for one epoch: {kept} recorded");
+    assert!((1..=64).contains(&kept), "{kept} recorded");
+    // Oversized fields are invalid gossip: its sender is scored down,
+    // disconnected, and banned when it comes back for more.
+    let mut waves = 0;
+    while banned(node, &me).await.is_none() {
+        assert!(
+            waves < 5,
+            "not banned after {waves} waves of oversized attestations"
+        );
+        waves += 1;
+        wait_for("the spammer to (re)connect", 30, async || adv.connected() > 0).await;
+        for i in 0..8u64 {
+            let _ = adv.publish(TOPIC, sign(waves * 100 + i, "f".repeat(200))).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let ban = banned(node, &me).await.unwrap();
+    assert!(
+        ban["reason"].as_str().unwrap().contains("invalid_gossip"),
+        "{ban}"
+    );
+}

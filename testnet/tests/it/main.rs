@@ -291,7 +291,7 @@ fn quick() -> Options {
     }
 }
 
-async fn head_of(node: &vigil_testnet::NodeSpec) -> u64 {
+pub(crate) async fn head_of(node: &vigil_testnet::NodeSpec) -> u64 {
     match call(node, "epoch_head", json!([])).await {
         Ok(r) => r["head"].as_u64().unwrap_or(0),
         Err(_) => 0,
