@@ -85,6 +85,24 @@ async fn run(c: Challenger) {
     }
 }
 
+/// `n` targets from `cands` (sorted by peer): a peer first, each peer
+/// alike, then one of its datasets. A peer that announces a thousand
+/// datasets is challenged as often as one that announces one, so bulk
+/// announcements dilute nobody's challenges.
+fn pick(cands: &[(PeerId, Announced)], n: usize, mut draw: impl FnMut() -> u64) -> Vec<&(PeerId, Announced)> {
+    let mut peers: Vec<&[(PeerId, Announced)]> = cands.chunk_by(|a, b| a.0 == b.0).collect();
+    peers.retain(|p| !p.is_empty());
+    if peers.is_empty() {
+        return Vec::new();
+    }
+    (0..n)
+        .map(|_| {
+            let of = peers[(draw() % peers.len() as u64) as usize];
+            &of[(draw() % of.len() as u64) as usize]
+        })
+        .collect()
+}
+
 impl Challenger {
     /// The datasets of connected peers, in a fixed order.
     fn candidates(&self) -> Vec<(PeerId, Announced)> {
@@ -116,13 +134,11 @@ impl Challenger {
         h.update(&e.output);
         h.update(&self.inner.net.peer_id().to_bytes());
         let mut xof = h.finalize_xof();
-        let picks: Vec<&(PeerId, Announced)> = (0..self.inner.settings.per_epoch)
-            .map(|_| {
-                let mut b = [0u8; 8];
-                xof.fill(&mut b);
-                &cands[(u64::from_le_bytes(b) % cands.len() as u64) as usize]
-            })
-            .collect();
+        let picks = pick(&cands, self.inner.settings.per_epoch as usize, || {
+            let mut b = [0u8; 8];
+            xof.fill(&mut b);
+            u64::from_le_bytes(b)
+        });
         let runs = picks.iter().map(|(peer, a)| async move {
             match self.challenge(*peer, a, epoch, &e.output).await {
                 Ok(r) => {
@@ -143,5 +159,44 @@ impl Challenger {
             self.score(peer, &outcomes).await;
         }
         self.audit_due(&cands, epoch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn announced(peer: &PeerId, i: usize) -> (PeerId, Announced) {
+        (
+            *peer,
+            Announced {
+                peer: peer.to_string(),
+                root: format!("{i:064x}"),
+                replica_root: format!("{i:064x}"),
+                size: 1,
+                at: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn a_peer_with_a_thousand_datasets_is_picked_as_often_as_one_with_one() {
+        let (bulk, honest) = (PeerId::random(), PeerId::random());
+        let mut cands: Vec<_> = (0..1000).map(|i| announced(&bulk, i)).collect();
+        cands.push(announced(&honest, 5000));
+        cands.sort_by(|a, b| (&a.1.peer, &a.1.replica_root).cmp(&(&b.1.peer, &b.1.replica_root)));
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let picks = pick(&cands, 10_000, || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        });
+        let honest_picks = picks.iter().filter(|(p, _)| *p == honest).count();
+        assert!(
+            (4_500..=5_500).contains(&honest_picks),
+            "{honest_picks} of 10,000"
+        );
+        assert!(pick(&[], 3, || 1).is_empty());
     }
 }

@@ -24,6 +24,11 @@
 //! refresh every 15 s; the time of the last one heard is kept in memory,
 //! sled is written only when a dataset becomes current), so a dataset whose
 //! withdrawal this node missed drops out that soon anyway.
+//!
+//! A peer holds at most [`MAX_PER_PEER`] announced datasets and as many
+//! withdrawals here: a new one past that evicts its oldest (by signed
+//! time), so announcing in bulk fills no disk and, as challengers pick a
+//! peer before a dataset, dilutes no one's challenges.
 
 use std::time::Instant;
 
@@ -39,6 +44,9 @@ use crate::Result;
 const ANNOUNCED: &str = "storage/announced";
 const ROOTS: &str = "storage/announced_roots";
 const WITHDRAWN: &str = "storage/peer_withdrawals";
+
+/// Datasets (and withdrawals) kept per peer; past that its oldest go.
+pub(super) const MAX_PER_PEER: usize = 256;
 
 /// A dataset a peer announced.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -183,6 +191,35 @@ impl Storage {
         Ok(n)
     }
 
+    /// Evicts `peer`'s oldest rows of `tree` (announcements or
+    /// withdrawals, by signed time) while it holds [`MAX_PER_PEER`] or more.
+    fn make_room(&self, peer: &PeerId, tree: &str) -> Result<()> {
+        let rows = self.inner.store.scan_prefix(tree, &peer.to_bytes())?;
+        if rows.len() < MAX_PER_PEER {
+            return Ok(());
+        }
+        let at = |v: &[u8]| match tree {
+            ANNOUNCED => serde_json::from_slice::<Announced>(v).map(|a| a.at).unwrap_or(0),
+            _ => v.try_into().map(u64::from_be_bytes).unwrap_or(0),
+        };
+        let mut by_age: Vec<(u64, Vec<u8>)> = rows.into_iter().map(|(k, v)| (at(&v), k)).collect();
+        by_age.sort_unstable();
+        let mut b = Batch::default();
+        let mut heard = self.heard();
+        for (_, k) in by_age.iter().take(by_age.len() + 1 - MAX_PER_PEER) {
+            b.remove(tree, k);
+            if tree == ANNOUNCED {
+                heard.remove(k);
+                if let Some(root) = k.get(k.len().saturating_sub(32)..) {
+                    b.remove(ROOTS, root);
+                }
+            }
+        }
+        drop(heard);
+        tracing::info!(%peer, tree, kept = MAX_PER_PEER, "a peer's oldest dataset message evicted: it holds as many as allowed");
+        self.inner.store.apply(&b)
+    }
+
     fn banned(&self, peer: &PeerId) -> bool {
         let id = peer.to_string();
         self.inner
@@ -227,6 +264,9 @@ impl Storage {
             return Ok(None);
         }
         let became = !self.current(&k);
+        if became && self.row(&k)?.is_none() {
+            self.make_room(&peer, ANNOUNCED)?;
+        }
         if became {
             let v = serde_json::to_vec(&Announced {
                 peer: peer.to_string(),
@@ -255,6 +295,9 @@ impl Storage {
             return Ok(None);
         }
         let was = self.current(&k);
+        if withdrawn.is_none() {
+            self.make_room(&peer, WITHDRAWN)?;
+        }
         let mut b = Batch::default();
         b.remove(ANNOUNCED, &k);
         if self.inner.store.get(ROOTS, &a.replica_root)? == Some(peer.to_bytes()) {
@@ -491,5 +534,70 @@ mod tests {
             s.row(&key(&id, &[3; 32])).unwrap().is_some(),
             "signed recently: kept"
         );
+    }
+
+    #[test]
+    fn a_peer_holds_at_most_its_share_of_announcements_and_withdrawals_and_its_oldest_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, peer, id) = storage_and_peer(dir.path());
+        let (other, other_id) = {
+            let k = Keypair::generate_ed25519();
+            let id = k.public().to_peer_id();
+            (k, id)
+        };
+        let now = now_ms();
+        let signed = |key: &Keypair, kind, i: u32, at| {
+            let mut rp = [0u8; 32];
+            rp[..4].copy_from_slice(&i.to_be_bytes());
+            rp[31] = 7;
+            Announcement::signed(key, kind, [9; 32], rp, 300_000, at)
+                .unwrap()
+                .encode()
+        };
+        assert_eq!(
+            s.on_gossip(
+                other_id,
+                Some(other_id),
+                &signed(&other, Kind::Announce, 99_999, now)
+            ),
+            GossipVerdict::Accept
+        );
+        let n = MAX_PER_PEER as u32 + 40;
+        for i in 0..n {
+            let v = s.on_gossip(
+                id,
+                Some(id),
+                &signed(&peer, Kind::Announce, i, now - 60_000 + u64::from(i)),
+            );
+            assert_eq!(v, GossipVerdict::Accept, "announcement {i}");
+        }
+        let mine: Vec<Announced> = s
+            .announced()
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.peer == id.to_string())
+            .collect();
+        assert_eq!(mine.len(), MAX_PER_PEER);
+        assert!(
+            mine.iter().all(|a| a.at >= now - 60_000 + 40),
+            "the oldest 40 went"
+        );
+        assert!(
+            s.announced()
+                .unwrap()
+                .iter()
+                .any(|a| a.peer == other_id.to_string()),
+            "another peer's dataset is untouched"
+        );
+        // Withdrawals of datasets it never announced: bounded the same way.
+        for i in 0..n {
+            s.on_gossip(
+                id,
+                Some(id),
+                &signed(&peer, Kind::Withdraw, 1_000_000 + i, now - 1_000 + u64::from(i)),
+            );
+        }
+        let withdrawals = s.inner.store.scan_prefix(WITHDRAWN, &id.to_bytes()).unwrap();
+        assert_eq!(withdrawals.len(), MAX_PER_PEER);
     }
 }

@@ -135,7 +135,8 @@ async fn peers_flooding_audits_and_syncs_get_busy_answers_and_a_ban_while_honest
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attestation_spam_is_bounded_per_signer_and_oversized_ones_get_their_sender_banned() {
+async fn attestation_and_announcement_spam_is_bounded_per_signer_and_oversized_ones_get_their_sender_banned()
+{
     use vigil_actors::challenge::attest::{Attestation, TOPIC};
     use vigil_actors::challenge::ChallengeResult;
 
@@ -156,7 +157,7 @@ async fn attestation_spam_is_bounded_per_signer_and_oversized_ones_get_their_sen
     let me = adv.peer_id().to_string();
     let head = super::head_of(node).await;
     // 300 attestations of its own for the current epoch, every field at its limit.
-    let sign = |i: u64, dataset: String| {
+    let sign = |key: &libp2p::identity::Keypair, i: u64, dataset: String| {
         let r = ChallengeResult {
             peer: String::new(),
             dataset,
@@ -168,12 +169,14 @@ async fn attestation_spam_is_bounded_per_signer_and_oversized_ones_get_their_sen
             allowance_ms: 0.0,
             proof_bytes: 0,
         };
-        Attestation::sign(adv.key(), libp2p::PeerId::random(), &r)
+        Attestation::sign(key, libp2p::PeerId::random(), &r)
             .unwrap()
             .encode()
     };
     for i in 0..300u64 {
-        adv.publish(TOPIC, sign(i, format!("{i:064x}"))).await.unwrap();
+        adv.publish(TOPIC, sign(adv.key(), i, format!("{i:064x}")))
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let all = call(node, "challenge_attestations", json!([10_000]))
@@ -187,8 +190,35 @@ async fn attestation_spam_is_bounded_per_signer_and_oversized_ones_get_their_sen
         .count();
     eprintln!("300 attestations from one signer for one epoch: {kept} recorded");
     assert!((1..=64).contains(&kept), "{kept} recorded");
-    // Oversized fields are invalid gossip: its sender is scored down,
-    // disconnected, and banned when it comes back for more.
+    // 300 datasets announced in bulk: it holds at most 256 announcements here.
+    for i in 0..300u32 {
+        let mut rp = [7u8; 32];
+        rp[..4].copy_from_slice(&i.to_be_bytes());
+        adv.announce([i as u8; 32], rp, 300_000).await.unwrap();
+    }
+    let of_adv = async || {
+        super::cheats::announced(node)
+            .await
+            .iter()
+            .filter(|a| a["peer"] == me.as_str())
+            .count()
+    };
+    wait_for("node-0 to take 256 of the bulk announcements", 30, async || {
+        of_adv().await >= 256
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let held = of_adv().await;
+    eprintln!("300 datasets announced in bulk: {held} held");
+    assert_eq!(held, 256);
+
+    // (Its fake datasets fail their challenges: it is banned for that soon.)
+    // Oversized fields are invalid gossip: their sender (a second identity)
+    // is scored down, disconnected, and banned when it comes back for more.
+    let adv = Adversary::join(&m.genesis().unwrap(), vec![node.p2p_addr.parse().unwrap()])
+        .await
+        .unwrap();
+    let me = adv.peer_id().to_string();
     let mut waves = 0;
     while banned(node, &me).await.is_none() {
         assert!(
@@ -198,7 +228,9 @@ async fn attestation_spam_is_bounded_per_signer_and_oversized_ones_get_their_sen
         waves += 1;
         wait_for("the spammer to (re)connect", 30, async || adv.connected() > 0).await;
         for i in 0..8u64 {
-            let _ = adv.publish(TOPIC, sign(waves * 100 + i, "f".repeat(200))).await;
+            let _ = adv
+                .publish(TOPIC, sign(adv.key(), waves * 100 + i, "f".repeat(200)))
+                .await;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
