@@ -406,6 +406,12 @@ pub struct BusConfig {
     pub outbound_queue: u32,
     /// Time an app has to say hello, ms.
     pub hello_timeout_ms: u64,
+    /// Connections (WebSocket and Unix) open at once at most.
+    pub max_connections: u32,
+    /// Browser origins allowed to open the WebSocket (`"*"`: any); none by default.
+    pub allowed_origins: Vec<String>,
+    /// Failed hellos from one source are audited once per window, with their count, seconds.
+    pub auth_failure_window_secs: u64,
     /// Settings of topics created on first use.
     pub topic_defaults: vigil_actors::queue::TopicConfig,
     /// Durable topics with their own settings.
@@ -427,6 +433,9 @@ impl Default for BusConfig {
             ephemeral_topics: vec!["live.*".into()],
             outbound_queue: 1024,
             hello_timeout_ms: 10_000,
+            max_connections: 256,
+            allowed_origins: Vec::new(),
+            auth_failure_window_secs: 60,
             topic_defaults: vigil_actors::queue::TopicConfig::default(),
             topics: Vec::new(),
             apps: Vec::new(),

@@ -478,6 +478,9 @@ fn open_bus(opts: &RunOptions, db: &SledStore, audit: &Audit) -> Result<Arc<Bus>
         ephemeral_topics: c.ephemeral_topics.clone(),
         outbound_queue: c.outbound_queue as usize,
         hello_timeout: Duration::from_millis(c.hello_timeout_ms),
+        max_connections: c.max_connections as usize,
+        allowed_origins: c.allowed_origins.clone(),
+        auth_failure_window: Duration::from_secs(c.auth_failure_window_secs),
     };
     Ok(Bus::new(settings, queues, apps, audit.clone()))
 }

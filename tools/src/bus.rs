@@ -142,10 +142,14 @@ async fn ws_transport(url: &str) -> Result<(mpsc::Sender<String>, Frames)> {
     let (write, read) = ws.split();
     let (out, out_rx) = mpsc::channel::<String>(1024);
     tokio::spawn(vigil_actors::bus::wire::write_frames(write, out_rx));
-    // Text messages (anything else reads as an empty, unparsable frame) until an error.
-    let frames = read.map(|m| {
-        m.map(|m| m.into_text().map(|t| t.to_string()).unwrap_or_default())
-            .map_err(|e| e.to_string())
+    // Text messages (anything else reads as an empty, unparsable frame)
+    // until an error; a close with a reason is an error naming it.
+    let frames = read.map(|m| match m {
+        Ok(tokio_tungstenite::tungstenite::Message::Close(Some(c))) if !c.reason.is_empty() => {
+            Err(format!("the bus closed the connection: {}", c.reason))
+        }
+        Ok(m) => Ok(m.into_text().map(|t| t.to_string()).unwrap_or_default()),
+        Err(e) => Err(e.to_string()),
     });
     Ok((out, Box::pin(frames)))
 }

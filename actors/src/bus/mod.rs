@@ -14,6 +14,7 @@ mod actor;
 mod apps;
 mod confirms;
 mod consumer;
+mod guard;
 mod leases;
 mod line_out;
 mod outbound;
@@ -67,6 +68,30 @@ pub struct BusSettings {
     pub outbound_queue: usize,
     /// Time an app has to say `hello`.
     pub hello_timeout: Duration,
+    /// Connections (WebSocket and Unix) open at once at most.
+    pub max_connections: usize,
+    /// Browser origins allowed to open a WebSocket (`*`: any); a request
+    /// with another `Origin` header is refused (403).
+    pub allowed_origins: Vec<String>,
+    /// Failed hellos from one source are audited once per this window, with their count.
+    pub auth_failure_window: Duration,
+}
+
+impl Default for BusSettings {
+    /// The node's defaults, on an ephemeral loopback port without a Unix socket.
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            unix_socket: None,
+            max_frame_bytes: 2 << 20,
+            ephemeral_topics: vec!["live.*".into()],
+            outbound_queue: 1024,
+            hello_timeout: Duration::from_secs(10),
+            max_connections: 256,
+            allowed_origins: Vec::new(),
+            auth_failure_window: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -111,19 +136,43 @@ pub struct Bus {
     /// Bumped by every revoke: each session checks its subscriptions and
     /// served actions against its grants again.
     revoked: tokio::sync::watch::Sender<u64>,
+    auth_failures: guard::AuthFailures,
+    connections: guard::Connections,
 }
 
 impl Bus {
     /// A bus over `queues`, with `apps` and writing to `audit`.
     pub fn new(settings: BusSettings, queues: Arc<Queues>, apps: Apps, audit: Audit) -> Arc<Self> {
         Arc::new(Self {
-            settings,
             queues,
             apps,
             audit,
             state: Mutex::new(State::default()),
             revoked: tokio::sync::watch::Sender::new(0),
+            auth_failures: guard::AuthFailures::new(settings.auth_failure_window),
+            connections: guard::Connections::default(),
+            settings,
         })
+    }
+
+    /// A failed hello from `peer`: audited at once if it is the first from
+    /// its source in the window, else counted into the window's entry.
+    pub(crate) fn auth_failed(&self, peer: &str, detail: serde_json::Value) {
+        if let Some(entry) = self.auth_failures.record(peer, detail, std::time::Instant::now()) {
+            self.audit("?", "bus.auth_failed", entry);
+        }
+    }
+
+    /// Writes the entries of failed-hello windows that ended.
+    pub(crate) fn flush_auth_failures(&self) {
+        for entry in self.auth_failures.flush(std::time::Instant::now()) {
+            self.audit("?", "bus.auth_failed", entry);
+        }
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.connections.open()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -262,6 +311,7 @@ pub(crate) mod tests {
             ephemeral_topics: vec![],
             outbound_queue: 16,
             hello_timeout: std::time::Duration::from_secs(1),
+            ..BusSettings::default()
         };
         let apps = Apps::open(store.clone(), &[]).unwrap();
         Bus::new(settings, queues, apps, Audit::open(store.clone()).unwrap())

@@ -1,4 +1,6 @@
 //! Listeners: WebSocket on `bus.addr` and newline-delimited JSON on the Unix socket.
+//! Both count against `bus.max_connections`; a WebSocket upgrade from a
+//! browser needs its origin in `bus.allowed_origins` ([`super::guard`]).
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -9,7 +11,9 @@ use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::confirms::{self, Via};
@@ -58,6 +62,7 @@ pub async fn start(bus: Arc<Bus>, addr: SocketAddr) -> Result<RunningBus> {
     })?;
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(accept_ws(bus.clone(), tcp, stopped.clone()));
+    tokio::spawn(flush_auth_failures(bus.clone(), stopped.clone()));
     let unix_path = match &bus.settings.unix_socket {
         Some(path) => {
             let _ = std::fs::remove_file(path);
@@ -84,6 +89,23 @@ pub async fn start(bus: Arc<Bus>, addr: SocketAddr) -> Result<RunningBus> {
     })
 }
 
+/// Writes the failed-hello windows that ended, until the bus stops.
+async fn flush_auth_failures(bus: Arc<Bus>, mut stopped: watch::Receiver<bool>) {
+    let every = (bus.settings.auth_failure_window / 4).max(std::time::Duration::from_millis(250));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return bus.flush_auth_failures(),
+            _ = tick.tick() => bus.flush_auth_failures(),
+        }
+    }
+}
+
+/// Why a connection over the cap is closed.
+fn too_many(max: usize) -> String {
+    format!("too many connections: the bus allows {max} at once (bus.max_connections); try again later")
+}
+
 async fn accept_ws(bus: Arc<Bus>, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -106,12 +128,53 @@ async fn ws_conn(bus: Arc<Bus>, stream: tokio::net::TcpStream, peer: SocketAddr)
         .read_buffer_size(super::wire::WS_READ_BUFFER)
         .max_message_size(Some(max * 2 + 4096))
         .max_frame_size(Some(max * 2 + 4096));
-    let ws = match tokio_tungstenite::accept_async_with_config(stream, Some(cfg)).await {
+    let allowed = bus.settings.allowed_origins.clone();
+    let mut refused_origin = None;
+    // The shape tungstenite's handshake callback must have.
+    #[allow(clippy::result_large_err)]
+    let check = |req: &Request, resp: Response| -> std::result::Result<Response, ErrorResponse> {
+        let origin = req
+            .headers()
+            .get("origin")
+            .map(|o| o.to_str().unwrap_or("?").to_owned());
+        if super::guard::origin_allowed(origin.as_deref(), &allowed) {
+            return Ok(resp);
+        }
+        let why = format!(
+            "origin {} may not open the bus: browsers are refused unless their origin is listed in bus.allowed_origins",
+            origin.as_deref().unwrap_or("?")
+        );
+        refused_origin = Some(why.clone());
+        let mut r = ErrorResponse::new(Some(why));
+        *r.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::FORBIDDEN;
+        Err(r)
+    };
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(cfg)).await;
+    if let Some(why) = refused_origin {
+        metrics::counter!(crate::metrics::BUS_ERRORS, "code" => "forbidden_origin").increment(1);
+        bus.auth_failed(
+            &peer.to_string(),
+            serde_json::json!({ "peer": peer.to_string(), "code": "forbidden_origin", "why": why }),
+        );
+        return;
+    }
+    let mut ws = match ws {
         Ok(ws) => ws,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "not a WebSocket handshake");
             return;
         }
+    };
+    let max_conns = bus.settings.max_connections;
+    let Some(_slot) = bus.connections.take(max_conns) else {
+        metrics::counter!(crate::metrics::BUS_ERRORS, "code" => "too_many_connections").increment(1);
+        tracing::warn!(%peer, max = max_conns, "bus connection refused: too many open");
+        let close = CloseFrame {
+            code: CloseCode::Again,
+            reason: too_many(max_conns).into(),
+        };
+        let _ = futures::SinkExt::send(&mut ws, Message::Close(Some(close))).await;
+        return;
     };
     let (write, read) = ws.split();
     let (tx, rx) = mpsc::channel::<String>(bus.settings.outbound_queue);
@@ -174,8 +237,17 @@ async fn accept_unix(bus: Arc<Bus>, listener: UnixListener, mut stopped: watch::
 /// How much of an overlong Unix line is searched for its `"id"`.
 const ID_PREFIX_BYTES: usize = 4096;
 
-async fn unix_conn(bus: Arc<Bus>, stream: tokio::net::UnixStream) {
+async fn unix_conn(bus: Arc<Bus>, mut stream: tokio::net::UnixStream) {
     let max = bus.settings.max_frame_bytes;
+    let max_conns = bus.settings.max_connections;
+    let Some(_slot) = bus.connections.take(max_conns) else {
+        metrics::counter!(crate::metrics::BUS_ERRORS, "code" => "too_many_connections").increment(1);
+        tracing::warn!(max = max_conns, "bus unix connection refused: too many open");
+        let e = FrameError::new("too_many_connections", too_many(max_conns));
+        let line = format!("{}\n", super::wire::error_frame(None, &e));
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, line.as_bytes()).await;
+        return;
+    };
     // A second handle for the flusher thread to write confirms through.
     let direct = match stream.into_std().and_then(|s| Ok((s.try_clone()?, s))) {
         Ok((second, stream)) => match LineOut::new(second).and_then(|out| {

@@ -66,11 +66,7 @@ where
         let (out, bus, peer) = (out.clone(), bus.clone(), peer.clone());
         async move {
             metrics::counter!(crate::metrics::BUS_ERRORS, "code" => e.code).increment(1);
-            bus.audit(
-                "?",
-                "bus.auth_failed",
-                json!({ "peer": peer, "code": e.code, "why": e.message }),
-            );
+            bus.auth_failed(&peer, json!({ "peer": peer, "code": e.code, "why": e.message }));
             let _ = out.send(wire::error_frame(id, &e)).await;
         }
     };
@@ -81,8 +77,8 @@ where
         Ok(Some(Ok(text))) => match wire::parse(&text, max) {
             Ok(In::Hello { app, token }) if bus.apps.authenticate(&app, &token) => (app, token),
             Ok(In::Hello { app, .. }) => {
-                bus.audit(&app, "bus.auth_failed", json!({ "app": app, "peer": peer }));
                 let e = FrameError::new("unauthorized", format!("wrong token for app `{app}` (or no such app): ask the operator for a token (vigilctl bus app-add)"));
+                bus.auth_failed(&peer, json!({ "app": app, "peer": peer, "code": e.code, "why": e.message }));
                 metrics::counter!(crate::metrics::BUS_ERRORS, "code" => e.code).increment(1);
                 let _ = out.send(wire::error_frame(None, &e)).await;
                 return;

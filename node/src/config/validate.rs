@@ -156,7 +156,14 @@ impl Config {
                 "a loopback address (127.0.0.0/8 or [::1]): apps authenticate with tokens, not TLS".into(),
             );
         }
-        let bus_ranges: [(&str, u64, u64, u64); 5] = [
+        let bus_ranges: [(&str, u64, u64, u64); 7] = [
+            ("bus.max_connections", bus.max_connections.into(), 1, 100_000),
+            (
+                "bus.auth_failure_window_secs",
+                bus.auth_failure_window_secs,
+                1,
+                86_400,
+            ),
             ("bus.max_frame_bytes", bus.max_frame_bytes, 1024, 64 << 20),
             (
                 "bus.max_payload_bytes",

@@ -607,7 +607,9 @@ fn the_unix_socket_speaks_the_same_frames_and_metrics_count_them() {
     let log = audit(&node);
     assert!(
         log.iter().any(|e| e["action"] == "bus.auth_failed"
-            && e["detail"]["why"].as_str().is_some_and(|w| w.contains("hello"))),
+            && e["detail"]["last"]["why"]
+                .as_str()
+                .is_some_and(|w| w.contains("hello"))),
         "the refused hello is audited"
     );
     let ok = frame(
@@ -693,4 +695,99 @@ fn a_correlation_id_can_be_followed_through_the_logs() {
         messages.contains(&"deliver"),
         "delivery side not traced: {messages:?}"
     );
+}
+
+/// A raw WebSocket upgrade request to `url` (`ws://HOST:PORT`) with these
+/// extra headers; the status line of the answer.
+fn upgrade_status(url: &str, headers: &str) -> String {
+    use std::io::{BufRead, Write};
+    let addr = url.trim_start_matches("ws://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+    )
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    line.trim().to_owned()
+}
+
+#[test]
+fn strangers_at_the_bus_cost_one_audit_entry_per_window_browsers_are_refused_and_connections_capped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = dev(
+        &tmp,
+        &[
+            ("VIGIL_BUS__MAX_CONNECTIONS", "3"),
+            ("VIGIL_BUS__AUTH_FAILURE_WINDOW_SECS", "2"),
+        ],
+    );
+    let url = bus_url(&node);
+    let token = app(&node, "alice", &[]);
+    let failed = |log: &[Value]| -> (usize, u64) {
+        let e: Vec<&Value> = log.iter().filter(|e| e["action"] == "bus.auth_failed").collect();
+        (
+            e.len(),
+            e.iter().map(|e| e["detail"]["count"].as_u64().unwrap()).sum(),
+        )
+    };
+    rt().block_on(async {
+        // 50 hellos with a bad token, as fast as a script can.
+        for _ in 0..50 {
+            let e = BusClient::connect(&url, "alice", "guess").await.unwrap_err();
+            assert_eq!(err_code(&e), "unauthorized", "{e}");
+        }
+    });
+    let (entries, count) = failed(&audit(&node));
+    assert_eq!(
+        (entries, count),
+        (1, 1),
+        "the first is audited at once, the rest wait for the window"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let log = audit(&node);
+    let (entries, count) = failed(&log);
+    assert_eq!(count, 50, "every failure is counted");
+    assert!(entries <= 3, "{entries} audit entries for 50 failures");
+    let last = log
+        .iter()
+        .rev()
+        .find(|e| e["action"] == "bus.auth_failed")
+        .unwrap();
+    assert_eq!(last["detail"]["source"], "127.0.0.1", "{last}");
+    assert!(
+        last["detail"]["last"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("wrong token"),
+        "{last}"
+    );
+
+    // A browser page (any Origin header) cannot open the bus; a program can.
+    let refused = upgrade_status(&url, "Origin: https://evil.example\r\n");
+    assert!(refused.contains("403"), "{refused}");
+    assert!(upgrade_status(&url, "").contains("101"));
+
+    // At most 3 connections: the 4th is closed with the reason.
+    rt().block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(BusClient::connect(&url, "alice", &token).await.unwrap());
+        }
+        let e = BusClient::connect(&url, "alice", &token).await.unwrap_err();
+        assert!(e.to_string().contains("bus.max_connections"), "{e}");
+        let sock = format!("unix:{}", node.dir.join("bus.sock").display());
+        let e = BusClient::connect(&sock, "alice", &token).await.unwrap_err();
+        assert!(e.to_string().contains("too many connections"), "{e}");
+        // One closes: there is room again.
+        drop(held.pop());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        BusClient::connect(&url, "alice", &token).await.unwrap();
+    });
+    let rpc = std::fs::read_to_string(node.dir.join("rpc.url")).unwrap();
+    let m = body(&http_get(&format!("{}/metrics", rpc.trim())).1);
+    assert!(m.contains("code=\"too_many_connections\""), "{m}");
+    assert!(m.contains("code=\"forbidden_origin\""));
 }

@@ -89,7 +89,7 @@ async fn bus_server(
         max_frame_bytes: 1 << 20,
         ephemeral_topics: vec![],
         outbound_queue: 4096,
-        hello_timeout: Duration::from_secs(10),
+        ..BusSettings::default()
     };
     let bus = Bus::new(settings, queues, apps, audit);
     let token = bus.add_app("bench").expect("app");
