@@ -225,6 +225,10 @@ pub struct NetworkConfig {
     pub max_pending: u32,
     /// Connections per peer allowed.
     pub max_per_peer: u32,
+    /// Inbound connections from one IP address at once.
+    pub max_inbound_per_ip: u32,
+    /// Banned peer ids from one IP address that get the address banned (0: never).
+    pub ip_ban_threshold: u32,
     /// Peers the node dials towards.
     pub target_peers: u32,
     /// Close a connection idle this long, seconds.
@@ -254,6 +258,8 @@ impl Default for NetworkConfig {
             max_outbound: 32,
             max_pending: 32,
             max_per_peer: 2,
+            max_inbound_per_ip: 16,
+            ip_ban_threshold: 3,
             target_peers: 16,
             idle_timeout_secs: 60,
             score_disconnect: -20,

@@ -571,6 +571,8 @@ async fn launch_network(
         max_outbound: c.max_outbound,
         max_pending: c.max_pending,
         max_per_peer: c.max_per_peer,
+        max_inbound_per_ip: c.max_inbound_per_ip,
+        ip_ban_threshold: c.ip_ban_threshold,
         target_peers: c.target_peers as usize,
         idle_timeout: Duration::from_secs(c.idle_timeout_secs),
         score: ScoreParams {

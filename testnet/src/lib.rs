@@ -237,7 +237,7 @@ pub fn create(dir: &Path, o: &Options) -> Result<Manifest> {
         fs::write(
             dd.config(),
             format!(
-                "# written by vigil-testnet\n[rpc]\naddr = \"127.0.0.1:0\"\n\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nreconnect_max_ms = 10000\n\n[bus]\naddr = \"127.0.0.1:0\"\n\n[vdf]\n# {} of the {} nodes compute the VDF (node-0 first); the others verify and follow\ncompute = {}\n",
+                "# written by vigil-testnet\n[rpc]\naddr = \"127.0.0.1:0\"\n\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nreconnect_max_ms = 10000\n# every node is 127.0.0.1 here: no per-address limits\nmax_inbound_per_ip = 1024\nip_ban_threshold = 0\n\n[bus]\naddr = \"127.0.0.1:0\"\n\n[vdf]\n# {} of the {} nodes compute the VDF (node-0 first); the others verify and follow\ncompute = {}\n",
                 ports[i],
                 o.timelords.min(n),
                 n,

@@ -21,6 +21,7 @@ use vigil_protocols::availability::challenge::{Request as ChallengeRequest, Resp
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     pub limits: connection_limits::Behaviour,
+    pub ips: super::ipguard::IpGuard,
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
@@ -107,6 +108,7 @@ pub(crate) fn build(key: &Keypair, names: &Names, s: &NetSettings) -> Result<Swa
         .with_max_established_per_peer(Some(s.max_per_peer));
     let behaviour = Behaviour {
         limits: connection_limits::Behaviour::new(limits),
+        ips: super::ipguard::IpGuard::new(s.max_inbound_per_ip as usize, s.ip_ban_threshold as usize),
         blocked: allow_block_list::Behaviour::default(),
         identify: identify::Behaviour::new(
             identify::Config::new(names.protocol_version.clone(), key.public())

@@ -12,6 +12,7 @@ use crate::{Error, Result};
 
 const PEERS: &str = "net/peers";
 const BANS: &str = "net/bans";
+const IP_BANS: &str = "net/ip_bans";
 const FORMAT: u8 = 1;
 /// Addresses kept per peer.
 const MAX_ADDRS: usize = 8;
@@ -79,8 +80,11 @@ impl PeerBook {
         Self { store }
     }
 
-    /// Records addresses that reached `peer` (newest first, at most 8).
-    pub fn remember(&self, peer: &PeerId, addrs: &[Multiaddr]) -> Result<()> {
+    /// Records addresses that reached `peer` (newest first, at most 8). A
+    /// full book makes room by evicting the peer with the lowest `score`,
+    /// the one seen longest ago among equals: a flood of new identities
+    /// cannot push out the peers this node knows to be good.
+    pub fn remember(&self, peer: &PeerId, addrs: &[Multiaddr], score: impl Fn(&PeerId) -> f64) -> Result<()> {
         if addrs.is_empty() {
             return Ok(());
         }
@@ -88,8 +92,27 @@ impl PeerBook {
         let mut all: Vec<Multiaddr> = addrs.to_vec();
         if let Some((_, old)) = self.addrs_of(peer)? {
             all.extend(old.into_iter().filter(|a| !addrs.contains(a)));
-        } else if self.store.scan_prefix(PEERS, b"")?.len() >= MAX_PEERS {
-            return Ok(());
+        } else {
+            let rows = self.store.scan_prefix(PEERS, b"")?;
+            if rows.len() >= MAX_PEERS {
+                let victim = rows
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        let p = PeerId::from_bytes(k).ok()?;
+                        let last = decode_value(PEERS, FORMAT, v)
+                            .ok()
+                            .and_then(decode_addrs)
+                            .map_or(0, |(l, _)| l);
+                        Some((score(&p), last, k))
+                    })
+                    .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                match victim {
+                    Some((s, _, k)) if s <= score(peer) => {
+                        self.store.remove(PEERS, k)?;
+                    }
+                    _ => return Ok(()),
+                }
+            }
         }
         all.truncate(MAX_ADDRS);
         self.store.insert(
@@ -138,6 +161,50 @@ impl PeerBook {
         self.store
             .insert(BANS, &peer.to_bytes(), &encode_value(FORMAT, &v))?;
         self.store.flush().map(|_| ())
+    }
+
+    /// Bans address `ip` until `until_unix`.
+    pub fn ban_ip(&self, ip: &std::net::IpAddr, until_unix: u64, reason: &str) -> Result<()> {
+        let mut v = until_unix.to_be_bytes().to_vec();
+        v.extend_from_slice(reason.as_bytes());
+        self.store
+            .insert(IP_BANS, ip.to_string().as_bytes(), &encode_value(FORMAT, &v))?;
+        self.store.flush().map(|_| ())
+    }
+
+    /// Lifts an address ban; false when there was none.
+    pub fn unban_ip(&self, ip: &std::net::IpAddr) -> Result<bool> {
+        let had = self.store.remove(IP_BANS, ip.to_string().as_bytes())?;
+        self.store.flush()?;
+        Ok(had)
+    }
+
+    /// Address bans in force, as [`Ban`]s whose `peer` is `ip:ADDRESS`.
+    pub fn ip_bans(&self) -> Result<Vec<(std::net::IpAddr, Ban)>> {
+        let now = unix_now();
+        let mut out = Vec::new();
+        for (k, v) in self.store.scan_prefix(IP_BANS, b"")? {
+            let ip = std::str::from_utf8(&k).ok().and_then(|s| s.parse().ok());
+            let b = decode_value(IP_BANS, FORMAT, &v)?;
+            let until = b.get(..8).and_then(|x| x.try_into().ok()).map(u64::from_be_bytes);
+            let (Some(ip), Some(until)) = (ip, until) else {
+                tracing::warn!(tree = IP_BANS, "skipping a corrupt address ban");
+                continue;
+            };
+            if until <= now {
+                self.store.remove(IP_BANS, &k)?;
+                continue;
+            }
+            out.push((
+                ip,
+                Ban {
+                    peer: format!("ip:{ip}"),
+                    until_unix: until,
+                    reason: String::from_utf8_lossy(&b[8..]).into_owned(),
+                },
+            ));
+        }
+        Ok(out)
     }
 
     /// Lifts a ban; false when there was none.
@@ -200,16 +267,52 @@ mod tests {
         let p = PeerId::random();
         let a: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
         let c: Multiaddr = "/ip4/127.0.0.1/udp/2/quic-v1".parse().unwrap();
-        b.remember(&p, std::slice::from_ref(&a)).unwrap();
-        b.remember(&p, std::slice::from_ref(&c)).unwrap();
+        b.remember(&p, std::slice::from_ref(&a), |_| 0.0).unwrap();
+        b.remember(&p, std::slice::from_ref(&c), |_| 0.0).unwrap();
         assert_eq!(b.known().unwrap(), vec![(p, vec![c.clone(), a.clone()])]);
         let many: Vec<Multiaddr> = (3..20)
             .map(|i| format!("/ip4/127.0.0.1/tcp/{i}").parse().unwrap())
             .collect();
-        b.remember(&p, &many).unwrap();
+        b.remember(&p, &many, |_| 0.0).unwrap();
         assert_eq!(b.known().unwrap()[0].1.len(), MAX_ADDRS);
         b.forget(&p).unwrap();
         assert!(b.known().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_full_book_evicts_the_worst_scored_then_the_longest_unseen_never_a_better_peer() {
+        let (_d, b) = book();
+        let a: Multiaddr = "/ip4/10.0.0.1/tcp/1".parse().unwrap();
+        let good = PeerId::random();
+        b.remember(&good, std::slice::from_ref(&a), |_| 0.0).unwrap();
+        let bad = PeerId::random();
+        b.remember(&bad, std::slice::from_ref(&a), |_| 0.0).unwrap();
+        for _ in 2..MAX_PEERS {
+            b.remember(&PeerId::random(), std::slice::from_ref(&a), |_| 0.0)
+                .unwrap();
+        }
+        let score = |p: &PeerId| match p {
+            p if *p == good => 10.0,
+            p if *p == bad => -30.0,
+            _ => 0.0,
+        };
+        // A newcomer takes the place of the worst-scored peer.
+        let newcomer = PeerId::random();
+        b.remember(&newcomer, std::slice::from_ref(&a), score).unwrap();
+        let known: Vec<PeerId> = b.known().unwrap().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(known.len(), MAX_PEERS);
+        assert!(known.contains(&newcomer) && known.contains(&good) && !known.contains(&bad));
+        // A newcomer worse than everyone in the book is not taken.
+        let worse = PeerId::random();
+        b.remember(&worse, std::slice::from_ref(&a), |p| {
+            if *p == worse {
+                -40.0
+            } else {
+                0.0
+            }
+        })
+        .unwrap();
+        assert!(!b.known().unwrap().iter().any(|(p, _)| *p == worse));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod app;
 pub mod behaviour;
 pub mod book;
 pub mod codec;
+mod ipguard;
 pub mod limits;
 pub mod score;
 mod swarm;
@@ -78,6 +79,10 @@ pub struct NetSettings {
     pub agent: String,
     /// Bounds on inbound requests that cost work ([`limits`]).
     pub limits: InboundLimits,
+    /// Inbound connections from one IP at once.
+    pub max_inbound_per_ip: u32,
+    /// Banned peer ids from one IP that get the IP banned (0: never).
+    pub ip_ban_threshold: u32,
 }
 
 impl Default for NetSettings {
@@ -97,6 +102,8 @@ impl Default for NetSettings {
             max_gossip_bytes: 1 << 20,
             agent: format!("vigil/{}", env!("CARGO_PKG_VERSION")),
             limits: InboundLimits::default(),
+            max_inbound_per_ip: 16,
+            ip_ban_threshold: 3,
         }
     }
 }
@@ -209,6 +216,10 @@ pub(crate) enum Command {
         reply: oneshot::Sender<std::result::Result<(), String>>,
     },
     Unban(PeerId, oneshot::Sender<std::result::Result<bool, String>>),
+    UnbanIp(
+        std::net::IpAddr,
+        oneshot::Sender<std::result::Result<bool, String>>,
+    ),
     Probe(oneshot::Sender<std::result::Result<u64, String>>),
     Penalize(PeerId, Offence),
     PublishEpoch(Vec<u8>, oneshot::Sender<std::result::Result<(), String>>),
@@ -365,7 +376,9 @@ impl Network {
 
     /// Bans in force.
     pub fn bans(&self) -> Result<Vec<Ban>> {
-        self.inner.book.bans()
+        let mut out = self.inner.book.bans()?;
+        out.extend(self.inner.book.ip_bans()?.into_iter().map(|(_, b)| b));
+        Ok(out)
     }
 
     /// What `net_info` shows.
@@ -434,6 +447,11 @@ impl Network {
     /// Lifts a ban and resets the peer's score; false when it was not banned.
     pub async fn unban(&self, peer: PeerId) -> Result<bool> {
         self.ask(|r| Command::Unban(peer, r)).await
+    }
+
+    /// Lifts the ban of address `ip`; false when it was not banned.
+    pub async fn unban_ip(&self, ip: std::net::IpAddr) -> Result<bool> {
+        self.ask(|r| Command::UnbanIp(ip, r)).await
     }
 
     /// Publishes a gossip probe; returns its id (see [`Network::probes`] on every node).

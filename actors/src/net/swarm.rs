@@ -54,6 +54,9 @@ struct Loop {
     limiter: super::limits::Limiter,
 }
 
+/// Peers kept in memory to dial (the persisted book keeps 2,048).
+const MAX_KNOWN: usize = 4096;
+
 fn now_us() -> u64 {
     crate::queue::now_us()
 }
@@ -194,6 +197,9 @@ fn pin_port(asked: &Multiaddr, bound: &[(Multiaddr, Multiaddr)]) -> Multiaddr {
 impl Loop {
     fn load(&mut self, bootnodes: &[Multiaddr]) -> Result<()> {
         let me = self.net.peer_id();
+        for (ip, b) in self.net.inner.book.ip_bans()? {
+            self.swarm.behaviour_mut().ips.ban_ip(ip, b.until_unix);
+        }
         for b in &self.net.inner.book.bans()? {
             if let Ok(p) = b.peer.parse::<PeerId>() {
                 self.swarm.behaviour_mut().blocked.block_peer(p);
@@ -222,7 +228,34 @@ impl Loop {
         Ok(())
     }
 
+    /// Room in `known` for `newcomer`: at [`MAX_KNOWN`] the worst-scored
+    /// peer that is neither connected nor a bootnode goes, if it is not
+    /// better than the newcomer; false when nothing could go.
+    fn room_for(&mut self, newcomer: &PeerId) -> bool {
+        if self.known.len() < MAX_KNOWN || self.known.contains_key(newcomer) {
+            return true;
+        }
+        let now = Instant::now();
+        let victim = self
+            .known
+            .keys()
+            .filter(|p| !self.swarm.is_connected(p) && !self.bootnodes.contains(p))
+            .map(|p| (self.scores.get(p, now), *p))
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        match victim {
+            Some((s, p)) if s <= self.scores.get(newcomer, now) => {
+                self.known.remove(&p);
+                self.retry.remove(&p);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn learn(&mut self, peer: PeerId, addrs: &[Multiaddr]) {
+        if !self.room_for(&peer) {
+            return;
+        }
         let entry = self.known.entry(peer).or_default();
         for a in addrs.iter().filter(|a| dialable(a)) {
             let (a, _) = split_p2p(a);
@@ -265,7 +298,8 @@ impl Loop {
         for p in ended {
             self.banned.remove(&p);
             self.swarm.behaviour_mut().blocked.unblock_peer(p);
-            let _ = self.net.inner.book.unban(&p);
+            let book = self.net.inner.book.clone();
+            tokio::task::spawn_blocking(move || book.unban(&p));
             tracing::info!(peer = %p, "ban ended");
         }
         // Reconnect: bootnodes first, then the book and the DHT, while below target.
@@ -309,6 +343,15 @@ impl Loop {
             self.limiter.set_head(src.head(), now);
         }
         self.limiter.prune(now);
+        self.swarm.behaviour_mut().ips.bans();
+        // Peers of another genesis met: forgotten in bulk past the cap (one
+        // that comes back is identified and dropped again).
+        if self.foreign.len() > MAX_KNOWN {
+            self.foreign.clear();
+        }
+        // Retries only for peers we would dial.
+        let known = &self.known;
+        self.retry.retain(|p, _| known.contains_key(p));
         let mut snap = lock(&self.net.inner.snapshot);
         for (p, info) in snap.peers.iter_mut() {
             info.score = self.scores.get(p, now);
@@ -367,15 +410,24 @@ impl Loop {
                 by,
                 reply,
             } => {
-                let _ = reply.send(self.ban(peer, secs, &reason, &by).map_err(|e| e.to_string()));
+                self.ban(peer, secs, &reason, &by, Some(reply));
             }
             Command::Unban(peer, reply) => {
-                let r = self.net.inner.book.unban(&peer).map_err(|e| e.to_string());
                 self.banned.remove(&peer);
                 self.swarm.behaviour_mut().blocked.unblock_peer(peer);
                 self.scores.reset(&peer);
                 self.retry.remove(&peer);
-                let _ = reply.send(r);
+                let book = self.net.inner.book.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = reply.send(book.unban(&peer).map_err(|e| e.to_string()));
+                });
+            }
+            Command::UnbanIp(ip, reply) => {
+                self.swarm.behaviour_mut().ips.unban_ip(&ip);
+                let book = self.net.inner.book.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = reply.send(book.unban_ip(&ip).map_err(|e| e.to_string()));
+                });
             }
             Command::Probe(reply) => {
                 let id: u64 = rand::thread_rng().gen();
@@ -431,29 +483,80 @@ impl Loop {
         }
     }
 
-    fn ban(&mut self, peer: PeerId, secs: u64, reason: &str, by: &str) -> Result<()> {
+    /// Bans `peer` at once; the ban and its audit entry are written (an
+    /// fsync each) off the swarm task, and `done` answered once they are.
+    fn ban(
+        &mut self,
+        peer: PeerId,
+        secs: u64,
+        reason: &str,
+        by: &str,
+        done: Option<tokio::sync::oneshot::Sender<std::result::Result<(), String>>>,
+    ) {
         let secs = if secs == 0 {
             lock(&self.net.inner.settings).score.ban_for.as_secs()
         } else {
             secs
         };
         let until = unix_now() + secs;
-        self.net.inner.book.ban(&peer, until, reason)?;
-        self.net.inner.book.forget(&peer)?;
+        let (book, audit) = (self.net.inner.book.clone(), self.net.inner.audit.clone());
+        let (why, who) = (reason.to_owned(), by.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let r = book.ban(&peer, until, &why).and_then(|_| book.forget(&peer));
+            if let Err(e) = &r {
+                tracing::error!(%peer, error = %e, "cannot persist a ban: it holds until this node restarts");
+            }
+            if let Some(a) = audit {
+                a.append_or_log(
+                    &who,
+                    "net.ban",
+                    json!({ "peer": peer.to_string(), "secs": secs, "reason": why }),
+                );
+            }
+            if let Some(done) = done {
+                let _ = done.send(r.map_err(|e| e.to_string()));
+            }
+        });
+        // Its addresses: enough banned peers at one of them ban the address.
+        let ips: HashSet<std::net::IpAddr> = lock(&self.net.inner.snapshot)
+            .peers
+            .get(&peer)
+            .map(|p| {
+                p.addresses
+                    .iter()
+                    .filter_map(|a| a.parse::<Multiaddr>().ok())
+                    .filter_map(|a| super::ipguard::ip_of(&a))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for ip in self.swarm.behaviour_mut().ips.peer_banned(peer, &ips, until) {
+            let why = format!("{reason} (and other peers from this address were banned)");
+            tracing::warn!(%ip, %peer, "address banned: another peer from it was banned");
+            metrics::counter!(m::NET_BANS).increment(1);
+            let (book, audit, who) = (
+                self.net.inner.book.clone(),
+                self.net.inner.audit.clone(),
+                by.to_owned(),
+            );
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = book.ban_ip(&ip, until, &why) {
+                    tracing::error!(%ip, error = %e, "cannot persist an address ban");
+                }
+                if let Some(a) = audit {
+                    a.append_or_log(
+                        &who,
+                        "net.ip_ban",
+                        json!({ "address": ip.to_string(), "until_unix": until, "reason": why }),
+                    );
+                }
+            });
+        }
         self.known.remove(&peer);
         self.banned.insert(peer, until);
         self.swarm.behaviour_mut().blocked.block_peer(peer);
         self.swarm.behaviour_mut().kad.remove_peer(&peer);
         metrics::counter!(m::NET_BANS).increment(1);
         tracing::warn!(%peer, secs, reason, by, "peer banned");
-        if let Some(a) = &self.net.inner.audit {
-            a.append_or_log(
-                by,
-                "net.ban",
-                json!({ "peer": peer.to_string(), "secs": secs, "reason": reason }),
-            );
-        }
-        Ok(())
     }
 
     fn penalize(&mut self, peer: PeerId, offence: Offence) {
@@ -471,9 +574,7 @@ impl Loop {
             }
             Verdict::Ban => {
                 let reason = format!("score {score:.1} after {}", offence.as_str());
-                if let Err(e) = self.ban(peer, 0, &reason, "scoring") {
-                    tracing::error!(%peer, error = %e, "cannot persist a ban");
-                }
+                self.ban(peer, 0, &reason, "scoring", None);
             }
         }
     }
@@ -568,8 +669,13 @@ impl Loop {
                 drop(snap);
                 if num_established == 0 {
                     tracing::debug!(peer = %peer_id, "disconnected");
-                    // Back off before redialing a peer that just went away.
-                    self.backoff(peer_id);
+                    // Back off before redialing a peer that just went away;
+                    // one we would not redial leaves nothing behind.
+                    if self.known.contains_key(&peer_id) {
+                        self.backoff(peer_id);
+                    } else {
+                        self.retry.remove(&peer_id);
+                    }
                 }
                 self.publish_gauges();
             }
@@ -624,7 +730,7 @@ impl Loop {
                 }
             }
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, addresses, .. })
-                if peer != self.net.peer_id() && !self.foreign.contains(&peer) =>
+                if peer != self.net.peer_id() && !self.foreign.contains(&peer) && self.room_for(&peer) =>
             {
                 let entry = self.known.entry(peer).or_default();
                 for a in addresses.iter().filter(|a| dialable(a)) {
@@ -674,7 +780,14 @@ impl Loop {
             .cloned()
             .collect();
         self.learn(peer, &addrs);
-        if let Err(e) = self.net.inner.book.remember(&peer, &addrs) {
+        let now = Instant::now();
+        let scores = &self.scores;
+        if let Err(e) = self
+            .net
+            .inner
+            .book
+            .remember(&peer, &addrs, |p| scores.get(p, now))
+        {
             tracing::warn!(%peer, error = %e, "cannot store the peer's addresses");
         }
         if let Some(p) = lock(&self.net.inner.snapshot).peers.get_mut(&peer) {

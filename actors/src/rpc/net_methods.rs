@@ -94,9 +94,23 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
     })
     .expect("unique");
     m.register_async_method("net_unban", |p, ctx, _| async move {
-        let peer = peer_arg(&one_string(&p, "[peer_id]")?)?;
-        let was = net(&ctx)?.unban(peer).await.map_err(refused)?;
-        let out = json!({ "peer": peer.to_string(), "was_banned": was });
+        let arg = one_string(&p, "[peer_id] or [\"ip:ADDRESS\"]")?;
+        let out = match arg.strip_prefix("ip:") {
+            Some(a) => {
+                let ip: std::net::IpAddr = a.parse().map_err(|_| {
+                    params_error(&format!(
+                        "`{arg}`: ip:ADDRESS with an IPv4 or IPv6 address expected"
+                    ))
+                })?;
+                let was = net(&ctx)?.unban_ip(ip).await.map_err(refused)?;
+                json!({ "peer": arg, "was_banned": was })
+            }
+            None => {
+                let peer = peer_arg(&arg)?;
+                let was = net(&ctx)?.unban(peer).await.map_err(refused)?;
+                json!({ "peer": peer.to_string(), "was_banned": was })
+            }
+        };
         let entry = ctx.audit.append("rpc", "net.unban", out.clone());
         audited(Audited::After(out.clone()), "net.unban", entry)?;
         Ok::<_, ErrorObjectOwned>(out)

@@ -25,7 +25,7 @@ impl Config {
             );
         }
         let sup = &self.supervision;
-        let ranges: [(&str, u64, u64, u64); 25] = [
+        let ranges: [(&str, u64, u64, u64); 27] = [
             ("supervision.max_restarts", sup.max_restarts.into(), 0, 1000),
             ("supervision.period_secs", sup.period_secs, 1, 3600),
             (
@@ -81,6 +81,18 @@ impl Config {
             ),
             ("network.max_pending", self.network.max_pending.into(), 1, 100_000),
             ("network.max_per_peer", self.network.max_per_peer.into(), 1, 16),
+            (
+                "network.max_inbound_per_ip",
+                self.network.max_inbound_per_ip.into(),
+                1,
+                100_000,
+            ),
+            (
+                "network.ip_ban_threshold",
+                self.network.ip_ban_threshold.into(),
+                0,
+                1000,
+            ),
             (
                 "network.target_peers",
                 self.network.target_peers.into(),

@@ -240,3 +240,99 @@ async fn attestation_and_announcement_spam_is_bounded_per_signer_and_oversized_o
         "{ban}"
     );
 }
+
+/// A one-node testnet whose node keeps per-address limits (a local testnet
+/// turns them off: every node is 127.0.0.1): `max_inbound_per_ip` and
+/// `ip_ban_threshold` as given.
+async fn node_with_address_limits(
+    dir: &std::path::Path,
+    per_ip: u32,
+    ban_threshold: u32,
+) -> (vigil_testnet::Manifest, Guard) {
+    let m = vigil_testnet::create(&dir.join("tn"), &Options { n: 1, ..quick() }).unwrap();
+    let node = &m.nodes[0];
+    let cfg = node.dir.join("config.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            "max_inbound_per_ip = 1024",
+            &format!("max_inbound_per_ip = {per_ip}"),
+        )
+        .replace(
+            "ip_ban_threshold = 0",
+            &format!("ip_ban_threshold = {ban_threshold}"),
+        );
+    std::fs::write(&cfg, text).unwrap();
+    vigil_testnet::start_node(&m, node).unwrap();
+    let guard = Guard(m.clone());
+    vigil_testnet::wait_peers(&m, 0, Duration::from_secs(60))
+        .await
+        .unwrap();
+    (m, guard)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_gets_a_share_of_connections_and_is_banned_when_its_peers_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _guard) = node_with_address_limits(dir.path(), 3, 2).await;
+    let node = &m.nodes[0];
+    let genesis = m.genesis().unwrap();
+    let addr: libp2p::Multiaddr = node.p2p_addr.parse().unwrap();
+
+    // Six identities from one address: three get in.
+    let mut advs = Vec::new();
+    for _ in 0..6 {
+        advs.push(Adversary::join(&genesis, vec![addr.clone()]).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let connected = advs.iter().filter(|a| a.connected() > 0).count();
+    eprintln!("6 identities from 127.0.0.1 with max_inbound_per_ip = 3: {connected} connected");
+    assert_eq!(connected, 3);
+    let peers = call(node, "net_peers", json!([])).await.unwrap();
+    assert_eq!(peers.as_array().unwrap().len(), 3, "{peers}");
+    drop(advs);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Two of its peers banned: the address is banned, and a new key from it is refused.
+    for _ in 0..2 {
+        let a = Adversary::join(&genesis, vec![addr.clone()]).await.unwrap();
+        wait_for("an identity to connect", 30, async || a.connected() > 0).await;
+        call(
+            node,
+            "net_ban",
+            json!([a.peer_id().to_string(), 3600, "test: misbehaved"]),
+        )
+        .await
+        .unwrap();
+    }
+    wait_for("the address ban", 10, async || {
+        call(node, "net_bans", json!([]))
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["peer"] == "ip:127.0.0.1")
+    })
+    .await;
+    let refused_before = super::metric(&fetch_metrics(node).await, "vigil_net_incoming_refused_total");
+    let fresh = Adversary::join(&genesis, vec![addr.clone()]).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(fresh.connected(), 0, "a new key from a banned address got in");
+    let refused = super::metric(&fetch_metrics(node).await, "vigil_net_incoming_refused_total");
+    assert!(refused > refused_before, "{refused} refused");
+    let log = call(node, "audit_list", json!([0, 10_000])).await.unwrap();
+    assert!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "net.ip_ban"),
+        "{log}"
+    );
+    // The operator lifts it: the same key gets in (it redials every second).
+    call(node, "net_unban", json!(["ip:127.0.0.1"])).await.unwrap();
+    wait_for("the fresh identity to connect after the unban", 20, async || {
+        fresh.connected() > 0
+    })
+    .await;
+}
