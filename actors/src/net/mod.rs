@@ -279,6 +279,8 @@ struct Inner {
     handlers: Mutex<Handlers>,
     challenge_server: Mutex<Option<Arc<dyn ChallengeServer>>>,
     bytes_servers: Mutex<HashMap<app::BytesProtocol, Arc<dyn app::BytesServer>>>,
+    /// A swarm was launched before (the next launch is a restart).
+    launched: std::sync::atomic::AtomicBool,
 }
 
 /// Handle to the network; cheap to clone.
@@ -315,6 +317,7 @@ impl Network {
                 handlers: Mutex::new(HashMap::new()),
                 challenge_server: Mutex::new(None),
                 bytes_servers: Mutex::new(HashMap::new()),
+                launched: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }

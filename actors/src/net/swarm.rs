@@ -54,6 +54,9 @@ struct Loop {
     limiter: super::limits::Limiter,
 }
 
+/// How long a restarted swarm keeps trying to bind its old ports.
+const RELAUNCH_BIND: Duration = Duration::from_secs(10);
+
 /// Peers kept in memory to dial (the persisted book keeps 2,048).
 const MAX_KNOWN: usize = 4096;
 
@@ -104,11 +107,24 @@ pub(super) async fn launch(net: Network) -> Result<tokio::task::JoinHandle<()>> 
         snap.external.clear();
     }
     // Bind every listen address before serving: a bad one fails the start.
+    // A restart binds the ports the last swarm had, which may hold them a
+    // little longer (a QUIC endpoint drains its connections first): it
+    // tries again for a while instead of failing (and costing a second
+    // restart).
+    let relaunch = net.inner.launched.swap(true, std::sync::atomic::Ordering::AcqRel);
+    let give_up = Instant::now() + if relaunch { RELAUNCH_BIND } else { Duration::ZERO };
     let mut pending = HashMap::new();
     for addr in &settings.listen {
-        let id = swarm
-            .listen_on(addr.clone())
-            .map_err(|e| Error::Invalid(format!("cannot listen on {addr}: {e}")))?;
+        let id = loop {
+            match swarm.listen_on(addr.clone()) {
+                Ok(id) => break id,
+                Err(e) if Instant::now() < give_up => {
+                    tracing::debug!(%addr, error = %e, "the last swarm still holds the port: trying again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(Error::Invalid(format!("cannot listen on {addr}: {e}"))),
+            }
+        };
         pending.insert(id, addr.clone());
     }
     let mut bound = Vec::new();
@@ -127,7 +143,16 @@ pub(super) async fn launch(net: Network) -> Result<tokio::task::JoinHandle<()>> 
                     lock(&net.inner.snapshot).listen.push(address);
                 }
                 SwarmEvent::ListenerError { listener_id, error } | SwarmEvent::ListenerClosed { listener_id, reason: Err(error), .. } => {
-                    let asked = pending.remove(&listener_id).map(|a| a.to_string()).unwrap_or_default();
+                    let asked = pending.remove(&listener_id);
+                    if let Some(a) = asked.clone().filter(|_| Instant::now() < give_up) {
+                        tracing::debug!(addr = %a, %error, "the last swarm still holds the port: trying again");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if let Ok(id) = swarm.listen_on(a.clone()) {
+                            pending.insert(id, a);
+                            continue;
+                        }
+                    }
+                    let asked = asked.map(|a| a.to_string()).unwrap_or_default();
                     return Err(Error::Invalid(format!(
                         "cannot listen on {asked}: {error}: pick a free port with network.listen or --listen (port 0 picks one)"
                     )));

@@ -172,3 +172,29 @@ fn exceeding_the_root_intensity_exits_non_zero_naming_the_actor() {
         "{log}"
     );
 }
+
+#[test]
+fn each_panic_of_net_costs_one_restart_also_with_a_quic_listener() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("dev");
+    let mut cmd = vigil(&["dev", "--data-dir", s(&data), "--rpc-addr", "127.0.0.1:0"]);
+    cmd.env("VIGIL_DEBUG__FAULT_INJECTION", "true")
+        .env("VIGIL_SUPERVISION__MAX_RESTARTS", "50")
+        .env(
+            "VIGIL_NETWORK__LISTEN",
+            "/ip4/0.0.0.0/tcp/0,/ip4/0.0.0.0/udp/0/quic-v1",
+        );
+    let mut node = Node::spawn(cmd, &data);
+    node.wait_ready();
+    for i in 1..=3u64 {
+        panic_and_wait(&node, "net");
+        // Settled: no second restart follows the first.
+        std::thread::sleep(Duration::from_millis(1500));
+        let n = actor(&node.dir, "net");
+        assert_eq!(n["restarts"], i, "{n}\n{}", node.log());
+        assert_eq!(n["status"], "running");
+    }
+    let info = vigilctl(&["--data-dir", s(&node.dir), "net", "info", "--json"]);
+    let text = stdout(&info);
+    assert!(text.contains("quic-v1"), "{text}");
+}
