@@ -8,14 +8,18 @@
 //! - **per peer**, a token bucket per kind of work (`burst` requests at once,
 //!   refilled by `per_epoch` at every new epoch for the work verifiers do
 //!   per epoch, by `per_sec` for the rest: epochs run as fast as the
-//!   network's VDF, not at genesis' target); every request takes a token, served or not. A
-//!   request without a token is past the peer's share: answered "busy" and
-//!   scored down a little ([`super::Offence::Flood`]). An honest node never
-//!   gets there: it waits as long as a "busy" answer says, and that wait
-//!   always covers its next token;
+//!   network's VDF, not at genesis' target); a served request takes a
+//!   token. A request without a token is past the peer's share: answered
+//!   "busy" and scored down a little ([`super::Offence::Flood`]). An honest
+//!   node never gets there: it waits as long as a "busy" answer says, and
+//!   that wait always covers its next token;
 //! - **node-wide**, at most `at_once` requests of a kind are served at the
 //!   same time (one audit: each regenerates a sector's encoding): past that
-//!   the request is answered "busy" without blame.
+//!   the request is answered "busy" without blame and takes no token (a
+//!   verifier that retries a challenge after such an answer must not be
+//!   blamed for the prover's load). A flooder that asks for many at once
+//!   gets one served and "busy" for the rest, and each one it gets served
+//!   uses up its share.
 //!
 //! "Busy" is an answer of its own in every protocol (never a failed proof):
 //! the asker retries after the time it names, or gives up without blaming.
@@ -119,11 +123,12 @@ impl InboundLimits {
             at_once,
         };
         Self {
+            // A few Merkle proofs each: verifiers send a round's at once.
             challenge: Quota {
                 burst: challenges,
                 per_sec: 0.0,
                 per_epoch: challenges,
-                at_once: 8,
+                at_once: 32,
             },
             audit: Quota {
                 burst: 4.0,
@@ -268,14 +273,14 @@ impl Limiter {
                 over_quota: true,
             };
         }
-        b.tokens -= 1.0;
         let slots = self.busy.get(&w).expect("every kind has slots");
         if slots.load(Ordering::Acquire) >= q.at_once {
             return Admit::Busy {
-                retry_after: w.slot_wait().max(until_token(b.tokens)),
+                retry_after: w.slot_wait(),
                 over_quota: false,
             };
         }
+        b.tokens -= 1.0;
         slots.fetch_add(1, Ordering::AcqRel);
         Admit::Go(Permit(Some(slots.clone())))
     }
@@ -354,7 +359,8 @@ mod tests {
             other => panic!("one at a time: {other:?}"),
         }
         drop(permit);
-        // q's busy answer took its first token; its second is served.
+        // A busy answer took no token: q has both, p one left.
+        assert!(matches!(l.admit(q, Work::Audit, t0), Admit::Go(_)));
         assert!(matches!(l.admit(q, Work::Audit, t0), Admit::Go(_)));
         assert!(matches!(l.admit(p, Work::Audit, t0), Admit::Go(_)));
         assert!(matches!(

@@ -85,6 +85,7 @@ pub(crate) struct Behaviour {
     pub sync: request_response::Behaviour<FrameCodec<SyncRequest, SyncResponse>>,
     pub challenge: request_response::Behaviour<FrameCodec<ChallengeRequest, ChallengeResponse>>,
     pub continuity: request_response::Behaviour<FrameCodec<Vec<u8>, Vec<u8>>>,
+    pub raw: super::raw::RawFrames,
 }
 
 fn rr<C: request_response::Codec<Protocol = StreamProtocol> + Clone + Send + 'static>(
@@ -125,6 +126,7 @@ pub(crate) fn build(key: &Keypair, names: &Names) -> anyhow::Result<Swarm<Behavi
             names.challenge.clone(),
         ),
         continuity: rr(FrameCodec::new(64, 256 * 1024), names.continuity.clone()),
+        raw: super::raw::RawFrames::new(names),
     };
     Ok(SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()

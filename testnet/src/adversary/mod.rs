@@ -17,6 +17,7 @@
 
 mod behaviour;
 mod chain;
+mod raw;
 mod replica;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ use vigil_protocols::availability::challenge::Response;
 use vigil_protocols::continuity::{ProofRequest, SignedProof};
 
 use behaviour::{Behaviour, BehaviourEvent};
+pub use raw::RawProtocol;
 pub use replica::Replica;
 
 /// How the adversary answers an audit.
@@ -142,6 +144,7 @@ struct Shared {
 
 type FetchReply = oneshot::Sender<Result<Vec<Vec<u8>>, String>>;
 type AskReply = oneshot::Sender<Result<Response, String>>;
+type RawReply = oneshot::Sender<Result<Vec<u8>, String>>;
 
 enum Cmd {
     Publish(
@@ -158,6 +161,7 @@ enum Cmd {
         vigil_protocols::availability::challenge::Request,
         AskReply,
     ),
+    Raw(PeerId, RawProtocol, Vec<u8>, RawReply),
 }
 
 /// A cheating peer on a vigil network; stops when dropped.
@@ -217,6 +221,7 @@ impl Adversary {
             held_sync: Vec::new(),
             fetches: HashMap::new(),
             asks: HashMap::new(),
+            raws: HashMap::new(),
         };
         Ok(Self {
             key,
@@ -296,6 +301,20 @@ impl Adversary {
         let (reply, rx) = oneshot::channel();
         self.cmd
             .send(Cmd::Ask(peer, req, reply))
+            .await
+            .map_err(|_| anyhow!("the adversary stopped"))?;
+        rx.await
+            .map_err(|_| anyhow!("the adversary stopped"))?
+            .map_err(|e| anyhow!("no answer: {e}"))
+    }
+
+    /// Sends `body` as one frame on `protocol` to connected `peer`, whatever
+    /// it holds (garbage, or more than the protocol allows); the answer, or
+    /// why there was none.
+    pub async fn send_raw(&self, peer: PeerId, protocol: RawProtocol, body: Vec<u8>) -> Result<Vec<u8>> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Raw(peer, protocol, body, reply))
             .await
             .map_err(|_| anyhow!("the adversary stopped"))?;
         rx.await
@@ -392,6 +411,8 @@ struct Loop {
     fetches: HashMap<request_response::OutboundRequestId, FetchReply>,
     /// Its own challenge-protocol requests waiting for their answers.
     asks: HashMap<request_response::OutboundRequestId, AskReply>,
+    /// Its raw frames waiting for their answers.
+    raws: HashMap<(RawProtocol, request_response::OutboundRequestId), RawReply>,
 }
 
 impl Loop {
@@ -442,6 +463,10 @@ impl Loop {
                     let _ = reply.send(Err("not connected".into()));
                 }
             },
+            Cmd::Raw(p, protocol, body, reply) => {
+                let id = b.raw.send(protocol, &p, body);
+                self.raws.insert((protocol, id), reply);
+            }
             Cmd::Ask(p, req, reply) => {
                 let id = b.challenge.send_request(&p, Frame::Valid(req));
                 self.asks.insert(id, reply);
@@ -577,6 +602,13 @@ impl Loop {
                         Frame::Valid(r) => Ok(r),
                         Frame::Invalid(e) => Err(e.to_string()),
                     });
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Raw(ev)) => {
+                if let Some((key, r)) = raw::answer(ev) {
+                    if let Some(reply) = self.raws.remove(&key) {
+                        let _ = reply.send(r);
+                    }
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Challenge(Event::OutboundFailure {

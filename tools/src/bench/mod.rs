@@ -3,6 +3,7 @@
 
 pub mod chain;
 pub mod continuity;
+pub mod flood;
 pub mod forgery;
 pub mod layer2;
 pub mod logsync;

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 use vigil_tools::bench::{
-    chain, continuity, forgery, layer2, logsync, network, proofs, queue, supervision, vdf,
+    chain, continuity, flood, forgery, layer2, logsync, network, proofs, queue, supervision, vdf,
 };
 
 /// Benchmarks of vigil's parts; every comparison is measured side by side in one run.
@@ -87,6 +87,27 @@ enum Area {
         /// The anvil binary (default: $VIGIL_ANVIL, else .tools/anvil from scripts/test).
         #[arg(long)]
         anvil: Option<std::path::PathBuf>,
+    },
+    /// Flood: an honest 3-node testnet under hostile clients (connections,
+    /// garbage frames, audits, syncs, attestations, announcements, bad bus
+    /// hellos): what is refused, and what the honest side keeps doing.
+    Flood {
+        /// Seconds of the quiet phase before it.
+        #[arg(long, default_value_t = 20)]
+        idle_secs: u64,
+        /// Seconds of flood.
+        #[arg(long, default_value_t = 60)]
+        flood_secs: u64,
+        /// TCP connections opened to node-0 and held.
+        #[arg(long, default_value_t = 500)]
+        connections: usize,
+        /// Attestations gossiped in all.
+        #[arg(long, default_value_t = 100_000)]
+        attestations: u64,
+        /// Run the attackers at normal priority (by default nice 19: they
+        /// stand for other machines and must not take the honest nodes' CPU).
+        #[arg(long)]
+        greedy_attackers: bool,
     },
     /// Layer2: payments/s and latency between two vigil processes (one channel, then N at once), and gas.
     Layer2 {
@@ -337,6 +358,32 @@ fn main() {
                     p.p99_us / 1000.0,
                     p.max_us / 1000.0
                 );
+            }
+        }
+        Area::Flood {
+            idle_secs,
+            flood_secs,
+            connections,
+            attestations,
+            greedy_attackers,
+        } => {
+            let o = flood::Options {
+                nice_attackers: !greedy_attackers,
+                idle: std::time::Duration::from_secs(idle_secs.max(1)),
+                flood: std::time::Duration::from_secs(flood_secs.max(1)),
+                connections,
+                attestations,
+            };
+            let r = or_exit(flood::run(&o, &progress));
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&flood::json(&r)).expect("report serializes")
+                );
+            } else {
+                for l in flood::lines(&r) {
+                    println!("{l}");
+                }
             }
         }
         Area::Layer2 {
