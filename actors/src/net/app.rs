@@ -129,7 +129,7 @@ pub const CHANNEL_FRAME_MAX: usize = 3 + 64 * (2 + 1024);
 const BUSY_PREFIX: &str = "busy: try again in ";
 
 /// The wait a bytes answer asks for when it says the node is busy
-/// ([`BytesProtocol::busy`]); `None` for any other answer.
+/// (`BytesProtocol::busy`); `None` for any other answer.
 pub fn busy_ms(answer: &[u8]) -> Option<u32> {
     let text = std::str::from_utf8(answer.strip_prefix(b"\0")?).ok()?;
     text.strip_prefix(BUSY_PREFIX)?.strip_suffix(" ms")?.parse().ok()

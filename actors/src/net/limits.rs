@@ -3,7 +3,7 @@
 //!
 //! Every request on a vigil protocol that makes this node read its disk or
 //! burn CPU (a challenge, an audit, a range sync, a continuity proof, a
-//! Layer2 channel frame) is admitted by [`Limiter::admit`] on the swarm task
+//! Layer2 channel frame) is admitted by `Limiter::admit` on the swarm task
 //! before any work starts:
 //! - **per peer**, a token bucket per kind of work (`burst` requests at once,
 //!   refilled by `per_epoch` at every new epoch for the work verifiers do
@@ -110,12 +110,14 @@ pub struct InboundLimits {
 impl InboundLimits {
     /// The bounds on a network where each verifier challenges
     /// `challenges_per_epoch` datasets per epoch: an honest verifier stays
-    /// well inside them. A peer may challenge twice as often per epoch as a
-    /// verifier does in all (should we be its only prover), audit 4
+    /// well inside them. A peer may challenge four times as often per epoch
+    /// as a verifier does in all (should we be its only prover; a verifier
+    /// that fell behind runs rounds back to back and retries busy answers:
+    /// a flood run saw an honest one go past twice), audit 4
     /// datasets at once and one more per epoch; ranges and continuity
     /// proofs are bounded per second (catching up asks for many in a row).
     pub fn new(challenges_per_epoch: u32) -> Self {
-        let challenges = f64::from(challenges_per_epoch.max(1)) * 2.0;
+        let challenges = f64::from(challenges_per_epoch.max(1)) * 4.0;
         let per_sec = |burst: f64, per_sec: f64, at_once: usize| Quota {
             burst,
             per_sec,
@@ -172,7 +174,7 @@ impl Drop for Permit {
     }
 }
 
-/// What [`Limiter::admit`] decided.
+/// What `Limiter::admit` decided.
 #[derive(Debug)]
 pub enum Admit {
     /// Serve it, holding the permit until the answer leaves.
@@ -322,7 +324,7 @@ mod tests {
         let (p, q) = (PeerId::random(), PeerId::random());
         let t0 = Instant::now();
         let mut permits = Vec::new();
-        for _ in 0..20 {
+        for _ in 0..limits().challenge.burst as usize {
             match l.admit(p, Work::Challenge, t0) {
                 Admit::Go(permit) => permits.push(permit),
                 other => panic!("within the burst: {other:?}"),

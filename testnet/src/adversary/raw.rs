@@ -91,10 +91,11 @@ impl RawFrames {
     }
 }
 
+/// A raw request: its protocol and id.
+pub(crate) type RawKey = (RawProtocol, OutboundRequestId);
+
 /// The answer to a raw request in `ev`, keyed by protocol and request id.
-pub(crate) fn answer(
-    ev: RawFramesEvent,
-) -> Option<((RawProtocol, OutboundRequestId), Result<Vec<u8>, String>)> {
+pub(crate) fn answer(ev: RawFramesEvent) -> Option<(RawKey, Result<Vec<u8>, String>)> {
     let (p, e) = match ev {
         RawFramesEvent::Status(e) => (RawProtocol::Status, e),
         RawFramesEvent::Sync(e) => (RawProtocol::Sync, e),
