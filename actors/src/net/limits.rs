@@ -90,6 +90,9 @@ pub struct Quota {
     pub per_epoch: f64,
     /// Requests of this kind served at the same time, node-wide.
     pub at_once: usize,
+    /// The burst of a peer that has earned no credit here yet (a new
+    /// identity costs an attacker nothing; an audit costs us seconds).
+    pub newcomer_burst: f64,
 }
 
 /// The bounds of every kind.
@@ -120,6 +123,7 @@ impl InboundLimits {
         let challenges = f64::from(challenges_per_epoch.max(1)) * 4.0;
         let per_sec = |burst: f64, per_sec: f64, at_once: usize| Quota {
             burst,
+            newcomer_burst: burst,
             per_sec,
             per_epoch: 0.0,
             at_once,
@@ -128,12 +132,16 @@ impl InboundLimits {
             // A few Merkle proofs each: verifiers send a round's at once.
             challenge: Quota {
                 burst: challenges,
+                newcomer_burst: challenges,
                 per_sec: 0.0,
                 per_epoch: challenges,
                 at_once: 32,
             },
+            // Each regenerates a sector's encoding: one for a new identity
+            // until it has earned credit here, four for a known peer.
             audit: Quota {
                 burst: 4.0,
+                newcomer_burst: 1.0,
                 per_sec: 0.0,
                 per_epoch: 1.0,
                 at_once: 1,
@@ -204,6 +212,9 @@ impl Bucket {
     }
 }
 
+/// A bucket not used for this long is forgotten (its share long refilled).
+const IDLE_BUCKET: Duration = Duration::from_secs(600);
+
 /// Per-peer buckets and node-wide slots; owned by the swarm task.
 #[derive(Debug)]
 pub(crate) struct Limiter {
@@ -254,9 +265,13 @@ impl Limiter {
         self.epoch_moved = Some(now);
     }
 
-    /// Admits one request of kind `w` from `peer` at `now`, or says when to retry.
-    pub(crate) fn admit(&mut self, peer: PeerId, w: Work, now: Instant) -> Admit {
-        let q = self.limits.quota(w);
+    /// Admits one request of kind `w` from `peer` at `now` (a `newcomer`:
+    /// no credit earned here yet), or says when to retry.
+    pub(crate) fn admit(&mut self, peer: PeerId, w: Work, now: Instant, newcomer: bool) -> Admit {
+        let mut q = self.limits.quota(w);
+        if newcomer {
+            q.burst = q.burst.min(q.newcomer_burst);
+        }
         let epoch = self.epoch;
         let rate = q.per_sec + q.per_epoch / self.epoch_len().as_secs_f64().max(0.001);
         let b = self.buckets.entry((peer, w)).or_insert(Bucket {
@@ -291,8 +306,10 @@ impl Limiter {
     /// stays bounded by the peers active within a refill time.
     pub(crate) fn prune(&mut self, now: Instant) {
         let (limits, epoch) = (&self.limits, self.epoch);
-        self.buckets
-            .retain(|(_, w), b| b.refilled(&limits.quota(*w), now, epoch) < limits.quota(*w).burst);
+        self.buckets.retain(|(_, w), b| {
+            let q = limits.quota(*w);
+            b.refilled(&q, now, epoch) < q.burst && now.saturating_duration_since(b.at) < IDLE_BUCKET
+        });
     }
 
     /// Buckets held.
@@ -310,6 +327,7 @@ mod tests {
         let mut l = InboundLimits::new(10);
         l.audit = Quota {
             burst: 2.0,
+            newcomer_burst: 2.0,
             per_sec: 1.0,
             per_epoch: 0.0,
             at_once: 1,
@@ -325,24 +343,27 @@ mod tests {
         let t0 = Instant::now();
         let mut permits = Vec::new();
         for _ in 0..limits().challenge.burst as usize {
-            match l.admit(p, Work::Challenge, t0) {
+            match l.admit(p, Work::Challenge, t0, false) {
                 Admit::Go(permit) => permits.push(permit),
                 other => panic!("within the burst: {other:?}"),
             }
             permits.clear();
         }
-        match l.admit(p, Work::Challenge, t0) {
+        match l.admit(p, Work::Challenge, t0, false) {
             Admit::Busy {
                 retry_after,
                 over_quota: true,
             } => assert!(retry_after <= Duration::from_millis(60), "{retry_after:?}"),
             other => panic!("past the burst: {other:?}"),
         }
-        assert!(matches!(l.admit(q, Work::Challenge, t0), Admit::Go(_)));
+        assert!(matches!(l.admit(q, Work::Challenge, t0, false), Admit::Go(_)));
         // Refilled at 20/s: one more after 50 ms.
         let t1 = t0 + Duration::from_millis(50);
-        assert!(matches!(l.admit(p, Work::Challenge, t1), Admit::Go(_)));
-        assert!(matches!(l.admit(p, Work::Challenge, t1), Admit::Busy { .. }));
+        assert!(matches!(l.admit(p, Work::Challenge, t1, false), Admit::Go(_)));
+        assert!(matches!(
+            l.admit(p, Work::Challenge, t1, false),
+            Admit::Busy { .. }
+        ));
     }
 
     #[test]
@@ -350,10 +371,10 @@ mod tests {
         let mut l = Limiter::new(limits());
         let (p, q) = (PeerId::random(), PeerId::random());
         let t0 = Instant::now();
-        let Admit::Go(permit) = l.admit(p, Work::Audit, t0) else {
+        let Admit::Go(permit) = l.admit(p, Work::Audit, t0, false) else {
             panic!("the first audit is served")
         };
-        match l.admit(q, Work::Audit, t0) {
+        match l.admit(q, Work::Audit, t0, false) {
             Admit::Busy {
                 retry_after,
                 over_quota: false,
@@ -362,11 +383,11 @@ mod tests {
         }
         drop(permit);
         // A busy answer took no token: q has both, p one left.
-        assert!(matches!(l.admit(q, Work::Audit, t0), Admit::Go(_)));
-        assert!(matches!(l.admit(q, Work::Audit, t0), Admit::Go(_)));
-        assert!(matches!(l.admit(p, Work::Audit, t0), Admit::Go(_)));
+        assert!(matches!(l.admit(q, Work::Audit, t0, false), Admit::Go(_)));
+        assert!(matches!(l.admit(q, Work::Audit, t0, false), Admit::Go(_)));
+        assert!(matches!(l.admit(p, Work::Audit, t0, false), Admit::Go(_)));
         assert!(matches!(
-            l.admit(p, Work::Audit, t0),
+            l.admit(p, Work::Audit, t0, false),
             Admit::Busy { over_quota: true, .. }
         ));
     }
@@ -378,11 +399,11 @@ mod tests {
         let mut now = Instant::now();
         // q holds the one audit slot for a long time; p keeps asking, each
         // time after the wait it was told.
-        let Admit::Go(_held) = l.admit(q, Work::Audit, now) else {
+        let Admit::Go(_held) = l.admit(q, Work::Audit, now, false) else {
             panic!("q is served")
         };
         for _ in 0..20 {
-            match l.admit(p, Work::Audit, now) {
+            match l.admit(p, Work::Audit, now, false) {
                 Admit::Busy {
                     retry_after,
                     over_quota: false,
@@ -399,12 +420,12 @@ mod tests {
         let t0 = Instant::now();
         l.set_head(100, t0);
         for _ in 0..4 {
-            assert!(matches!(l.admit(p, Work::Audit, t0), Admit::Go(_)));
+            assert!(matches!(l.admit(p, Work::Audit, t0, false), Admit::Go(_)));
         }
         // No new epoch: no new audit, however long it has been.
         let later = t0 + Duration::from_secs(3600);
         assert!(matches!(
-            l.admit(p, Work::Audit, later),
+            l.admit(p, Work::Audit, later, false),
             Admit::Busy { over_quota: true, .. }
         ));
         // Epochs of 250 ms: one more audit per epoch, and the wait it names is about one epoch.
@@ -413,9 +434,9 @@ mod tests {
         }
         let now = later + Duration::from_millis(1000);
         for _ in 0..4 {
-            assert!(matches!(l.admit(p, Work::Audit, now), Admit::Go(_)));
+            assert!(matches!(l.admit(p, Work::Audit, now, false), Admit::Go(_)));
         }
-        match l.admit(p, Work::Audit, now) {
+        match l.admit(p, Work::Audit, now, false) {
             Admit::Busy {
                 retry_after,
                 over_quota: true,
@@ -425,11 +446,30 @@ mod tests {
     }
 
     #[test]
+    fn a_new_identity_gets_one_audit_a_known_peer_four() {
+        let mut l = Limiter::new(InboundLimits::new(10));
+        let (new, known) = (PeerId::random(), PeerId::random());
+        let t0 = Instant::now();
+        assert!(matches!(l.admit(new, Work::Audit, t0, true), Admit::Go(_)));
+        assert!(matches!(
+            l.admit(new, Work::Audit, t0, true),
+            Admit::Busy { over_quota: true, .. }
+        ));
+        for _ in 0..4 {
+            assert!(matches!(l.admit(known, Work::Audit, t0, false), Admit::Go(_)));
+        }
+        // Other kinds are not smaller for newcomers.
+        for _ in 0..20 {
+            assert!(matches!(l.admit(new, Work::Sync, t0, true), Admit::Go(_)));
+        }
+    }
+
+    #[test]
     fn refilled_buckets_are_forgotten() {
         let mut l = Limiter::new(limits());
         let t0 = Instant::now();
         for _ in 0..100 {
-            let _ = l.admit(PeerId::random(), Work::Sync, t0);
+            let _ = l.admit(PeerId::random(), Work::Sync, t0, true);
         }
         assert_eq!(l.tracked(), 100);
         l.prune(t0 + Duration::from_millis(10));

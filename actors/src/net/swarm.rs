@@ -608,7 +608,9 @@ impl Loop {
     /// or says after how many ms to try again; a peer past its share is
     /// scored down.
     fn admit(&mut self, peer: PeerId, w: Work) -> std::result::Result<Permit, u32> {
-        match self.limiter.admit(peer, w, Instant::now()) {
+        let now = Instant::now();
+        let newcomer = self.scores.get(&peer, now) <= 0.0;
+        match self.limiter.admit(peer, w, now, newcomer) {
             Admit::Go(p) => Ok(p),
             Admit::Busy {
                 retry_after,
