@@ -298,21 +298,28 @@ async fn sample(m: &Manifest, pid: i32, stop: Arc<AtomicBool>) -> Samples {
     s
 }
 
-/// Runs [`sample`] on a thread of its own (its own runtime, normal
-/// priority) until `stop`; the thread and its kernel id.
-fn spawn_sampler(m: &Manifest, pid: i32, stop: Arc<AtomicBool>) -> (std::thread::JoinHandle<Samples>, i32) {
+/// Runs `fut` on a thread of its own (its own runtime, normal priority:
+/// [`renice_all_but`] leaves it alone); the thread and its kernel id.
+fn on_own_thread<T: Send + 'static>(
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> (std::thread::JoinHandle<T>, i32) {
     let (tx, rx) = std::sync::mpsc::channel();
-    let m = m.clone();
     let h = std::thread::spawn(move || {
         // SAFETY: gettid has no preconditions.
         let _ = tx.send(unsafe { libc::gettid() });
-        let rt = tokio::runtime::Builder::new_current_thread()
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("a runtime");
-        rt.block_on(sample(&m, pid, stop))
+            .expect("a runtime")
+            .block_on(fut)
     });
     (h, rx.recv().unwrap_or(0))
+}
+
+/// Runs [`sample`] on a thread of its own until `stop`.
+fn spawn_sampler(m: &Manifest, pid: i32, stop: Arc<AtomicBool>) -> (std::thread::JoinHandle<Samples>, i32) {
+    let m = m.clone();
+    on_own_thread(async move { sample(&m, pid, stop).await })
 }
 
 /// Sets the nice value of every thread of this process but those in `keep` (and of
@@ -344,29 +351,19 @@ fn spawn_publisher(
     token: String,
     stop: Arc<AtomicBool>,
 ) -> (std::thread::JoinHandle<u64>, i32) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = std::thread::spawn(move || {
-        // SAFETY: gettid has no preconditions.
-        let _ = tx.send(unsafe { libc::gettid() });
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        rt.block_on(async move {
-            let Ok(app) = crate::bus::BusClient::connect(&bus_url, "steady", &token).await else {
-                return 0u64;
-            };
-            let mut confirmed = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                if app.publish("steady.orders", b"order").await.is_ok() {
-                    confirmed += 1;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+    on_own_thread(async move {
+        let Ok(app) = crate::bus::BusClient::connect(&bus_url, "steady", &token).await else {
+            return 0u64;
+        };
+        let mut confirmed = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            if app.publish("steady.orders", b"order").await.is_ok() {
+                confirmed += 1;
             }
-            confirmed
-        })
-    });
-    (h, rx.recv().unwrap_or(0))
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        confirmed
+    })
 }
 
 /// Runs the flood.
