@@ -107,15 +107,14 @@ impl IpGuard {
         self.banned.remove(ip).is_some()
     }
 
-    /// Address bans in force; drops the ended ones (and banned peers whose ban ended).
-    pub(crate) fn bans(&mut self) -> Vec<(IpAddr, u64)> {
+    /// Drops ended address bans, and banned peers whose ban ended.
+    pub(crate) fn prune(&mut self) {
         let now = unix_now();
         self.banned.retain(|_, u| *u > now);
         self.banned_peers.retain(|_, m| {
             m.retain(|_, u| *u > now);
             !m.is_empty()
         });
-        self.banned.iter().map(|(ip, u)| (*ip, *u)).collect()
     }
 
     fn release(&mut self, id: &ConnectionId) {
@@ -233,7 +232,8 @@ mod tests {
         let e = g.check(a).unwrap_err().to_string();
         assert!(e.contains("banned") && e.contains("2 of its peers"), "{e}");
         assert!(g.check(b).is_ok());
-        assert_eq!(g.bans(), vec![(a, later + 60)]);
+        g.prune();
+        assert_eq!(g.banned.get(&a), Some(&(later + 60)));
         // Per-IP cap: the third concurrent inbound connection from b is denied.
         let (c1, c2, c3) = (
             ConnectionId::new_unchecked(1),

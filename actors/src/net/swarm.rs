@@ -368,7 +368,7 @@ impl Loop {
             self.limiter.set_head(src.head(), now);
         }
         self.limiter.prune(now);
-        self.swarm.behaviour_mut().ips.bans();
+        self.swarm.behaviour_mut().ips.prune();
         // Peers of another genesis met: forgotten in bulk past the cap (one
         // that comes back is identified and dropped again).
         if self.foreign.len() > MAX_KNOWN {

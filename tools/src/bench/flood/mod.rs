@@ -175,14 +175,16 @@ fn by_label(text: &str, name: &str, key: &str) -> BTreeMap<String, f64> {
     out
 }
 
-async fn metrics(node: &NodeSpec) -> Result<String> {
+/// The whole HTTP/1.0 answer to `GET path` on `node`'s RPC address.
+async fn get(node: &NodeSpec, path: &str) -> Result<String> {
     let url = std::fs::read_to_string(node.dir.join("rpc.url"))?;
     let addr = url.trim().trim_start_matches("http://").to_owned();
+    let request = format!("GET {path} HTTP/1.0\r\n\r\n");
     tokio::task::spawn_blocking(move || -> Result<String> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(addr)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        s.write_all(request.as_bytes())?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out)
@@ -190,27 +192,16 @@ async fn metrics(node: &NodeSpec) -> Result<String> {
     .await?
 }
 
+async fn metrics(node: &NodeSpec) -> Result<String> {
+    get(node, "/metrics").await
+}
+
 async fn ready(node: &NodeSpec) -> bool {
-    let Ok(url) = std::fs::read_to_string(node.dir.join("rpc.url")) else {
-        return false;
-    };
-    let addr = url.trim().trim_start_matches("http://").to_owned();
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut out = String::new();
-        s.write_all(b"GET /ready HTTP/1.0\r\n\r\n").is_ok()
-            && s.read_to_string(&mut out).is_ok()
-            && out
-                .lines()
-                .next()
-                .is_some_and(|l| l.split(' ').nth(1) == Some("200"))
+    get(node, "/ready").await.is_ok_and(|out| {
+        out.lines()
+            .next()
+            .is_some_and(|l| l.split(' ').nth(1) == Some("200"))
     })
-    .await
-    .unwrap_or(false)
 }
 
 fn fds(pid: i32) -> u64 {
