@@ -51,9 +51,11 @@ impl BytesServer for ProofServer {
             chain: self.chain.clone(),
         };
         tokio::spawn(async move {
-            let resp = tokio::task::spawn_blocking(move || me.answer(&req))
+            // Proving an epoch's continuity costs CPU a peer asks for: the
+            // peer work pool runs it below the node's own priority.
+            let resp = crate::background::run(move || me.answer(&req))
                 .await
-                .unwrap_or_else(|e| SignedProof::refusal(&format!("internal error: {e}")));
+                .unwrap_or_else(|| SignedProof::refusal("internal error: the proof panicked"));
             reply.send(resp).await;
         });
     }
