@@ -55,6 +55,12 @@ pub struct Audit {
 }
 
 impl Audit {
+    /// The store the log lives in.
+    #[cfg(test)]
+    pub(crate) fn store(&self) -> &SledStore {
+        &self.store
+    }
+
     /// Opens the chain, finding its head.
     pub fn open(store: SledStore) -> Result<Self> {
         let head = match store.last(TREE)? {

@@ -6,8 +6,10 @@ use std::time::Instant;
 pub const RPC_REQUESTS: &str = "vigil_rpc_requests_total";
 /// Admin RPC latency histogram, labelled `method`.
 pub const RPC_DURATION: &str = "vigil_rpc_request_duration_seconds";
-/// HTTP requests refused for a missing or wrong cookie.
+/// HTTP requests refused for a missing, malformed or wrong credential.
 pub const RPC_UNAUTHORIZED: &str = "vigil_rpc_unauthorized_total";
+/// Calls refused for the caller's role or a revoked key, labelled `method`.
+pub const RPC_DENIED: &str = "vigil_rpc_denied_total";
 /// Seconds since the node started.
 pub const UPTIME: &str = "vigil_node_uptime_seconds";
 /// Constant 1, labelled with the build's `version` and the `genesis` hash prefix.
@@ -139,7 +141,11 @@ pub fn describe(version: &'static str, genesis_short: String) {
     );
     metrics::describe_counter!(
         RPC_UNAUTHORIZED,
-        "HTTP requests refused for a missing or wrong cookie."
+        "HTTP requests refused for a missing, malformed or wrong credential."
+    );
+    metrics::describe_counter!(
+        RPC_DENIED,
+        "Admin RPC calls refused for the caller's role or a revoked API key."
     );
     metrics::describe_gauge!(UPTIME, metrics::Unit::Seconds, "Seconds since the node started.");
     metrics::describe_gauge!(BUILD_INFO, "Build version and genesis of this node; always 1.");

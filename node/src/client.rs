@@ -16,27 +16,16 @@ pub struct Endpoint {
     /// `http://host:port`.
     pub url: String,
     cookie: String,
-    cookie_path: PathBuf,
+    /// Where the credential came from: the cookie file, or `None` for an
+    /// API key given with [`Endpoint::with_key`].
+    cookie_path: Option<PathBuf>,
 }
 
 impl Endpoint {
     /// Resolves the endpoint: `rpc` and `cookie` win; otherwise `DIR/rpc.url` and `DIR/.cookie`.
     pub fn resolve(data_dir: Option<&Path>, rpc: Option<&str>, cookie: Option<&Path>) -> Result<Self> {
         let dir = data_dir.unwrap_or(Path::new(".vigil-dev"));
-        let url = match rpc {
-            Some(u) => u.trim_end_matches('/').to_owned(),
-            None => {
-                let file = dir.join("rpc.url");
-                std::fs::read_to_string(&file)
-                    .map(|s| s.trim().to_owned())
-                    .map_err(|_| {
-                        anyhow!(
-                            "is the node running? no rpc.url in {} (a running node writes it at start; pass --data-dir DIR or --rpc URL)",
-                            dir.display()
-                        )
-                    })?
-            }
-        };
+        let url = Self::url(data_dir, rpc)?;
         let cookie_path = cookie
             .map(Path::to_path_buf)
             .unwrap_or_else(|| dir.join(".cookie"));
@@ -51,8 +40,37 @@ impl Endpoint {
         Ok(Self {
             url,
             cookie,
-            cookie_path,
+            cookie_path: Some(cookie_path),
         })
+    }
+
+    /// The endpoint at `DIR/rpc.url` (or `rpc`) called with the API key
+    /// `key` instead of the node's cookie (which it does not read).
+    pub fn with_key(data_dir: Option<&Path>, rpc: Option<&str>, key: &str) -> Result<Self> {
+        let url = Self::url(data_dir, rpc)?;
+        Ok(Self {
+            url,
+            cookie: key.trim().to_owned(),
+            cookie_path: None,
+        })
+    }
+
+    fn url(data_dir: Option<&Path>, rpc: Option<&str>) -> Result<String> {
+        let dir = data_dir.unwrap_or(Path::new(".vigil-dev"));
+        match rpc {
+            Some(u) => Ok(u.trim_end_matches('/').to_owned()),
+            None => {
+                let file = dir.join("rpc.url");
+                std::fs::read_to_string(&file)
+                    .map(|s| s.trim().to_owned())
+                    .map_err(|_| {
+                        anyhow!(
+                            "is the node running? no rpc.url in {} (a running node writes it at start; pass --data-dir DIR or --rpc URL)",
+                            dir.display()
+                        )
+                    })
+            }
+        }
     }
 
     /// Calls `method` with positional `params` (a JSON array) and returns the result.
@@ -85,11 +103,17 @@ impl Endpoint {
     fn explain(&self, method: &str, e: ClientError) -> anyhow::Error {
         let text = e.to_string();
         if text.contains("401") {
-            anyhow!(
-                "the node at {} refused the cookie from {} (HTTP 401): the node writes a new cookie at every start; point --data-dir or --cookie at the running node's",
-                self.url,
-                self.cookie_path.display()
-            )
+            match &self.cookie_path {
+                Some(path) => anyhow!(
+                    "the node at {} refused the cookie from {} (HTTP 401): the node writes a new cookie at every start; point --data-dir or --cookie at the running node's",
+                    self.url,
+                    path.display()
+                ),
+                None => anyhow!(
+                    "the node at {} refused the API key (HTTP 401): it is wrong or was revoked; an admin lists keys with `vigilctl keys list`",
+                    self.url
+                ),
+            }
         } else if matches!(e, ClientError::Call(_)) {
             anyhow!("{method} failed: {text}")
         } else {

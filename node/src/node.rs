@@ -325,6 +325,8 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         fault_injection: opts.config.debug.fault_injection,
         bus: bus.clone(),
         audit,
+        keys: vigil_actors::rpc::ApiKeys::open(p.db.clone())
+            .context("cannot load the admin RPC's API keys")?,
         net: net.as_ref().map(|(n, _)| n.clone()),
         ready_alone: p.genesis.bootnodes.is_empty() && opts.config.network.bootnodes.is_empty(),
         epochs: Some(chain.clone()),

@@ -241,7 +241,7 @@ impl Apps {
     /// Creates an app and returns its token (shown once; only its hash is
     /// kept). Every change below is written with its `audit` entry in one
     /// atomic write, or refused.
-    pub fn add(&self, name: &str, audit: &Audit) -> Result<String> {
+    pub fn add(&self, name: &str, who: &str, audit: &Audit) -> Result<String> {
         check_app_name(name)?;
         let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
         if apps.contains_key(name) {
@@ -255,7 +255,7 @@ impl Apps {
         let h = hash(&token);
         let mut b = Batch::default();
         b.insert(APPS, name.as_bytes(), encode_value(FORMAT, &h));
-        audit.commit(b, "rpc", "bus.app_add", serde_json::json!({ "app": name }))?;
+        audit.commit(b, who, "bus.app_add", serde_json::json!({ "app": name }))?;
         apps.insert(
             name.to_owned(),
             App {
@@ -272,7 +272,7 @@ impl Apps {
     }
 
     /// Removes an app added over RPC, with its grants.
-    pub fn remove(&self, name: &str, audit: &Audit) -> Result<()> {
+    pub fn remove(&self, name: &str, who: &str, audit: &Audit) -> Result<()> {
         let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
         let mut b = Batch::default();
         match apps.get(name) {
@@ -289,7 +289,7 @@ impl Apps {
             }
         }
         b.remove(APPS, name.as_bytes());
-        audit.commit(b, "rpc", "bus.app_remove", serde_json::json!({ "app": name }))?;
+        audit.commit(b, who, "bus.app_remove", serde_json::json!({ "app": name }))?;
         apps.remove(name);
         self.durable(
             &format!("app `{name}` was removed and its sessions closed, but"),
@@ -321,7 +321,7 @@ impl Apps {
     }
 
     /// Grants `verb` on `pattern` to `app`; false when it already had it.
-    pub fn grant(&self, app: &str, verb: Verb, pattern: &str, audit: &Audit) -> Result<bool> {
+    pub fn grant(&self, app: &str, verb: Verb, pattern: &str, who: &str, audit: &Audit) -> Result<bool> {
         check_pattern(pattern)?;
         let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
         let a = apps
@@ -337,7 +337,7 @@ impl Apps {
             b.insert(GRANTS, &grant_key(app, &g), vec![]);
         }
         let detail = serde_json::json!({ "app": app, "verb": verb, "pattern": pattern, "new": new });
-        audit.commit(b, "rpc", "bus.grant", detail)?;
+        audit.commit(b, who, "bus.grant", detail)?;
         if !new {
             return Ok(false);
         }
@@ -350,7 +350,7 @@ impl Apps {
     }
 
     /// Revokes a grant made over RPC.
-    pub fn revoke(&self, app: &str, verb: Verb, pattern: &str, audit: &Audit) -> Result<()> {
+    pub fn revoke(&self, app: &str, verb: Verb, pattern: &str, who: &str, audit: &Audit) -> Result<()> {
         let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
         let a = apps
             .get_mut(app)
@@ -372,7 +372,7 @@ impl Apps {
                 let mut b = Batch::default();
                 b.remove(GRANTS, &grant_key(app, &g));
                 let detail = serde_json::json!({ "app": app, "verb": verb, "pattern": pattern });
-                audit.commit(b, "rpc", "bus.revoke", detail)?;
+                audit.commit(b, who, "bus.revoke", detail)?;
                 a.grants.remove(&g);
                 self.durable(
                     &format!("the grant of `{app}` is revoked (what it allowed ends now), but"),
@@ -429,13 +429,17 @@ mod tests {
         let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
         let audit = Audit::open(store.clone()).unwrap();
         let apps = Apps::open(store.clone(), &[]).unwrap();
-        let token = apps.add("shop", &audit).unwrap();
+        let token = apps.add("shop", "rpc", &audit).unwrap();
         assert!(apps.authenticate("shop", &token));
         assert!(!apps.authenticate("shop", "guess"));
         assert!(!apps.authenticate("nobody", &token));
         assert!(!apps.allowed("shop", Verb::Publish, "orders.new"));
-        assert!(apps.grant("shop", Verb::Publish, "orders.*", &audit).unwrap());
-        assert!(!apps.grant("shop", Verb::Publish, "orders.*", &audit).unwrap());
+        assert!(apps
+            .grant("shop", Verb::Publish, "orders.*", "rpc", &audit)
+            .unwrap());
+        assert!(!apps
+            .grant("shop", Verb::Publish, "orders.*", "rpc", &audit)
+            .unwrap());
         assert!(apps.allowed("shop", Verb::Publish, "orders.new"));
         assert!(
             apps.allowed("shop", Verb::Publish, "orders.eu.*"),
@@ -444,23 +448,28 @@ mod tests {
         assert!(!apps.allowed("shop", Verb::Publish, "ordersx"));
         assert!(!apps.allowed("shop", Verb::Subscribe, "orders.new"), "per verb");
         // Dead letters need a grant that names them.
-        assert!(apps.grant("shop", Verb::Subscribe, "*", &audit).unwrap());
+        assert!(apps.grant("shop", Verb::Subscribe, "*", "rpc", &audit).unwrap());
         assert!(apps.allowed("shop", Verb::Subscribe, "orders.new"));
         assert!(!apps.allowed("shop", Verb::Subscribe, "orders.dlq"), "not by `*`");
         assert!(
             !apps.allowed("shop", Verb::Publish, "orders.dlq"),
             "not by `orders.*`"
         );
-        assert!(apps.grant("shop", Verb::Subscribe, "orders.dlq", &audit).unwrap());
+        assert!(apps
+            .grant("shop", Verb::Subscribe, "orders.dlq", "rpc", &audit)
+            .unwrap());
         assert!(apps.allowed("shop", Verb::Subscribe, "orders.dlq"));
         assert!(!apps.allowed("shop", Verb::Subscribe, "billing.dlq"));
         drop(apps);
         let apps = Apps::open(store, &[]).unwrap();
         assert!(apps.authenticate("shop", &token));
         assert!(apps.allowed("shop", Verb::Publish, "orders.new"));
-        apps.revoke("shop", Verb::Publish, "orders.*", &audit).unwrap();
+        apps.revoke("shop", Verb::Publish, "orders.*", "rpc", &audit)
+            .unwrap();
         assert!(!apps.allowed("shop", Verb::Publish, "orders.new"));
-        assert!(apps.grant("shop", Verb::Publish, "bad pattern", &audit).is_err());
+        assert!(apps
+            .grant("shop", Verb::Publish, "bad pattern", "rpc", &audit)
+            .is_err());
     }
 
     #[test]
@@ -469,7 +478,7 @@ mod tests {
         let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
         let audit = Audit::open(store.clone()).unwrap();
         let apps = Apps::open(store.clone(), &[]).unwrap();
-        let token = apps.add("shop", &audit).unwrap();
+        let token = apps.add("shop", "rpc", &audit).unwrap();
         // As an older node could have stored it: `shop.admin` would pass
         // for a consumer group of `shop`.
         store
@@ -496,12 +505,12 @@ mod tests {
         assert!(apps.authenticate("cfg", "t0k"));
         assert!(apps.allowed("cfg", Verb::Subscribe, "anything"));
         assert!(apps
-            .revoke("cfg", Verb::Subscribe, "*", &audit)
+            .revoke("cfg", Verb::Subscribe, "*", "rpc", &audit)
             .unwrap_err()
             .to_string()
             .contains("in config"));
         assert!(apps
-            .remove("cfg", &audit)
+            .remove("cfg", "rpc", &audit)
             .unwrap_err()
             .to_string()
             .contains("in config"));
@@ -513,8 +522,10 @@ mod tests {
         let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
         let audit = Audit::open(store.clone()).unwrap();
         let apps = Apps::open(store.clone(), &[]).unwrap();
-        apps.add("shop", &audit).unwrap();
-        assert!(apps.grant("shop", Verb::Publish, "orders.*", &audit).unwrap());
+        apps.add("shop", "rpc", &audit).unwrap();
+        assert!(apps
+            .grant("shop", Verb::Publish, "orders.*", "rpc", &audit)
+            .unwrap());
         let actions =
             |a: &Audit| -> Vec<String> { a.list(0, 100).unwrap().into_iter().map(|e| e.action).collect() };
         assert_eq!(actions(&audit), ["bus.app_add", "bus.grant"]);
@@ -527,10 +538,13 @@ mod tests {
                 "{e}"
             );
         };
-        refused(apps.add("billing", &audit).map(drop));
-        refused(apps.grant("shop", Verb::Subscribe, "orders.*", &audit).map(drop));
-        refused(apps.revoke("shop", Verb::Publish, "orders.*", &audit));
-        refused(apps.remove("shop", &audit));
+        refused(apps.add("billing", "rpc", &audit).map(drop));
+        refused(
+            apps.grant("shop", Verb::Subscribe, "orders.*", "rpc", &audit)
+                .map(drop),
+        );
+        refused(apps.revoke("shop", Verb::Publish, "orders.*", "rpc", &audit));
+        refused(apps.remove("shop", "rpc", &audit));
         // Nothing changed, in memory or on disk.
         for apps in [apps, Apps::open(store.clone(), &[]).unwrap()] {
             assert!(apps.list().iter().all(|a| a.name != "billing"));
@@ -550,7 +564,9 @@ mod tests {
         // The store heals: the same change goes through, with its entry.
         store.fail_writes_after(-1);
         let apps = Apps::open(store, &[]).unwrap();
-        assert!(apps.grant("shop", Verb::Subscribe, "orders.*", &audit).unwrap());
+        assert!(apps
+            .grant("shop", Verb::Subscribe, "orders.*", "rpc", &audit)
+            .unwrap());
         assert_eq!(actions(&audit).last().map(String::as_str), Some("bus.grant"));
     }
 }

@@ -210,13 +210,13 @@ impl Bus {
     }
 
     /// Operator grant, written with its audit entry or refused.
-    pub fn grant(&self, app: &str, verb: Verb, pattern: &str) -> Result<bool> {
-        self.apps.grant(app, verb, pattern, &self.audit)
+    pub fn grant(&self, app: &str, verb: Verb, pattern: &str, who: &str) -> Result<bool> {
+        self.apps.grant(app, verb, pattern, who, &self.audit)
     }
 
     /// Operator revoke, written with its audit entry or refused.
-    pub fn revoke(&self, app: &str, verb: Verb, pattern: &str) -> Result<()> {
-        let r = self.apps.revoke(app, verb, pattern, &self.audit);
+    pub fn revoke(&self, app: &str, verb: Verb, pattern: &str, who: &str) -> Result<()> {
+        let r = self.apps.revoke(app, verb, pattern, who, &self.audit);
         // What was subscribed or served under the grant ends now, not at
         // the app's next connection (also when the revoke is in effect but
         // not yet durable).
@@ -227,18 +227,18 @@ impl Bus {
     }
 
     /// Operator: new app, returns its token (audited, token not logged).
-    pub fn add_app(&self, name: &str) -> Result<String> {
-        self.apps.add(name, &self.audit)
+    pub fn add_app(&self, name: &str, who: &str) -> Result<String> {
+        self.apps.add(name, who, &self.audit)
     }
 
     /// Operator: remove an app (audited); its sessions are closed at once
     /// (a token issued again for the name must not find the old one's
     /// connections still open).
-    pub fn remove_app(&self, name: &str) -> Result<()> {
+    pub fn remove_app(&self, name: &str, who: &str) -> Result<()> {
         // Gone from memory before the sessions are scanned; a session still
         // saying hello checks its token again under the state lock before it
         // is listed, so it either sees the app gone or is listed and closed.
-        let removed = self.apps.remove(name, &self.audit);
+        let removed = self.apps.remove(name, who, &self.audit);
         if let Err(e) = &removed {
             if !matches!(e, crate::Error::ChangeNotDurable(_)) {
                 return removed;
@@ -322,14 +322,14 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20, None).unwrap();
         let b = bus(&store);
-        b.add_app("shop").unwrap();
-        b.grant("shop", Verb::Subscribe, "orders.*").unwrap();
+        b.add_app("shop", "rpc").unwrap();
+        b.grant("shop", Verb::Subscribe, "orders.*", "rpc").unwrap();
         let mut revokes = b.revoked.subscribe();
         revokes.mark_unchanged();
 
         // The change and its audit entry are written; the flush after fails.
         store.fail_writes_after(1);
-        let e = b.revoke("shop", Verb::Subscribe, "orders.*").unwrap_err();
+        let e = b.revoke("shop", Verb::Subscribe, "orders.*", "rpc").unwrap_err();
         assert!(matches!(e, Error::ChangeNotDurable(_)), "{e}");
         assert!(e.to_string().contains("vigilctl bus apps"), "{e}");
         assert!(
@@ -339,7 +339,7 @@ pub(crate) mod tests {
         assert!(!b.apps.allowed("shop", Verb::Subscribe, "orders.new"));
 
         store.fail_writes_after(1);
-        let e = b.remove_app("shop").unwrap_err();
+        let e = b.remove_app("shop", "rpc").unwrap_err();
         assert!(matches!(e, Error::ChangeNotDurable(_)), "{e}");
         assert!(b.apps.list().iter().all(|a| a.name != "shop"), "gone from memory");
         store.fail_writes_after(-1);

@@ -4,6 +4,7 @@ use jsonrpsee::types::{ErrorObjectOwned, Params};
 use jsonrpsee::RpcModule;
 use serde_json::{json, Value};
 
+use super::guard::who;
 use super::methods::{audited, Audited};
 use super::NodeContext;
 
@@ -53,12 +54,12 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
         })
         .expect("method names are unique");
     module
-        .register_async_method("actors_restart", |params, ctx, _| async move {
+        .register_async_method("actors_restart", |params, ctx, ext| async move {
             let name = name_param(&params)?;
             tracing::warn!(actor = %name, "restart requested over RPC");
             let entry = ctx
                 .audit
-                .append("rpc", "actors.restart", json!({ "actor": name }));
+                .append(&who(&ext), "actors.restart", json!({ "actor": name }));
             audited(Audited::Before, "actors.restart", entry)?;
             ctx.registry
                 .restart(&name)
@@ -68,7 +69,7 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
         })
         .expect("method names are unique");
     module
-        .register_async_method("actors_inject_panic", |params, ctx, _| async move {
+        .register_async_method("actors_inject_panic", |params, ctx, ext| async move {
             let name = name_param(&params)?;
             if !ctx.fault_injection {
                 return Err(err(
@@ -77,7 +78,7 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
                 ));
             }
             tracing::warn!(actor = %name, "panic injected over RPC");
-            let entry = ctx.audit.append("rpc", "actors.inject_panic", json!({ "actor": name }));
+            let entry = ctx.audit.append(&who(&ext), "actors.inject_panic", json!({ "actor": name }));
             audited(Audited::Before, "actors.inject_panic", entry)?;
             ctx.registry.inject_panic(&name).await.map_err(|e| err(ACTOR_ERROR, e))?;
             Ok(json!({ "injected": name }))

@@ -6,6 +6,7 @@ use jsonrpsee::types::{ErrorObjectOwned, Params};
 use jsonrpsee::RpcModule;
 use serde_json::{json, Value};
 
+use super::guard::who;
 use super::methods::{audit_error, audited, Audited};
 use super::NodeContext;
 use crate::bus::{Bus, Verb};
@@ -114,32 +115,37 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
         Ok(Value::Array(apps))
     })
     .expect("unique");
-    m.register_method("bus_app_add", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
+    m.register_method("bus_app_add", |p, ctx, ext| -> Result<Value, ErrorObjectOwned> {
         let [name] = strings::<1>(&p, "[name]")?;
-        let token = bus(ctx)?.add_app(&name).map_err(change_refused("bus.app_add"))?;
+        let token = bus(ctx)?
+            .add_app(&name, &who(ext))
+            .map_err(change_refused("bus.app_add"))?;
         Ok(json!({ "app": name, "token": token, "note": "shown once: only its hash is stored" }))
     })
     .expect("unique");
-    m.register_method("bus_app_remove", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
-        let [name] = strings::<1>(&p, "[name]")?;
-        bus(ctx)?
-            .remove_app(&name)
-            .map_err(change_refused("bus.app_remove"))?;
-        Ok(json!({ "removed": name }))
-    })
+    m.register_method(
+        "bus_app_remove",
+        |p, ctx, ext| -> Result<Value, ErrorObjectOwned> {
+            let [name] = strings::<1>(&p, "[name]")?;
+            bus(ctx)?
+                .remove_app(&name, &who(ext))
+                .map_err(change_refused("bus.app_remove"))?;
+            Ok(json!({ "removed": name }))
+        },
+    )
     .expect("unique");
-    m.register_method("bus_grant", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
+    m.register_method("bus_grant", |p, ctx, ext| -> Result<Value, ErrorObjectOwned> {
         let (app, verb, pattern) = grant_args(&p)?;
         let new = bus(ctx)?
-            .grant(&app, verb, &pattern)
+            .grant(&app, verb, &pattern, &who(ext))
             .map_err(change_refused("bus.grant"))?;
         Ok(json!({ "app": app, "verb": verb, "pattern": pattern, "new": new }))
     })
     .expect("unique");
-    m.register_method("bus_revoke", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
+    m.register_method("bus_revoke", |p, ctx, ext| -> Result<Value, ErrorObjectOwned> {
         let (app, verb, pattern) = grant_args(&p)?;
         bus(ctx)?
-            .revoke(&app, verb, &pattern)
+            .revoke(&app, verb, &pattern, &who(ext))
             .map_err(change_refused("bus.revoke"))?;
         Ok(json!({ "app": app, "verb": verb, "pattern": pattern, "revoked": true }))
     })
@@ -181,7 +187,7 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
         Ok(json!({ "topic": topic, "items": items, "next": page.next }))
     })
     .expect("unique");
-    m.register_async_method("queue_dlq_replay", |p, ctx, _| async move {
+    m.register_async_method("queue_dlq_replay", |p, ctx, ext| async move {
         let [topic] = strings::<1>(&p, "[topic]")?;
         let b = bus(&ctx)?.clone();
         let r = b.queues().dlq_replay(&topic).await;
@@ -199,7 +205,7 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
             if let Some(e) = d.get("error") {
                 outcome["error"] = e.clone();
             }
-            let entry = ctx.audit.append("rpc", "queue.dlq_replay", d);
+            let entry = ctx.audit.append(&who(&ext), "queue.dlq_replay", d);
             audited(Audited::After(outcome), "queue.dlq_replay", entry)?;
         }
         let moved = r.map_err(refused)?;

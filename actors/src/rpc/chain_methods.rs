@@ -4,6 +4,7 @@ use jsonrpsee::types::{ErrorObjectOwned, Params};
 use jsonrpsee::RpcModule;
 use serde_json::{json, Value};
 
+use super::guard::who;
 use super::NodeContext;
 use crate::chain::Monitor;
 
@@ -54,11 +55,11 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
     })
     .expect("unique");
     for (name, paused) in [("security_pause", true), ("security_resume", false)] {
-        m.register_method(name, move |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
+        m.register_method(name, move |p, ctx, ext| -> Result<Value, ErrorObjectOwned> {
             let actor = actor_arg(&p)?;
             let was = monitor(ctx)?
                 .hub
-                .set_paused(&actor, paused, "rpc")
+                .set_paused(&actor, paused, &who(ext))
                 .map_err(|e| ErrorObjectOwned::owned(REFUSED, e, None::<()>))?;
             Ok(json!({ "actor": actor, "paused": paused, "was_paused": was }))
         })

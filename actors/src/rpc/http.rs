@@ -11,6 +11,7 @@ use jsonrpsee::core::BoxError;
 use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse};
 use tower::{Layer, Service};
 
+use super::keys::Caller;
 use super::NodeContext;
 use crate::metrics as m;
 
@@ -69,11 +70,16 @@ where
                 return Box::pin(async move { Ok(resp) });
             }
         }
-        if !authorized(req.headers().get(header::AUTHORIZATION), &self.token) {
-            metrics::counter!(m::RPC_UNAUTHORIZED).increment(1);
-            tracing::debug!(path = %req.uri().path(), "refused: missing or wrong cookie");
-            return Box::pin(async { Ok(unauthorized()) });
-        }
+        let caller = match self.caller(req.headers().get(header::AUTHORIZATION)) {
+            Ok(c) => c,
+            Err(why) => {
+                metrics::counter!(m::RPC_UNAUTHORIZED).increment(1);
+                tracing::debug!(path = %req.uri().path(), why, "refused: no valid credential");
+                return Box::pin(async move { Ok(unauthorized(why)) });
+            }
+        };
+        let mut req = req;
+        req.extensions_mut().insert(caller);
         let fut = self.inner.call(req);
         Box::pin(async move { fut.await.map_err(Into::into) })
     }
@@ -102,15 +108,40 @@ impl<S> AdminHttp<S> {
     }
 }
 
-/// Constant-time comparison of the `Authorization: Bearer` token.
-fn authorized(value: Option<&header::HeaderValue>, token: &str) -> bool {
-    let Some(given) = value
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+impl<S> AdminHttp<S> {
+    /// Who the `Authorization` header stands for: the cookie (admin) or a
+    /// live API key; otherwise what is wrong with it, for the 401's body.
+    fn caller(&self, value: Option<&header::HeaderValue>) -> Result<Caller, &'static str> {
+        let given = bearer(value)?;
+        if same(given, &self.token) {
+            return Ok(Caller::cookie());
+        }
+        self.ctx
+            .keys
+            .authenticate(given)
+            .ok_or("wrong credential: not the node's current cookie, nor a live API key (revoked keys stop working at once)")
+    }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header.
+fn bearer(value: Option<&header::HeaderValue>) -> Result<&str, &'static str> {
+    let value = value.ok_or("no credential: send `Authorization: Bearer TOKEN`")?;
+    let text = value
+        .to_str()
+        .map_err(|_| "malformed Authorization header: it is not ASCII; expected `Bearer TOKEN`")?;
+    let token = text
+        .strip_prefix("Bearer ")
+        .ok_or("malformed Authorization header: expected `Bearer TOKEN` (other schemes are not supported)")?
+        .trim();
+    if token.is_empty() {
+        return Err("malformed Authorization header: the token after `Bearer ` is empty");
+    }
+    Ok(token)
+}
+
+/// Constant-time comparison.
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -124,11 +155,12 @@ fn text(status: StatusCode, body: String) -> HttpResponse {
     resp
 }
 
-fn unauthorized() -> HttpResponse {
+fn unauthorized(why: &str) -> HttpResponse {
     let mut resp = text(
         StatusCode::UNAUTHORIZED,
-        "missing or wrong cookie: send `Authorization: Bearer <token>` with the token from DATA_DIR/.cookie\n"
-            .into(),
+        format!(
+            "{why}. TOKEN is the node's cookie (DATA_DIR/.cookie, full access, for local tools) or an API key (`vigilctl keys add NAME --role read|operator|admin`)\n"
+        ),
     );
     resp.headers_mut().insert(
         header::WWW_AUTHENTICATE,
@@ -142,13 +174,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bearer_token_must_match_exactly() {
-        let ok = header::HeaderValue::from_static("Bearer abc");
-        assert!(authorized(Some(&ok), "abc"));
-        for bad in ["Bearer abd", "Bearer ab", "abc", "Basic abc", "Bearer "] {
-            let v = header::HeaderValue::from_static(bad);
-            assert!(!authorized(Some(&v), "abc"), "{bad}");
+    fn a_bearer_header_is_read_strictly_and_says_what_is_wrong() {
+        let v = |s: &'static str| header::HeaderValue::from_static(s);
+        assert_eq!(bearer(Some(&v("Bearer abc"))), Ok("abc"));
+        assert!(bearer(None).unwrap_err().starts_with("no credential"));
+        for (bad, why) in [
+            ("Basic abc", "other schemes"),
+            ("abc", "expected `Bearer TOKEN`"),
+            ("Bearer  ", "is empty"),
+        ] {
+            let e = bearer(Some(&v(bad))).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
         }
-        assert!(!authorized(None, "abc"));
+        let raw = header::HeaderValue::from_bytes(b"Bearer \xff").unwrap();
+        assert!(bearer(Some(&raw)).unwrap_err().contains("not ASCII"));
+        assert!(same("abc", "abc"));
+        for bad in ["abd", "ab", "abcd", ""] {
+            assert!(!same(bad, "abc"), "{bad}");
+        }
     }
 }

@@ -8,95 +8,6 @@ use serde_json::json;
 
 use super::{NodeContext, ShutdownReason};
 
-/// Every method the admin RPC serves.
-pub const METHODS: [&str; 57] = [
-    "node_info",
-    "node_health",
-    "node_shutdown",
-    "actors_tree",
-    "actors_restart",
-    "actors_inject_panic",
-    "actors_dead_letters",
-    "bus_topics",
-    "bus_apps",
-    "bus_app_add",
-    "bus_app_remove",
-    "bus_grant",
-    "bus_revoke",
-    "queue_stats",
-    "queue_dlq",
-    "queue_dlq_replay",
-    "audit_list",
-    "audit_verify",
-    "net_info",
-    "net_peers",
-    "net_bans",
-    "net_ban",
-    "net_unban",
-    "net_dial",
-    "net_probe",
-    "net_probes",
-    "epoch_head",
-    "epoch_get",
-    "vdf_status",
-    "storage_put_begin",
-    "storage_put_chunk",
-    "storage_put_finish",
-    "storage_put_abort",
-    "storage_list",
-    "storage_announced",
-    "storage_get",
-    "storage_remove",
-    "challenge_run",
-    "challenge_audit",
-    "challenge_stats",
-    "challenge_attestations",
-    "continuity_status",
-    "continuity_proof",
-    "continuity_roots",
-    "continuity_check",
-    "chain_status",
-    "chain_alerts",
-    "security_rules",
-    "security_pause",
-    "security_resume",
-    "layer2_status",
-    "layer2_open",
-    "layer2_pay",
-    "layer2_close",
-    "layer2_dispute",
-    "layer2_channels",
-    "layer2_channel",
-];
-/// Methods that change state: they need the `operator` or `admin` role once
-/// API keys exist; with the cookie (full access) they are allowed.
-pub const UNSAFE_METHODS: [&str; 24] = [
-    "node_shutdown",
-    "actors_restart",
-    "actors_inject_panic",
-    "bus_app_add",
-    "bus_app_remove",
-    "bus_grant",
-    "bus_revoke",
-    "queue_dlq_replay",
-    "net_ban",
-    "net_unban",
-    "net_dial",
-    "net_probe",
-    "storage_put_begin",
-    "storage_put_chunk",
-    "storage_put_finish",
-    "storage_remove",
-    "challenge_run",
-    "challenge_audit",
-    "security_pause",
-    "security_resume",
-    "layer2_open",
-    "layer2_pay",
-    "layer2_close",
-    "layer2_dispute",
-];
-
 // jsonrpsee itself answers with -32000 to -32011 (busy, oversized,
 // batches): the node's own codes start at -32012.
 
@@ -154,6 +65,7 @@ pub(super) fn module(ctx: Arc<NodeContext>) -> RpcModule<NodeContext> {
     super::storage_methods::register(&mut module);
     super::continuity_methods::register(&mut module);
     super::chain_methods::register(&mut module);
+    super::key_methods::register(&mut module);
     if let Some(extra) = extra {
         module
             .merge(extra)
@@ -203,6 +115,7 @@ mod tests {
     use jsonrpsee::core::EmptyServerParams;
 
     fn context(audit: Audit, shutdown: tokio::sync::mpsc::Sender<ShutdownReason>) -> Arc<NodeContext> {
+        let keys = super::super::ApiKeys::open(audit.store().clone()).unwrap();
         Arc::new(NodeContext {
             info: super::super::NodeInfo {
                 version: "test".into(),
@@ -222,6 +135,7 @@ mod tests {
             fault_injection: false,
             bus: None,
             audit,
+            keys,
             net: None,
             ready_alone: true,
             epochs: None,
@@ -253,6 +167,61 @@ mod tests {
         );
         assert!(rx.try_recv().is_err(), "the shutdown was not started");
         assert!(audit.list(0, 10).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn every_served_method_has_a_role_and_every_role_row_a_method() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Audit::open(SledStore::open(dir.path(), 1 << 20, None).unwrap()).unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let m = module(context(audit, tx));
+        let served: std::collections::BTreeSet<&str> = m.method_names().collect();
+        let table: std::collections::BTreeSet<&str> = super::super::roles::methods().collect();
+        let unlisted: Vec<_> = served.difference(&table).collect();
+        assert!(
+            unlisted.is_empty(),
+            "served without a row in METHOD_ROLES (they would need admin): {unlisted:?}"
+        );
+        // The rest are served by the node above this crate (Layer2).
+        let elsewhere: Vec<_> = table
+            .difference(&served)
+            .filter(|n| !n.starts_with("layer2_"))
+            .collect();
+        assert!(
+            elsewhere.is_empty(),
+            "rows for methods nobody serves: {elsewhere:?}"
+        );
+    }
+
+    #[test]
+    fn the_docs_give_each_method_the_role_the_code_enforces() {
+        let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/rpc.md")).unwrap();
+        let mut documented = std::collections::BTreeMap::new();
+        for line in docs.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if let [_, name, role, ..] = cells[..] {
+                if let (Some(name), Ok(role)) = (
+                    name.strip_prefix('`').and_then(|n| n.strip_suffix('`')),
+                    role.parse::<super::super::Role>(),
+                ) {
+                    assert!(
+                        documented.insert(name, role).is_none(),
+                        "{name} twice in docs/rpc.md"
+                    );
+                }
+            }
+        }
+        for (name, role) in super::super::METHOD_ROLES {
+            assert_eq!(
+                documented.remove(name),
+                Some(role),
+                "docs/rpc.md's role of `{name}`"
+            );
+        }
+        assert!(
+            documented.is_empty(),
+            "docs/rpc.md lists methods the node does not serve: {documented:?}"
+        );
     }
 
     #[test]

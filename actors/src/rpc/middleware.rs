@@ -6,7 +6,6 @@ use std::time::Instant;
 use jsonrpsee::server::middleware::rpc::{Batch, Notification, Request, RpcServiceT};
 use jsonrpsee::MethodResponse;
 
-use super::methods::METHODS;
 use crate::metrics as m;
 
 /// Wraps the RPC service and records `vigil_rpc_*` metrics.
@@ -31,11 +30,7 @@ where
 
     fn call<'a>(&self, req: Request<'a>) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
         // Unknown names share one label so a caller cannot blow up cardinality.
-        let method: &'static str = METHODS
-            .iter()
-            .find(|name| **name == req.method_name())
-            .copied()
-            .unwrap_or("unknown");
+        let method = super::roles::known(req.method_name());
         let inner = self.inner.clone();
         async move {
             let t0 = Instant::now();

@@ -14,10 +14,14 @@ mod chain_methods;
 mod continuity_methods;
 mod cookie;
 mod epoch_methods;
+mod guard;
 mod http;
+mod key_methods;
+pub mod keys;
 mod methods;
 mod middleware;
 mod net_methods;
+pub mod roles;
 mod storage_methods;
 
 use std::net::SocketAddr;
@@ -34,7 +38,10 @@ use tokio::sync::mpsc;
 
 pub use actor::RpcActor;
 pub use cookie::{read_cookie, COOKIE_FILE, URL_FILE};
-pub use methods::{AUDIT_FAILED, METHODS, UNSAFE_METHODS};
+pub use guard::{who, KEY_REVOKED, ROLE_REQUIRED};
+pub use keys::{ApiKeys, Caller};
+pub use methods::AUDIT_FAILED;
+pub use roles::{role_of, Role, METHOD_ROLES};
 
 use crate::supervision::Registry;
 use crate::{Error, Result};
@@ -103,6 +110,8 @@ pub struct NodeContext {
     pub bus: Option<Arc<crate::bus::Bus>>,
     /// The audit log.
     pub audit: crate::audit::Audit,
+    /// API keys of the admin RPC.
+    pub keys: ApiKeys,
     /// The p2p network, when enabled.
     pub net: Option<crate::net::Network>,
     /// Whether the node is ready without peers (no bootnodes at all: the
@@ -160,7 +169,14 @@ pub async fn start(settings: &RpcSettings, ctx: Arc<NodeContext>) -> Result<Runn
     let server = Server::builder()
         .set_config(config)
         .set_http_middleware(tower::ServiceBuilder::new().layer(http))
-        .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(middleware::Metered::new))
+        .set_rpc_middleware(
+            RpcServiceBuilder::new()
+                .layer_fn(middleware::Metered::new)
+                .layer_fn({
+                    let ctx = ctx.clone();
+                    move |s| guard::Guard::new(s, ctx.clone())
+                }),
+        )
         .build(settings.addr)
         .await
         .map_err(|source| Error::Bind {

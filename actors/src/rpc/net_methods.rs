@@ -5,6 +5,7 @@ use jsonrpsee::RpcModule;
 use libp2p::{Multiaddr, PeerId};
 use serde_json::{json, Value};
 
+use super::guard::who;
 use super::methods::{audited, Audited};
 use super::NodeContext;
 use crate::net::Network;
@@ -84,16 +85,16 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
         Ok(json!(net(ctx)?.bans().map_err(refused)?))
     })
     .expect("unique");
-    m.register_async_method("net_ban", |p, ctx, _| async move {
+    m.register_async_method("net_ban", |p, ctx, ext| async move {
         let (peer, secs, reason) = ban_args(&p)?;
         net(&ctx)?
-            .ban(peer, secs, reason.clone(), "rpc".into())
+            .ban(peer, secs, reason.clone(), who(&ext))
             .await
             .map_err(refused)?;
         Ok::<_, ErrorObjectOwned>(json!({ "banned": peer.to_string(), "reason": reason }))
     })
     .expect("unique");
-    m.register_async_method("net_unban", |p, ctx, _| async move {
+    m.register_async_method("net_unban", |p, ctx, ext| async move {
         let arg = one_string(&p, "[peer_id] or [\"ip:ADDRESS\"]")?;
         let out = match arg.strip_prefix("ip:") {
             Some(a) => {
@@ -111,12 +112,12 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
                 json!({ "peer": peer.to_string(), "was_banned": was })
             }
         };
-        let entry = ctx.audit.append("rpc", "net.unban", out.clone());
+        let entry = ctx.audit.append(&who(&ext), "net.unban", out.clone());
         audited(Audited::After(out.clone()), "net.unban", entry)?;
         Ok::<_, ErrorObjectOwned>(out)
     })
     .expect("unique");
-    m.register_async_method("net_dial", |p, ctx, _| async move {
+    m.register_async_method("net_dial", |p, ctx, ext| async move {
         let usage = "[multiaddr], e.g. [\"/ip4/127.0.0.1/tcp/30345/p2p/12D3KooW...\"]";
         let s = one_string(&p, usage)?;
         let addr: Multiaddr = s
@@ -126,7 +127,7 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
         audited(
             Audited::Before,
             "net.dial",
-            ctx.audit.append("rpc", "net.dial", json!({ "addr": s })),
+            ctx.audit.append(&who(&ext), "net.dial", json!({ "addr": s })),
         )?;
         net.dial(addr.clone()).await.map_err(refused)?;
         Ok::<_, ErrorObjectOwned>(json!({ "dialing": addr.to_string() }))

@@ -6,6 +6,7 @@ use jsonrpsee::RpcModule;
 use libp2p::PeerId;
 use serde_json::{json, Value};
 
+use super::guard::who;
 use super::methods::{audited, Audited};
 use super::NodeContext;
 use crate::challenge::Challenger;
@@ -115,7 +116,7 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
         },
     )
     .expect("unique");
-    m.register_async_method("storage_put_finish", |p, ctx, _| async move {
+    m.register_async_method("storage_put_finish", |p, ctx, ext| async move {
         let u = "[upload]";
         let v = args(&p, u, 1, 1)?;
         let id = u64_at(&v, 0, u)?;
@@ -128,7 +129,7 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
         if let Some(s) = &ctx.storage {
             s.announce_all().await;
         }
-        let entry = ctx.audit.append("rpc", "storage.put", json!(info));
+        let entry = ctx.audit.append(&who(&ext), "storage.put", json!(info));
         audited(Audited::After(json!(info)), "storage.put", entry)?;
         Ok::<_, ErrorObjectOwned>(json!(info))
     })
@@ -177,7 +178,7 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
         }))
     })
     .expect("unique");
-    m.register_async_method("storage_remove", |p, ctx, _| async move {
+    m.register_async_method("storage_remove", |p, ctx, ext| async move {
         let u = "[dataset] (name, R or R_p)";
         let v = args(&p, u, 1, 1)?;
         let s = storage(&ctx)?.clone();
@@ -194,7 +195,7 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
             None => json!({ "removed": false }),
         };
         let entry = ctx.audit.append(
-            "rpc",
+            &who(&ext),
             "storage.remove",
             json!({ "replica_root": hex::encode(root) }),
         );
@@ -202,18 +203,18 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
         Ok::<_, ErrorObjectOwned>(out)
     })
     .expect("unique");
-    m.register_async_method("challenge_run", |p, ctx, _| async move {
+    m.register_async_method("challenge_run", |p, ctx, ext| async move {
         let (c, peer, target) = challenge_target(&p, &ctx)?;
         let r = c
             .run(peer, &target)
             .await
             .map_err(|e| ErrorObjectOwned::owned(CHALLENGE_REFUSED, e.to_string(), None::<()>))?;
-        let entry = ctx.audit.append("rpc", "challenge.run", json!(r));
+        let entry = ctx.audit.append(&who(&ext), "challenge.run", json!(r));
         audited(Audited::After(json!(r)), "challenge.run", entry)?;
         Ok::<_, ErrorObjectOwned>(json!(r))
     })
     .expect("unique");
-    m.register_async_method("challenge_audit", |p, ctx, _| async move {
+    m.register_async_method("challenge_audit", |p, ctx, ext| async move {
         let (c, peer, target) = challenge_target(&p, &ctx)?;
         let epoch = ctx.epochs.as_ref().map_or(0, |ch| ch.head());
         let r = c
@@ -228,7 +229,7 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
             "detail": r.detail,
             "latency_ms": r.latency_ms,
         });
-        let entry = ctx.audit.append("rpc", "challenge.audit", out.clone());
+        let entry = ctx.audit.append(&who(&ext), "challenge.audit", out.clone());
         audited(Audited::After(out.clone()), "challenge.audit", entry)?;
         Ok::<_, ErrorObjectOwned>(out)
     })

@@ -12,7 +12,7 @@ use jsonrpsee::types::{ErrorObjectOwned, Params};
 use jsonrpsee::{Methods, RpcModule};
 use serde_json::{json, Value};
 use vigil_actors::audit::Audit;
-use vigil_actors::rpc::AUDIT_FAILED;
+use vigil_actors::rpc::{who, AUDIT_FAILED};
 use vigil_layer2::evm::EvmChannels;
 use vigil_layer2::{CloseMode, Layer2Adapter, Layer2Error, OpenRequest};
 
@@ -104,8 +104,8 @@ impl Ctx {
         })
     }
 
-    fn audit(&self, action: &str, detail: Value) -> Result<(), ErrorObjectOwned> {
-        self.audit.append("rpc", action, detail).map(|_| ()).map_err(|e| {
+    fn audit(&self, who: &str, action: &str, detail: Value) -> Result<(), ErrorObjectOwned> {
+        self.audit.append(who, action, detail).map(|_| ()).map_err(|e| {
             ErrorObjectOwned::owned(
                 AUDIT_FAILED,
                 format!("not done: the audit log cannot record {action}: {e}"),
@@ -145,7 +145,7 @@ pub fn methods(adapter: Option<Arc<EvmChannels>>, audit: Audit) -> Methods {
         Ok::<_, ErrorObjectOwned>(json!(info))
     })
     .expect("unique");
-    m.register_async_method("layer2_open", |p, ctx, _| async move {
+    m.register_async_method("layer2_open", |p, ctx, ext| async move {
         let v = args(&p, 2, 3, OPEN)?;
         let req = OpenRequest {
             peer: text(&v[0], "peer", OPEN)?.to_owned(),
@@ -157,6 +157,7 @@ pub fn methods(adapter: Option<Arc<EvmChannels>>, audit: Audit) -> Methods {
         };
         let a = ctx.on()?;
         ctx.audit(
+            &who(&ext),
             "layer2.open",
             json!({"peer": req.peer, "deposit": req.deposit.to_string(), "ask": req.ask.to_string()}),
         )?;
@@ -207,7 +208,7 @@ pub fn methods(adapter: Option<Arc<EvmChannels>>, audit: Audit) -> Methods {
         Ok::<_, ErrorObjectOwned>(out)
     })
     .expect("unique");
-    m.register_async_method("layer2_close", |p, ctx, _| async move {
+    m.register_async_method("layer2_close", |p, ctx, ext| async move {
         let v = args(&p, 1, 2, CLOSE)?;
         let channel = text(&v[0], "channel", CLOSE)?.to_owned();
         let mode = match v.get(1).map(|m| m.as_str()) {
@@ -216,16 +217,20 @@ pub fn methods(adapter: Option<Arc<EvmChannels>>, audit: Audit) -> Methods {
             Some(_) => return Err(bad(CLOSE, format!("mode {}", v[1]))),
         };
         let a = ctx.on()?;
-        ctx.audit("layer2.close", json!({"channel": channel, "mode": mode}))?;
+        ctx.audit(
+            &who(&ext),
+            "layer2.close",
+            json!({"channel": channel, "mode": mode}),
+        )?;
         let info = a.close(&channel, mode).await.map_err(err)?;
         Ok::<_, ErrorObjectOwned>(json!(info))
     })
     .expect("unique");
-    m.register_async_method("layer2_dispute", |p, ctx, _| async move {
+    m.register_async_method("layer2_dispute", |p, ctx, ext| async move {
         let v = args(&p, 1, 1, ONE)?;
         let channel = text(&v[0], "channel", ONE)?.to_owned();
         let a = ctx.on()?;
-        ctx.audit("layer2.dispute", json!({"channel": channel}))?;
+        ctx.audit(&who(&ext), "layer2.dispute", json!({"channel": channel}))?;
         let info = a.dispute(&channel).await.map_err(err)?;
         Ok::<_, ErrorObjectOwned>(json!(info))
     })

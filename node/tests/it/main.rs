@@ -14,5 +14,6 @@ mod epochs;
 mod genesis_cli;
 mod lifecycle;
 mod rpc;
+mod rpc_roles;
 mod storage;
 mod util;

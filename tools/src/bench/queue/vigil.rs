@@ -92,8 +92,8 @@ async fn bus_server(
         ..BusSettings::default()
     };
     let bus = Bus::new(settings, queues, apps, audit);
-    let token = bus.add_app("bench").expect("app");
-    bus.grant("bench", Verb::Publish, "*").expect("grant");
+    let token = bus.add_app("bench", "bench").expect("app");
+    bus.grant("bench", Verb::Publish, "*", "bench").expect("grant");
     let running = vigil_actors::bus::start(bus.clone(), "127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("bus listens");

@@ -11,6 +11,7 @@ use vigil_tools::client::Endpoint;
 mod bus;
 mod chain;
 mod epoch;
+mod keys;
 mod layer2;
 mod net;
 mod storage;
@@ -38,6 +39,17 @@ struct Cli {
     /// Cookie file (overrides DIR/.cookie).
     #[arg(long, global = true, value_name = "FILE")]
     cookie: Option<PathBuf>,
+    /// Call with this API key instead of the cookie (what its role allows;
+    /// see `vigilctl keys`). Prefer the environment variable: arguments are
+    /// visible to other users in `ps`.
+    #[arg(
+        long,
+        global = true,
+        env = "VIGIL_RPC_KEY",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    key: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -111,6 +123,11 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         from: u64,
     },
+    /// API keys of the admin RPC: list (default), add NAME --role ROLE, revoke NAME.
+    Keys {
+        #[command(subcommand)]
+        cmd: Option<keys::KeysCmd>,
+    },
     /// Call any RPC method; PARAMS is a JSON array.
     Call {
         /// Method name, e.g. node_info.
@@ -160,7 +177,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let resolve = || Endpoint::resolve(cli.data_dir.as_deref(), cli.rpc.as_deref(), cli.cookie.as_deref());
+    let resolve = || match &cli.key {
+        Some(key) => Endpoint::with_key(cli.data_dir.as_deref(), cli.rpc.as_deref(), key),
+        None => Endpoint::resolve(cli.data_dir.as_deref(), cli.rpc.as_deref(), cli.cookie.as_deref()),
+    };
     // `bus publish` and `bus consume` speak the bus with an app's token:
     // only the admin commands need the RPC endpoint and its cookie.
     if let Command::Bus { cmd } = cli.command {
@@ -220,6 +240,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Net { cmd } => net::net_cmd(&ep, cmd, cli.json).await?,
         Command::Bus { .. } => unreachable!("handled above"),
         Command::Queue { cmd } => queue_cmd(&ep, cmd, cli.json).await?,
+        Command::Keys { cmd } => keys::keys(&ep, cmd, cli.json).await?,
         Command::Audit { verify, from } => {
             if verify {
                 let r = ep.call("audit_verify", json!([])).await?;
