@@ -10,6 +10,12 @@ pub const RPC_DURATION: &str = "vigil_rpc_request_duration_seconds";
 pub const RPC_UNAUTHORIZED: &str = "vigil_rpc_unauthorized_total";
 /// Calls refused for the caller's role or a revoked key, labelled `method`.
 pub const RPC_DENIED: &str = "vigil_rpc_denied_total";
+/// Calls refused past a rate limit, labelled `limit` (`caller` | `address`).
+pub const RPC_RATE_LIMITED: &str = "vigil_rpc_rate_limited_total";
+/// Connections refused before HTTP, labelled `reason` (`network` |
+/// `per_ip` | `tls`), and requests refused for their `Host` or `Origin`
+/// (`host_origin`).
+pub const RPC_REFUSED_CONNECTIONS: &str = "vigil_rpc_refused_total";
 /// Seconds since the node started.
 pub const UPTIME: &str = "vigil_node_uptime_seconds";
 /// Constant 1, labelled with the build's `version` and the `genesis` hash prefix.
@@ -142,6 +148,14 @@ pub fn describe(version: &'static str, genesis_short: String) {
     metrics::describe_counter!(
         RPC_UNAUTHORIZED,
         "HTTP requests refused for a missing, malformed or wrong credential."
+    );
+    metrics::describe_counter!(
+        RPC_RATE_LIMITED,
+        "Admin RPC calls refused past a rate limit, by limit (caller or address)."
+    );
+    metrics::describe_counter!(
+        RPC_REFUSED_CONNECTIONS,
+        "Admin RPC connections or requests refused before auth: network, per_ip, tls, host_origin."
     );
     metrics::describe_counter!(
         RPC_DENIED,

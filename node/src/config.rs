@@ -11,6 +11,7 @@ mod load;
 mod validate;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -189,12 +190,37 @@ impl Default for VdfConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RpcConfig {
-    /// Address of the admin RPC (HTTP + WebSocket); loopback only.
+    /// Address of the admin RPC (HTTP + WebSocket): loopback, or any
+    /// address with `tls_cert` and `tls_key` set.
     pub addr: SocketAddr,
     /// Largest request body, bytes.
     pub max_request_bytes: u32,
     /// Concurrent connections.
     pub max_connections: u32,
+    /// Concurrent connections from one client address.
+    pub max_connections_per_ip: u32,
+    /// Calls in one JSON-RPC batch.
+    pub max_batch: u32,
+    /// Subscriptions one WebSocket connection may hold.
+    pub max_subscriptions: u32,
+    /// Sustained calls per second of one caller (an API key, or the cookie); 0 = no limit.
+    pub rate_per_caller: u32,
+    /// Sustained calls per second from one client address; 0 = no limit.
+    pub rate_per_address: u32,
+    /// Calls a caller or an address may make at once above its rate.
+    pub rate_burst: u32,
+    /// `Host` names the node answers to besides loopback names and its bound
+    /// address (a DNS-rebinding page sends its own); `*` = any.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed to call, with CORS (`https://ops.example`);
+    /// empty = browsers refused; `*` = any.
+    pub cors_origins: Vec<String>,
+    /// Networks clients may connect from (`10.0.0.0/8`, `::1/128`); empty = any.
+    pub allowed_networks: Vec<String>,
+    /// PEM certificate chain for TLS (needed off loopback; reread on SIGHUP).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for RpcConfig {
@@ -203,6 +229,17 @@ impl Default for RpcConfig {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_RPC_PORT)),
             max_request_bytes: 1 << 20,
             max_connections: 32,
+            max_connections_per_ip: 16,
+            max_batch: 32,
+            max_subscriptions: 16,
+            rate_per_caller: 100,
+            rate_per_address: 200,
+            rate_burst: 200,
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            allowed_networks: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

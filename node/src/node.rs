@@ -339,15 +339,14 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
     if ctx.fault_injection {
         tracing::warn!("debug.fault_injection is on: actors_inject_panic can crash actors");
     }
-    let settings = RpcSettings {
-        addr: opts.config.rpc.addr,
-        max_request_bytes: opts.config.rpc.max_request_bytes,
-        max_connections: opts.config.rpc.max_connections,
-        data_dir: opts.dir.root().to_owned(),
-    };
-    let server = rpc::start(&settings, ctx.clone())
-        .await
-        .map_err(|e| anyhow::Error::new(e).context(bind_hint(settings.addr)))?;
+    let settings = rpc_settings(&opts.config.rpc, opts.dir.root())?;
+    if let Some(tls) = settings.tls.clone() {
+        reload_tls_on_sighup(tls)?;
+    }
+    let server = rpc::start(&settings, ctx.clone()).await.map_err(|e| match e {
+        vigil_actors::Error::Bind { .. } => anyhow::Error::new(e).context(bind_hint(settings.addr)),
+        other => anyhow::Error::new(other),
+    })?;
     let url = server.url.clone();
 
     let db = p.db.clone();
@@ -612,6 +611,57 @@ fn root_spec(s: &SupervisionConfig) -> SupervisorSpec {
             stable_after: Duration::from_secs(s.stable_after_secs),
             ..Backoff::default()
         })
+}
+
+/// The RPC server's settings from `[rpc]`; TLS files are read now, so a bad
+/// one stops the start with what is wrong.
+fn rpc_settings(c: &crate::config::RpcConfig, data_dir: &std::path::Path) -> Result<RpcSettings> {
+    let mut s = RpcSettings::new(c.addr, data_dir.to_owned());
+    s.max_request_bytes = c.max_request_bytes;
+    s.max_connections = c.max_connections;
+    s.max_connections_per_ip = c.max_connections_per_ip;
+    s.max_batch = c.max_batch;
+    s.max_subscriptions = c.max_subscriptions;
+    s.rate = rpc::RateSettings {
+        per_caller: c.rate_per_caller,
+        per_address: c.rate_per_address,
+        burst: c.rate_burst,
+    };
+    s.browser = rpc::BrowserPolicy {
+        allowed_hosts: c.allowed_hosts.clone(),
+        cors_origins: c.cors_origins.clone(),
+    };
+    s.allowed_networks = c
+        .allowed_networks
+        .iter()
+        .map(|n| {
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .with_context(|| format!("rpc.allowed_networks: `{n}` is not ADDRESS/PREFIX"))
+        })
+        .collect::<Result<_>>()?;
+    if let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) {
+        s.tls = Some(rpc::tls::Tls::open(cert, key)?);
+    }
+    Ok(s)
+}
+
+/// On SIGHUP the admin RPC's certificate and key are read again (a renewed
+/// certificate takes effect for new connections; a bad one is refused and
+/// the one in use stays).
+fn reload_tls_on_sighup(tls: std::sync::Arc<rpc::tls::Tls>) -> Result<()> {
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: admin RPC certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: admin RPC certificate not reloaded; the old one stays in use")
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 fn bind_hint(addr: SocketAddr) -> String {

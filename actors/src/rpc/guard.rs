@@ -15,7 +15,10 @@ use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::{Extensions, MethodResponse};
 use serde_json::json;
 
+use super::http::OverWebSocket;
 use super::keys::Caller;
+use super::listen::ClientAddr;
+use super::rate::{RateLimits, RATE_LIMITED};
 use super::roles::role_of;
 use super::NodeContext;
 use crate::metrics as m;
@@ -38,15 +41,34 @@ pub fn who(ext: &Extensions) -> String {
 pub(super) struct Guard<S> {
     inner: S,
     ctx: Arc<NodeContext>,
+    rate: Arc<RateLimits>,
 }
 
 impl<S> Guard<S> {
-    pub(super) fn new(inner: S, ctx: Arc<NodeContext>) -> Self {
-        Self { inner, ctx }
+    pub(super) fn new(inner: S, ctx: Arc<NodeContext>, rate: Arc<RateLimits>) -> Self {
+        Self { inner, ctx, rate }
+    }
+
+    /// A call on a WebSocket takes a token of its own (an HTTP request was
+    /// limited as a whole by the HTTP layer).
+    fn rate_limited(&self, ext: &Extensions) -> Option<ErrorObjectOwned> {
+        ext.get::<OverWebSocket>()?;
+        let who = ext.get::<Caller>().map_or("rpc", |c| &c.who);
+        let client = ext.get::<ClientAddr>().map(|a| a.0.ip());
+        let limited = self.rate.check(who, client).err()?;
+        let ms = limited.retry_after.as_millis() as u64;
+        Some(ErrorObjectOwned::owned(
+            RATE_LIMITED,
+            limited.counted(),
+            Some(json!({ "retry_after_ms": ms.max(1) })),
+        ))
     }
 
     /// Why `method` is refused to the caller in `ext`, if it is.
     fn verdict(&self, method: &str, ext: &Extensions) -> Option<ErrorObjectOwned> {
+        if let Some(e) = self.rate_limited(ext) {
+            return Some(e);
+        }
         let needed = role_of(method);
         let Some(caller) = ext.get::<Caller>() else {
             return Some(self.deny(

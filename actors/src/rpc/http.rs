@@ -1,7 +1,9 @@
-//! HTTP layer in front of the JSON-RPC service: cookie auth and the plain
-//! endpoints `/health`, `/ready` and `/metrics`.
+//! HTTP layer in front of the JSON-RPC service: `Host` and `Origin` checks
+//! on every endpoint, the plain endpoints `/health`, `/ready` and
+//! `/metrics`, the credential (cookie or API key), and the rate limits.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,22 +13,29 @@ use jsonrpsee::core::BoxError;
 use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse};
 use tower::{Layer, Service};
 
+use super::browser::{self, BrowserPolicy};
 use super::keys::Caller;
+use super::listen::ClientAddr;
+use super::rate::{Limited, RateLimits};
 use super::NodeContext;
 use crate::metrics as m;
 
-#[derive(Debug, Clone)]
-pub(super) struct AdminHttpLayer {
-    token: Arc<str>,
-    ctx: Arc<NodeContext>,
+/// What the HTTP layer checks against, shared by every connection.
+#[derive(Debug)]
+pub(super) struct Checks {
+    pub(super) token: String,
+    pub(super) ctx: Arc<NodeContext>,
+    pub(super) browser: BrowserPolicy,
+    pub(super) bound: SocketAddr,
+    pub(super) rate: Arc<RateLimits>,
 }
 
+#[derive(Debug, Clone)]
+pub(super) struct AdminHttpLayer(Arc<Checks>);
+
 impl AdminHttpLayer {
-    pub(super) fn new(token: String, ctx: Arc<NodeContext>) -> Self {
-        Self {
-            token: token.into(),
-            ctx,
-        }
+    pub(super) fn new(checks: Checks) -> Self {
+        Self(Arc::new(checks))
     }
 }
 
@@ -35,8 +44,7 @@ impl<S> Layer<S> for AdminHttpLayer {
     fn layer(&self, inner: S) -> Self::Service {
         AdminHttp {
             inner,
-            token: self.token.clone(),
-            ctx: self.ctx.clone(),
+            checks: self.0.clone(),
         }
     }
 }
@@ -44,11 +52,19 @@ impl<S> Layer<S> for AdminHttpLayer {
 #[derive(Debug, Clone)]
 pub(super) struct AdminHttp<S> {
     inner: S,
-    token: Arc<str>,
-    ctx: Arc<NodeContext>,
+    checks: Arc<Checks>,
 }
 
+/// Marks the calls of a WebSocket connection (rate-limited per call by the
+/// guard; an HTTP request is limited here, as a whole).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OverWebSocket;
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+fn ready(resp: HttpResponse) -> BoxFuture<Result<HttpResponse, BoxError>> {
+    Box::pin(async move { Ok(resp) })
+}
 
 impl<S, B> Service<HttpRequest<B>> for AdminHttp<S>
 where
@@ -64,36 +80,64 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: HttpRequest<B>) -> Self::Future {
+    fn call(&mut self, mut req: HttpRequest<B>) -> Self::Future {
+        let c = &self.checks;
+        // Browsers first, on every endpoint: a page must not even learn
+        // whether the node is up.
+        let cors = match c.browser.check(req.headers(), c.bound) {
+            Ok(cors) => cors,
+            Err(why) => {
+                metrics::counter!(m::RPC_REFUSED_CONNECTIONS, "reason" => "host_origin").increment(1);
+                tracing::debug!(path = %req.uri().path(), why, "admin RPC: refused for its Host or Origin");
+                return ready(text(StatusCode::FORBIDDEN, format!("{why}\n")));
+            }
+        };
+        let with_cors = move |mut resp: HttpResponse| {
+            if let Some(origin) = cors.clone() {
+                browser::add_cors(resp.headers_mut(), origin);
+            }
+            resp
+        };
+        if req.method() == Method::OPTIONS {
+            // A CORS preflight of an allowed origin (the others got 403).
+            return ready(with_cors(text(StatusCode::NO_CONTENT, String::new())));
+        }
         if req.method() == Method::GET {
             if let Some(resp) = self.plain_endpoint(req.uri().path()) {
-                return Box::pin(async move { Ok(resp) });
+                return ready(with_cors(resp));
             }
         }
-        let caller = match self.caller(req.headers().get(header::AUTHORIZATION)) {
-            Ok(c) => c,
+        let client = req.extensions().get::<ClientAddr>().map(|a| a.0);
+        let caller = match self.caller(req.headers().get(header::AUTHORIZATION), client) {
+            Ok(caller) => caller,
             Err(why) => {
                 metrics::counter!(m::RPC_UNAUTHORIZED).increment(1);
                 tracing::debug!(path = %req.uri().path(), why, "refused: no valid credential");
-                return Box::pin(async move { Ok(unauthorized(why)) });
+                return ready(with_cors(unauthorized(&why)));
             }
         };
-        let mut req = req;
+        if let Err(limited) = c.rate.check(&caller.who, client.map(|a| a.ip())) {
+            return ready(with_cors(too_many(&limited)));
+        }
+        if jsonrpsee::server::ws::is_upgrade_request(&req) {
+            req.extensions_mut().insert(OverWebSocket);
+        }
         req.extensions_mut().insert(caller);
         let fut = self.inner.call(req);
-        Box::pin(async move { fut.await.map_err(Into::into) })
+        Box::pin(async move { fut.await.map(with_cors).map_err(Into::into) })
     }
 }
 
 impl<S> AdminHttp<S> {
     fn plain_endpoint(&self, path: &str) -> Option<HttpResponse> {
+        let ctx = &self.checks.ctx;
         match path {
             "/health" => Some(text(StatusCode::OK, "ok\n".into())),
-            "/ready" if self.ctx.is_ready() => Some(text(StatusCode::OK, "ready\n".into())),
+            "/ready" if ctx.is_ready() => Some(text(StatusCode::OK, "ready\n".into())),
             "/ready" => Some(text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())),
-            "/metrics" => Some(match &self.ctx.metrics {
+            "/metrics" => Some(match &ctx.metrics {
                 Some(handle) => {
-                    m::on_scrape(self.ctx.started);
+                    m::on_scrape(ctx.started);
                     let mut resp = text(StatusCode::OK, handle.render());
                     resp.headers_mut().insert(
                         header::CONTENT_TYPE,
@@ -109,22 +153,29 @@ impl<S> AdminHttp<S> {
 }
 
 impl<S> AdminHttp<S> {
-    /// Who the `Authorization` header stands for: the cookie (admin) or a
-    /// live API key; otherwise what is wrong with it, for the 401's body.
-    fn caller(&self, value: Option<&header::HeaderValue>) -> Result<Caller, &'static str> {
+    /// Who the `Authorization` header stands for: the cookie (admin; only
+    /// from a loopback client) or a live API key; otherwise what is wrong
+    /// with it, for the 401's body.
+    fn caller(
+        &self,
+        value: Option<&header::HeaderValue>,
+        client: Option<SocketAddr>,
+    ) -> Result<Caller, String> {
         let given = bearer(value)?;
-        if same(given, &self.token) {
+        if same(given, &self.checks.token) {
+            if client.is_some_and(|a| !a.ip().to_canonical().is_loopback()) {
+                return Err("the cookie is for local tools: a remote client must use an API key (vigilctl keys add NAME --role ROLE)".into());
+            }
             return Ok(Caller::cookie());
         }
-        self.ctx
-            .keys
-            .authenticate(given)
-            .ok_or("wrong credential: not the node's current cookie, nor a live API key (revoked keys stop working at once)")
+        self.checks.ctx.keys.authenticate(given).ok_or_else(|| {
+            "wrong credential: not the node's current cookie, nor a live API key (revoked keys stop working at once)".into()
+        })
     }
 }
 
 /// The token of an `Authorization: Bearer TOKEN` header.
-fn bearer(value: Option<&header::HeaderValue>) -> Result<&str, &'static str> {
+fn bearer(value: Option<&header::HeaderValue>) -> Result<&str, String> {
     let value = value.ok_or("no credential: send `Authorization: Bearer TOKEN`")?;
     let text = value
         .to_str()
@@ -134,7 +185,7 @@ fn bearer(value: Option<&header::HeaderValue>) -> Result<&str, &'static str> {
         .ok_or("malformed Authorization header: expected `Bearer TOKEN` (other schemes are not supported)")?
         .trim();
     if token.is_empty() {
-        return Err("malformed Authorization header: the token after `Bearer ` is empty");
+        return Err("malformed Authorization header: the token after `Bearer ` is empty".into());
     }
     Ok(token)
 }
@@ -152,6 +203,15 @@ fn text(status: StatusCode, body: String) -> HttpResponse {
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    resp
+}
+
+fn too_many(limited: &Limited) -> HttpResponse {
+    let mut resp = text(StatusCode::TOO_MANY_REQUESTS, format!("{}\n", limited.counted()));
+    let secs = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
     resp
 }
 

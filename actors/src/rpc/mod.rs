@@ -9,6 +9,7 @@
 
 mod actor;
 mod actors_methods;
+mod browser;
 mod bus_methods;
 mod chain_methods;
 mod continuity_methods;
@@ -18,11 +19,14 @@ mod guard;
 mod http;
 mod key_methods;
 pub mod keys;
+mod listen;
 mod methods;
 mod middleware;
 mod net_methods;
+mod rate;
 pub mod roles;
 mod storage_methods;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,19 +34,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use ::http as http_types;
 use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
-use jsonrpsee::server::{Server, ServerConfig, ServerHandle};
+use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub use actor::RpcActor;
+pub use browser::BrowserPolicy;
 pub use cookie::{read_cookie, COOKIE_FILE, URL_FILE};
 pub use guard::{who, KEY_REVOKED, ROLE_REQUIRED};
 pub use keys::{ApiKeys, Caller};
+pub use listen::ClientAddr;
 pub use methods::AUDIT_FAILED;
+pub use rate::{RateSettings, RATE_LIMITED};
 pub use roles::{role_of, Role, METHOD_ROLES};
 
+use crate::metrics as m;
 use crate::supervision::Registry;
 use crate::{Error, Result};
 
@@ -79,14 +88,47 @@ pub struct NodeInfo {
 /// Settings of the RPC server, from the node's `[rpc]` config.
 #[derive(Debug, Clone)]
 pub struct RpcSettings {
-    /// Address to bind; must be loopback.
+    /// Address to bind: loopback, or any with `tls` set.
     pub addr: SocketAddr,
     /// Largest request body accepted, bytes.
     pub max_request_bytes: u32,
     /// Concurrent connections accepted.
     pub max_connections: u32,
+    /// Concurrent connections from one client address.
+    pub max_connections_per_ip: u32,
+    /// Calls in one JSON-RPC batch.
+    pub max_batch: u32,
+    /// Subscriptions one WebSocket connection may hold.
+    pub max_subscriptions: u32,
+    /// Networks clients may connect from; empty = any.
+    pub allowed_networks: Vec<ipnet::IpNet>,
+    /// `Host` names and browser origins.
+    pub browser: BrowserPolicy,
+    /// Rate limits per caller and per address.
+    pub rate: RateSettings,
+    /// TLS, required off loopback.
+    pub tls: Option<Arc<tls::Tls>>,
     /// Where `.cookie` and `rpc.url` are written.
     pub data_dir: PathBuf,
+}
+
+impl RpcSettings {
+    /// The defaults at `addr`, writing into `data_dir`.
+    pub fn new(addr: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            addr,
+            max_request_bytes: 1 << 20,
+            max_connections: 32,
+            max_connections_per_ip: 16,
+            max_batch: 32,
+            max_subscriptions: 16,
+            allowed_networks: Vec::new(),
+            browser: BrowserPolicy::default(),
+            rate: RateSettings::default(),
+            tls: None,
+            data_dir,
+        }
+    }
 }
 
 /// State shared by the HTTP layer and the RPC methods.
@@ -157,16 +199,48 @@ pub struct RunningRpc {
     pub url: String,
 }
 
+type ConnFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = std::result::Result<jsonrpsee::server::HttpResponse, jsonrpsee::core::BoxError>,
+            > + Send,
+    >,
+>;
+
 /// Binds the server, writes `.cookie` and `rpc.url`, and starts serving.
 pub async fn start(settings: &RpcSettings, ctx: Arc<NodeContext>) -> Result<RunningRpc> {
+    if !settings.addr.ip().is_loopback() && settings.tls.is_none() {
+        return Err(Error::Invalid(format!(
+            "the admin RPC may bind {} (not loopback) only with TLS: set rpc.tls_cert and rpc.tls_key, and call it with API keys (vigilctl keys add)",
+            settings.addr
+        )));
+    }
+    let bind_error = |source| Error::Bind {
+        what: "admin RPC",
+        addr: settings.addr,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(settings.addr)
+        .await
+        .map_err(bind_error)?;
+    let local_addr = listener.local_addr().map_err(bind_error)?;
     let token = cookie::new_token();
-    let http = http::AdminHttpLayer::new(token.clone(), ctx.clone());
+    let rate = Arc::new(rate::RateLimits::new(settings.rate));
+    let http = http::AdminHttpLayer::new(http::Checks {
+        token: token.clone(),
+        ctx: ctx.clone(),
+        browser: settings.browser.clone(),
+        bound: local_addr,
+        rate: rate.clone(),
+    });
     let config = ServerConfig::builder()
         .max_request_body_size(settings.max_request_bytes)
         .max_response_body_size(64 << 20)
         .max_connections(settings.max_connections)
+        .max_subscriptions_per_connection(settings.max_subscriptions)
+        .set_batch_request_config(BatchRequestConfig::Limit(settings.max_batch))
         .build();
-    let server = Server::builder()
+    let builder = Server::builder()
         .set_config(config)
         .set_http_middleware(tower::ServiceBuilder::new().layer(http))
         .set_rpc_middleware(
@@ -174,26 +248,87 @@ pub async fn start(settings: &RpcSettings, ctx: Arc<NodeContext>) -> Result<Runn
                 .layer_fn(middleware::Metered::new)
                 .layer_fn({
                     let ctx = ctx.clone();
-                    move |s| guard::Guard::new(s, ctx.clone())
+                    move |s| guard::Guard::new(s, ctx.clone(), rate.clone())
                 }),
         )
-        .build(settings.addr)
-        .await
-        .map_err(|source| Error::Bind {
-            what: "admin RPC",
-            addr: settings.addr,
-            source,
-        })?;
-    let local_addr = server.local_addr().map_err(|source| Error::Bind {
-        what: "admin RPC",
-        addr: settings.addr,
-        source,
-    })?;
-    let url = format!("http://{local_addr}");
+        .to_service_builder();
+    let scheme = if settings.tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{local_addr}");
     cookie::write_cookie(&settings.data_dir, &token)?;
     cookie::write_url(&settings.data_dir, &url)?;
-    let handle = server.start(methods::module(ctx));
-    tracing::info!(%url, "admin RPC listening");
+    let methods: jsonrpsee::Methods = methods::module(ctx).into();
+    let (stop, handle) = jsonrpsee::server::stop_channel();
+    let admission = listen::Admission::new(
+        settings.allowed_networks.clone(),
+        settings.max_connections_per_ip as usize,
+    );
+    let tls = settings.tls.clone();
+    tokio::spawn(async move {
+        loop {
+            let (sock, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of descriptors, mostly: wait instead of spinning.
+                        tracing::warn!(error = %e, "admin RPC: cannot accept a connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = stop.clone().shutdown() => break,
+            };
+            let (admission, tls, stop, builder, methods) = (
+                admission.clone(),
+                tls.clone(),
+                stop.clone(),
+                builder.clone(),
+                methods.clone(),
+            );
+            tokio::spawn(async move {
+                let slot = admission.admit(peer.ip());
+                let Some(conn) = listen::secure(sock, tls.as_ref(), peer).await else {
+                    return;
+                };
+                let slot = match slot {
+                    Ok(s) => Arc::new(s),
+                    Err(why) => {
+                        let reason = if why.contains("allowed_networks") {
+                            "network"
+                        } else {
+                            "per_ip"
+                        };
+                        metrics::counter!(m::RPC_REFUSED_CONNECTIONS, "reason" => reason).increment(1);
+                        tracing::debug!(%peer, why, "admin RPC: connection refused");
+                        let status = if reason == "network" {
+                            "403 Forbidden"
+                        } else {
+                            "503 Service Unavailable"
+                        };
+                        listen::refuse(conn, status, &why).await;
+                        return;
+                    }
+                };
+                let svc = builder.build(methods, stop.clone());
+                // The service lives as long as the connection, and with it
+                // the connection's place in its address's count.
+                let svc = tower::service_fn(move |mut req: http_types::Request<hyper::body::Incoming>| {
+                    let _counted = &slot;
+                    req.extensions_mut().insert(ClientAddr(peer));
+                    let mut svc = svc.clone();
+                    let fut: ConnFuture = Box::pin(async move { tower::Service::call(&mut svc, req).await });
+                    fut
+                });
+                // Spawned as it is (not awaited in this block): rustc cannot
+                // prove an async block holding it Send (rust#110338).
+                tokio::spawn(jsonrpsee::server::serve_with_graceful_shutdown(
+                    conn,
+                    svc,
+                    stop.shutdown(),
+                ));
+            });
+        }
+    });
+    tracing::info!(%url, tls = settings.tls.is_some(), "admin RPC listening");
     Ok(RunningRpc {
         handle,
         local_addr,

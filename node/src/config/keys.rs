@@ -7,9 +7,20 @@ use super::Config;
 
 /// `(key path, what it does and allows)` for every key, in file order.
 pub const KEYS: &[(&str, &str)] = &[
-    ("rpc.addr", "HOST:PORT of the admin RPC (HTTP and WebSocket), e.g. \"127.0.0.1:8645\"; must be loopback; port 0 picks a free port, written to DATA_DIR/rpc.url"),
+    ("rpc.addr", "HOST:PORT of the admin RPC (HTTP and WebSocket), e.g. \"127.0.0.1:8645\"; loopback, or any address with rpc.tls_cert and rpc.tls_key; port 0 picks a free port, written to DATA_DIR/rpc.url"),
     ("rpc.max_request_bytes", "largest request body in bytes (1024..=67108864)"),
     ("rpc.max_connections", "concurrent RPC connections (1..=10000)"),
+    ("rpc.max_connections_per_ip", "concurrent RPC connections from one client address (1..=10000)"),
+    ("rpc.max_batch", "calls in one JSON-RPC batch (1..=10000)"),
+    ("rpc.max_subscriptions", "subscriptions per WebSocket connection (0..=10000)"),
+    ("rpc.rate_per_caller", "calls per second of one credential, the cookie or an API key (0 = no limit)"),
+    ("rpc.rate_per_address", "calls per second from one client address (0 = no limit)"),
+    ("rpc.rate_burst", "calls above the rate allowed at once (1..=1000000); past it: HTTP 429, or error -32017 on a WebSocket"),
+    ("rpc.allowed_hosts", "Host names the RPC answers to besides localhost, loopback addresses and its bound address, e.g. [\"node1.example.net\"] (\"*\" = any; others get 403: DNS rebinding)"),
+    ("rpc.cors_origins", "browser origins allowed to call, with CORS, e.g. [\"https://ops.example\"]; empty = browsers refused"),
+    ("rpc.allowed_networks", "client networks let in, e.g. [\"10.0.0.0/8\"]; empty = any"),
+    ("rpc.tls_cert", "PEM certificate chain: the RPC then speaks only TLS (needed off loopback; reread on SIGHUP)"),
+    ("rpc.tls_key", "PEM private key of rpc.tls_cert"),
     ("network.enabled", "run the p2p network (libp2p over TCP and QUIC)"),
     ("network.listen", "p2p listen multiaddrs, e.g. \"/ip4/0.0.0.0/tcp/30345\""),
     ("network.bootnodes", "extra bootnodes besides the genesis ones: multiaddrs ending in /p2p/<peer id>"),
@@ -74,6 +85,13 @@ pub const KEYS: &[(&str, &str)] = &[
     ("debug.fault_injection", "allow actors_inject_panic over the admin RPC (chaos testing; never in production)"),
 ];
 
+/// Keys with no default (absent unless set), with an example value for the
+/// template.
+pub(super) const UNSET_BY_DEFAULT: &[(&str, &str)] = &[
+    ("rpc.tls_cert", "\"/etc/vigil/rpc.crt\""),
+    ("rpc.tls_key", "\"/etc/vigil/rpc.key\""),
+];
+
 /// `config.toml` as `vigil init` writes it: every key commented out at its default.
 pub fn commented_template() -> String {
     let defaults = toml::Value::try_from(Config::default()).expect("the default config serializes");
@@ -95,6 +113,14 @@ pub fn commented_template() -> String {
             }
             let _ = writeln!(out, "# {key} = {value}");
         }
+        for (path, example) in UNSET_BY_DEFAULT {
+            if let Some(key) = path.strip_prefix(&format!("{section}.")) {
+                if let Some((_, doc)) = KEYS.iter().find(|(p, _)| p == path) {
+                    let _ = writeln!(out, "# {doc}; unset by default, e.g.:");
+                }
+                let _ = writeln!(out, "## {key} = {example}");
+            }
+        }
     }
     out
 }
@@ -112,6 +138,7 @@ mod tests {
                 paths.push(format!("{section}.{key}"));
             }
         }
+        paths.extend(UNSET_BY_DEFAULT.iter().map(|(p, _)| p.to_string()));
         let mut documented: Vec<String> = KEYS.iter().map(|(p, _)| p.to_string()).collect();
         paths.sort();
         documented.sort();

@@ -73,6 +73,10 @@ pub fn load(
             .list_separator(",")
             .with_list_parse_key("network.listen")
             .with_list_parse_key("network.bootnodes")
+            .with_list_parse_key("rpc.allowed_hosts")
+            .with_list_parse_key("rpc.cors_origins")
+            .with_list_parse_key("rpc.allowed_networks")
+            .with_list_parse_key("bus.allowed_origins")
             .try_parsing(true)
             .source(Some(config_env(vars))),
     );

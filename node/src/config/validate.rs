@@ -17,15 +17,31 @@ impl Config {
                 allowed,
             })
         };
-        if !self.rpc.addr.ip().is_loopback() {
-            bad(
+        let rpc = &self.rpc;
+        match (&rpc.tls_cert, &rpc.tls_key) {
+            (Some(_), None) | (None, Some(_)) => bad(
+                "rpc.tls_cert",
+                format!("{:?} / rpc.tls_key {:?}", rpc.tls_cert, rpc.tls_key),
+                "both rpc.tls_cert and rpc.tls_key (PEM files), or neither".into(),
+            ),
+            (None, None) if !rpc.addr.ip().is_loopback() => bad(
                 "rpc.addr",
-                self.rpc.addr.to_string(),
-                "a loopback address (127.0.0.0/8 or [::1]): a non-loopback bind needs API-key auth, which this version does not have yet".into(),
-            );
+                rpc.addr.to_string(),
+                "a loopback address (127.0.0.0/8 or [::1]), or set rpc.tls_cert and rpc.tls_key: off loopback the admin RPC speaks only TLS, and remote clients use API keys (vigilctl keys add)".into(),
+            ),
+            _ => {}
+        }
+        for n in &rpc.allowed_networks {
+            if n.parse::<ipnet::IpNet>().is_err() && n.parse::<std::net::IpAddr>().is_err() {
+                bad(
+                    "rpc.allowed_networks",
+                    n.clone(),
+                    "networks as ADDRESS/PREFIX (10.0.0.0/8, fd00::/8) or single addresses".into(),
+                );
+            }
         }
         let sup = &self.supervision;
-        let ranges: [(&str, u64, u64, u64); 27] = [
+        let ranges: [(&str, u64, u64, u64); 33] = [
             ("supervision.max_restarts", sup.max_restarts.into(), 0, 1000),
             ("supervision.period_secs", sup.period_secs, 1, 3600),
             (
@@ -48,6 +64,32 @@ impl Config {
                 64 << 20,
             ),
             ("rpc.max_connections", self.rpc.max_connections.into(), 1, 10_000),
+            (
+                "rpc.max_connections_per_ip",
+                self.rpc.max_connections_per_ip.into(),
+                1,
+                10_000,
+            ),
+            ("rpc.max_batch", self.rpc.max_batch.into(), 1, 10_000),
+            (
+                "rpc.max_subscriptions",
+                self.rpc.max_subscriptions.into(),
+                0,
+                10_000,
+            ),
+            (
+                "rpc.rate_per_caller",
+                self.rpc.rate_per_caller.into(),
+                0,
+                1_000_000,
+            ),
+            (
+                "rpc.rate_per_address",
+                self.rpc.rate_per_address.into(),
+                0,
+                1_000_000,
+            ),
+            ("rpc.rate_burst", self.rpc.rate_burst.into(), 1, 1_000_000),
             (
                 "storage.cache_capacity_mb",
                 self.storage.cache_capacity_mb,

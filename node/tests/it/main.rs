@@ -14,6 +14,7 @@ mod epochs;
 mod genesis_cli;
 mod lifecycle;
 mod rpc;
+mod rpc_remote;
 mod rpc_roles;
 mod storage;
 mod util;
