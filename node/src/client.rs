@@ -19,6 +19,9 @@ pub struct Endpoint {
     /// Where the credential came from: the cookie file, or `None` for an
     /// API key given with [`Endpoint::with_key`].
     cookie_path: Option<PathBuf>,
+    /// TLS roots for an `https://` node, from [`Endpoint::with_ca`]; the
+    /// system's roots otherwise.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Endpoint {
@@ -41,7 +44,37 @@ impl Endpoint {
             url,
             cookie,
             cookie_path: Some(cookie_path),
+            tls: None,
         })
+    }
+
+    /// Trusts the PEM certificate(s) in `ca` for an `https://` node (a
+    /// self-signed certificate, or a private CA) instead of the system's roots.
+    pub fn with_ca(mut self, ca: &Path) -> Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca)
+            .with_context(|| format!("cannot read the CA file {}", ca.display()))?;
+        for cert in certs {
+            let cert = cert.with_context(|| format!("{} is not a PEM certificate file", ca.display()))?;
+            roots
+                .add(cert)
+                .with_context(|| format!("{}: a certificate rustls cannot use", ca.display()))?;
+        }
+        if roots.is_empty() {
+            bail!(
+                "{} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
+                ca.display()
+            );
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS setup")?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        self.tls = Some(std::sync::Arc::new(config));
+        Ok(self)
     }
 
     /// The endpoint at `DIR/rpc.url` (or `rpc`) called with the API key
@@ -52,6 +85,7 @@ impl Endpoint {
             url,
             cookie: key.trim().to_owned(),
             cookie_path: None,
+            tls: None,
         })
     }
 
@@ -79,9 +113,13 @@ impl Endpoint {
         let bearer = HeaderValue::from_str(&format!("Bearer {}", self.cookie))
             .context("the cookie is not a valid header value")?;
         headers.insert("authorization", bearer);
-        let client = HttpClientBuilder::default()
+        let mut builder = HttpClientBuilder::default()
             .set_headers(headers)
-            .request_timeout(Duration::from_secs(30))
+            .request_timeout(Duration::from_secs(30));
+        if let Some(tls) = &self.tls {
+            builder = builder.with_custom_cert_store((**tls).clone());
+        }
+        let client = builder
             .build(&self.url)
             .with_context(|| format!("invalid RPC URL {}", self.url))?;
         let mut p = ArrayParams::new();

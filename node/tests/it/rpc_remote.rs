@@ -104,7 +104,7 @@ fn write_cert(dir: &Path, ck: &rcgen::CertifiedKey) {
 #[test]
 fn tls_end_to_end_with_a_generated_certificate_reloaded_on_sighup() {
     let tmp = tempfile::tempdir().unwrap();
-    let first = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let first = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     write_cert(tmp.path(), &first);
     let data = tmp.path().join("dev");
     let mut cmd = vigil(&["dev", "--data-dir", s(&data), "--rpc-addr", "127.0.0.1:0"]);
@@ -140,6 +140,25 @@ fn tls_end_to_end_with_a_generated_certificate_reloaded_on_sighup() {
     let key = format!("Bearer {}", secret["result"]["secret"].as_str().unwrap());
     assert_eq!(https(&addr, &first, &[("Authorization", &key)], INFO).0, 200);
     assert_eq!(https(&addr, &first, &[], INFO).0, 401);
+    // vigilctl, as a remote operator runs it: the URL, the key, the CA.
+    let ca = tmp.path().join("ca.pem");
+    std::fs::write(&ca, first.cert.pem()).unwrap();
+    let secret_only = key.trim_start_matches("Bearer ");
+    let o = vigilctl(&[
+        "--rpc",
+        &url,
+        "--key",
+        secret_only,
+        "--ca",
+        s(&ca),
+        "status",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("vigil-dev"), "{}", stdout(&o));
+    // Without the CA the system's roots do not know the certificate.
+    let o = vigilctl(&["--rpc", &url, "--key", secret_only, "status"]);
+    assert!(!o.status.success());
     // Plain HTTP to the TLS port gets nowhere.
     let (status, _) = rpc_raw(&format!("http://{addr}"), Some(&cookie(&data)), INFO);
     assert_ne!(status, 200);

@@ -50,6 +50,10 @@ struct Cli {
         value_name = "SECRET"
     )]
     key: Option<String>,
+    /// Trust this PEM certificate (or CA) for an https:// node instead of
+    /// the system's roots, e.g. the node's self-signed rpc.tls_cert.
+    #[arg(long, global = true, env = "VIGIL_RPC_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -177,9 +181,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let resolve = || match &cli.key {
-        Some(key) => Endpoint::with_key(cli.data_dir.as_deref(), cli.rpc.as_deref(), key),
-        None => Endpoint::resolve(cli.data_dir.as_deref(), cli.rpc.as_deref(), cli.cookie.as_deref()),
+    let resolve = || {
+        let ep = match &cli.key {
+            Some(key) => Endpoint::with_key(cli.data_dir.as_deref(), cli.rpc.as_deref(), key),
+            None => Endpoint::resolve(cli.data_dir.as_deref(), cli.rpc.as_deref(), cli.cookie.as_deref()),
+        }?;
+        match &cli.ca {
+            Some(ca) => ep.with_ca(ca),
+            None => Ok(ep),
+        }
     };
     // `bus publish` and `bus consume` speak the bus with an app's token:
     // only the admin commands need the RPC endpoint and its cookie.
