@@ -18,6 +18,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use multiaddr::Multiaddr;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
+use vigil_actors::audit::checkpoint::Checkpoints;
 use vigil_actors::audit::Audit;
 use vigil_actors::bus::{self, Apps, Bus, BusActor, BusSettings};
 use vigil_actors::chain::{ChainActor, Followed, Monitor, Pauses, SecurityHub};
@@ -194,6 +195,9 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         tracing::info!(address = %evm_address, encrypted = p.account.encrypted, "settlement-chain account");
     }
     let audit = Audit::open(p.db.clone()).context("cannot open the audit log")?;
+    let checkpoints = Arc::new(Checkpoints::new(opts.dir.root(), p.key.keypair.clone()));
+    checkpoint_audit(&checkpoints, &audit);
+    spawn_audit_checkpoints(checkpoints.clone(), audit.clone());
     let bus = match opts.config.bus.enabled {
         true => Some(open_bus(&opts, &p.db, &audit)?),
         false => None,
@@ -436,14 +440,43 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
                 tracing::error!(error = %e, "the actor tree did not stop cleanly");
             }
             p.db.flush().context("final database flush")?;
+            checkpoint_audit(&checkpoints, &ctx.audit);
             tracing::info!(uptime = ?started.elapsed(), "stopped cleanly");
             Ok(())
         }
         Err(why) => {
             p.db.flush().context("final database flush")?;
+            checkpoint_audit(&checkpoints, &ctx.audit);
             bail!("the actor tree gave up: {why}")
         }
     }
+}
+
+/// How often the audit log's head is signed into `audit.checkpoints` (when
+/// it moved); also at start and at shutdown.
+const AUDIT_CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
+fn checkpoint_audit(c: &Checkpoints, audit: &Audit) {
+    match c.write(audit) {
+        Ok(Some(cp)) => tracing::debug!(entries = cp.entries, "audit checkpoint signed"),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write an audit checkpoint: a cut-off audit log would go unnoticed until the next one")
+        }
+    }
+}
+
+fn spawn_audit_checkpoints(c: Arc<Checkpoints>, audit: Audit) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(AUDIT_CHECKPOINT_EVERY);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let (c, audit) = (c.clone(), audit.clone());
+            // A signature and an fsync: off the runtime's workers.
+            let _ = tokio::task::spawn_blocking(move || checkpoint_audit(&c, &audit)).await;
+        }
+    });
 }
 
 /// File with the bus WebSocket URL, in the data dir.

@@ -220,10 +220,14 @@ pub(super) fn register(module: &mut RpcModule<NodeContext>) {
     })
     .expect("unique");
     m.register_method("audit_verify", |_, ctx, _| -> Result<Value, ErrorObjectOwned> {
-        Ok(match ctx.audit.verify().map_err(refused)? {
-            Ok(n) => json!({ "ok": true, "entries": n }),
-            Err(why) => json!({ "ok": false, "error": why }),
-        })
+        let peer: libp2p::PeerId = ctx
+            .info
+            .peer_id
+            .parse()
+            .map_err(|e| refused(format!("the node's peer id does not parse: {e}")))?;
+        let report =
+            crate::audit::checkpoint::verify(&ctx.audit, &ctx.info.data_dir, &peer).map_err(refused)?;
+        Ok(json!(report))
     })
     .expect("unique");
 }

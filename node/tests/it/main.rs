@@ -3,6 +3,7 @@
 #![allow(unreachable_pub)]
 
 mod actors;
+mod audit_log;
 mod bad_input;
 mod bus;
 mod bus_cli;

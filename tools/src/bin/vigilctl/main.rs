@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use vigil_tools::client::Endpoint;
 
+mod audit;
 mod bus;
 mod chain;
 mod epoch;
@@ -118,10 +119,12 @@ enum Command {
         #[command(subcommand)]
         cmd: QueueCmd,
     },
-    /// The audit log (a hash chain): list entries, or verify the chain.
+    /// The audit log (a hash chain with signed checkpoints): list (default), verify, export.
     Audit {
-        /// Check every hash link instead of listing.
-        #[arg(long)]
+        #[command(subcommand)]
+        cmd: Option<audit::AuditCmd>,
+        /// Same as `audit verify`.
+        #[arg(long, hide = true)]
         verify: bool,
         /// First entry to list.
         #[arg(long, default_value_t = 0)]
@@ -251,32 +254,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Bus { .. } => unreachable!("handled above"),
         Command::Queue { cmd } => queue_cmd(&ep, cmd, cli.json).await?,
         Command::Keys { cmd } => keys::keys(&ep, cmd, cli.json).await?,
-        Command::Audit { verify, from } => {
-            if verify {
-                let r = ep.call("audit_verify", json!([])).await?;
-                if cli.json {
-                    println!("{r}");
-                } else if r["ok"] == true {
-                    println!("audit chain intact: {} entries", r["entries"]);
-                } else {
-                    anyhow::bail!("audit chain broken: {}", r["error"].as_str().unwrap_or("?"));
-                }
-            } else {
-                let r = ep.call("audit_list", json!([from, 1000])).await?;
-                if cli.json {
-                    println!("{}", serde_json::to_string_pretty(&r)?);
-                } else {
-                    for e in r.as_array().cloned().unwrap_or_default() {
-                        println!(
-                            "{:>6}  {}  {:<24} {}",
-                            e["seq"],
-                            e["who"].as_str().unwrap_or("?"),
-                            e["action"].as_str().unwrap_or("?"),
-                            e["detail"]
-                        );
-                    }
-                }
-            }
+        Command::Audit { cmd, verify, from } => {
+            let cmd = match (cmd, verify) {
+                (Some(c), _) => c,
+                (None, true) => audit::AuditCmd::Verify,
+                (None, false) => audit::AuditCmd::List { from },
+            };
+            audit::audit(&ep, cmd, cli.json).await?
         }
         Command::Call { method, params } => {
             let params: Value =

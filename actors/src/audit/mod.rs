@@ -2,7 +2,10 @@
 //!
 //! Entry `n` stores `prev` = hash of entry `n-1` (32 zero bytes for the first)
 //! and its own `hash` = BLAKE3(prev ‖ seq ‖ ts ‖ who ‖ action ‖ detail JSON).
-//! Changing, removing or reordering any entry breaks [`Audit::verify`].
+//! Changing, removing or reordering any entry breaks [`Audit::verify`];
+//! cutting off the tail is caught by the signed [`checkpoint`]s.
+
+pub mod checkpoint;
 
 use std::sync::{Arc, Mutex};
 
@@ -146,8 +149,19 @@ impl Audit {
             .collect()
     }
 
+    /// Entries in the chain and the hash of the last one.
+    pub fn head(&self) -> (u64, [u8; 32]) {
+        *self.head.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Checks the whole chain; returns the number of entries or the first bad one.
     pub fn verify(&self) -> Result<std::result::Result<u64, String>> {
+        Ok(self.verify_at()?.map_err(|(_, why)| why))
+    }
+
+    /// Checks the whole chain; the number of entries, or the position of
+    /// the first bad one and what is wrong with it.
+    pub fn verify_at(&self) -> Result<std::result::Result<u64, (u64, String)>> {
         let mut prev = [0u8; 32];
         let mut n = 0u64;
         let mut from = 0u64;
@@ -158,21 +172,23 @@ impl Audit {
             }
             for e in chunk {
                 if e.seq != n {
-                    return Ok(Err(format!(
-                        "entry {n} is missing (found {} in its place)",
-                        e.seq
+                    return Ok(Err((
+                        n,
+                        format!("entry {n} is missing (found {} in its place)", e.seq),
                     )));
                 }
                 if e.prev != hex::encode(prev) {
-                    return Ok(Err(format!(
-                        "entry {} does not link to entry {}",
+                    return Ok(Err((
                         e.seq,
-                        n.wrapping_sub(1)
+                        format!("entry {} does not link to entry {}", e.seq, n.wrapping_sub(1)),
                     )));
                 }
                 let h = digest(&prev, e.seq, e.ts_us, &e.who, &e.action, &e.detail);
                 if e.hash != hex::encode(h) {
-                    return Ok(Err(format!("entry {} was modified (hash mismatch)", e.seq)));
+                    return Ok(Err((
+                        e.seq,
+                        format!("entry {} was modified (hash mismatch)", e.seq),
+                    )));
                 }
                 prev = h;
                 n += 1;
