@@ -83,6 +83,11 @@ fn register(module: &mut RpcModule<NodeContext>) {
         })
         .expect("method names are unique");
     module
+        .register_method("rpc.discover", |_, ctx, _| {
+            super::discover::document(&ctx.info.version)
+        })
+        .expect("method names are unique");
+    module
         .register_method("node_health", |_, ctx, _| {
             json!({
                 "status": "ok",

@@ -14,6 +14,7 @@ mod bus_methods;
 mod chain_methods;
 mod continuity_methods;
 mod cookie;
+mod discover;
 mod epoch_methods;
 mod guard;
 mod http;

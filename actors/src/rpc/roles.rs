@@ -55,7 +55,8 @@ impl FromStr for Role {
 use Role::{Admin, Operator, Read};
 
 /// Every method the admin RPC serves, with the least role that may call it.
-pub const METHOD_ROLES: [(&str, Role); 60] = [
+pub const METHOD_ROLES: [(&str, Role); 61] = [
+    ("rpc.discover", Read),
     ("node_info", Read),
     ("node_health", Read),
     ("node_shutdown", Admin),

@@ -237,3 +237,20 @@ pub fn methods(adapter: Option<Arc<EvmChannels>>, audit: Audit) -> Methods {
     .expect("unique");
     m.into()
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_layer2_method_has_a_role_and_every_layer2_role_a_method() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = vigil_actors::store::SledStore::open(dir.path(), 1 << 20, None).unwrap();
+        let m = super::methods(None, super::Audit::open(store).unwrap());
+        let served: std::collections::BTreeSet<&str> = m.method_names().collect();
+        let table: std::collections::BTreeSet<&str> = vigil_actors::rpc::METHOD_ROLES
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| n.starts_with("layer2_"))
+            .collect();
+        assert_eq!(served, table);
+    }
+}

@@ -83,6 +83,14 @@ fn each_role_may_call_its_methods_and_is_refused_the_rest_with_the_role_it_needs
             }
         }
     }
+    // Any role may read the OpenRPC description: every method, its role.
+    let doc = call(&url, &read, "rpc.discover", json!([]));
+    let methods = doc["result"]["methods"].as_array().unwrap();
+    assert_eq!(doc["result"]["openrpc"], "1.2.6");
+    assert!(methods.len() >= 60, "{}", methods.len());
+    let ban = methods.iter().find(|m| m["name"] == "net_ban").unwrap();
+    assert_eq!(ban["x-role"], "admin");
+    assert_eq!(ban["params"][0]["name"], "peer_id");
     // The cookie is admin.
     assert!(call(&url, &cookie(&node.dir), "keys_list", json!([]))
         .get("error")
