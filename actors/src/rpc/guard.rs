@@ -53,9 +53,11 @@ impl<S> Guard<S> {
     /// limited as a whole by the HTTP layer).
     fn rate_limited(&self, ext: &Extensions) -> Option<ErrorObjectOwned> {
         ext.get::<OverWebSocket>()?;
-        let who = ext.get::<Caller>().map_or("rpc", |c| &c.who);
+        let who = ext
+            .get::<Caller>()
+            .map_or_else(|| Arc::from("rpc"), |c| c.who.clone());
         let client = ext.get::<ClientAddr>().map(|a| a.0.ip());
-        let limited = self.rate.check(who, client).err()?;
+        let limited = self.rate.check(&who, client).err()?;
         let ms = limited.retry_after.as_millis() as u64;
         Some(ErrorObjectOwned::owned(
             RATE_LIMITED,

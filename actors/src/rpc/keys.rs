@@ -52,6 +52,8 @@ struct Stored {
 #[derive(Debug)]
 struct Live {
     name: Arc<str>,
+    /// `key:NAME`, made once (every call of the key carries it).
+    who: Arc<str>,
     role: Role,
     created_unix: u64,
     last_used: AtomicU64,
@@ -134,6 +136,7 @@ impl ApiKeys {
             keys.insert(
                 hash,
                 Live {
+                    who: format!("key:{}", s.name).into(),
                     name: s.name.into(),
                     role: s.role,
                     created_unix: s.created_unix,
@@ -182,6 +185,7 @@ impl ApiKeys {
         keys.insert(
             hash,
             Live {
+                who: format!("key:{name}").into(),
                 name: name.into(),
                 role,
                 created_unix,
@@ -242,7 +246,7 @@ impl ApiKeys {
         let k = keys.get(&hash)?;
         self.touch(&hash, k);
         Some(Caller {
-            who: format!("key:{}", k.name).into(),
+            who: k.who.clone(),
             role: k.role,
             key: Some(hash),
         })

@@ -175,6 +175,41 @@ pub struct NodeContext {
 }
 
 impl NodeContext {
+    /// A context with no actors behind it: the admin RPC alone, over the
+    /// audit log and API keys in `store` (benches and tests of the server).
+    pub fn standalone(store: crate::store::SledStore, data_dir: PathBuf) -> Result<Self> {
+        let (shutdown, _) = mpsc::channel(1);
+        Ok(Self {
+            info: NodeInfo {
+                version: env!("CARGO_PKG_VERSION").into(),
+                peer_id: String::new(),
+                genesis_name: "standalone".into(),
+                genesis_hash: String::new(),
+                data_dir,
+                listen_addrs: Vec::new(),
+                insecure_key: true,
+                evm_address: String::new(),
+            },
+            started: Instant::now(),
+            ready: AtomicBool::new(true),
+            shutdown,
+            metrics: None,
+            registry: Registry::default(),
+            fault_injection: false,
+            bus: None,
+            audit: crate::audit::Audit::open(store.clone())?,
+            keys: ApiKeys::open(store)?,
+            net: None,
+            ready_alone: true,
+            epochs: None,
+            storage: None,
+            challenger: None,
+            continuity: None,
+            monitor: None,
+            extra: None,
+        })
+    }
+
     /// Marks the node ready or not.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
@@ -207,6 +242,12 @@ type ConnFuture = std::pin::Pin<
             > + Send,
     >,
 >;
+
+/// The methods with no HTTP layer, role check or rate limit in front: what
+/// `vigil-bench rpc` measures the checks against. Never served by the node.
+pub fn unguarded_methods(ctx: Arc<NodeContext>) -> jsonrpsee::Methods {
+    methods::module(ctx).into()
+}
 
 /// Binds the server, writes `.cookie` and `rpc.url`, and starts serving.
 pub async fn start(settings: &RpcSettings, ctx: Arc<NodeContext>) -> Result<RunningRpc> {
@@ -285,6 +326,8 @@ pub async fn start(settings: &RpcSettings, ctx: Arc<NodeContext>) -> Result<Runn
                 builder.clone(),
                 methods.clone(),
             );
+            // Small request/response exchanges: no Nagle delay.
+            let _ = sock.set_nodelay(true);
             tokio::spawn(async move {
                 let slot = admission.admit(peer.ip());
                 let Some(conn) = listen::secure(sock, tls.as_ref(), peer).await else {

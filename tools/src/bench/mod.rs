@@ -10,6 +10,7 @@ pub mod logsync;
 pub mod network;
 pub mod proofs;
 pub mod queue;
+pub mod rpc;
 pub mod supervision;
 pub mod vdf;
 

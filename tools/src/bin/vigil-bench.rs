@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 use vigil_tools::bench::{
-    chain, continuity, flood, forgery, layer2, logsync, network, proofs, queue, supervision, vdf,
+    chain, continuity, flood, forgery, layer2, logsync, network, proofs, queue, rpc, supervision, vdf,
 };
 
 /// Benchmarks of vigil's parts; every comparison is measured side by side in one run.
@@ -108,6 +108,15 @@ enum Area {
         /// stand for other machines and must not take the honest nodes' CPU).
         #[arg(long)]
         greedy_attackers: bool,
+    },
+    /// Admin RPC: what the checks (Host/Origin, API key, role, rate limits) add to a call, against the same methods served bare.
+    Rpc {
+        /// Rounds, alternating which server goes first.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Calls per server per round.
+        #[arg(long, default_value_t = 2_000)]
+        calls: usize,
     },
     /// Layer2: payments/s and latency between two vigil processes (one channel, then N at once), and gas.
     Layer2 {
@@ -522,6 +531,29 @@ fn main() {
                 println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
             } else {
                 print_vdf(&opts, &r);
+            }
+        }
+        Area::Rpc { rounds, calls } => {
+            let r = or_exit(rpc::run(&rpc::Options { rounds, calls }).map_err(anyhow::Error::msg));
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
+            } else {
+                println!(
+                    "admin RPC, node_health over one keep-alive HTTP connection ({} calls each)",
+                    r.bare.calls
+                );
+                println!(
+                    "  bare jsonrpsee              p50 {:>7.1} us   p99 {:>7.1} us",
+                    r.bare.p50_us, r.bare.p99_us
+                );
+                println!(
+                    "  with every check (API key)  p50 {:>7.1} us   p99 {:>7.1} us",
+                    r.checked.p50_us, r.checked.p99_us
+                );
+                println!(
+                    "  ratio                       p50 x{:.3}       p99 x{:.3}",
+                    r.ratio_p50, r.ratio_p99
+                );
             }
         }
         Area::Supervision {
