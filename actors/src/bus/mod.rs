@@ -14,7 +14,7 @@ mod actor;
 mod apps;
 mod confirms;
 mod consumer;
-mod guard;
+pub(crate) mod guard;
 mod leases;
 mod line_out;
 mod outbound;

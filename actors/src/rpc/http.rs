@@ -18,6 +18,7 @@ use super::keys::Caller;
 use super::listen::ClientAddr;
 use super::rate::{Limited, RateLimits};
 use super::NodeContext;
+use crate::bus::guard::AuthFailures;
 use crate::metrics as m;
 
 /// What the HTTP layer checks against, shared by every connection.
@@ -28,14 +29,25 @@ pub(super) struct Checks {
     pub(super) browser: BrowserPolicy,
     pub(super) bound: SocketAddr,
     pub(super) rate: Arc<RateLimits>,
+    /// Failed credentials per client address, for the audit log.
+    pub(super) failures: AuthFailures,
+}
+
+impl Checks {
+    /// Writes the aggregated entries of windows that ended.
+    pub(super) fn flush_failures(&self) {
+        for entry in self.failures.flush(std::time::Instant::now()) {
+            self.ctx.audit.append_or_log("stranger", "rpc.auth_failed", entry);
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub(super) struct AdminHttpLayer(Arc<Checks>);
 
 impl AdminHttpLayer {
-    pub(super) fn new(checks: Checks) -> Self {
-        Self(Arc::new(checks))
+    pub(super) fn new(checks: Arc<Checks>) -> Self {
+        Self(checks)
     }
 }
 
@@ -113,6 +125,13 @@ where
             Err(why) => {
                 metrics::counter!(m::RPC_UNAUTHORIZED).increment(1);
                 tracing::debug!(path = %req.uri().path(), why, "refused: no valid credential");
+                // The first failure of an address in a window is audited at
+                // once, the rest as one entry with their count.
+                let source = client.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+                let detail = serde_json::json!({ "why": why, "path": req.uri().path() });
+                if let Some(entry) = c.failures.record(&source, detail, std::time::Instant::now()) {
+                    c.ctx.audit.append_or_log("stranger", "rpc.auth_failed", entry);
+                }
                 return ready(with_cors(unauthorized(&why)));
             }
         };

@@ -235,6 +235,10 @@ pub struct RunningRpc {
     pub url: String,
 }
 
+/// Failed credentials from one address within this window are audited as
+/// one entry with their count (the first at once).
+const AUTH_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
 type ConnFuture = std::pin::Pin<
     Box<
         dyn std::future::Future<
@@ -268,13 +272,15 @@ pub async fn start(settings: &RpcSettings, ctx: Arc<NodeContext>) -> Result<Runn
     let local_addr = listener.local_addr().map_err(bind_error)?;
     let token = cookie::new_token();
     let rate = Arc::new(rate::RateLimits::new(settings.rate));
-    let http = http::AdminHttpLayer::new(http::Checks {
+    let checks = Arc::new(http::Checks {
         token: token.clone(),
         ctx: ctx.clone(),
         browser: settings.browser.clone(),
         bound: local_addr,
         rate: rate.clone(),
+        failures: crate::bus::guard::AuthFailures::new(AUTH_FAILURE_WINDOW),
     });
+    let http = http::AdminHttpLayer::new(checks.clone());
     let config = ServerConfig::builder()
         .max_request_body_size(settings.max_request_bytes)
         .max_response_body_size(64 << 20)
@@ -305,6 +311,16 @@ pub async fn start(settings: &RpcSettings, ctx: Arc<NodeContext>) -> Result<Runn
         settings.max_connections_per_ip as usize,
     );
     let tls = settings.tls.clone();
+    let flusher = stop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => checks.flush_failures(),
+                _ = flusher.clone().shutdown() => return checks.flush_failures(),
+            }
+        }
+    });
     tokio::spawn(async move {
         loop {
             let (sock, peer) = tokio::select! {

@@ -424,3 +424,39 @@ fn connections_per_address_and_batch_size_are_capped_with_clear_answers() {
     assert_eq!(v["error"]["code"], -32010, "{too_big}");
     assert_eq!(v["error"]["data"], "Exceeded max limit of 4", "{too_big}");
 }
+
+#[test]
+fn clients_outside_the_allowed_networks_are_refused_before_any_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("dev");
+    let bad = vigil(&["dev", "--data-dir", s(&data), "--rpc-addr", "127.0.0.1:0"])
+        .env("VIGIL_RPC__ALLOWED_NETWORKS", "10.0.0.0/33")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("rpc.allowed_networks") && stderr(&bad).contains("10.0.0.0/33"),
+        "{}",
+        stderr(&bad)
+    );
+
+    let mut cmd = vigil(&["dev", "--data-dir", s(&data), "--rpc-addr", "127.0.0.1:0"]);
+    cmd.env("VIGIL_RPC__ALLOWED_NETWORKS", "10.0.0.0/8");
+    let node = Node::spawn(cmd, &data);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = loop {
+        if let Ok(u) = std::fs::read_to_string(data.join("rpc.url")) {
+            break u.trim().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no rpc.url:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (status, resp) = http_get(&format!("{url}/health"));
+    assert_eq!(status, 403, "{resp}");
+    assert!(
+        resp.contains("127.0.0.1 is not in rpc.allowed_networks"),
+        "{resp}"
+    );
+    let (status, _) = rpc_raw(&url, Some(&cookie(&data)), INFO);
+    assert_eq!(status, 403, "the cookie does not open it either");
+}

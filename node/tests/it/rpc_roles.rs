@@ -209,7 +209,7 @@ fn a_revoked_key_stops_working_at_once_also_on_an_open_websocket() {
 #[test]
 fn malformed_credentials_get_a_401_that_names_the_problem() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_node, url) = dev_node(&tmp);
+    let (node, url) = dev_node(&tmp);
     let call = r#"{"jsonrpc":"2.0","id":1,"method":"node_info"}"#;
     for (header, says) in [
         (None, "no credential"),
@@ -227,6 +227,22 @@ fn malformed_credentials_get_a_401_that_names_the_problem() {
         assert_eq!(status, 401, "{header:?}: {resp}");
         assert!(body(&resp).contains(says), "{header:?}: {}", body(&resp));
     }
+    // Six failures from one address: one audit entry now (the rest are
+    // written with their count when the minute ends).
+    let log = rpc_result(&url, &node.dir, "audit_list", json!([0, 100]));
+    let failed: Vec<&Value> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "rpc.auth_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["who"], "stranger");
+    assert_eq!(failed[0]["detail"]["source"], "127.0.0.1");
+    assert!(failed[0]["detail"]["last"]["why"]
+        .as_str()
+        .unwrap()
+        .contains("no credential"));
 }
 
 #[test]
