@@ -36,7 +36,8 @@ pub struct Checkpoint {
     pub ts_us: u64,
     /// The signer's public key (libp2p protobuf encoding), hex.
     pub public_key: String,
-    /// Signature over [`message`], hex.
+    /// Signature, hex, over the tag `vigil/audit-checkpoint/v1`, `entries`,
+    /// `head` and `ts_us`.
     pub signature: String,
 }
 
