@@ -76,7 +76,12 @@ fn https(
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        // Until a reload takes, the server may show a certificate this
+        // client does not trust: a failed handshake is status 0.
+        let mut tls = match connector.connect(name, tcp).await {
+            Ok(t) => t,
+            Err(e) => return (0, format!("TLS handshake: {e}"), Vec::new()),
+        };
         let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].as_ref().to_vec();
         let mut req = format!(
             "POST / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
