@@ -102,7 +102,18 @@ pub fn load(
             allowed,
         }
     })?;
-    let problems = cfg.problems();
+    let mut problems = cfg.problems();
+    // RUST_LOG wins over log.level when set: a bad one must not silence the
+    // node either.
+    if let Some((_, filter)) = vars.iter().find(|(k, _)| k == "RUST_LOG") {
+        if let Err(allowed) = super::validate::check_log_filter(filter) {
+            problems.push(vigil_genesis::Problem {
+                field: "RUST_LOG (environment)".into(),
+                value: format!("{filter:?}"),
+                allowed,
+            });
+        }
+    }
     if problems.is_empty() {
         Ok(cfg)
     } else {

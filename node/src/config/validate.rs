@@ -6,6 +6,26 @@ use vigil_genesis::Problem;
 
 use super::Config;
 
+/// Levels a bare directive may name.
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks a log filter (`log.level`, `RUST_LOG`): what `EnvFilter` parses,
+/// and stricter: a directive without `=` must be a level. `EnvFilter` reads
+/// a bare word such as `loud` as a target to log at every level, which
+/// silences everything else: almost always a typo for a level.
+pub(super) fn check_log_filter(filter: &str) -> Result<(), String> {
+    let allowed = "a filter such as \"info\" or \"warn,vigil_actors=debug\": comma-separated directives, each a level (trace, debug, info, warn, error, off) or target=level";
+    if let Err(e) = EnvFilter::try_new(filter) {
+        return Err(format!("{allowed} ({e})"));
+    }
+    for d in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !d.contains('=') && !d.contains('[') && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(d)) {
+            return Err(format!("{allowed}; `{d}` is neither a level nor target=level"));
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     /// Every invalid value, with its key path and what is allowed; empty when valid.
     pub fn problems(&self) -> Vec<Problem> {
@@ -316,12 +336,8 @@ impl Config {
                 }
             }
         }
-        if let Err(e) = EnvFilter::try_new(&self.log.level) {
-            bad(
-                "log.level",
-                format!("{:?}", self.log.level),
-                format!("a RUST_LOG filter such as \"info\" or \"warn,vigil_actors=debug\" ({e})"),
-            );
+        if let Err(e) = check_log_filter(&self.log.level) {
+            bad("log.level", format!("{:?}", self.log.level), e);
         }
         out
     }

@@ -165,3 +165,37 @@ fn the_operator_guide_documents_every_config_key() {
         );
     }
 }
+
+#[test]
+fn a_log_filter_that_would_silence_the_node_is_a_config_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    // `loud` parses as a target: the node would log nothing else at all.
+    let o = dump(&data, &[("VIGIL_LOG__LEVEL", "loud")], &[]);
+    assert!(!o.status.success(), "accepted: {}", stdout(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("log.level") && e.contains("`loud` is neither a level nor target=level"),
+        "{e}"
+    );
+    let o = dump(&data, &[("RUST_LOG", "info,vigil_actors=loud")], &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("RUST_LOG (environment)"), "{}", stderr(&o));
+    let o = dump(&data, &[("RUST_LOG", "verbose")], &[]);
+    assert!(
+        stderr(&o).contains("`verbose` is neither a level"),
+        "{}",
+        stderr(&o)
+    );
+    // Good ones pass.
+    for good in [
+        "info",
+        "warn,vigil_actors=debug",
+        "OFF",
+        "vigil_actors::net=trace",
+    ] {
+        let o = dump(&data, &[("RUST_LOG", good), ("VIGIL_LOG__LEVEL", good)], &[]);
+        assert!(o.status.success(), "{good}: {}", stderr(&o));
+    }
+}
