@@ -22,7 +22,12 @@ pub struct Endpoint {
     /// TLS roots for an `https://` node, from [`Endpoint::with_ca`]; the
     /// system's roots otherwise.
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// How long a call may take.
+    timeout: Duration,
 }
+
+/// How long a call may take unless [`Endpoint::with_timeout`] says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Endpoint {
     /// Resolves the endpoint: `rpc` and `cookie` win; otherwise `DIR/rpc.url` and `DIR/.cookie`.
@@ -45,7 +50,14 @@ impl Endpoint {
             cookie,
             cookie_path: Some(cookie_path),
             tls: None,
+            timeout: DEFAULT_TIMEOUT,
         })
+    }
+
+    /// Calls may take `timeout` (a slow call is not a dead node).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Trusts the PEM certificate(s) in `ca` for an `https://` node (a
@@ -86,6 +98,7 @@ impl Endpoint {
             cookie: key.trim().to_owned(),
             cookie_path: None,
             tls: None,
+            timeout: DEFAULT_TIMEOUT,
         })
     }
 
@@ -115,7 +128,7 @@ impl Endpoint {
         headers.insert("authorization", bearer);
         let mut builder = HttpClientBuilder::default()
             .set_headers(headers)
-            .request_timeout(Duration::from_secs(30));
+            .request_timeout(self.timeout);
         if let Some(tls) = &self.tls {
             builder = builder.with_custom_cert_store((**tls).clone());
         }
@@ -152,6 +165,12 @@ impl Endpoint {
                     self.url
                 ),
             }
+        } else if matches!(e, ClientError::RequestTimeout) {
+            anyhow!(
+                "{method}: no answer from {} within {} s (the node is up but busy, or the call is slow; it may still finish there): raise --timeout",
+                self.url,
+                self.timeout.as_secs_f64()
+            )
         } else if matches!(e, ClientError::Call(_)) {
             anyhow!("{method} failed: {text}")
         } else {

@@ -217,6 +217,7 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
     )
     .context("cannot open the dataset storage")?;
     storage.set_withdraw_grace(Storage::withdraw_grace(&p.genesis.params.security));
+    spawn_upload_expiry(storage.clone(), audit.clone());
     let continuity = match opts.config.continuity.enabled {
         true => Some(
             Continuity::open(
@@ -475,6 +476,28 @@ fn spawn_audit_checkpoints(c: Arc<Checkpoints>, audit: Audit) {
             let (c, audit) = (c.clone(), audit.clone());
             // A signature and an fsync: off the runtime's workers.
             let _ = tokio::task::spawn_blocking(move || checkpoint_audit(&c, &audit)).await;
+        }
+    });
+}
+
+/// An upload that gets no chunk for this long is aborted (its client went
+/// away before sending everything).
+const UPLOAD_IDLE: Duration = Duration::from_secs(600);
+
+/// Aborts idle uploads every minute, audited (`storage.put_expired`).
+fn spawn_upload_expiry(storage: Storage, audit: Audit) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            for job in storage.expire_uploads(UPLOAD_IDLE) {
+                tracing::warn!(job = job.job, name = %job.name, uploaded = job.uploaded, size = job.size, "upload aborted: no chunk for 10 min");
+                audit.append_or_log(
+                    "node",
+                    "storage.put_expired",
+                    serde_json::json!({ "job": job.job, "name": job.name, "uploaded": job.uploaded, "size": job.size }),
+                );
+            }
         }
     });
 }

@@ -11,7 +11,7 @@ use super::roles::role_of;
 /// comma-separated, `?` after the name when optional; types are `string`,
 /// `integer`, `boolean` or `amount` (wei: an integer or a string such as
 /// `"2.5gwei"`).
-pub(super) const SIGNATURES: [(&str, &str, &str, &str); 61] = [
+pub(super) const SIGNATURES: [(&str, &str, &str, &str); 63] = [
     ("rpc.discover", "", "object", "This OpenRPC document"),
     (
         "node_info",
@@ -151,9 +151,21 @@ pub(super) const SIGNATURES: [(&str, &str, &str, &str); 61] = [
         "storage_put_finish",
         "upload:integer",
         "object",
-        "Encode, store and announce an upload",
+        "Start encoding a complete upload as a job (returns at once)",
     ),
     ("storage_put_abort", "upload:integer", "object", "Drop an upload"),
+    (
+        "storage_job",
+        "job:integer",
+        "object",
+        "An ingest job: phase, progress, times, dataset or error",
+    ),
+    (
+        "storage_jobs",
+        "",
+        "array",
+        "Ingest jobs, running and the newest finished",
+    ),
     ("storage_list", "", "array", "Datasets stored here"),
     ("storage_announced", "", "array", "Datasets peers announced"),
     (

@@ -55,7 +55,7 @@ impl FromStr for Role {
 use Role::{Admin, Operator, Read};
 
 /// Every method the admin RPC serves, with the least role that may call it.
-pub const METHOD_ROLES: [(&str, Role); 61] = [
+pub const METHOD_ROLES: [(&str, Role); 63] = [
     ("rpc.discover", Read),
     ("node_info", Read),
     ("node_health", Read),
@@ -93,6 +93,8 @@ pub const METHOD_ROLES: [(&str, Role); 61] = [
     ("storage_put_chunk", Operator),
     ("storage_put_finish", Operator),
     ("storage_put_abort", Operator),
+    ("storage_job", Read),
+    ("storage_jobs", Read),
     ("storage_list", Read),
     ("storage_announced", Read),
     ("storage_get", Read),

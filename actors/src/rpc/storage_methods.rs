@@ -116,31 +116,78 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
         },
     )
     .expect("unique");
-    m.register_async_method("storage_put_finish", |p, ctx, ext| async move {
-        let u = "[upload]";
-        let v = args(&p, u, 1, 1)?;
-        let id = u64_at(&v, 0, u)?;
-        let s = storage(&ctx)?.clone();
-        let info = tokio::task::spawn_blocking(move || s.put_finish(id))
-            .await
-            .map_err(refused)?
-            .map_err(refused)?;
-        // Announced whatever the audit log does: the dataset is stored.
-        if let Some(s) = &ctx.storage {
-            s.announce_all().await;
-        }
-        let entry = ctx.audit.append(&who(&ext), "storage.put", json!(info));
-        audited(Audited::After(json!(info)), "storage.put", entry)?;
-        Ok::<_, ErrorObjectOwned>(json!(info))
-    })
+    m.register_method(
+        "storage_put_finish",
+        |p, ctx, ext| -> Result<Value, ErrorObjectOwned> {
+            let u = "[upload]";
+            let v = args(&p, u, 1, 1)?;
+            let id = u64_at(&v, 0, u)?;
+            let s = storage(ctx)?.clone();
+            // Checked now (a missing chunk is the caller's error), encoded as a
+            // job: the call returns at once and the encoding goes on without
+            // the client; `storage_job` follows it.
+            let job = s.put_ready(id).map_err(refused)?;
+            let (audit, who) = (ctx.audit.clone(), who(ext));
+            let (s2, job2) = (s.clone(), job.clone());
+            tokio::spawn(async move {
+                let (s, job) = (s2, job2);
+                let done = {
+                    let s = s.clone();
+                    tokio::task::spawn_blocking(move || s.put_finish(id)).await
+                };
+                match done {
+                    Ok(Ok(info)) => {
+                        // Announced whatever the audit log does: the dataset is stored.
+                        s.announce_all().await;
+                        audit.append_or_log(&who, "storage.put", json!(info));
+                    }
+                    Ok(Err(e)) => {
+                        let d = json!({ "job": id, "name": job.name, "size": job.size, "error": e.to_string() });
+                        audit.append_or_log(&who, "storage.put_failed", d);
+                    }
+                    Err(e) => {
+                        let d = json!({ "job": id, "name": job.name, "error": format!("the encoder panicked: {e}") });
+                        audit.append_or_log(&who, "storage.put_failed", d);
+                    }
+                }
+            });
+            Ok(json!(s.job(id).unwrap_or(job)))
+        },
+    )
     .expect("unique");
     m.register_method(
         "storage_put_abort",
-        |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
+        |p, ctx, ext| -> Result<Value, ErrorObjectOwned> {
             let v = args(&p, "[upload]", 1, 1)?;
-            Ok(json!({ "aborted": storage(ctx)?.put_abort(u64_at(&v, 0, "[upload]")?) }))
+            let id = u64_at(&v, 0, "[upload]")?;
+            let s = storage(ctx)?;
+            let aborted = s.put_abort(id, "aborted by the client");
+            if aborted {
+                let name = s.job(id).map(|j| j.name).unwrap_or_default();
+                ctx.audit.append_or_log(
+                    &who(ext),
+                    "storage.put_aborted",
+                    json!({ "job": id, "name": name }),
+                );
+            }
+            Ok(json!({ "aborted": aborted }))
         },
     )
+    .expect("unique");
+    m.register_method("storage_job", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
+        let v = args(&p, "[job]", 1, 1)?;
+        let id = u64_at(&v, 0, "[job]")?;
+        let job = storage(ctx)?.job(id).ok_or_else(|| {
+            refused(format!(
+                "no job {id} (finished jobs are kept until 32 newer ones end; see storage_jobs)"
+            ))
+        })?;
+        Ok(json!(job))
+    })
+    .expect("unique");
+    m.register_method("storage_jobs", |_, ctx, _| -> Result<Value, ErrorObjectOwned> {
+        Ok(json!(storage(ctx)?.jobs()))
+    })
     .expect("unique");
     m.register_method("storage_list", |_, ctx, _| -> Result<Value, ErrorObjectOwned> {
         Ok(json!(storage(ctx)?.list().map_err(refused)?))

@@ -14,7 +14,7 @@ use rand::Rng;
 use vigil_protocols::availability::encode::{xor_sectors, SECTOR};
 use vigil_protocols::availability::tree::{group_cvs, Tree, GROUP, LEAF};
 
-use super::{io, lock, DatasetInfo, Storage, DATASETS};
+use super::{io, lock, DatasetInfo, JobInfo, Phase, Storage, DATASETS};
 use crate::store::Store;
 use crate::{Error, Result};
 
@@ -58,6 +58,7 @@ impl Storage {
         fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let p = dir.join("plain");
         let file = File::create(&p).map_err(|e| io(&p, e))?;
+        lock(&self.inner.jobs).begin(id, name, size);
         lock(&self.inner.uploads).insert(
             id,
             Upload {
@@ -95,39 +96,88 @@ impl Storage {
         if let Err(e) = u.file.write_all(bytes) {
             let u = ups.remove(&id).expect("present");
             let _ = fs::remove_dir_all(&u.dir);
-            return Err(Error::Invalid(format!(
-                "cannot store the upload (disk full?): {e}; upload {id} aborted"
-            )));
+            let why = format!("cannot store the upload (disk full?): {e}; upload {id} aborted");
+            lock(&self.inner.jobs).end(id, Phase::Aborted, None, Some(why.clone()));
+            return Err(Error::Invalid(why));
         }
         u.hasher.update(bytes);
         u.written += bytes.len() as u64;
+        lock(&self.inner.jobs).uploaded(id, u.written);
         Ok(u.written)
     }
 
-    /// Drops an upload and its bytes.
-    pub fn put_abort(&self, id: u64) -> bool {
+    /// Drops an upload and its bytes; `why` goes to its job.
+    pub fn put_abort(&self, id: u64, why: &str) -> bool {
         match lock(&self.inner.uploads).remove(&id) {
             Some(u) => {
                 let _ = fs::remove_dir_all(&u.dir);
+                lock(&self.inner.jobs).end(id, Phase::Aborted, None, Some(why.to_owned()));
                 true
             }
             None => false,
         }
     }
 
-    /// Encodes and stores a complete upload (blocking: run it off the async threads).
+    /// Aborts uploads that got no chunk for `idle` (a client that went
+    /// away before sending everything); their jobs.
+    pub fn expire_uploads(&self, idle: std::time::Duration) -> Vec<JobInfo> {
+        let ids = lock(&self.inner.jobs).idle_uploads(idle);
+        let why = format!("no chunk for {} s: the client went away", idle.as_secs());
+        ids.into_iter()
+            .filter(|id| self.put_abort(*id, &why))
+            .filter_map(|id| self.job(id))
+            .collect()
+    }
+
+    /// Checks that upload `id` is complete and marks its job as encoding:
+    /// what [`Storage::put_finish`] then does takes no client.
+    pub fn put_ready(&self, id: u64) -> Result<JobInfo> {
+        {
+            let ups = lock(&self.inner.uploads);
+            let u = ups
+                .get(&id)
+                .ok_or_else(|| Error::Invalid(format!("no upload {id}: start one with storage_put_begin")))?;
+            if u.written != u.size {
+                return Err(Error::Invalid(format!(
+                    "upload has {} of {} bytes: send the rest before storage_put_finish",
+                    u.written, u.size
+                )));
+            }
+        }
+        lock(&self.inner.jobs).encoding(id);
+        self.job(id).ok_or_else(|| Error::Invalid(format!("no job {id}")))
+    }
+
+    /// Encodes and stores a complete upload (blocking: run it off the async
+    /// threads); its job ends done or failed.
     pub fn put_finish(&self, id: u64) -> Result<DatasetInfo> {
         let u = lock(&self.inner.uploads)
             .remove(&id)
             .ok_or_else(|| Error::Invalid(format!("no upload {id}: start one with storage_put_begin")))?;
+        let progress = lock(&self.inner.jobs).encoding(id);
         let dir = u.dir.clone();
-        let r = self.finish(u);
+        let r = self.finish(u, &progress);
         // Whatever happened, the temporary folder goes (renamed away on success).
         let _ = fs::remove_dir_all(&dir);
+        let mut jobs = lock(&self.inner.jobs);
+        match &r {
+            Ok(info) => jobs.end(id, Phase::Done, Some(info.clone()), None),
+            Err(e) => jobs.end(id, Phase::Failed, None, Some(e.to_string())),
+        }
         r
     }
 
-    fn finish(&self, u: Upload) -> Result<DatasetInfo> {
+    /// Job `id`, if known.
+    pub fn job(&self, id: u64) -> Option<JobInfo> {
+        lock(&self.inner.jobs).get(id)
+    }
+
+    /// Every job kept, oldest first.
+    pub fn jobs(&self) -> Vec<JobInfo> {
+        lock(&self.inner.jobs).list()
+    }
+
+    fn finish(&self, u: Upload, progress: &std::sync::atomic::AtomicU64) -> Result<DatasetInfo> {
         if u.written != u.size {
             return Err(Error::Invalid(format!(
                 "upload has {} of {} bytes: send the rest before storage_put_finish",
@@ -171,6 +221,7 @@ impl Storage {
                 .write_all(&buf)
                 .map_err(|e| Error::Invalid(format!("cannot write the replica (disk full?): {e}")))?;
             offset += len as u64;
+            progress.store(offset, std::sync::atomic::Ordering::Relaxed);
         }
         drop(plain);
         if check.finalize().as_bytes() != &root {
@@ -232,8 +283,8 @@ impl Storage {
             name = %info.name,
             size = info.size,
             replica_root = %info.replica_root,
-            encode_secs = t0.elapsed().as_secs_f64(),
-            upload_secs = u.started.elapsed().as_secs_f64(),
+            upload_ms = (u.started.elapsed() - t0.elapsed()).as_millis() as u64,
+            encode_ms = t0.elapsed().as_millis() as u64,
             "dataset stored"
         );
         Ok(info)

@@ -10,6 +10,7 @@
 mod announce;
 mod announced;
 mod ingest;
+mod jobs;
 mod withdraw;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use vigil_protocols::availability::tree::{leaves, Tree, GROUP, LEAF};
 
 pub use announce::{Announcement, Kind, ANNOUNCE_TOPIC, ANNOUNCE_TTL, MAX_AHEAD, REFRESH, REPLAY_WINDOW};
 pub use announced::Announced;
+pub use jobs::{JobInfo, Phase};
 pub use withdraw::{Withdrawal, WITHDRAW_PROPAGATION};
 
 use crate::net::Network;
@@ -74,6 +76,7 @@ struct Inner {
     max_bytes: u64,
     store: SledStore,
     uploads: Mutex<HashMap<u64, ingest::Upload>>,
+    jobs: Mutex<jobs::Jobs>,
     net: Option<Network>,
     /// Bumped when a dataset is added or removed.
     generation: std::sync::atomic::AtomicU64,
@@ -119,6 +122,7 @@ impl Storage {
                 max_bytes,
                 store,
                 uploads: Mutex::new(HashMap::new()),
+                jobs: Mutex::new(jobs::Jobs::default()),
                 net,
                 generation: std::sync::atomic::AtomicU64::new(1),
                 last_at: std::sync::atomic::AtomicU64::new(0),

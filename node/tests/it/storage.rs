@@ -144,7 +144,13 @@ fn put_get_remove_and_uploads_that_go_wrong_leave_nothing() {
     rpc_envelope(&url, &data, "storage_put_chunk", json!([id, 0, "AAAA"]));
     let e = err(&rpc_envelope(&url, &data, "storage_put_finish", json!([id])));
     assert!(e.contains("upload has 3 of 10 bytes"), "{e}");
+    // The upload stays (the rest may still come) until it is aborted.
+    assert!(!tmp_is_empty(&data));
+    let r = rpc_envelope(&url, &data, "storage_put_abort", json!([id]));
+    assert_eq!(r["result"]["aborted"], true, "{r}");
     assert!(tmp_is_empty(&data));
+    let job = rpc_envelope(&url, &data, "storage_job", json!([id]))["result"].clone();
+    assert_eq!(job["phase"], "aborted", "{job}");
     nothing_new();
     // No descriptor of the node still points into its storage folder.
     let fds = std::fs::read_dir(format!("/proc/{}/fd", node.child.id())).unwrap();
@@ -156,4 +162,124 @@ fn put_get_remove_and_uploads_that_go_wrong_leave_nothing() {
     assert!(open.is_empty(), "leaked descriptors: {open:?}");
     node.signal("TERM");
     assert!(node.wait_exit(20).success());
+}
+
+#[test]
+fn an_ingest_job_goes_on_without_its_client_and_is_audited_whatever_happens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("dev");
+    let mut node = Node::spawn(
+        vigil(&["dev", "--data-dir", s(&data), "--rpc-addr", "127.0.0.1:0"]),
+        &data,
+    );
+    let url = node.wait_ready();
+    use base64::Engine as _;
+    let bytes: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let call = |m: &str, p: Value| rpc_envelope(&url, &data, m, p);
+    let id = call("storage_put_begin", json!(["job.bin", bytes.len()]))["result"]["upload"].clone();
+    for (i, c) in bytes.chunks(512 * 1024).enumerate() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(c);
+        let r = call("storage_put_chunk", json!([id, i * 512 * 1024, b64]));
+        assert!(r.get("error").is_none(), "{r}");
+    }
+    let job = call("storage_put_finish", json!([id]))["result"].clone();
+    assert_eq!(job["phase"], "encoding", "finish returns the job at once: {job}");
+    assert_eq!(job["uploaded"], bytes.len());
+    assert!(job["upload_ms"].is_u64(), "{job}");
+    // Nobody follows the job: it ends by itself, stored and audited.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let j = call("storage_job", json!([id]))["result"].clone();
+        if j["phase"] != "encoding" {
+            break j;
+        }
+        assert!(std::time::Instant::now() < deadline, "still encoding: {j}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(done["phase"], "done", "{done}");
+    assert_eq!(done["encoded"], bytes.len());
+    assert!(done["encode_ms"].is_u64());
+    assert_eq!(
+        done["dataset"]["root"].as_str().unwrap(),
+        blake3::hash(&bytes).to_hex().as_str()
+    );
+    let jobs = call("storage_jobs", json!([]))["result"].clone();
+    assert!(
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["job"] == id && j["phase"] == "done"),
+        "{jobs}"
+    );
+    let log = call("audit_list", json!([0, 100]))["result"].clone();
+    let entry = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "storage.put")
+        .cloned();
+    assert_eq!(entry.expect("storage.put audited")["detail"]["name"], "job.bin");
+    // An aborted upload is audited too.
+    let id2 = call("storage_put_begin", json!(["gone.bin", 10]))["result"]["upload"].clone();
+    call("storage_put_abort", json!([id2]));
+    let log = call("audit_list", json!([0, 100]))["result"].clone();
+    assert!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "storage.put_aborted" && e["detail"]["name"] == "gone.bin"),
+        "{log}"
+    );
+
+    // vigilctl follows the phases, in plain lines when not on a terminal,
+    // and lists the jobs.
+    let file = tmp.path().join("second.bin");
+    std::fs::write(&file, &bytes[..1_000_000]).unwrap();
+    let o = vigilctl(&["--data-dir", s(&data), "storage", "put", s(&file)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("uploaded") && err.contains("as job") && err.contains("encoded in"),
+        "{err}"
+    );
+    assert!(stdout(&o).contains("stored second.bin"), "{}", stdout(&o));
+    let o = vigilctl(&["--data-dir", s(&data), "storage", "jobs"]);
+    let table = stdout(&o);
+    assert!(
+        table.contains("second.bin")
+            && table.contains("done")
+            && table.contains("gone.bin")
+            && table.contains("aborted"),
+        "{table}"
+    );
+    node.signal("TERM");
+    assert!(node.wait_exit(20).success());
+}
+
+#[test]
+fn a_slow_answer_is_a_timeout_not_a_dead_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A server that accepts and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        drop(conn);
+    });
+    let cookie = tmp.path().join("cookie");
+    std::fs::write(&cookie, "x").unwrap();
+    let t = std::time::Instant::now();
+    let o = vigilctl(&["--rpc", &url, "--cookie", s(&cookie), "--timeout", "1", "status"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("no answer from") && err.contains("within 1 s") && err.contains("raise --timeout"),
+        "{err}"
+    );
+    assert!(!err.contains("Is the node running"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(3));
+    held.join().unwrap();
 }

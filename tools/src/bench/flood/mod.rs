@@ -226,7 +226,16 @@ async fn store(node: &NodeSpec, bytes: &[u8]) -> Result<[u8; 32]> {
         let data = base64::engine::general_purpose::STANDARD.encode(c);
         call(node, "storage_put_chunk", json!([id, i * chunk, data])).await?;
     }
-    let info = call(node, "storage_put_finish", json!([id])).await?;
+    call(node, "storage_put_finish", json!([id])).await?;
+    // Encoding is a job: follow it.
+    let info = loop {
+        let j = call(node, "storage_job", json!([id])).await?;
+        match j["phase"].as_str() {
+            Some("done") => break j["dataset"].clone(),
+            Some("failed") | Some("aborted") => anyhow::bail!("storing the dataset failed: {}", j["error"]),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    };
     let hex = info["replica_root"].as_str().context("no replica root")?;
     let mut rp = [0u8; 32];
     for (i, b) in rp.iter_mut().enumerate() {

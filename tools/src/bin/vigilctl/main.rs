@@ -55,6 +55,10 @@ struct Cli {
     /// the system's roots, e.g. the node's self-signed rpc.tls_cert.
     #[arg(long, global = true, env = "VIGIL_RPC_CA", value_name = "FILE")]
     ca: Option<PathBuf>,
+    /// Seconds a call may take before vigilctl gives up on it (the node
+    /// may still finish it).
+    #[arg(long, global = true, default_value_t = 30.0, value_name = "SECS")]
+    timeout: f64,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -188,7 +192,8 @@ async fn run(cli: Cli) -> Result<()> {
         let ep = match &cli.key {
             Some(key) => Endpoint::with_key(cli.data_dir.as_deref(), cli.rpc.as_deref(), key),
             None => Endpoint::resolve(cli.data_dir.as_deref(), cli.rpc.as_deref(), cli.cookie.as_deref()),
-        }?;
+        }?
+        .with_timeout(std::time::Duration::from_secs_f64(cli.timeout.max(0.001)));
         match &cli.ca {
             Some(ca) => ep.with_ca(ca),
             None => Ok(ep),

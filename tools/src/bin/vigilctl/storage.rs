@@ -13,14 +13,22 @@ use vigil_tools::client::Endpoint;
 /// `vigilctl storage ...`
 #[derive(Debug, Subcommand)]
 pub(crate) enum StorageCmd {
-    /// Store a file: upload, encode for this node, announce to peers.
+    /// Store a file: upload, then the node encodes it for itself (a job
+    /// that goes on if this command is interrupted; `storage jobs` shows it)
+    /// and announces it to peers.
     Put {
         /// The file.
         file: PathBuf,
         /// Name (default: the file name).
         #[arg(long)]
         name: Option<String>,
+        /// Return once the upload is in, with the job id, instead of
+        /// following the encoding.
+        #[arg(long)]
+        no_wait: bool,
     },
+    /// Ingest jobs: uploading, encoding, done, failed, aborted.
+    Jobs,
     /// Datasets stored here.
     List,
     /// Datasets peers announced.
@@ -89,7 +97,7 @@ fn stamp(p: &Path) -> Result<(u64, Option<std::time::SystemTime>)> {
     Ok((m.len(), m.modified().ok()))
 }
 
-async fn put(ep: &Endpoint, file: &Path, name: Option<String>, json_out: bool) -> Result<()> {
+async fn put(ep: &Endpoint, file: &Path, name: Option<String>, no_wait: bool, json_out: bool) -> Result<()> {
     let before = stamp(file)?;
     let name = name.unwrap_or_else(|| {
         file.file_name()
@@ -125,23 +133,39 @@ async fn put(ep: &Endpoint, file: &Path, name: Option<String>, json_out: bool) -
             );
         }
         if let Some(b) = &b {
-            b.set_message("encoding");
             b.finish_and_clear();
-            eprintln!(
-                "encoding {} for this node (the prover-specific replica)...",
-                file.display()
-            );
         }
         ep.call("storage_put_finish", json!([id])).await
     }
     .await;
-    let info = match result {
+    let job = match result {
         Ok(v) => v,
         Err(e) => {
             let _ = ep.call("storage_put_abort", json!([id])).await;
             return Err(e);
         }
     };
+    let upload_ms = job["upload_ms"].as_u64().unwrap_or(0);
+    if !json_out {
+        eprintln!(
+            "uploaded {} ({} bytes) in {:.1} s; the node encodes it as job {id} (it goes on if this command stops: vigilctl storage jobs)",
+            file.display(),
+            before.0,
+            upload_ms as f64 / 1000.0
+        );
+    }
+    if no_wait {
+        println!(
+            "{}",
+            if json_out {
+                serde_json::to_string_pretty(&job)?
+            } else {
+                format!("job {id}")
+            }
+        );
+        return Ok(());
+    }
+    let info = follow(ep, id, before.0, json_out).await?;
     if json_out {
         println!("{}", serde_json::to_string_pretty(&info)?);
     } else {
@@ -152,6 +176,104 @@ async fn put(ep: &Endpoint, file: &Path, name: Option<String>, json_out: bool) -
         );
         println!("  R    {}", info["root"].as_str().unwrap_or("-"));
         println!("  R_p  {}", info["replica_root"].as_str().unwrap_or("-"));
+    }
+    Ok(())
+}
+
+/// Follows job `id` through its encoding (a bar on a terminal, a line every
+/// 10% otherwise) until it is done; the dataset, or why it failed.
+async fn follow(ep: &Endpoint, id: u64, size: u64, json_out: bool) -> Result<Value> {
+    let b = bar(size, json_out, "encoding ");
+    let mut said = 0;
+    loop {
+        let j = ep.call("storage_job", json!([id])).await?;
+        let encoded = j["encoded"].as_u64().unwrap_or(0);
+        match j["phase"].as_str() {
+            Some("done") => {
+                if let Some(b) = &b {
+                    b.finish_and_clear();
+                }
+                if !json_out {
+                    eprintln!(
+                        "encoded in {:.1} s",
+                        j["encode_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
+                    );
+                }
+                return Ok(j["dataset"].clone());
+            }
+            Some("failed") | Some("aborted") => {
+                if let Some(b) = &b {
+                    b.abandon();
+                }
+                bail!(
+                    "job {id} {}: {}; nothing stored",
+                    j["phase"].as_str().unwrap_or("?"),
+                    j["error"].as_str().unwrap_or("?")
+                );
+            }
+            _ => {}
+        }
+        match &b {
+            Some(b) => b.set_position(encoded),
+            None if !json_out && size > 0 => {
+                let pct = encoded * 100 / size;
+                if pct >= said + 10 {
+                    said = pct - pct % 10;
+                    eprintln!("encoding {said}% ({encoded} of {size} bytes)");
+                }
+            }
+            None => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+async fn jobs(ep: &Endpoint, json_out: bool) -> Result<()> {
+    let r = ep.call("storage_jobs", json!([])).await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let list = r.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no ingest jobs since the node started");
+        return Ok(());
+    }
+    println!(
+        "{:<18} {:<24} {:<10} {:>12} {:>9} {:>9}  DETAIL",
+        "JOB", "NAME", "PHASE", "SIZE", "UPLOAD", "ENCODE"
+    );
+    for j in list {
+        let size = j["size"].as_u64().unwrap_or(0);
+        let pct = |k: &str| match size {
+            0 => 0,
+            n => j[k].as_u64().unwrap_or(0) * 100 / n,
+        };
+        let phase = j["phase"].as_str().unwrap_or("?");
+        let detail = match phase {
+            "uploading" => format!("{}% uploaded", pct("uploaded")),
+            "encoding" => format!("{}% encoded", pct("encoded")),
+            "done" => j["dataset"]["replica_root"]
+                .as_str()
+                .map(|r| format!("R_p {r}"))
+                .unwrap_or_default(),
+            _ => j["error"].as_str().unwrap_or("").to_owned(),
+        };
+        let secs = |k: &str| {
+            j[k].as_u64()
+                .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "{:<18} {:<24} {:<10} {:>12} {:>9} {:>9}  {}",
+            j["job"],
+            j["name"].as_str().unwrap_or("?"),
+            phase,
+            size,
+            secs("upload_ms"),
+            secs("encode_ms"),
+            detail
+        );
     }
     Ok(())
 }
@@ -201,7 +323,8 @@ async fn get(ep: &Endpoint, dataset: &str, out: &Path, json_out: bool) -> Result
 
 pub(crate) async fn storage_cmd(ep: &Endpoint, cmd: StorageCmd, json_out: bool) -> Result<()> {
     match cmd {
-        StorageCmd::Put { file, name } => put(ep, &file, name, json_out).await,
+        StorageCmd::Put { file, name, no_wait } => put(ep, &file, name, no_wait, json_out).await,
+        StorageCmd::Jobs => jobs(ep, json_out).await,
         StorageCmd::Get { dataset, out } => get(ep, &dataset, &out, json_out).await,
         StorageCmd::List | StorageCmd::Announced => {
             let (method, who) = match cmd {
