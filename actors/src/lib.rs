@@ -17,7 +17,6 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod audit;
-pub mod background;
 pub mod bus;
 pub mod chain;
 pub mod challenge;

@@ -89,19 +89,9 @@ impl ChallengeServer for Prover {
             chain: self.chain.clone(),
         };
         tokio::spawn(async move {
-            // An audit regenerates a sector (seconds of CPU, asked for by
-            // anyone): it runs at the peer work pool's lower priority. A
-            // challenge reads a few leaves and is how honest verifiers judge
-            // us: it runs at the node's own.
-            let resp = if matches!(req, Request::Audit { .. }) {
-                crate::background::run(move || me.answer(&req))
-                    .await
-                    .unwrap_or_else(|| Response::Refused("internal error: the audit panicked".into()))
-            } else {
-                tokio::task::spawn_blocking(move || me.answer(&req))
-                    .await
-                    .unwrap_or_else(|e| Response::Refused(format!("internal error: {e}")))
-            };
+            let resp = tokio::task::spawn_blocking(move || me.answer(&req))
+                .await
+                .unwrap_or_else(|e| Response::Refused(format!("internal error: {e}")));
             if let Response::Refused(why) = &resp {
                 tracing::debug!(peer = %from, why, "challenge refused");
             }

@@ -51,11 +51,9 @@ impl BytesServer for ProofServer {
             chain: self.chain.clone(),
         };
         tokio::spawn(async move {
-            // Proving an epoch's continuity costs CPU a peer asks for: the
-            // peer work pool runs it below the node's own priority.
-            let resp = crate::background::run(move || me.answer(&req))
+            let resp = tokio::task::spawn_blocking(move || me.answer(&req))
                 .await
-                .unwrap_or_else(|| SignedProof::refusal("internal error: the proof panicked"));
+                .unwrap_or_else(|e| SignedProof::refusal(&format!("internal error: {e}")));
             reply.send(resp).await;
         });
     }

@@ -76,11 +76,10 @@ impl Loop {
                             return;
                         }
                     };
-                    // Reading up to 8 MiB of epochs happens off the swarm task, at the
-                    // peer work pool's lower priority.
+                    // Reading up to 8 MiB of epochs happens off the swarm task.
                     let (src, tx) = (self.net.epoch_source(), lock(&self.net.inner.cmd).clone());
                     tokio::spawn(async move {
-                        let resp = crate::background::run(move || match src {
+                        let resp = tokio::task::spawn_blocking(move || match src {
                             Some(src) => SyncResponse::new(
                                 src.head(),
                                 src.range(req.from, req.count, SYNC_RESPONSE_MAX - 1024),
@@ -88,7 +87,7 @@ impl Loop {
                             None => SyncResponse::new(0, Vec::new()),
                         })
                         .await
-                        .unwrap_or_else(|| SyncResponse::busy(1000));
+                        .unwrap_or_else(|_| SyncResponse::busy(1000));
                         if let Some(tx) = tx {
                             let _ = tx.send(Command::SyncRespond(channel, resp)).await;
                         }
