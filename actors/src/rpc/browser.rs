@@ -31,17 +31,16 @@ impl BrowserPolicy {
         headers: &HeaderMap,
         bound: SocketAddr,
     ) -> Result<Option<HeaderValue>, Refusal> {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .ok_or_else(|| {
-                "no Host header: send the node's address or a name in rpc.allowed_hosts".to_owned()
-            })?;
-        let name = host_name(host);
-        if !self.host_allowed(name, bound) {
-            return Err(format!(
-                "Host `{host}` is not this node's: add `{name}` to rpc.allowed_hosts if you reach the node by that name (this refuses DNS-rebinding pages)"
-            ));
+        // A browser always sends Host; a request without one (HTTP/1.0
+        // probes, scripts) cannot be a rebinding page.
+        if let Some(h) = headers.get(header::HOST) {
+            let host = h.to_str().unwrap_or("");
+            let name = host_name(host);
+            if !self.host_allowed(name, bound) {
+                return Err(format!(
+                    "Host `{host}` is not this node's: add `{name}` to rpc.allowed_hosts if you reach the node by that name (this refuses DNS-rebinding pages)"
+                ));
+            }
         }
         let Some(origin) = headers.get(header::ORIGIN) else {
             return Ok(None);
@@ -142,10 +141,11 @@ mod tests {
                 "{bad}: {e}"
             );
         }
-        assert!(p
-            .check(&HeaderMap::new(), bound)
-            .unwrap_err()
-            .contains("no Host header"));
+        assert_eq!(
+            p.check(&HeaderMap::new(), bound),
+            Ok(None),
+            "no Host: not a browser"
+        );
         let named = BrowserPolicy {
             allowed_hosts: vec!["node.example".into()],
             ..Default::default()
