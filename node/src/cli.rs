@@ -98,14 +98,17 @@ pub struct InitArgs {
 }
 
 /// Flags shared by `run` and `dev`.
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Clone, Args, Default)]
 pub struct NodeFlags {
     /// Config file (default: DIR/config.toml when present).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Admin RPC address (overrides rpc.addr); must be loopback. Port 0 picks a free port.
+    /// Admin RPC address (overrides rpc.addr): loopback, or any with rpc.tls_cert and rpc.tls_key. Port 0 picks a free port.
     #[arg(long, value_name = "HOST:PORT")]
     pub rpc_addr: Option<SocketAddr>,
+    /// Bus WebSocket address (overrides bus.addr); loopback. Port 0 picks a free port (written to DIR/bus.url).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub bus_addr: Option<SocketAddr>,
     /// p2p listen multiaddr (repeatable; overrides network.listen).
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<String>,

@@ -171,8 +171,13 @@ impl Endpoint {
                 self.url,
                 self.timeout.as_secs_f64()
             )
-        } else if matches!(e, ClientError::Call(_)) {
-            anyhow!("{method} failed: {text}")
+        } else if let ClientError::Call(obj) = &e {
+            // `error -32051: no epoch 999999 ...`, with the data when there is some.
+            let data = obj
+                .data()
+                .map(|d| format!(" (data: {})", d.get()))
+                .unwrap_or_default();
+            anyhow!("{method}: error {}: {}{data}", obj.code(), obj.message())
         } else {
             anyhow!(
                 "cannot reach the node at {}: {text}. Is the node running?",

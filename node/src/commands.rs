@@ -55,18 +55,31 @@ fn effective_config(dir: &DataDir, flags: &NodeFlags) -> Result<Config> {
         rpc_addr: flags.rpc_addr,
         listen: flags.listen.clone(),
         log_format: flags.log_format,
+        bus_addr: flags.bus_addr,
     };
     let vars: Vec<(String, String)> = std::env::vars().collect();
     Ok(config::load(file, &vars, &overrides)?)
 }
 
 fn run_node(dir: DataDir, flags: NodeFlags, dev: bool) -> Result<()> {
-    let cfg = effective_config(&dir, &flags)?;
+    let mut cfg = effective_config(&dir, &flags)?;
+    let base = cfg.clone();
+    if dev {
+        free_dev_ports(&mut cfg);
+    }
     if flags.dump_config {
         print!("{}", cfg.to_toml());
         return Ok(());
     }
-    crate::logging::init(&cfg.log);
+    let log = crate::logging::init(&cfg.log);
+    let reload = {
+        let (dir, flags) = (DataDir::new(dir.root()), flags.clone());
+        crate::node::Reload {
+            load: Box::new(move || effective_config(&dir, &flags)),
+            base,
+            log,
+        }
+    };
     let expect_genesis = match (&flags.genesis, dev) {
         (Some(spec), _) => Some(Genesis::load(spec)?),
         (None, true) => Some(Genesis::load("dev")?),
@@ -79,10 +92,41 @@ fn run_node(dir: DataDir, flags: NodeFlags, dev: bool) -> Result<()> {
         passphrase,
         expect_genesis,
         dev_banner: dev,
+        reload: Some(reload),
     })
 }
 
+/// `vigil dev` is a standalone node: when a default port it would use is
+/// taken (another dev node on the machine), it takes a free one instead of
+/// failing, and says so. Ports set by config, environment or flags are
+/// used as given.
+fn free_dev_ports(cfg: &mut Config) {
+    let defaults = Config::default();
+    let p2p = crate::config::DEFAULT_P2P_PORT;
+    if cfg.network.listen == defaults.network.listen
+        && (std::net::TcpListener::bind(("0.0.0.0", p2p)).is_err()
+            || std::net::UdpSocket::bind(("0.0.0.0", p2p)).is_err())
+    {
+        eprintln!("vigil dev: p2p port {p2p} is taken (another node?): listening on free ports instead (set --listen to choose)");
+        cfg.network.listen = vec!["/ip4/0.0.0.0/tcp/0".into(), "/ip4/0.0.0.0/udp/0/quic-v1".into()];
+    }
+    if cfg.bus.enabled
+        && cfg.bus.addr == defaults.bus.addr
+        && std::net::TcpListener::bind(cfg.bus.addr).is_err()
+    {
+        eprintln!(
+            "vigil dev: bus port {} is taken (another node?): using a free one, written to DIR/bus.url (set --bus-addr to choose)",
+            cfg.bus.addr.port()
+        );
+        cfg.bus.addr.set_port(0);
+    }
+}
+
 fn dev(dir: DataDir, flags: NodeFlags) -> Result<()> {
+    let missing = dir.missing_parts();
+    if !missing.is_empty() {
+        anyhow::bail!("{}", crate::node::damaged(&dir, &missing));
+    }
     if !flags.dump_config && !dir.is_initialized() {
         let genesis = match &flags.genesis {
             Some(spec) => Genesis::load(spec)?,

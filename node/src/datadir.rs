@@ -62,6 +62,26 @@ impl DataDir {
     pub fn cookie(&self) -> PathBuf {
         self.root.join(vigil_actors::rpc::COOKIE_FILE)
     }
+    /// The parts of a data dir that are missing, when some are there: a
+    /// damaged data dir (empty when complete, or when none is there).
+    pub fn missing_parts(&self) -> Vec<&'static str> {
+        let parts = [
+            (self.key(), "node.key"),
+            (self.genesis(), "genesis.toml"),
+            (self.db(), "db/"),
+        ];
+        let missing: Vec<&'static str> = parts
+            .iter()
+            .filter(|(p, _)| !p.exists())
+            .map(|(_, n)| *n)
+            .collect();
+        if missing.len() == parts.len() {
+            Vec::new()
+        } else {
+            missing
+        }
+    }
+
     /// Whether `init` has completed here (the key is written last).
     pub fn is_initialized(&self) -> bool {
         self.key().exists() && self.genesis().exists() && self.db().exists()

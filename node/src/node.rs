@@ -54,6 +54,27 @@ pub struct RunOptions {
     pub expect_genesis: Option<Genesis>,
     /// Print the `vigil dev` banner on stdout once serving.
     pub dev_banner: bool,
+    /// What SIGHUP rereads; `None`: SIGHUP only reloads the TLS certificate.
+    pub reload: Option<Reload>,
+}
+
+/// What SIGHUP reloads.
+pub struct Reload {
+    /// Loads the configuration again, as at start (file, environment, flags).
+    pub load: Box<dyn Fn() -> Result<Config> + Send + Sync>,
+    /// The configuration as loaded at start (before `vigil dev` moved
+    /// ports), to tell what changed.
+    pub base: Config,
+    /// Replaces the log filter; `None` when `RUST_LOG` fixed it.
+    pub log: Option<crate::logging::ReloadFilter>,
+}
+
+impl std::fmt::Debug for Reload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reload")
+            .field("log", &self.log.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 struct Prepared {
@@ -67,13 +88,36 @@ struct Prepared {
 fn prepare(opts: &RunOptions) -> Result<Prepared> {
     let dir = &opts.dir;
     if !dir.is_initialized() {
-        bail!(
-            "{} is not a vigil data dir (no node.key, genesis.toml or db/): run `vigil init --data-dir {}` first",
-            dir.root().display(),
-            dir.root().display()
-        );
+        let missing = dir.missing_parts();
+        if missing.is_empty() {
+            bail!(
+                "{} is not a vigil data dir (no node.key, genesis.toml or db/): run `vigil init --data-dir {}` first",
+                dir.root().display(),
+                dir.root().display()
+            );
+        }
+        bail!("{}", damaged(dir, &missing));
     }
     let genesis = Genesis::load_file(&dir.genesis())?;
+    let passphrase = opts.passphrase.as_ref().map(|p| p.as_slice());
+    let key = keys::load(&dir.key(), passphrase)?;
+    let (account, created) = crate::datadir::load_or_create_account(dir, passphrase, key.encrypted)?;
+    if created {
+        tracing::info!(path = %dir.account_key().display(), address = %account.account.address(), "created the account key this data dir did not have yet");
+    }
+    let store_opts = StoreOptions {
+        cache_capacity_bytes: opts.config.storage.cache_capacity_mb << 20,
+        flush_every_ms: Some(opts.config.storage.flush_every_ms).filter(|ms| *ms > 0),
+    };
+    let db = open_node_db(&dir.db(), genesis.hash(), OpenMode::Existing, &store_opts).map_err(|e| match e {
+        vigil_actors::Error::GenesisMismatch { stored, expected } => anyhow::anyhow!(
+            "{} was edited: it hashes to {expected}, but this data dir was created with genesis {stored} (pinned in db/meta). \
+             A node cannot change its network's genesis: restore the original file (from your backup, or `vigil genesis new` with the same inputs), \
+             or start a fresh data dir for the new genesis",
+            dir.genesis().display()
+        ),
+        other => anyhow::Error::new(other),
+    })?;
     if let Some(expected) = &opts.expect_genesis {
         if expected.hash() != genesis.hash() {
             bail!(
@@ -86,23 +130,21 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
             );
         }
     }
-    let passphrase = opts.passphrase.as_ref().map(|p| p.as_slice());
-    let key = keys::load(&dir.key(), passphrase)?;
-    let (account, created) = crate::datadir::load_or_create_account(dir, passphrase, key.encrypted)?;
-    if created {
-        tracing::info!(path = %dir.account_key().display(), address = %account.account.address(), "created the account key this data dir did not have yet");
-    }
-    let store_opts = StoreOptions {
-        cache_capacity_bytes: opts.config.storage.cache_capacity_mb << 20,
-        flush_every_ms: Some(opts.config.storage.flush_every_ms).filter(|ms| *ms > 0),
-    };
-    let db = open_node_db(&dir.db(), genesis.hash(), OpenMode::Existing, &store_opts)?;
     Ok(Prepared {
         genesis,
         key,
         account,
         db,
     })
+}
+
+/// What to say about a data dir missing some of its parts.
+pub(crate) fn damaged(dir: &DataDir, missing: &[&str]) -> String {
+    format!(
+        "data dir {} is missing {}: restore it from your backup (`vigil init` will not write into a data dir that has the rest, so as not to replace the node's identity or history)",
+        dir.root().display(),
+        missing.join(" and ")
+    )
 }
 
 /// How often histogram samples are folded into their buckets (the
@@ -173,7 +215,7 @@ fn watch_signals(tx: mpsc::Sender<ShutdownReason>) -> Result<()> {
     Ok(())
 }
 
-async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Result<()> {
+async fn serve(mut opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Result<()> {
     let started = Instant::now();
     let (tx, mut rx) = mpsc::channel(4);
     watch_signals(tx.clone())?;
@@ -345,9 +387,12 @@ async fn serve(opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Resu
         tracing::warn!("debug.fault_injection is on: actors_inject_panic can crash actors");
     }
     let settings = rpc_settings(&opts.config.rpc, opts.dir.root())?;
-    if let Some(tls) = settings.tls.clone() {
-        reload_tls_on_sighup(tls)?;
-    }
+    watch_sighup(
+        opts.reload.take(),
+        settings.tls.clone(),
+        monitor.hub.clone(),
+        ctx.audit.clone(),
+    )?;
     let server = rpc::start(&settings, ctx.clone()).await.map_err(|e| match e {
         vigil_actors::Error::Bind { .. } => anyhow::Error::new(e).context(bind_hint(settings.addr)),
         other => anyhow::Error::new(other),
@@ -702,22 +747,104 @@ fn rpc_settings(c: &crate::config::RpcConfig, data_dir: &std::path::Path) -> Res
     Ok(s)
 }
 
-/// On SIGHUP the admin RPC's certificate and key are read again (a renewed
-/// certificate takes effect for new connections; a bad one is refused and
-/// the one in use stays).
-fn reload_tls_on_sighup(tls: std::sync::Arc<rpc::tls::Tls>) -> Result<()> {
+/// SIGHUP reloads what can change while the node runs: the admin RPC's TLS
+/// certificate, `log.level` (unless `RUST_LOG` is set) and the security
+/// rules, from the configuration as read at start (file, environment,
+/// flags). Anything else that changed is named as needing a restart. The
+/// outcome is logged and audited (`node.reload`). A bad new value is
+/// refused and the old one stays.
+fn watch_sighup(
+    reload: Option<Reload>,
+    tls: Option<std::sync::Arc<rpc::tls::Tls>>,
+    hub: Arc<SecurityHub>,
+    audit: Audit,
+) -> Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let mut reload = reload;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            match tls.reload() {
-                Ok(()) => tracing::info!("SIGHUP: admin RPC certificate reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: admin RPC certificate not reloaded; the old one stays in use")
+            let (mut done, mut failed, mut restart) =
+                (Vec::<String>::new(), Vec::<String>::new(), Vec::<String>::new());
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => done.push("rpc TLS certificate".into()),
+                    Err(e) => failed.push(format!("rpc TLS certificate (the old one stays): {e}")),
                 }
             }
+            if let Some(r) = reload.as_mut() {
+                match (r.load)() {
+                    Err(e) => failed.push(format!("configuration not reread (nothing changed): {e:#}")),
+                    Ok(new) => {
+                        if new.log.level != r.base.log.level {
+                            match &r.log {
+                                Some(apply) => match apply(&new.log.level) {
+                                    Ok(()) => {
+                                        done.push(format!("log.level = {:?}", new.log.level));
+                                        r.base.log.level = new.log.level.clone();
+                                    }
+                                    Err(e) => failed.push(format!("log.level: {e}")),
+                                },
+                                None => failed
+                                    .push("log.level: RUST_LOG is set and wins; unset it and restart".into()),
+                            }
+                        }
+                        if new.security.rules != r.base.security.rules {
+                            match hub.set_rules(&new.security.rules) {
+                                Ok(()) => {
+                                    done.push(format!("security.rules ({} rules)", new.security.rules.len()));
+                                    r.base.security.rules = new.security.rules.clone();
+                                }
+                                Err(e) => failed.push(format!("security.rules (the old ones stay): {e}")),
+                            }
+                        }
+                        restart = changed_keys(&r.base, &new);
+                    }
+                }
+            }
+            if done.is_empty() && failed.is_empty() && restart.is_empty() {
+                tracing::info!("SIGHUP: nothing to reload (configuration unchanged)");
+            } else {
+                if !done.is_empty() {
+                    tracing::info!(reloaded = %done.join("; "), "SIGHUP: reloaded");
+                }
+                if !failed.is_empty() {
+                    tracing::error!(failed = %failed.join("; "), "SIGHUP: not reloaded");
+                }
+                if !restart.is_empty() {
+                    tracing::warn!(keys = %restart.join(", "), "SIGHUP: these changed keys take effect only after a restart");
+                }
+            }
+            audit.append_or_log(
+                "node",
+                "node.reload",
+                serde_json::json!({ "reloaded": done, "failed": failed, "needs_restart": restart }),
+            );
         }
     });
     Ok(())
+}
+
+/// Keys whose value differs between two configurations, as `section.key`.
+fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let (Ok(a), Ok(b)) = (toml::Value::try_from(old), toml::Value::try_from(new)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let (Some(a), Some(b)) = (a.as_table(), b.as_table()) {
+        for (section, av) in a {
+            let (Some(at), Some(bt)) = (av.as_table(), b.get(section).and_then(|v| v.as_table())) else {
+                continue;
+            };
+            for key in at.keys().chain(bt.keys().filter(|k| !at.contains_key(*k))) {
+                if at.get(key) != bt.get(key) {
+                    out.push(format!("{section}.{key}"));
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn bind_hint(addr: SocketAddr) -> String {

@@ -50,6 +50,19 @@ pub struct Detection {
     pub actions: Vec<String>,
 }
 
+fn parse_rules(rules: &[RuleConfig], pauses: &Pauses) -> Result<Vec<(RuleConfig, Cond, Action)>, String> {
+    let mut parsed = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        let c = Cond::parse(&r.when).map_err(|e| format!("security.rules[{i}].when: {e}"))?;
+        let a = Action::parse(&r.action).map_err(|e| format!("security.rules[{i}].action: {e}"))?;
+        if let Action::Pause(x) | Action::Resume(x) = &a {
+            pauses.flag(x);
+        }
+        parsed.push((r.clone(), c, a));
+    }
+    Ok(parsed)
+}
+
 /// `[[security.rules]]`: `when` a detection matches, do `action`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -213,7 +226,7 @@ impl Pauses {
 /// Rules, hooks, pauses and the alert log.
 #[derive(Debug)]
 pub struct SecurityHub {
-    rules: Vec<(RuleConfig, Cond, Action)>,
+    rules: std::sync::RwLock<Vec<(RuleConfig, Cond, Action)>>,
     hooks: Mutex<Vec<Arc<dyn SecurityHook>>>,
     pauses: Arc<Pauses>,
     queues: Option<Arc<Queues>>,
@@ -233,26 +246,25 @@ impl SecurityHub {
         queues: Option<Arc<Queues>>,
         audit: Option<Audit>,
     ) -> Result<Self, String> {
-        let mut parsed = Vec::new();
-        for (i, r) in rules.iter().enumerate() {
-            let c = Cond::parse(&r.when).map_err(|e| format!("security.rules[{i}].when: {e}"))?;
-            let a = Action::parse(&r.action).map_err(|e| format!("security.rules[{i}].action: {e}"))?;
-            if let Action::Pause(x) | Action::Resume(x) = &a {
-                pauses.flag(x);
-            }
-            parsed.push((r.clone(), c, a));
-        }
+        let parsed = parse_rules(rules, &pauses)?;
         for a in PAUSABLE {
             pauses.flag(a);
         }
         Ok(Self {
-            rules: parsed,
+            rules: std::sync::RwLock::new(parsed),
             hooks: Mutex::new(Vec::new()),
             pauses,
             queues,
             audit,
             alerts: Mutex::new(VecDeque::new()),
         })
+    }
+
+    /// Replaces the rules (SIGHUP); refused whole if one is invalid.
+    pub fn set_rules(&self, rules: &[RuleConfig]) -> Result<(), String> {
+        let parsed = parse_rules(rules, &self.pauses)?;
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = parsed;
+        Ok(())
     }
 
     /// Checks rules without a hub (config validation).
@@ -276,7 +288,12 @@ impl SecurityHub {
 
     /// The rules as configured.
     pub fn rules(&self) -> Vec<RuleConfig> {
-        self.rules.iter().map(|(r, _, _)| r.clone()).collect()
+        self.rules
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(r, _, _)| r.clone())
+            .collect()
     }
 
     /// The pause switches.
@@ -325,6 +342,8 @@ impl SecurityHub {
         }
         let mut actions: Vec<(Action, String)> = self
             .rules
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|(r, c, _)| r.source.as_ref().is_none_or(|s| *s == d.source) && c.matches(&d))
             .map(|(r, _, a)| (a.clone(), format!("rule:{}", r.when)))

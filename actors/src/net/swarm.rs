@@ -60,6 +60,28 @@ const RELAUNCH_BIND: Duration = Duration::from_secs(10);
 /// Peers kept in memory to dial (the persisted book keeps 2,048).
 const MAX_KNOWN: usize = 4096;
 
+/// What to do when a listen address is taken.
+const LISTEN_HINT: &str = "is another node using this port? pick a free one with --listen or network.listen (port 0 picks one; `vigil dev` does by itself)";
+
+/// An error and its causes, `: `-separated; libp2p's transport errors
+/// often display as nothing at the top (the OS error is a source).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !text.trim().is_empty() && !parts.contains(&text) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    if parts.is_empty() {
+        format!("{e:?}")
+    } else {
+        parts.join(": ")
+    }
+}
+
 fn now_us() -> u64 {
     crate::queue::now_us()
 }
@@ -122,7 +144,12 @@ pub(super) async fn launch(net: Network) -> Result<tokio::task::JoinHandle<()>> 
                     tracing::debug!(%addr, error = %e, "the last swarm still holds the port: trying again");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => return Err(Error::Invalid(format!("cannot listen on {addr}: {e}"))),
+                Err(e) => {
+                    return Err(Error::Invalid(format!(
+                        "cannot listen on {addr}: {}: {LISTEN_HINT}",
+                        error_chain(&e)
+                    )))
+                }
             }
         };
         pending.insert(id, addr.clone());
@@ -154,7 +181,8 @@ pub(super) async fn launch(net: Network) -> Result<tokio::task::JoinHandle<()>> 
                     }
                     let asked = asked.map(|a| a.to_string()).unwrap_or_default();
                     return Err(Error::Invalid(format!(
-                        "cannot listen on {asked}: {error}: pick a free port with network.listen or --listen (port 0 picks one)"
+                        "cannot listen on {asked}: {}: {LISTEN_HINT}",
+                        error_chain(&error)
                     )));
                 }
                 _ => {}

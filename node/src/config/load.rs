@@ -17,6 +17,8 @@ pub struct Overrides {
     pub listen: Vec<String>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
+    /// `--bus-addr`.
+    pub bus_addr: Option<SocketAddr>,
 }
 
 /// Why a configuration was refused.
@@ -88,6 +90,9 @@ pub fn load(
     }
     if !overrides.listen.is_empty() {
         builder = set(builder, "network.listen", overrides.listen.clone().into())?;
+    }
+    if let Some(addr) = overrides.bus_addr {
+        builder = set(builder, "bus.addr", addr.to_string().into())?;
     }
     if let Some(format) = overrides.log_format {
         builder = set(builder, "log.format", format.as_str().into())?;
@@ -162,9 +167,11 @@ mod tests {
             rpc_addr: Some("127.0.0.1:1003".parse().unwrap()),
             listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
             log_format: Some(LogFormat::Pretty),
+            bus_addr: Some("127.0.0.1:1004".parse().unwrap()),
         };
         let c = load(Some(file.path()), &vars, &flags).unwrap();
         assert_eq!(c.rpc.addr.port(), 1003);
+        assert_eq!(c.bus.addr.port(), 1004);
         assert_eq!(c.network.listen, ["/ip4/127.0.0.1/tcp/0"]);
         assert_eq!(c.log.format, LogFormat::Pretty);
     }

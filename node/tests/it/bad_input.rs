@@ -198,7 +198,12 @@ fn a_data_dir_of_another_genesis_is_refused_naming_both_hashes() {
         .replace("challenges_per_epoch = 10", "challenges_per_epoch = 11");
     std::fs::write(&g, text).unwrap();
     let e = run_err(&data, Some(&pass), &[]);
-    assert!(e.contains(&testnet) && e.contains("created for genesis"), "{e}");
+    assert!(
+        e.contains(&testnet)
+            && e.contains("genesis.toml was edited")
+            && e.contains("restore the original file"),
+        "{e}"
+    );
 
     let e = run_err(&tmp.path().join("nothing"), Some(&pass), &[]);
     assert!(e.contains("vigil init --data-dir"), "{e}");

@@ -164,3 +164,157 @@ fn a_second_node_on_the_same_dir_is_refused() {
     first.signal("TERM");
     assert!(first.wait_exit(20).success());
 }
+
+#[test]
+fn a_second_dev_node_on_the_machine_starts_as_the_readme_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Hold the default ports, as a first `vigil dev` would (if something
+    // else holds them already, they are just as taken).
+    let _tcp = std::net::TcpListener::bind(("0.0.0.0", 30345));
+    let _udp = std::net::UdpSocket::bind(("0.0.0.0", 30345));
+    let _bus = std::net::TcpListener::bind(("127.0.0.1", 8646));
+    let data = tmp.path().join("d2");
+    let mut cmd = vigil(&["dev", "--data-dir", s(&data), "--rpc-addr", "127.0.0.1:0"]);
+    cmd.env_remove("VIGIL_BUS__ADDR")
+        .env_remove("VIGIL_NETWORK__LISTEN");
+    let mut node = Node::spawn(cmd, &data);
+    node.wait_ready();
+    let log = node.log();
+    assert!(
+        log.contains("p2p port 30345 is taken") && log.contains("bus port 8646 is taken"),
+        "{log}"
+    );
+    let bus = std::fs::read_to_string(data.join("bus.url")).unwrap();
+    assert!(!bus.contains(":8646"), "{bus}");
+    node.signal("TERM");
+    assert!(node.wait_exit(20).success());
+
+    // A port set on purpose is used as given, and a taken one says why and what to do.
+    let mut cmd = vigil(&[
+        "dev",
+        "--data-dir",
+        s(&data),
+        "--rpc-addr",
+        "127.0.0.1:0",
+        "--listen",
+        "/ip4/0.0.0.0/tcp/30345",
+    ]);
+    cmd.env_remove("VIGIL_NETWORK__LISTEN");
+    let o = cmd.output().unwrap();
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("cannot listen on /ip4/0.0.0.0/tcp/30345")
+            && e.contains("in use")
+            && e.contains("--listen"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_damaged_data_dir_names_the_missing_file_and_an_edited_genesis_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("dev");
+    let start = |dir: &std::path::Path| vigil(&["dev", "--data-dir", s(dir), "--rpc-addr", "127.0.0.1:0"]);
+    let mut node = Node::spawn(start(&data), &data);
+    node.wait_ready();
+    node.signal("TERM");
+    assert!(node.wait_exit(20).success());
+    let copy = tmp.path().join("copy");
+    assert!(std::process::Command::new("cp")
+        .args(["-r", s(&data), s(&copy)])
+        .status()
+        .unwrap()
+        .success());
+
+    std::fs::remove_file(data.join("node.key")).unwrap();
+    let o = start(&data).output().unwrap();
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("is missing node.key") && e.contains("restore it from your backup"),
+        "{e}"
+    );
+
+    let g = copy.join("genesis.toml");
+    let text = std::fs::read_to_string(&g).unwrap();
+    let edited = text.replacen("network = \"", "network = \"edited-", 1);
+    assert_ne!(edited, text, "{text}");
+    std::fs::write(&g, edited).unwrap();
+    let o = start(&copy).output().unwrap();
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("genesis.toml was edited") && e.contains("restore the original file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sighup_reloads_the_log_filter_and_security_rules_and_names_what_needs_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("dev");
+    let conf = tmp.path().join("vigil.toml");
+    std::fs::write(&conf, "[log]\nlevel = \"info\"\n").unwrap();
+    let mut node = Node::spawn(
+        vigil(&[
+            "dev",
+            "--data-dir",
+            s(&data),
+            "--rpc-addr",
+            "127.0.0.1:0",
+            "--config",
+            s(&conf),
+        ]),
+        &data,
+    );
+    let url = node.wait_ready();
+    std::fs::write(
+        &conf,
+        "[log]\nlevel = \"debug\"\n[rpc]\nmax_batch = 8\n[[security.rules]]\nwhen = \"reorg_depth >= 3\"\naction = \"pause:challenges\"\n",
+    )
+    .unwrap();
+    node.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !node.log().contains("SIGHUP: reloaded") {
+        assert!(std::time::Instant::now() < deadline, "{}", node.log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = node.log();
+    assert!(
+        log.contains("log.level = \\\"debug\\\"") || log.contains("log.level = \"debug\""),
+        "{log}"
+    );
+    assert!(log.contains("security.rules (1 rules)"), "{log}");
+    assert!(
+        log.contains("take effect only after a restart") && log.contains("rpc.max_batch"),
+        "{log}"
+    );
+    let rules = rpc_result(&url, &data, "security_rules", serde_json::json!([]));
+    assert_eq!(rules["rules"][0]["action"], "pause:challenges", "{rules}");
+    let audit = rpc_result(&url, &data, "audit_list", serde_json::json!([0, 100]));
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "node.reload"),
+        "{audit}"
+    );
+
+    // A broken file is refused whole; the node runs on.
+    std::fs::write(&conf, "[log]\nlevel = \"loud\"\n").unwrap();
+    node.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !node.log().contains("configuration not reread") {
+        assert!(std::time::Instant::now() < deadline, "{}", node.log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(http_get(&format!("{url}/health")).0, 200);
+    node.signal("TERM");
+    assert!(
+        node.wait_exit(20).success(),
+        "SIGHUP left the node able to stop cleanly"
+    );
+}

@@ -278,6 +278,14 @@ fn vigilctl_makes_lists_uses_and_revokes_keys() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("needs the admin role"), "{}", stderr(&o));
 
+    // An RPC error reads as one, not as Rust debug text.
+    let o = vigilctl(&["--data-dir", d, "epoch", "999999"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("epoch_get: error -3205") && !e.contains("ErrorObject"),
+        "{e}"
+    );
     let o = vigilctl(&["--data-dir", d, "keys", "revoke", "viewer"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = vigilctl(&["--data-dir", d, "--key", &secret, "status"]);
