@@ -24,9 +24,12 @@ pub fn dispatch(command: Command) -> Result<()> {
 
 fn init(args: InitArgs) -> Result<()> {
     let genesis = Genesis::load(&args.genesis)?;
-    let passphrase = read_passphrase(args.passphrase_file.as_deref())?.context(
-        "no passphrase: pass --passphrase-file FILE or set VIGIL_PASSPHRASE (the node key is always encrypted; `vigil dev` makes a throwaway key instead)",
-    )?;
+    let passphrase = match read_passphrase(args.passphrase_file.as_deref())? {
+        Some(p) => p,
+        None => crate::keys::prompt_passphrase(true)?.context(
+            "no passphrase: pass --passphrase-file FILE or set VIGIL_PASSPHRASE, or run on a terminal to be asked (the node key is always encrypted; `vigil dev` makes a throwaway key instead)",
+        )?,
+    };
     let dir = DataDir::new(args.data_dir);
     let report = datadir::init(
         &dir,
@@ -40,7 +43,17 @@ fn init(args: InitArgs) -> Result<()> {
         report.evm_address
     );
     println!("  genesis  {} ({})", genesis.network, genesis.hash());
-    println!("  next     vigil run --data-dir {}", report.dir.display());
+    match &args.passphrase_file {
+        Some(f) => println!(
+            "  next     vigil run --data-dir {} --passphrase-file {}",
+            report.dir.display(),
+            f.display()
+        ),
+        None => println!(
+            "  next     vigil run --data-dir {}   (asks for the passphrase on a terminal; else --passphrase-file FILE or VIGIL_PASSPHRASE)",
+            report.dir.display()
+        ),
+    }
     Ok(())
 }
 
@@ -85,7 +98,12 @@ fn run_node(dir: DataDir, flags: NodeFlags, dev: bool) -> Result<()> {
         (None, true) => Some(Genesis::load("dev")?),
         (None, false) => None,
     };
-    let passphrase = read_passphrase(flags.passphrase_file.as_deref())?;
+    let mut passphrase = read_passphrase(flags.passphrase_file.as_deref())?;
+    if passphrase.is_none() && !dev && crate::keys::key_is_encrypted(&dir.key()) {
+        passphrase = crate::keys::prompt_passphrase(false)?;
+    }
+    crate::keys::warn_if_readable_by_others(&dir.key(), "node key");
+    crate::keys::warn_if_readable_by_others(&dir.account_key(), "account key");
     node::run(RunOptions {
         dir,
         config: cfg,

@@ -290,6 +290,12 @@ pub fn load(path: &Path, passphrase: Option<&[u8]>) -> Result<LoadedKey, KeyErro
     Ok(LoadedKey { keypair, encrypted })
 }
 
+/// Whether the node key file at `path` is encrypted (needs a passphrase);
+/// false when it is plain, missing or unreadable (loading says why).
+pub fn key_is_encrypted(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| b.len() > 9 && &b[..8] == MAGIC && b[9] == KIND_ENCRYPTED)
+}
+
 /// The secret of a key file with `magic`, and whether it was encrypted.
 fn unseal(
     path: &Path,
@@ -364,9 +370,13 @@ fn unseal(
 pub fn read_passphrase(file: Option<&Path>) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
     use anyhow::Context as _;
     let raw = match file {
-        Some(f) => Zeroizing::new(
-            std::fs::read(f).with_context(|| format!("cannot read the passphrase file {}", f.display()))?,
-        ),
+        Some(f) => {
+            warn_if_readable_by_others(f, "passphrase file");
+            Zeroizing::new(
+                std::fs::read(f)
+                    .with_context(|| format!("cannot read the passphrase file {}", f.display()))?,
+            )
+        }
         None => match std::env::var_os("VIGIL_PASSPHRASE") {
             Some(v) => Zeroizing::new(v.into_encoded_bytes()),
             None => return Ok(None),
@@ -384,6 +394,37 @@ pub fn read_passphrase(file: Option<&Path>) -> anyhow::Result<Option<Zeroizing<V
         "the passphrase is empty: put a passphrase in the file (or VIGIL_PASSPHRASE)"
     );
     Ok(Some(p))
+}
+
+/// Warns on stderr when a secret file can be read by its group or others.
+pub fn warn_if_readable_by_others(path: &Path, what: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            eprintln!(
+                "WARNING: {what} {} is readable by other users (mode {mode:04o}): chmod 600 {}",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+}
+
+/// Asks for the passphrase on the terminal (no echo), twice when
+/// `confirm`; `None` when stdin is not a terminal.
+pub fn prompt_passphrase(confirm: bool) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let first = Zeroizing::new(rpassword::prompt_password("passphrase for the node key: ")?.into_bytes());
+    anyhow::ensure!(!first.is_empty(), "the passphrase is empty");
+    if confirm {
+        let again = Zeroizing::new(rpassword::prompt_password("the same passphrase again: ")?.into_bytes());
+        anyhow::ensure!(first == again, "the two passphrases differ: nothing was created");
+    }
+    Ok(Some(first))
 }
 
 #[cfg(test)]

@@ -171,6 +171,11 @@ fn install_metrics() -> Result<PrometheusHandle> {
             Matcher::Suffix("_seconds".into()),
             &vigil_actors::metrics::SECONDS_BUCKETS,
         )
+        .context("invalid histogram buckets")?
+        .set_buckets_for_metric(
+            Matcher::Full(vigil_actors::metrics::NET_PEER_SCORE.into()),
+            &vigil_actors::metrics::SCORE_BUCKETS,
+        )
         .context("metrics buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")
@@ -217,6 +222,9 @@ fn watch_signals(tx: mpsc::Sender<ShutdownReason>) -> Result<()> {
 
 async fn serve(mut opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> Result<()> {
     let started = Instant::now();
+    // Whatever way this returns (a clean stop, a failed start), the files
+    // that tell clients where a running node is go with it.
+    let _runtime_files = RuntimeFiles(opts.dir.root().to_owned());
     let (tx, mut rx) = mpsc::channel(4);
     watch_signals(tx.clone())?;
     spawn_metrics_upkeep(metrics.clone());
@@ -545,6 +553,24 @@ fn spawn_upload_expiry(storage: Storage, audit: Audit) {
             }
         }
     });
+}
+
+/// Removes `.cookie`, `rpc.url`, `bus.url` and `bus.sock` when dropped: a
+/// stopped node (or one that failed to start) leaves no file that points
+/// clients at it.
+struct RuntimeFiles(std::path::PathBuf);
+
+impl Drop for RuntimeFiles {
+    fn drop(&mut self) {
+        for name in [rpc::COOKIE_FILE, rpc::URL_FILE, BUS_URL_FILE, "bus.sock"] {
+            let path = self.0.join(name);
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove");
+                }
+            }
+        }
+    }
 }
 
 /// File with the bus WebSocket URL, in the data dir.

@@ -35,6 +35,14 @@ fn a_log_cut_off_or_rewritten_while_the_node_was_down_is_reported_where_it_break
     let o = ctl(&node, &["audit", "verify"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("audit chain intact"), "{}", stdout(&o));
+    let o = ctl(&node, &["audit", "--limit", "2"]);
+    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
+    let o = ctl(&node, &["audit", "--limit", "0"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("--limit"),
+        "{}",
+        stderr(&o)
+    );
     let before = entries(&node);
     let n = before.len() as u64;
     assert!(n >= 4, "{before:?}");

@@ -318,3 +318,119 @@ fn sighup_reloads_the_log_filter_and_security_rules_and_names_what_needs_a_resta
         "SIGHUP left the node able to stop cleanly"
     );
 }
+
+#[test]
+fn no_file_points_at_a_stopped_node_or_one_that_failed_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("dev");
+    let mut node = Node::spawn(
+        vigil(&["dev", "--data-dir", s(&data), "--rpc-addr", "127.0.0.1:0"]),
+        &data,
+    );
+    node.wait_ready();
+    for f in [".cookie", "rpc.url", "bus.url"] {
+        assert!(data.join(f).exists(), "{f} while running");
+    }
+    node.signal("TERM");
+    assert!(node.wait_exit(20).success());
+    for f in [".cookie", "rpc.url", "bus.url", "bus.sock"] {
+        assert!(!data.join(f).exists(), "{f} left after a clean stop");
+    }
+    // The bus cannot bind: the start fails after the RPC wrote its files.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let o = vigil(&[
+        "dev",
+        "--data-dir",
+        s(&data),
+        "--rpc-addr",
+        "127.0.0.1:0",
+        "--bus-addr",
+        &port,
+    ])
+    .env_remove("VIGIL_BUS__ADDR")
+    .output()
+    .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("bus cannot listen"), "{}", stderr(&o));
+    for f in [".cookie", "rpc.url", "bus.url"] {
+        assert!(!data.join(f).exists(), "{f} left after a failed start");
+    }
+}
+
+#[test]
+fn init_asks_for_the_passphrase_on_a_terminal_and_warns_about_readable_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    // A passphrase file others can read: init works, and says so.
+    let pass = tmp.path().join("pass");
+    std::fs::write(&pass, "correct horse\n").unwrap();
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let data = tmp.path().join("a");
+    let o = vigil(&[
+        "init",
+        "--data-dir",
+        s(&data),
+        "--genesis",
+        "dev",
+        "--passphrase-file",
+        s(&pass),
+    ])
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is readable by other users (mode 0644): chmod 600"),
+        "{}",
+        stderr(&o)
+    );
+    // The next line works as printed.
+    assert!(
+        stdout(&o).contains(&format!(
+            "vigil run --data-dir {} --passphrase-file {}",
+            data.display(),
+            pass.display()
+        )),
+        "{}",
+        stdout(&o)
+    );
+
+    // On a terminal (a pty from `script`), init asks twice, with no echo.
+    let data = tmp.path().join("b");
+    let cmd = format!(
+        "{} init --data-dir {} --genesis dev",
+        vigil_bin().display(),
+        data.display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("VIGIL_PASSPHRASE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        stdin.write_all(b"typed secret\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        stdin.write_all(b"typed secret\n").unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("passphrase for the node key") && out.contains("the same passphrase again"),
+        "{out}"
+    );
+    // The typed passphrase is the key's.
+    let good = tmp.path().join("good");
+    std::fs::write(&good, "typed secret\n").unwrap();
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut node = run_node(&data, &good, &[]);
+    node.wait_ready();
+    node.signal("TERM");
+    assert!(node.wait_exit(20).success());
+}

@@ -56,6 +56,8 @@ pub fn stdout(o: &Output) -> String {
 pub fn pass_file(dir: &Path) -> PathBuf {
     let p = dir.join("pass");
     std::fs::write(&p, format!("{PASS}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     p
 }
 

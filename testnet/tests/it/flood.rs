@@ -88,6 +88,8 @@ async fn peers_flooding_audits_and_syncs_get_busy_answers_and_a_ban_while_honest
     let ban = banned(node0, &me).await.unwrap();
     assert!(ban["reason"].as_str().unwrap().contains("flood"), "{ban}");
     let text = fetch_metrics(node0).await;
+    // Peer scores are a histogram with the documented buckets (-50 to 50).
+    assert!(text.contains("vigil_net_peer_score_bucket{le=\"-50\"}"), "{text}");
     let refused = sum_of(&text, "vigil_net_requests_refused_total", "kind=\"audit\"");
     let encoded = sum_of(&text, "vigil_challenge_answered_total", "answer=\"audit\"");
     eprintln!("node-0: {refused} audit requests refused, {encoded} answered");

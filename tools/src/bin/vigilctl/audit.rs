@@ -9,11 +9,14 @@ use vigil_tools::client::Endpoint;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCmd {
-    /// Entries from --from, 1000 at most (the default).
+    /// Entries from --from, at most --limit (the default).
     List {
         /// First entry.
         #[arg(long, default_value_t = 0)]
         from: u64,
+        /// Entries at most (1-1000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
     },
     /// Check every hash link and every signed checkpoint: reports an edited,
     /// removed or reordered entry, a cut-off tail, and a forged checkpoint,
@@ -27,12 +30,16 @@ const PAGE: u64 = 1000;
 
 pub(crate) async fn audit(ep: &Endpoint, cmd: AuditCmd, as_json: bool) -> Result<()> {
     match cmd {
-        AuditCmd::List { from } => {
-            let r = ep.call("audit_list", json!([from, PAGE])).await?;
+        AuditCmd::List { from, limit } => {
+            let r = ep.call("audit_list", json!([from, limit])).await?;
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                for e in r.as_array().cloned().unwrap_or_default() {
+                let list = r.as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    println!("no audit entries from {from}");
+                }
+                for e in list {
                     println!(
                         "{:>6}  {:<16} {:<24} {}",
                         e["seq"],

@@ -70,17 +70,23 @@ pub(crate) async fn security(ep: &Endpoint, cmd: Option<SecurityCmd>, json_out: 
     }
     match cmd {
         None | Some(SecurityCmd::Rules) => {
+            // The pause switches, not whether the actor runs on this node
+            // (`vigilctl actors` shows that).
             for (actor, paused) in r["paused"].as_object().into_iter().flatten() {
                 println!(
                     "{actor:<12} {}",
                     if paused.as_bool() == Some(true) {
                         "PAUSED"
                     } else {
-                        "running"
+                        "not paused"
                     }
                 );
             }
-            for rule in r["rules"].as_array().into_iter().flatten() {
+            let rules = r["rules"].as_array().cloned().unwrap_or_default();
+            if rules.is_empty() {
+                println!("no security rules configured ([[security.rules]] in the config)");
+            }
+            for rule in &rules {
                 println!(
                     "rule: when {} -> {}{}",
                     rule["when"].as_str().unwrap_or("-"),
@@ -98,7 +104,7 @@ pub(crate) async fn security(ep: &Endpoint, cmd: Option<SecurityCmd>, json_out: 
                 if r["paused"].as_bool() == Some(true) {
                     "paused"
                 } else {
-                    "running"
+                    "not paused"
                 }
             );
         }

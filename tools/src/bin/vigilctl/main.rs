@@ -133,6 +133,9 @@ enum Command {
         /// First entry to list.
         #[arg(long, default_value_t = 0)]
         from: u64,
+        /// Entries to list at most (1-1000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
     },
     /// API keys of the admin RPC: list (default), add NAME --role ROLE, revoke NAME.
     Keys {
@@ -259,11 +262,16 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Bus { .. } => unreachable!("handled above"),
         Command::Queue { cmd } => queue_cmd(&ep, cmd, cli.json).await?,
         Command::Keys { cmd } => keys::keys(&ep, cmd, cli.json).await?,
-        Command::Audit { cmd, verify, from } => {
+        Command::Audit {
+            cmd,
+            verify,
+            from,
+            limit,
+        } => {
             let cmd = match (cmd, verify) {
                 (Some(c), _) => c,
                 (None, true) => audit::AuditCmd::Verify,
-                (None, false) => audit::AuditCmd::List { from },
+                (None, false) => audit::AuditCmd::List { from, limit },
             };
             audit::audit(&ep, cmd, cli.json).await?
         }
