@@ -70,6 +70,9 @@ pub enum Error {
     /// Bad input to the queue or bus: the message says what is allowed.
     #[error("{0}")]
     Invalid(String),
+    /// A request to a peer got no answer in time: the message names the wait.
+    #[error("{0}")]
+    Timeout(String),
     /// The audit log could not take an entry (the store failed).
     #[error("cannot write the audit log: {0}")]
     AuditWrite(String),

@@ -27,7 +27,7 @@ use vigil_actors::continuity::remote::ProofServer;
 use vigil_actors::continuity::{self, Continuity, ContinuitySettings, RootRecorder};
 use vigil_actors::epoch::{self, Anchors, Chain, EpochActor, EpochSettings, EpochStore, VerifyMode};
 use vigil_actors::net::{BytesProtocol, NetActor, NetSettings, Network, ScoreParams};
-use vigil_actors::queue::{ConfirmMode, QueueConfig, Queues};
+use vigil_actors::queue::{ConfirmMode, QueueConfig, Queues, TopicConfig, TopicKind};
 use vigil_actors::rpc::{self, NodeContext, NodeInfo, RpcActor, RpcSettings, ShutdownReason};
 use vigil_actors::storage::Storage;
 use vigil_actors::store::{open_node_db, OpenMode, SledStore, Store, StoreActor, StoreOptions};
@@ -594,7 +594,7 @@ fn open_bus(opts: &RunOptions, db: &SledStore, audit: &Audit) -> Result<Arc<Bus>
     let qc = QueueConfig {
         confirm,
         max_payload_bytes: c.max_payload_bytes as usize,
-        topics: c.topics.clone(),
+        topics: with_node_topics(&c.topics),
         defaults: c.topic_defaults.clone(),
     };
     let queues = Queues::open(db.clone(), qc).context("cannot open the durable queues")?;
@@ -611,6 +611,34 @@ fn open_bus(opts: &RunOptions, db: &SledStore, audit: &Audit) -> Result<Arc<Bus>
         auth_failure_window: Duration::from_secs(c.auth_failure_window_secs),
     };
     Ok(Bus::new(settings, queues, apps, audit.clone()))
+}
+
+/// The topics the node itself publishes to. Nothing in the node consumes
+/// them, so as work queues (the default kind) they would grow for as long
+/// as no application reads them: they are streams that keep the newest
+/// 10,000 events, 64 MiB and 7 days, unless `[[bus.topics]]` names them.
+pub const NODE_TOPICS: [&str; 3] = [
+    vigil_actors::epoch::BUS_TOPIC,
+    vigil_actors::challenge::BUS_TOPIC,
+    crate::layer2::BUS_TOPIC,
+];
+
+/// `configured` plus the node's own topics that it does not configure.
+fn with_node_topics(configured: &[TopicConfig]) -> Vec<TopicConfig> {
+    let mut topics = configured.to_vec();
+    for name in NODE_TOPICS {
+        if !topics.iter().any(|t| t.name == name) {
+            topics.push(TopicConfig {
+                name: name.to_owned(),
+                kind: TopicKind::Stream,
+                max_msgs: 10_000,
+                max_bytes: 64 << 20,
+                max_age_secs: 7 * 24 * 3600,
+                ..TopicConfig::default()
+            });
+        }
+    }
+    topics
 }
 
 fn open_chain(

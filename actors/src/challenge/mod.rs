@@ -43,6 +43,12 @@ const LATENCIES_KEPT: usize = 1000;
 /// Times a challenge is asked again after a "busy" answer.
 const BUSY_RETRIES: usize = 3;
 
+/// A challenge with no answer after this many times its deadline (plus
+/// the network allowance), and at least [`GIVE_UP_MIN`], is `timeout`.
+const GIVE_UP_FACTOR: u32 = 10;
+/// The shortest wait for an answer.
+const GIVE_UP_MIN: Duration = Duration::from_secs(5);
+
 /// Settings from genesis and `[challenge]`.
 #[derive(Debug, Clone)]
 pub struct ChallengeSettings {
@@ -76,7 +82,7 @@ pub struct ChallengeResult {
     pub dataset: String,
     /// Epoch whose output seeded the indices.
     pub epoch: u64,
-    /// `ok | wrong | late | missing | malformed | refused`, or for an audit
+    /// `ok | wrong | late | missing | malformed | refused | timeout`, or for an audit
     /// `audit_ok | audit_failed`.
     pub outcome: &'static str,
     /// What was wrong, if anything.
@@ -219,6 +225,9 @@ impl Challenger {
             .ok_or_else(|| Error::Invalid("no epoch yet: challenges start with epoch 1".into()))?;
         let r = self.challenge(peer, target, epoch, &e.output).await?;
         self.record(peer, &r).await;
+        if r.outcome != "ok" {
+            failed_line(&peer, epoch, std::slice::from_ref(&r));
+        }
         self.score(peer, &[r.outcome]).await;
         Ok(r)
     }
@@ -246,13 +255,29 @@ impl Challenger {
         };
         let ping = self.inner.net.ping_rtt(&peer);
         let allowance = self.allowance(&peer);
+        // A frozen prover never answers: give up long after the deadline
+        // (an answer by then would be late anyway), not at the transport's
+        // 60 s, and record `timeout` with the wait.
+        let give_up = ((self.inner.settings.deadline + allowance) * GIVE_UP_FACTOR).max(GIVE_UP_MIN);
+        let ask = || async {
+            match tokio::time::timeout(
+                give_up,
+                self.inner.net.challenge(peer, Request::Challenge(req.clone())),
+            )
+            .await
+            {
+                Ok(answer) => answer,
+                Err(_) => Err(Error::Timeout(format!(
+                    "no answer within {} ms (deadline {} ms + allowance {} ms)",
+                    give_up.as_millis(),
+                    self.inner.settings.deadline.as_millis(),
+                    allowance.as_millis()
+                ))),
+            }
+        };
         // A busy prover names a wait: ask again after it (a few times at
         // most); busy to the end is neither a failure nor a pass.
-        let mut answer = self
-            .inner
-            .net
-            .challenge(peer, Request::Challenge(req.clone()))
-            .await;
+        let mut answer = ask().await;
         for _ in 0..BUSY_RETRIES {
             let wait = match &answer {
                 Ok((Frame::Valid(Response::Busy(ms)), _)) if *ms <= 2000 => {
@@ -261,15 +286,14 @@ impl Challenger {
                 _ => break,
             };
             tokio::time::sleep(wait).await;
-            answer = self
-                .inner
-                .net
-                .challenge(peer, Request::Challenge(req.clone()))
-                .await;
+            answer = ask().await;
         }
+        let mut why_missing = None;
         let (outcome, rtt, bytes) = match answer {
+            Err(Error::Timeout(why)) => (Outcome::Timeout(why), give_up, 0),
+            // The stream closed, the peer went away: no proof, and why.
             Err(e) => {
-                tracing::debug!(%peer, error = %e, "no answer to a challenge");
+                why_missing = Some(e.to_string());
                 (Outcome::Missing, Duration::ZERO, 0)
             }
             Ok((Frame::Invalid(e), rtt)) => (Outcome::Malformed(e.to_string()), rtt, 0),
@@ -290,7 +314,7 @@ impl Challenger {
             dataset: target.replica_root.clone(),
             epoch,
             outcome: outcome.as_str(),
-            detail: outcome.detail().map(str::to_owned),
+            detail: outcome.detail().map(str::to_owned).or(why_missing),
             latency_ms: rtt.as_secs_f64() * 1000.0,
             ping_ms: ping.map(|p| p.as_secs_f64() * 1000.0),
             allowance_ms: allowance.as_secs_f64() * 1000.0,
@@ -311,7 +335,7 @@ impl Challenger {
     }
 
     /// Scores a peer once for a round of outcomes: the worst one counts
-    /// (ok +1; late or refused −5; wrong, malformed or missing −20; busy
+    /// (ok +1; late or refused −5; wrong, malformed, missing or timeout −20; busy
     /// nothing: neither credit nor blame), so ten
     /// failed challenges in one epoch cost what one does and a failing
     /// prover is banned after a few epochs, not by one burst.
@@ -319,7 +343,7 @@ impl Challenger {
         let net = &self.inner.net;
         if outcomes
             .iter()
-            .any(|o| matches!(*o, "wrong" | "malformed" | "missing"))
+            .any(|o| matches!(*o, "wrong" | "malformed" | "missing" | "timeout"))
         {
             net.penalize(peer, Offence::FailedProof).await;
         } else if outcomes.iter().any(|o| matches!(*o, "late" | "refused")) {
@@ -368,9 +392,6 @@ impl Challenger {
             s.success_rate = s.ok as f64 / s.challenges as f64;
         }
         let net = &self.inner.net;
-        if r.outcome != "ok" && r.outcome != audit::AUDIT_OK {
-            tracing::warn!(%peer, outcome = r.outcome, detail = ?r.detail, dataset = %r.dataset, epoch = r.epoch, "challenge failed");
-        }
         if let Some(q) = &self.inner.queues {
             let p = Publish {
                 sender: "node:challenges".into(),
@@ -394,4 +415,21 @@ impl Challenger {
             Err(e) => tracing::error!(error = %e, "cannot sign an attestation"),
         }
     }
+}
+
+/// One warn line for a peer's failed challenges of a round (not one per
+/// challenge: a frozen peer fails them all in the same millisecond).
+fn failed_line(peer: &PeerId, epoch: u64, failed: &[ChallengeResult]) {
+    let Some(first) = failed.first() else { return };
+    let outcomes: Vec<&str> = failed.iter().map(|r| r.outcome).collect();
+    let datasets: Vec<&str> = failed.iter().map(|r| r.dataset.as_str()).collect();
+    tracing::warn!(
+        %peer,
+        epoch,
+        failed = failed.len(),
+        outcomes = %outcomes.join(","),
+        datasets = %datasets.join(","),
+        detail = first.detail.as_deref().unwrap_or(first.outcome),
+        "challenges failed"
+    );
 }

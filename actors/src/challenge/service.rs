@@ -143,7 +143,7 @@ impl Challenger {
             match self.challenge(*peer, a, epoch, &e.output).await {
                 Ok(r) => {
                     self.record(*peer, &r).await;
-                    Some((*peer, r.outcome))
+                    Some((*peer, r))
                 }
                 Err(err) => {
                     tracing::warn!(peer = %peer, error = %err, "cannot challenge");
@@ -151,11 +151,14 @@ impl Challenger {
                 }
             }
         });
-        let mut by_peer: std::collections::HashMap<PeerId, Vec<&'static str>> = Default::default();
-        for (peer, outcome) in join_all(runs).await.into_iter().flatten() {
-            by_peer.entry(peer).or_default().push(outcome);
+        let mut by_peer: std::collections::HashMap<PeerId, Vec<super::ChallengeResult>> = Default::default();
+        for (peer, r) in join_all(runs).await.into_iter().flatten() {
+            by_peer.entry(peer).or_default().push(r);
         }
-        for (peer, outcomes) in by_peer {
+        for (peer, results) in by_peer {
+            let failed: Vec<_> = results.iter().filter(|r| r.outcome != "ok").cloned().collect();
+            super::failed_line(&peer, epoch, &failed);
+            let outcomes: Vec<&str> = results.iter().map(|r| r.outcome).collect();
             self.score(peer, &outcomes).await;
         }
         self.audit_due(&cands, epoch);

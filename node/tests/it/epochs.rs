@@ -53,6 +53,10 @@ fn two_nodes_on_two_thread_counts_compute_identical_epochs_and_publish_them() {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     init(&a, s(&g), &pass);
     init(&b, s(&g), &pass);
+    // b keeps two epochs on the bus; a keeps the node's default.
+    let mut cfg = std::fs::read_to_string(b.join("config.toml")).unwrap();
+    cfg.push_str("\n[[bus.topics]]\nname = \"epoch.new\"\nkind = \"stream\"\nmax_msgs = 2\n");
+    std::fs::write(b.join("config.toml"), cfg).unwrap();
     let mut na = computing(&a, &pass, "1");
     let mut nb = computing(&b, &pass, "2");
     let (ua, ub) = (na.wait_ready(), nb.wait_ready());
@@ -79,6 +83,35 @@ fn two_nodes_on_two_thread_counts_compute_identical_epochs_and_publish_them() {
             .flatten()
             .any(|t| t["topic"] == "epoch.new" && t["depth"].as_u64() >= Some(3))
     });
+    // Nothing in the node consumes its own topics: they are streams with
+    // retention (a work queue nobody reads grows for ever).
+    let topics = |u: &str, d: &Path| -> Vec<Value> {
+        let stats = rpc_result(u, d, "queue_stats", json!([]));
+        stats.as_array().unwrap().clone()
+    };
+    for name in ["epoch.new", "challenge.results", "layer2.events"] {
+        let t = topics(&ua, &a);
+        let t = t
+            .iter()
+            .find(|t| t["topic"] == name)
+            .unwrap_or_else(|| panic!("{name}: {t:?}"));
+        assert_eq!(t["kind"], "stream", "{t}");
+    }
+    let depth_b = |t: Vec<Value>| {
+        t.iter().find(|t| t["topic"] == "epoch.new").unwrap()["depth"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(depth_b(topics(&ub, &b)) <= 2, "{:?}", topics(&ub, &b));
+    let published = |t: Vec<Value>| {
+        t.iter().find(|t| t["topic"] == "epoch.new").unwrap()["next_seq"]
+            .as_u64()
+            .unwrap()
+    };
+    wait_for("b to publish past its retention", 30, || {
+        published(topics(&ub, &b)) >= 4
+    });
+    assert_eq!(depth_b(topics(&ub, &b)), 2, "{:?}", topics(&ub, &b));
     let status = rpc_result(&ua, &a, "vdf_status", json!([]));
     assert_eq!(status["mode"], "hash");
     assert!(status["rate"].as_f64().unwrap() > 0.0, "{status}");

@@ -119,10 +119,13 @@ pub enum Outcome {
     Refused(String),
     /// The prover was busy (not a failure, and no credit either).
     Busy,
+    /// No answer in time, or the request failed on the way (a frozen or
+    /// vanished prover): as bad as `missing`. The detail names the wait.
+    Timeout(String),
 }
 
 impl Outcome {
-    /// `ok | wrong | late | missing | malformed | refused | busy`.
+    /// `ok | wrong | late | missing | malformed | refused | busy | timeout`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Ok => "ok",
@@ -132,13 +135,14 @@ impl Outcome {
             Self::Malformed(_) => "malformed",
             Self::Refused(_) => "refused",
             Self::Busy => "busy",
+            Self::Timeout(_) => "timeout",
         }
     }
 
     /// The detail, if any.
     pub fn detail(&self) -> Option<&str> {
         match self {
-            Self::Wrong(s) | Self::Malformed(s) | Self::Refused(s) => Some(s),
+            Self::Wrong(s) | Self::Malformed(s) | Self::Refused(s) | Self::Timeout(s) => Some(s),
             _ => None,
         }
     }

@@ -518,6 +518,34 @@ async fn three_nodes_store_and_challenge_each_other_and_ban_a_corrupt_prover() {
     let a = vigilctl(&m.nodes[0], &["challenge", "audit", &ids[1]]);
     assert_eq!(a["passed"], true, "{a}");
 
+    // A frozen prover (node-0, SIGSTOP) never answers: `timeout`, naming the wait,
+    // after seconds (not the transport's minute), in one warn line per round.
+    let pid = std::fs::read_to_string(m.nodes[0].dir.join("vigil.pid")).unwrap();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, pid.trim()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let t0 = std::time::Instant::now();
+    let r = vigilctl(&m.nodes[1], &["challenge", "run", &ids[0]]);
+    signal("-CONT");
+    assert_eq!(r["outcome"], "timeout", "{r}");
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap()
+            .contains("(deadline 500 ms + allowance"),
+        "{r}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    let log = std::fs::read_to_string(m.nodes[1].dir.join("node.log")).unwrap();
+    assert!(log.contains("challenges failed"), "{log}");
+    assert!(!log.contains("detail=None"), "{log}");
+
     // Continuity: node-0's chain for its dataset, proven up to its signed root.
     let st = call(&m.nodes[0], "continuity_status", json!([])).await.unwrap();
     assert_eq!(st["chains"], 1, "{st}");
