@@ -74,12 +74,14 @@ impl Claims {
         });
     }
 
-    /// The best backed head (0: none).
-    pub(crate) fn best(&self) -> u64 {
+    /// The best head that counts (0: none): a backed claim, or an unbacked
+    /// one up to `our_head` (this node holds those epochs itself, so the
+    /// claim asks nothing of it: a follower kept in sync by gossip shows its
+    /// timelord at the head they share, not at 0).
+    pub(crate) fn best(&self, our_head: u64) -> u64 {
         self.map
             .values()
-            .filter(|c| c.backed)
-            .map(|c| c.head)
+            .map(|c| if c.backed { c.head } else { c.head.min(our_head) })
             .max()
             .unwrap_or(0)
     }
@@ -117,10 +119,11 @@ mod tests {
         );
         c.saw(liar, u64::MAX, now);
         c.saw(honest, 40, now);
-        assert_eq!(c.best(), 0, "an unbacked claim counts for nothing");
+        assert_eq!(c.best(0), 0, "an unbacked claim counts for nothing");
+        assert_eq!(c.best(7), 7, "an unbacked claim counts up to our own head");
         assert_eq!(c.unbacked_ahead(10), vec![(liar, u64::MAX), (honest, 40)]);
         c.backed(honest, now);
-        assert_eq!(c.best(), 40);
+        assert_eq!(c.best(0), 40);
         c.refute(&liar, 10);
         assert!(
             c.unbacked_ahead(10).is_empty(),
@@ -131,16 +134,16 @@ mod tests {
             c.unbacked_ahead(10).is_empty(),
             "one epoch ahead comes by gossip: nothing to check"
         );
-        assert_eq!(c.best(), 40);
+        assert_eq!(c.best(0), 40);
         // Repeating the lie makes it a claim to check again, still not counted.
         c.saw(liar, u64::MAX, now);
-        assert_eq!(c.best(), 40);
+        assert_eq!(c.best(0), 40);
         assert_eq!(c.unbacked(), 1);
         // An honest head moving on stays backed; a jump must be backed anew.
         c.saw(honest, 41, now);
-        assert_eq!(c.best(), 41);
+        assert_eq!(c.best(0), 41);
         c.saw(honest, 41 + CLAIM_JUMP + 1, now);
-        assert_eq!(c.best(), 0, "a backed peer cannot jump its claim");
+        assert_eq!(c.best(0), 0, "a backed peer cannot jump its claim");
     }
 
     #[test]
@@ -157,8 +160,8 @@ mod tests {
         c.backed(b, now);
         let connected: HashSet<PeerId> = [a].into();
         c.expire(Some(&connected), now);
-        assert_eq!(c.best(), 50, "a disconnected peer's claim is gone");
+        assert_eq!(c.best(0), 50, "a disconnected peer's claim is gone");
         c.expire(None, now + CLAIM_TTL + Duration::from_secs(1));
-        assert_eq!(c.best(), 0, "a claim not repeated expires");
+        assert_eq!(c.best(0), 0, "a claim not repeated expires");
     }
 }

@@ -316,12 +316,15 @@ impl Chain {
     /// Best head a connected peer claimed and backed with epochs that
     /// verified (see the `claims` module): what a peer only says counts for nothing.
     pub fn best_peer_head(&self) -> u64 {
-        lock(&self.inner.claims).best()
+        lock(&self.inner.claims).best(self.head())
     }
 
     /// `peer` says its head is `h`.
     pub(crate) fn saw_peer_head(&self, peer: PeerId, h: u64) {
         lock(&self.inner.claims).saw(peer, h, Instant::now());
+        if let Some(net) = &self.inner.net {
+            net.note_head(&peer, h);
+        }
     }
 
     /// Epochs of `peer` verified and were appended: its claim counts.

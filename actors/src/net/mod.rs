@@ -131,7 +131,9 @@ pub struct PeerInfo {
     pub protocols: Vec<String>,
     /// Whether identify confirmed it is on our genesis.
     pub identified: bool,
-    /// Its epoch head from the status exchange.
+    /// The epoch head it last claimed: at the status exchange when it
+    /// connected, then with each epoch it gossips or serves (a claim: see
+    /// `epoch::claims` for which claims count).
     pub head: Option<u64>,
     /// Open connections.
     pub connections: usize,
@@ -359,6 +361,13 @@ impl Network {
     }
 
     /// Connected peers, best score first.
+    /// `peer` claimed epoch head `head` (after the status exchange).
+    pub(crate) fn note_head(&self, peer: &PeerId, head: u64) {
+        if let Some(p) = lock(&self.inner.snapshot).peers.get_mut(peer) {
+            p.head = Some(head);
+        }
+    }
+
     pub fn peers(&self) -> Vec<PeerInfo> {
         let mut v: Vec<PeerInfo> = lock(&self.inner.snapshot)
             .peers

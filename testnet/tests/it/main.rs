@@ -496,6 +496,24 @@ async fn three_nodes_store_and_challenge_each_other_and_ban_a_corrupt_prover() {
             assert_eq!(s["success_rate"], 1.0, "{} -> node-{j}: {s}", node.name);
         }
     }
+    // A follower kept in sync by gossip sees the timelord at the head they
+    // share (peers and `vdf` once showed it at 0, its head when it connected).
+    let head = call(&m.nodes[1], "epoch_head", json!([])).await.unwrap()["head"]
+        .as_u64()
+        .unwrap();
+    assert!(head >= 2, "{head}");
+    // (It polls one peer's head every 10 s.)
+    wait_for("node-1 to see the timelord's head", 45, async || {
+        let peers = call(&m.nodes[1], "net_peers", json!([])).await.unwrap();
+        peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["peer_id"] == ids[0].as_str() && p["head"].as_u64() >= Some(head))
+    })
+    .await;
+    let vdf = call(&m.nodes[1], "vdf_status", json!([])).await.unwrap();
+    assert!(vdf["best_peer_head"].as_u64() >= Some(head), "{vdf}");
     // Outcomes are on the bus and attested to the other nodes.
     let q = call(&m.nodes[0], "queue_stats", json!(["challenge.results"]))
         .await
