@@ -489,6 +489,7 @@ async fn serve(mut opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> 
     match outcome {
         Ok(reason) => {
             tracing::info!(?reason, "stopping the actor tree");
+            chain.stop_accepting();
             // Every child has its own timeout; this bounds the whole tree.
             if let Err(e) = tree.stop(timeout * 4 + Duration::from_secs(5)).await {
                 tracing::error!(error = %e, "the actor tree did not stop cleanly");

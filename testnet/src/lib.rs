@@ -172,7 +172,7 @@ pub fn create(dir: &Path, o: &Options) -> Result<Manifest> {
     }
     if dir.join(MANIFEST).exists() {
         bail!(
-            "{} already holds a testnet: `vigil-testnet down --dir {}` and remove it, or pick another --dir",
+            "{} already holds a testnet: start it again with `vigil-testnet start --dir {}`, or remove the folder (after `vigil-testnet down`) or pick another --dir for a new one",
             dir.display(),
             dir.display()
         );
@@ -197,6 +197,13 @@ pub fn create(dir: &Path, o: &Options) -> Result<Manifest> {
             Some(b) => b.checked_add(i as u16).context("--base-port + n is over 65535")?,
             None => free_port(&ports)?,
         });
+    }
+    // RPC and bus ports are chosen once too: a restarted testnet
+    // (`vigil-testnet start`) keeps every address.
+    let mut service_ports = Vec::with_capacity(2 * n);
+    for _ in 0..2 * n {
+        let taken: Vec<u16> = ports.iter().chain(&service_ports).copied().collect();
+        service_ports.push(free_port(&taken)?);
     }
     let addrs: Vec<String> = (0..n)
         .map(|i| {
@@ -237,8 +244,10 @@ pub fn create(dir: &Path, o: &Options) -> Result<Manifest> {
         fs::write(
             dd.config(),
             format!(
-                "# written by vigil-testnet\n[rpc]\naddr = \"127.0.0.1:0\"\n\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nreconnect_max_ms = 10000\n# every node is 127.0.0.1 here: no per-address limits\nmax_inbound_per_ip = 1024\nip_ban_threshold = 0\n\n[bus]\naddr = \"127.0.0.1:0\"\n\n[vdf]\n# {} of the {} nodes compute the VDF (node-0 first); the others verify and follow\ncompute = {}\n",
+                "# written by vigil-testnet\n[rpc]\naddr = \"127.0.0.1:{}\"\n\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nreconnect_max_ms = 10000\n# every node is 127.0.0.1 here: no per-address limits\nmax_inbound_per_ip = 1024\nip_ban_threshold = 0\n\n[bus]\naddr = \"127.0.0.1:{}\"\n\n[vdf]\n# {} of the {} nodes compute the VDF (node-0 first); the others verify and follow\ncompute = {}\n",
+                service_ports[2 * i],
                 ports[i],
+                service_ports[2 * i + 1],
                 o.timelords.min(n),
                 n,
                 i < o.timelords
@@ -441,26 +450,113 @@ pub async fn up(dir: &Path, o: &Options, timeout: Duration) -> Result<(Manifest,
     Ok((m, t0.elapsed()))
 }
 
-/// SIGTERM to every node, then SIGKILL to those still running after `timeout`.
-pub async fn down(m: &Manifest, timeout: Duration) -> Result<Vec<(String, &'static str)>> {
-    for n in &m.nodes {
-        signal(n, libc::SIGTERM);
-    }
+/// How `stop` ended a node.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stopped {
+    /// `node-<i>`.
+    pub name: String,
+    /// `stopped` (exited after SIGTERM), `killed` (still running after the
+    /// timeout: SIGKILL), `not running` (nothing to stop), or `still
+    /// running` (not even SIGKILL ended it: the process is stuck in the kernel).
+    pub how: &'static str,
+    /// Seconds from the signal to the process being gone.
+    pub secs: f64,
+}
+
+/// Stops every node of the testnet. Same as [`stop`] on all nodes.
+pub async fn down(m: &Manifest, timeout: Duration) -> Result<Vec<Stopped>> {
+    stop(&m.nodes, timeout).await
+}
+
+/// SIGTERM to `nodes`, then SIGKILL to those still running after
+/// `timeout`; returns only once every process is gone (or SIGKILL failed
+/// for 5 s), so "stopped" is never printed for a node still at work.
+pub async fn stop(nodes: &[NodeSpec], timeout: Duration) -> Result<Vec<Stopped>> {
     let t0 = Instant::now();
-    while t0.elapsed() < timeout && m.nodes.iter().any(|n| running_pid(n).is_some()) {
+    let mut out: Vec<Stopped> = nodes
+        .iter()
+        .map(|n| Stopped {
+            name: n.name.clone(),
+            how: if signal(n, libc::SIGTERM).is_some() {
+                "stopped"
+            } else {
+                "not running"
+            },
+            secs: 0.0,
+        })
+        .collect();
+    let wait_gone = |out: &mut Vec<Stopped>| {
+        let mut alive = false;
+        for (n, s) in nodes.iter().zip(out.iter_mut()) {
+            if s.how == "not running" || s.secs > 0.0 {
+                continue;
+            }
+            if running_pid(n).is_some() {
+                alive = true;
+            } else {
+                s.secs = t0.elapsed().as_secs_f64().max(0.001);
+            }
+        }
+        alive
+    };
+    while wait_gone(&mut out) && t0.elapsed() < timeout {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut out = Vec::new();
-    for n in &m.nodes {
-        let how = if signal(n, libc::SIGKILL).is_some() {
-            "killed"
-        } else {
-            "stopped"
-        };
-        let _ = fs::remove_file(pid_file(n));
-        out.push((n.name.clone(), how));
+    for (n, s) in nodes.iter().zip(out.iter_mut()) {
+        if s.how == "stopped" && s.secs == 0.0 && signal(n, libc::SIGKILL).is_some() {
+            s.how = "killed";
+        }
+    }
+    let killed_at = Instant::now();
+    while wait_gone(&mut out) {
+        if killed_at.elapsed() > Duration::from_secs(5) {
+            for (n, s) in nodes.iter().zip(out.iter_mut()) {
+                if s.secs == 0.0 && running_pid(n).is_some() {
+                    s.how = "still running";
+                }
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (n, s) in nodes.iter().zip(&out) {
+        if s.how != "still running" {
+            let _ = fs::remove_file(pid_file(n));
+        }
     }
     Ok(out)
+}
+
+/// Starts the nodes of a stopped testnet (those not running; same keys,
+/// data and ports as before) and waits until each has min(n-1, 3) peers.
+pub async fn start(m: &Manifest, nodes: &[NodeSpec], timeout: Duration) -> Result<Duration> {
+    let t0 = Instant::now();
+    let mut started = 0;
+    for node in nodes {
+        if running_pid(node).is_none() {
+            start_node(m, node)?;
+            started += 1;
+        }
+    }
+    if started == 0 {
+        bail!(
+            "every node asked for already runs: see `vigil-testnet status --dir {}`",
+            m.dir.display()
+        );
+    }
+    // Wait on the nodes that run now (others may have been left stopped).
+    let running = Manifest {
+        nodes: m
+            .nodes
+            .iter()
+            .filter(|n| running_pid(n).is_some())
+            .cloned()
+            .collect(),
+        ..m.clone()
+    };
+    let want = (running.nodes.len() as u64).saturating_sub(1).min(3);
+    wait_peers(&running, want, timeout).await?;
+    Ok(t0.elapsed())
 }
 
 /// What `chaos` did.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use vigil_testnet::{chaos, down, status, up, Manifest};
+use vigil_testnet::{chaos, start, status, stop, up, Manifest, NodeSpec, Stopped};
 
 /// A local vigil testnet: N `vigil run` processes of one fresh genesis on 127.0.0.1.
 #[derive(Debug, Parser)]
@@ -17,7 +17,9 @@ use vigil_testnet::{chaos, down, status, up, Manifest};
     long_about = "A local vigil testnet: N `vigil run` processes of one fresh genesis on 127.0.0.1.\n\n\
         Examples:\n  vigil-testnet up -n 5 --dir /tmp/tn\n  vigil-testnet status --dir /tmp/tn --json\n  \
         vigil-testnet chaos --dir /tmp/tn --duration 60 --kill-every 10\n  vigil-testnet logs --dir /tmp/tn 2\n  \
-        vigil-testnet down --dir /tmp/tn\n\nThe `vigil` binary is taken from $VIGIL_BIN, beside this program, or PATH."
+        vigil-testnet down --dir /tmp/tn\n  \
+        vigil-testnet start --dir /tmp/tn          (the same testnet again: keys, data and ports kept)\n  \
+        vigil-testnet stop --dir /tmp/tn --node 2  (one node; `start --node 2` brings it back)\n\nThe `vigil` binary is taken from $VIGIL_BIN, beside this program, or PATH."
 )]
 struct Cli {
     /// Print JSON instead of a table.
@@ -59,11 +61,35 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// Stop every node (SIGTERM, then SIGKILL after --timeout seconds).
+    /// Stop every node (SIGTERM, then SIGKILL after --timeout seconds); returns once every process is gone. The folder stays: `start` runs it again.
     Down {
         /// The testnet folder.
         #[arg(long)]
         dir: PathBuf,
+        /// Seconds before SIGKILL.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Start a stopped testnet again (or one node of it), with the same keys, data and ports; waits until the nodes peer.
+    Start {
+        /// The testnet folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Only this node (`2` or `node-2`).
+        #[arg(long)]
+        node: Option<String>,
+        /// Seconds to wait for the nodes to peer.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Stop the testnet (like `down`), or one node of it with --node.
+    Stop {
+        /// The testnet folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Only this node (`2` or `node-2`).
+        #[arg(long)]
+        node: Option<String>,
         /// Seconds before SIGKILL.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
@@ -133,6 +159,36 @@ async fn print_status(m: &Manifest, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The nodes a command acts on: `--node N`, or all.
+fn chosen(m: &Manifest, node: Option<&str>) -> Result<Vec<NodeSpec>> {
+    Ok(match node {
+        Some(n) => vec![m.node(n)?.clone()],
+        None => m.nodes.clone(),
+    })
+}
+
+fn print_stopped(m: &Manifest, r: &[Stopped], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    for s in r {
+        match s.how {
+            "stopped" => println!("{}: stopped in {:.1} s", s.name, s.secs),
+            "killed" => println!("{}: killed (SIGKILL) after {:.1} s", s.name, s.secs),
+            how => println!("{}: {how}", s.name),
+        }
+    }
+    if r.iter().any(|s| s.how == "still running") {
+        anyhow::bail!("some nodes did not exit even after SIGKILL: see `ps` and their node.log");
+    }
+    println!(
+        "start it again with: vigil-testnet start --dir {}",
+        m.dir.display()
+    );
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Up {
@@ -168,14 +224,21 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Status { dir } => print_status(&Manifest::load(&dir)?, cli.json).await?,
         Cmd::Down { dir, timeout } => {
             let m = Manifest::load(&dir)?;
-            let r = down(&m, Duration::from_secs(timeout)).await?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                for (name, how) in r {
-                    println!("{name}: {how}");
-                }
+            let r = stop(&m.nodes, Duration::from_secs(timeout)).await?;
+            print_stopped(&m, &r, cli.json)?;
+        }
+        Cmd::Stop { dir, node, timeout } => {
+            let m = Manifest::load(&dir)?;
+            let r = stop(&chosen(&m, node.as_deref())?, Duration::from_secs(timeout)).await?;
+            print_stopped(&m, &r, cli.json)?;
+        }
+        Cmd::Start { dir, node, timeout } => {
+            let m = Manifest::load(&dir)?;
+            let took = start(&m, &chosen(&m, node.as_deref())?, Duration::from_secs(timeout)).await?;
+            if !cli.json {
+                println!("started; peered in {:.1} s", took.as_secs_f64());
             }
+            print_status(&m, cli.json).await?;
         }
         Cmd::Chaos {
             dir,

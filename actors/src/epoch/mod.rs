@@ -22,7 +22,7 @@ pub mod worker;
 
 pub use finality::FORGER_BAN_SECS;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -183,6 +183,9 @@ struct Inner {
     settings: EpochSettings,
     store: EpochStore,
     head: AtomicU64,
+    /// Set when the node stops: an epoch still being verified is not
+    /// appended after the final flush (peers serve it after the restart).
+    stopping: AtomicBool,
     claims: Mutex<claims::Claims>,
     status: Mutex<VdfStatus>,
     /// Epochs taken by sampling, not yet verified in full.
@@ -233,6 +236,9 @@ pub enum AcceptError {
     /// The verification task died (a panic): not the sender's fault.
     #[error("epoch verification task failed: {0}")]
     Aborted(String),
+    /// The node is stopping: nothing more is appended (not the sender's fault).
+    #[error("the node is stopping: epoch {0} not taken (peers serve it again after the restart)")]
+    Stopping(u64),
 }
 
 impl Chain {
@@ -270,6 +276,7 @@ impl Chain {
                 settings,
                 store,
                 head: AtomicU64::new(head),
+                stopping: AtomicBool::new(false),
                 claims: Mutex::new(claims::Claims::default()),
                 status: Mutex::new(status),
                 unverified: Mutex::new(Default::default()),
@@ -306,6 +313,13 @@ impl Chain {
     /// The store.
     pub fn store(&self) -> &EpochStore {
         &self.inner.store
+    }
+
+    /// The node is stopping: epochs received from now on (and those still
+    /// being verified) are not appended, so nothing is written after the
+    /// final flush and "stopped cleanly" is the node's last word.
+    pub fn stop_accepting(&self) {
+        self.inner.stopping.store(true, Ordering::Release);
     }
 
     /// Highest epoch held (0: none).
@@ -531,9 +545,16 @@ impl Chain {
             .prev_output(e.number)
             .map_err(AppendError::from)?
             .ok_or(AcceptError::Ahead { head, got: e.number })?;
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return Err(AcceptError::Stopping(e.number));
+        }
         if let Err(err) = self.verify(&e, &prev, anchor) {
             metrics::counter!(m::EPOCH_REJECTED, "reason" => "invalid").increment(1);
             return Err(err.into());
+        }
+        // (A verification takes up to seconds: the node may have begun to stop.)
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return Err(AcceptError::Stopping(e.number));
         }
         Ok(self.append_received(e, origin, from)?)
     }

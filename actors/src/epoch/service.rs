@@ -214,6 +214,8 @@ async fn judge_fresh(chain: &Chain, from: PeerId, data: &[u8]) -> GossipVerdict 
             tracing::info!(peer = %from, error = %e, "gossiped epoch waits for its anchor: ignored");
             GossipVerdict::Ignore
         }
+        // The node is stopping: silently (its log ends with "stopped cleanly").
+        Err(AcceptError::Stopping(_)) => GossipVerdict::Ignore,
         Err(e) => {
             tracing::error!(error = %e, "cannot take a gossiped epoch");
             GossipVerdict::Ignore

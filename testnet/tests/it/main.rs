@@ -229,13 +229,59 @@ async fn five_processes_mesh_gossip_resist_a_flood_reconnect_from_the_book_and_h
         assert_eq!(call(n, "epoch_get", json!([1])).await.unwrap(), e1, "{}", n.name);
     }
 
-    // down stops every process.
-    let out = Command::new(bin("vigil-testnet"))
-        .args(["down", "--dir"])
-        .arg(&m.dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    // down stops every process and returns only once they are gone: each
+    // node's last word is "stopped cleanly" (nothing is appended after it).
+    let cli = |args: &[&str]| {
+        let out = Command::new(bin("vigil-testnet"))
+            .args(args)
+            .arg("--dir")
+            .arg(&m.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let urls: Vec<String> = m
+        .nodes
+        .iter()
+        .map(|n| std::fs::read_to_string(n.dir.join("rpc.url")).unwrap())
+        .collect();
+    let r = cli(&["down", "--json"]);
+    assert!(r.as_array().unwrap().iter().all(|s| s["how"] == "stopped"), "{r}");
+    assert!(m.nodes.iter().all(|n| running_pid(n).is_none()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for n in &m.nodes {
+        let log = std::fs::read_to_string(n.dir.join("node.log")).unwrap();
+        let last = log.lines().last().unwrap_or_default();
+        assert!(last.contains("stopped cleanly"), "{}: {last}", n.name);
+    }
+    // start runs the same testnet again, on the same addresses.
+    let st = cli(&["start", "--json", "--timeout", "60"]);
+    assert!(
+        st.as_array().unwrap().iter().all(|s| s["status"] != "stopped"),
+        "{st}"
+    );
+    for (n, url) in m.nodes.iter().zip(&urls) {
+        assert_eq!(
+            &std::fs::read_to_string(n.dir.join("rpc.url")).unwrap(),
+            url,
+            "{}",
+            n.name
+        );
+    }
+    // One node stops and starts on its own.
+    let r = cli(&["stop", "--json", "--node", "2"]);
+    assert_eq!(r.as_array().unwrap().len(), 1, "{r}");
+    assert!(running_pid(&m.nodes[2]).is_none());
+    assert!(running_pid(&m.nodes[1]).is_some());
+    cli(&["start", "--json", "--node", "node-2"]);
+    assert!(running_pid(&m.nodes[2]).is_some());
+    let r = cli(&["down", "--json"]);
+    assert_eq!(r.as_array().unwrap().len(), 5, "{r}");
     assert!(m.nodes.iter().all(|n| running_pid(n).is_none()));
     drop(g);
 }
