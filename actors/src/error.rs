@@ -70,6 +70,9 @@ pub enum Error {
     /// Bad input to the queue or bus: the message says what is allowed.
     #[error("{0}")]
     Invalid(String),
+    /// A p2p listen address is taken by another process: the message says which and what to do.
+    #[error("{0}")]
+    AddrInUse(String),
     /// A request to a peer got no answer in time: the message names the wait.
     #[error("{0}")]
     Timeout(String),

@@ -8,6 +8,7 @@ use vigil_genesis::Genesis;
 use crate::cli::{Command, GenesisCommand, InitArgs, NodeFlags, VdfCommand};
 use crate::config::{self, Config, Overrides};
 use crate::datadir::{self, DataDir, KeyProtection};
+use crate::exit::{Classify, Exit};
 use crate::keys::{read_passphrase, KdfParams};
 use crate::node::{self, RunOptions};
 
@@ -23,19 +24,23 @@ pub fn dispatch(command: Command) -> Result<()> {
 }
 
 fn init(args: InitArgs) -> Result<()> {
-    let genesis = Genesis::load(&args.genesis)?;
-    let passphrase = match read_passphrase(args.passphrase_file.as_deref())? {
+    let genesis = Genesis::load(&args.genesis).class(Exit::Genesis)?;
+    let passphrase = match read_passphrase(args.passphrase_file.as_deref()).class(Exit::Key)? {
         Some(p) => p,
-        None => crate::keys::prompt_passphrase(true)?.context(
-            "no passphrase: pass --passphrase-file FILE or set VIGIL_PASSPHRASE, or run on a terminal to be asked (the node key is always encrypted; `vigil dev` makes a throwaway key instead)",
-        )?,
+        None => crate::keys::prompt_passphrase(true)
+            .class(Exit::Key)?
+            .context(
+                "no passphrase: pass --passphrase-file FILE or set VIGIL_PASSPHRASE, or run on a terminal to be asked (the node key is always encrypted; `vigil dev` makes a throwaway key instead)",
+            )
+            .class(Exit::Key)?,
     };
     let dir = DataDir::new(args.data_dir);
     let report = datadir::init(
         &dir,
         &genesis,
         KeyProtection::Passphrase(&passphrase, KdfParams::default()),
-    )?;
+    )
+    .class(Exit::DataDir)?;
     println!("initialized {}", report.dir.display());
     println!("  peer id  {}", report.peer_id);
     println!(
@@ -94,13 +99,13 @@ fn run_node(dir: DataDir, flags: NodeFlags, dev: bool) -> Result<()> {
         }
     };
     let expect_genesis = match (&flags.genesis, dev) {
-        (Some(spec), _) => Some(Genesis::load(spec)?),
-        (None, true) => Some(Genesis::load("dev")?),
+        (Some(spec), _) => Some(Genesis::load(spec).class(Exit::Genesis)?),
+        (None, true) => Some(Genesis::load("dev").class(Exit::Genesis)?),
         (None, false) => None,
     };
-    let mut passphrase = read_passphrase(flags.passphrase_file.as_deref())?;
+    let mut passphrase = read_passphrase(flags.passphrase_file.as_deref()).class(Exit::Key)?;
     if passphrase.is_none() && !dev && crate::keys::key_is_encrypted(&dir.key()) {
-        passphrase = crate::keys::prompt_passphrase(false)?;
+        passphrase = crate::keys::prompt_passphrase(false).class(Exit::Key)?;
     }
     crate::keys::warn_if_readable_by_others(&dir.key(), "node key");
     crate::keys::warn_if_readable_by_others(&dir.account_key(), "account key");

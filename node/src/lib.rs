@@ -20,6 +20,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod datadir;
+pub mod exit;
 pub mod keys;
 pub mod layer2;
 pub mod logging;

@@ -21,7 +21,9 @@ fn main() -> ExitCode {
             {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::FAILURE
+            // Stable codes (docs/operator-guide.md): 3 config, 4 key, 5 address
+            // in use, 6 genesis, 7 data dir, 1 anything else.
+            ExitCode::from(vigil_node::exit::Exit::of(&e).code())
         }
     }
 }

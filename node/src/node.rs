@@ -39,6 +39,7 @@ use zeroize::Zeroizing;
 
 use crate::config::{Config, ConfirmSetting, SupervisionConfig, VerifySetting};
 use crate::datadir::DataDir;
+use crate::exit::{tag, Classify, Exit};
 use crate::keys::{self, LoadedKey};
 
 /// Everything `vigil run` / `vigil dev` decided before starting.
@@ -90,18 +91,22 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
     if !dir.is_initialized() {
         let missing = dir.missing_parts();
         if missing.is_empty() {
-            bail!(
-                "{} is not a vigil data dir (no node.key, genesis.toml or db/): run `vigil init --data-dir {}` first",
-                dir.root().display(),
-                dir.root().display()
-            );
+            return Err(tag(
+                anyhow::anyhow!(
+                    "{} is not a vigil data dir (no node.key, genesis.toml or db/): run `vigil init --data-dir {}` first",
+                    dir.root().display(),
+                    dir.root().display()
+                ),
+                Exit::DataDir,
+            ));
         }
-        bail!("{}", damaged(dir, &missing));
+        return Err(tag(anyhow::anyhow!("{}", damaged(dir, &missing)), Exit::DataDir));
     }
-    let genesis = Genesis::load_file(&dir.genesis())?;
+    let genesis = Genesis::load_file(&dir.genesis()).class(Exit::Genesis)?;
     let passphrase = opts.passphrase.as_ref().map(|p| p.as_slice());
-    let key = keys::load(&dir.key(), passphrase)?;
-    let (account, created) = crate::datadir::load_or_create_account(dir, passphrase, key.encrypted)?;
+    let key = keys::load(&dir.key(), passphrase).class(Exit::Key)?;
+    let (account, created) =
+        crate::datadir::load_or_create_account(dir, passphrase, key.encrypted).class(Exit::Key)?;
     if created {
         tracing::info!(path = %dir.account_key().display(), address = %account.account.address(), "created the account key this data dir did not have yet");
     }
@@ -110,24 +115,30 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
         flush_every_ms: Some(opts.config.storage.flush_every_ms).filter(|ms| *ms > 0),
     };
     let db = open_node_db(&dir.db(), genesis.hash(), OpenMode::Existing, &store_opts).map_err(|e| match e {
-        vigil_actors::Error::GenesisMismatch { stored, expected } => anyhow::anyhow!(
-            "{} was edited: it hashes to {expected}, but this data dir was created with genesis {stored} (pinned in db/meta). \
-             A node cannot change its network's genesis: restore the original file (from your backup, or `vigil genesis new` with the same inputs), \
-             or start a fresh data dir for the new genesis",
-            dir.genesis().display()
+        vigil_actors::Error::GenesisMismatch { stored, expected } => tag(
+            anyhow::anyhow!(
+                "{} was edited: it hashes to {expected}, but this data dir was created with genesis {stored} (pinned in db/meta). \
+                 A node cannot change its network's genesis: restore the original file (from your backup, or `vigil genesis new` with the same inputs), \
+                 or start a fresh data dir for the new genesis",
+                dir.genesis().display()
+            ),
+            Exit::Genesis,
         ),
         other => anyhow::Error::new(other),
     })?;
     if let Some(expected) = &opts.expect_genesis {
         if expected.hash() != genesis.hash() {
-            bail!(
-                "data dir {} was created for genesis `{}` ({}), but genesis `{}` ({}) was asked for: use a fresh data dir or the genesis it was created with",
-                dir.root().display(),
-                genesis.network,
-                genesis.hash(),
-                expected.network,
-                expected.hash()
-            );
+            return Err(tag(
+                anyhow::anyhow!(
+                    "data dir {} was created for genesis `{}` ({}), but genesis `{}` ({}) was asked for: use a fresh data dir or the genesis it was created with",
+                    dir.root().display(),
+                    genesis.network,
+                    genesis.hash(),
+                    expected.network,
+                    expected.hash()
+                ),
+                Exit::Genesis,
+            ));
         }
     }
     Ok(Prepared {
@@ -708,6 +719,7 @@ async fn launch_network(
     let parse = |what: &str, a: &String| {
         a.parse::<Multiaddr>()
             .with_context(|| format!("{what} `{a}` is not a multiaddr"))
+            .class(Exit::Config)
     };
     let listen = c
         .listen

@@ -65,6 +65,39 @@ const LISTEN_HINT: &str = "is another node using this port? pick a free one with
 
 /// An error and its causes, `: `-separated; libp2p's transport errors
 /// often display as nothing at the top (the OS error is a source).
+/// Why the swarm cannot listen on `addr`: [`Error::AddrInUse`] when the
+/// port is taken (the node exits with its own code for that), else invalid.
+fn listen_error(addr: &str, e: &(dyn std::error::Error + 'static)) -> Error {
+    let msg = format!("cannot listen on {addr}: {}: {LISTEN_HINT}", error_chain(e));
+    if in_use(e) {
+        Error::AddrInUse(msg)
+    } else {
+        Error::Invalid(msg)
+    }
+}
+
+/// Whether an `AddrInUse` I/O error is in `e`'s chain (also inside an
+/// `io::Error` that wraps another: its `source()` skips the wrapped one).
+fn in_use(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::AddrInUse {
+                return true;
+            }
+            if let Some(inner) = io.get_ref() {
+                if in_use(inner) {
+                    return true;
+                }
+            }
+        }
+        cur = err.source();
+    }
+    // libp2p's transports wrap the OS error in `Either`s whose `source()`
+    // skips it: only its text (std's "(os error N)") is left to read.
+    error_chain(e).contains(&format!("(os error {})", libc::EADDRINUSE))
+}
+
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = Vec::new();
     let mut cur = Some(e);
@@ -144,12 +177,7 @@ pub(super) async fn launch(net: Network) -> Result<tokio::task::JoinHandle<()>> 
                     tracing::debug!(%addr, error = %e, "the last swarm still holds the port: trying again");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => {
-                    return Err(Error::Invalid(format!(
-                        "cannot listen on {addr}: {}: {LISTEN_HINT}",
-                        error_chain(&e)
-                    )))
-                }
+                Err(e) => return Err(listen_error(&addr.to_string(), &e)),
             }
         };
         pending.insert(id, addr.clone());
@@ -180,10 +208,7 @@ pub(super) async fn launch(net: Network) -> Result<tokio::task::JoinHandle<()>> 
                         }
                     }
                     let asked = asked.map(|a| a.to_string()).unwrap_or_default();
-                    return Err(Error::Invalid(format!(
-                        "cannot listen on {asked}: {}: {LISTEN_HINT}",
-                        error_chain(&error)
-                    )));
+                    return Err(listen_error(&asked, &error));
                 }
                 _ => {}
             }

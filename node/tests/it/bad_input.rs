@@ -2,14 +2,20 @@ use std::path::Path;
 
 use crate::util::*;
 
-fn run_err(data: &Path, pass: Option<&Path>, extra: &[&str]) -> String {
+/// Exit codes (docs/operator-guide.md): 3 config, 4 key, 5 address in use,
+/// 6 genesis, 7 data dir.
+const KEY: i32 = 4;
+const GENESIS: i32 = 6;
+const DATA_DIR: i32 = 7;
+
+fn run_err(data: &Path, pass: Option<&Path>, extra: &[&str], code: i32) -> String {
     let mut args = vec!["run", "--data-dir", s(data), "--rpc-addr", "127.0.0.1:0"];
     if let Some(p) = pass {
         args.extend(["--passphrase-file", s(p)]);
     }
     args.extend_from_slice(extra);
     let o = vigil(&args).output().unwrap();
-    assert_eq!(o.status.code(), Some(1), "started anyway: {}", stderr(&o));
+    assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
     stderr(&o)
 }
 
@@ -24,13 +30,13 @@ fn key_problems_are_named_and_the_key_is_untouched() {
 
     let wrong = tmp.path().join("wrong");
     std::fs::write(&wrong, "not the passphrase").unwrap();
-    let e = run_err(&data, Some(&wrong), &[]);
+    let e = run_err(&data, Some(&wrong), &[], KEY);
     assert!(
         e.contains("wrong passphrase, or the key file was modified"),
         "{e}"
     );
 
-    let e = run_err(&data, None, &[]);
+    let e = run_err(&data, None, &[], KEY);
     assert!(
         e.contains("is encrypted") && e.contains("--passphrase-file"),
         "{e}"
@@ -40,18 +46,18 @@ fn key_problems_are_named_and_the_key_is_untouched() {
     let last = tampered.len() - 5;
     tampered[last] ^= 0x40;
     std::fs::write(&key, &tampered).unwrap();
-    let e = run_err(&data, Some(&pass), &[]);
+    let e = run_err(&data, Some(&pass), &[], KEY);
     assert!(
         e.contains("wrong passphrase, or the key file was modified"),
         "{e}"
     );
 
     std::fs::write(&key, &good[..30]).unwrap();
-    let e = run_err(&data, Some(&pass), &[]);
+    let e = run_err(&data, Some(&pass), &[], KEY);
     assert!(e.contains("truncated"), "{e}");
 
     std::fs::write(&key, b"-----BEGIN PRIVATE KEY-----").unwrap();
-    let e = run_err(&data, Some(&pass), &[]);
+    let e = run_err(&data, Some(&pass), &[], KEY);
     assert!(e.contains("not a vigil key file"), "{e}");
 
     // Restored, it works again: nothing else was changed by the failures.
@@ -72,7 +78,7 @@ fn init_refuses_a_non_empty_dir_and_missing_passphrase() {
     let o = vigil(&["init", "--data-dir", s(&data), "--passphrase-file", s(&pass)])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(DATA_DIR));
     assert!(
         stderr(&o).contains("is not empty") && stderr(&o).contains("node.key"),
         "{}",
@@ -86,7 +92,7 @@ fn init_refuses_a_non_empty_dir_and_missing_passphrase() {
 
     let fresh = tmp.path().join("fresh");
     let o = vigil(&["init", "--data-dir", s(&fresh)]).output().unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(KEY));
     assert!(stderr(&o).contains("VIGIL_PASSPHRASE"), "{}", stderr(&o));
     assert!(!fresh.exists(), "init left a half-made dir");
 
@@ -137,7 +143,7 @@ fn malformed_and_invalid_genesis_are_refused_with_the_reason() {
         ])
         .output()
         .unwrap();
-        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(o.status.code(), Some(GENESIS));
         assert!(stderr(&o).contains(expect), "case {i}: {}", stderr(&o));
         assert!(!data.exists());
     }
@@ -170,7 +176,7 @@ fn a_data_dir_of_another_genesis_is_refused_naming_both_hashes() {
     };
     let (dev, testnet) = (hash("dev"), hash("testnet"));
 
-    let e = run_err(&data, Some(&pass), &["--genesis", "dev"]);
+    let e = run_err(&data, Some(&pass), &["--genesis", "dev"], GENESIS);
     assert!(e.contains(&dev) && e.contains(&testnet), "{e}");
 
     let o = vigil(&[
@@ -184,7 +190,7 @@ fn a_data_dir_of_another_genesis_is_refused_naming_both_hashes() {
     ])
     .output()
     .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(GENESIS));
     assert!(
         stderr(&o).contains(&dev) && stderr(&o).contains(&testnet),
         "{}",
@@ -197,7 +203,7 @@ fn a_data_dir_of_another_genesis_is_refused_naming_both_hashes() {
         .unwrap()
         .replace("challenges_per_epoch = 10", "challenges_per_epoch = 11");
     std::fs::write(&g, text).unwrap();
-    let e = run_err(&data, Some(&pass), &[]);
+    let e = run_err(&data, Some(&pass), &[], GENESIS);
     assert!(
         e.contains(&testnet)
             && e.contains("genesis.toml was edited")
@@ -205,6 +211,6 @@ fn a_data_dir_of_another_genesis_is_refused_naming_both_hashes() {
         "{e}"
     );
 
-    let e = run_err(&tmp.path().join("nothing"), Some(&pass), &[]);
+    let e = run_err(&tmp.path().join("nothing"), Some(&pass), &[], DATA_DIR);
     assert!(e.contains("vigil init --data-dir"), "{e}");
 }

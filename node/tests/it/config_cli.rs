@@ -89,7 +89,7 @@ fn refused(data: &Path, file: &str, env: &[(&str, &str)]) -> String {
     std::fs::create_dir_all(data).unwrap();
     std::fs::write(data.join("config.toml"), file).unwrap();
     let o = dump(data, env, &[]);
-    assert_eq!(o.status.code(), Some(1), "accepted: {}", stdout(&o));
+    assert_eq!(o.status.code(), Some(3), "accepted: {}", stdout(&o)); // 3: config error
     stderr(&o)
 }
 

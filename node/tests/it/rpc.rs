@@ -177,7 +177,8 @@ fn a_busy_rpc_port_is_a_clear_error() {
     let o = vigil(&["dev", "--data-dir", s(&other), "--rpc-addr", addr])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(5));
+    // 5: an address in use
     let e = stderr(&o);
     assert!(e.contains(addr) && e.contains("--rpc-addr"), "{e}");
     // The failed start left no cookie or URL behind that points at the other node.
