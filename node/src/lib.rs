@@ -25,3 +25,4 @@ pub mod keys;
 pub mod layer2;
 pub mod logging;
 pub mod node;
+mod systemd;

@@ -482,6 +482,8 @@ async fn serve(mut opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> 
 
     ctx.set_ready(true);
     tracing::info!(%peer_id, genesis = %p.genesis.hash().short(), rpc = %url, "node started");
+    crate::systemd::ready(&format!("running: peer {peer_id}, admin RPC {url}"));
+    crate::systemd::spawn_watchdog();
     if opts.dev_banner {
         print_banner(
             &peer_id.to_string(),
@@ -500,6 +502,7 @@ async fn serve(mut opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> 
     match outcome {
         Ok(reason) => {
             tracing::info!(?reason, "stopping the actor tree");
+            crate::systemd::stopping();
             chain.stop_accepting();
             // Every child has its own timeout; this bounds the whole tree.
             if let Err(e) = tree.stop(timeout * 4 + Duration::from_secs(5)).await {
@@ -830,6 +833,7 @@ fn watch_sighup(
     let mut reload = reload;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
+            crate::systemd::reloading();
             let (mut done, mut failed, mut restart) =
                 (Vec::<String>::new(), Vec::<String>::new(), Vec::<String>::new());
             if let Some(tls) = &tls {
@@ -886,6 +890,12 @@ fn watch_sighup(
                 "node.reload",
                 serde_json::json!({ "reloaded": done, "failed": failed, "needs_restart": restart }),
             );
+            crate::systemd::reloaded(&format!(
+                "running; last SIGHUP: {} reloaded, {} refused, {} need a restart",
+                done.len(),
+                failed.len(),
+                restart.len()
+            ));
         }
     });
     Ok(())
