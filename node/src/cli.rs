@@ -42,6 +42,48 @@ pub enum Command {
     /// The VDF: `calibrate` measures this machine's rate.
     #[command(subcommand)]
     Vdf(VdfCommand),
+    /// Print a shell completion script, e.g. `vigil completions bash > /etc/bash_completion.d/vigil`.
+    Completions(CompletionsArgs),
+    /// Write man pages (vigil.1 and one per subcommand) into --out, or print vigil(1).
+    Man(ManArgs),
+}
+
+/// `vigil completions SHELL` (also `vigilctl` and `vigil-testnet`).
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `vigil man [--out DIR]` (also `vigilctl` and `vigil-testnet`).
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Folder for NAME.1 and NAME-SUBCOMMAND.1 pages (e.g. /usr/local/share/man/man1);
+    /// without it the top page is printed.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+impl ManArgs {
+    /// Writes the pages of `cmd` as asked; prints what was written.
+    pub fn run(&self, cmd: clap::Command) -> anyhow::Result<()> {
+        match &self.out {
+            Some(dir) => {
+                let files = crate::cli_assets::man_pages(cmd, dir)?;
+                println!("wrote {} man pages to {}", files.len(), dir.display());
+            }
+            None => crate::cli_assets::man_page(cmd, &mut std::io::stdout().lock())?,
+        }
+        Ok(())
+    }
+}
+
+impl CompletionsArgs {
+    /// Prints the completion script of `cmd`.
+    pub fn run(&self, cmd: clap::Command) {
+        crate::cli_assets::completions(cmd, self.shell, &mut std::io::stdout().lock());
+    }
 }
 
 /// `vigil vdf ...`

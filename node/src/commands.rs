@@ -20,6 +20,11 @@ pub fn dispatch(command: Command) -> Result<()> {
         Command::Dev(args) => dev(DataDir::new(args.data_dir), args.flags),
         Command::Genesis(cmd) => genesis(cmd),
         Command::Vdf(VdfCommand::Calibrate(args)) => crate::calibrate::run(args),
+        Command::Completions(args) => {
+            args.run(<crate::cli::Cli as clap::CommandFactory>::command());
+            Ok(())
+        }
+        Command::Man(args) => args.run(<crate::cli::Cli as clap::CommandFactory>::command()),
     }
 }
 

@@ -16,6 +16,7 @@
 
 mod calibrate;
 pub mod cli;
+pub mod cli_assets;
 pub mod client;
 pub mod commands;
 pub mod config;

@@ -106,6 +106,10 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         kill_every: u64,
     },
+    /// Print a shell completion script, e.g. `vigil-testnet completions bash > /etc/bash_completion.d/vigil-testnet`.
+    Completions(vigil_node::cli::CompletionsArgs),
+    /// Write man pages (vigil-testnet.1 and one per subcommand) into --out, or print vigil-testnet(1).
+    Man(vigil_node::cli::ManArgs),
     /// Print a node's log (NODE is `2` or `node-2`).
     Logs {
         /// The testnet folder.
@@ -263,6 +267,8 @@ async fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Cmd::Completions(args) => args.run(<Cli as clap::CommandFactory>::command()),
+        Cmd::Man(args) => args.run(<Cli as clap::CommandFactory>::command())?,
         Cmd::Logs { dir, node } => {
             let m = Manifest::load(&dir)?;
             let n = m.node(&node)?;

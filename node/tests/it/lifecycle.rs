@@ -543,3 +543,45 @@ fn which(bin: &str) -> Result<std::path::PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+/// `vigil` and `vigilctl` write their man pages (one per subcommand, which
+/// groff renders without a warning) and bash completion scripts (which bash
+/// parses) from their clap definitions.
+#[test]
+fn completions_and_man_pages_come_from_the_command_line_definitions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let man = tmp.path().join("man1");
+    for (bin, sub) in [(vigil_bin(), "run"), (vigilctl_bin(), "storage-put")] {
+        let name = bin.file_name().unwrap().to_string_lossy().into_owned();
+        let o = Command::new(&bin)
+            .args(["man", "--out", s(&man)])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let page = man.join(format!("{name}-{sub}.1"));
+        let text = std::fs::read_to_string(&page).unwrap();
+        assert!(text.contains(&format!(".TH {name}-{sub}")), "{text}");
+        if let Ok(groff) = which("groff") {
+            let o = Command::new(groff)
+                .args(["-man", "-Tutf8", "-ww", "-z"])
+                .arg(&page)
+                .output()
+                .unwrap();
+            assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
+        }
+        let o = Command::new(&bin).args(["completions", "bash"]).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let script = tmp.path().join(format!("{name}.bash"));
+        std::fs::write(&script, &o.stdout).unwrap();
+        assert!(stdout(&o).contains("--data-dir"), "{}", stdout(&o));
+        let o = Command::new("bash").arg("-n").arg(&script).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = vigil(&["completions", "tcsh"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "an unknown shell is a usage error");
+    assert!(
+        stderr(&o).contains("bash") && stderr(&o).contains("zsh"),
+        "{}",
+        stderr(&o)
+    );
+}

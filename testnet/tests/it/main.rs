@@ -325,6 +325,20 @@ fn bad_input_is_refused_with_what_to_do() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("vigil-testnet up --dir"));
+    // Completions and man pages come from the same definition as the flags.
+    let out = Command::new(bin("vigil-testnet"))
+        .args(["completions", "fish"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kill-every"));
+    let out = Command::new(bin("vigil-testnet"))
+        .args(["man", "--out"])
+        .arg(dir.path().join("man"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(dir.path().join("man").join("vigil-testnet-start.1").is_file());
 }
 
 /// Short hash-mode epochs (dev preset, ~0.25 s) so tests see epochs without

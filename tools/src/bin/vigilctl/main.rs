@@ -142,6 +142,10 @@ enum Command {
         #[command(subcommand)]
         cmd: Option<keys::KeysCmd>,
     },
+    /// Print a shell completion script, e.g. `vigilctl completions bash > /etc/bash_completion.d/vigilctl`.
+    Completions(vigil_node::cli::CompletionsArgs),
+    /// Write man pages (vigilctl.1 and one per subcommand) into --out, or print vigilctl(1).
+    Man(vigil_node::cli::ManArgs),
     /// Call any RPC method; PARAMS is a JSON array.
     Call {
         /// Method name, e.g. node_info.
@@ -206,6 +210,15 @@ async fn run(cli: Cli) -> Result<()> {
     // only the admin commands need the RPC endpoint and its cookie.
     if let Command::Bus { cmd } = cli.command {
         return bus_cmd(&resolve, cmd, cli.json, cli.data_dir.as_deref()).await;
+    }
+    // Completions and man pages need no node.
+    match &cli.command {
+        Command::Completions(args) => {
+            args.run(<Cli as clap::CommandFactory>::command());
+            return Ok(());
+        }
+        Command::Man(args) => return args.run(<Cli as clap::CommandFactory>::command()),
+        _ => {}
     }
     let ep = resolve()?;
     match cli.command {
@@ -275,6 +288,7 @@ async fn run(cli: Cli) -> Result<()> {
             };
             audit::audit(&ep, cmd, cli.json).await?
         }
+        Command::Completions(_) | Command::Man(_) => unreachable!("handled before the endpoint"),
         Command::Call { method, params } => {
             let params: Value =
                 serde_json::from_str(&params).context("PARAMS must be a JSON array, e.g. '[1, \"x\"]'")?;
