@@ -501,7 +501,10 @@ async fn serve(mut opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> 
     ctx.set_ready(false);
     match outcome {
         Ok(reason) => {
-            tracing::info!(?reason, "stopping the actor tree");
+            tracing::info!(
+                reason = reason.as_ref().map(ShutdownReason::label),
+                "stopping the actor tree"
+            );
             crate::systemd::stopping();
             chain.stop_accepting();
             // Every child has its own timeout; this bounds the whole tree.
@@ -510,7 +513,7 @@ async fn serve(mut opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> 
             }
             p.db.flush().context("final database flush")?;
             checkpoint_audit(&checkpoints, &ctx.audit);
-            tracing::info!(uptime = ?started.elapsed(), "stopped cleanly");
+            tracing::info!(uptime_secs = started.elapsed().as_secs_f64(), "stopped cleanly");
             Ok(())
         }
         Err(why) => {
@@ -766,7 +769,9 @@ async fn launch_network(
         Some(audit.clone()),
     );
     let task = net.launch().await.context("cannot start the p2p network")?;
-    tracing::info!(addrs = ?net.dial_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(), "p2p network listening");
+    for addr in net.dial_addrs() {
+        tracing::info!(%addr, "p2p network listening");
+    }
     Ok((net, task))
 }
 

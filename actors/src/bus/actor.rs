@@ -55,7 +55,10 @@ impl Actor for BusActor {
             .into_actor(self)
             .map(|r, act, _| match r {
                 Ok(r) => act.running = Some(r),
-                Err(e) => tracing::error!(error = ?e, "cannot restart the bus listeners"),
+                Err(e) => tracing::error!(
+                    error = e.map(|e| e.to_string()).as_deref(),
+                    "cannot restart the bus listeners"
+                ),
             }),
         );
     }

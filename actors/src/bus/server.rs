@@ -81,7 +81,11 @@ pub async fn start(bus: Arc<Bus>, addr: SocketAddr) -> Result<RunningBus> {
         }
         None => None,
     };
-    tracing::info!(ws = %ws_addr, unix = ?unix_path, "bus listening");
+    tracing::info!(
+        ws = %ws_addr,
+        unix = unix_path.as_ref().map(|p| p.display().to_string()).as_deref(),
+        "bus listening"
+    );
     Ok(RunningBus {
         ws_addr,
         unix_path,

@@ -363,7 +363,7 @@ impl SecurityHub {
             }
             d.actions.push(a.describe());
         }
-        tracing::warn!(source = %d.source, kind = %d.kind, detail = %d.detail, actions = ?d.actions, "security detection");
+        tracing::warn!(source = %d.source, kind = %d.kind, detail = %d.detail, actions = %d.actions.join(","), "security detection");
         metrics::counter!(crate::metrics::SECURITY_DETECTIONS, "kind" => d.kind.clone()).increment(1);
         if let Some(a) = &self.audit {
             a.append_or_log("chain-monitor", "security.detection", json!(d));

@@ -179,6 +179,15 @@ pub enum Skipped {
     Quota,
 }
 
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Epoch(n) => write!(f, "epoch {n} is too far from ours"),
+            Self::Quota => f.write_str("its challenger has as many for that epoch as allowed"),
+        }
+    }
+}
+
 impl Recorder {
     /// A recorder over the node database, judging epochs against `head` (our epoch head).
     pub fn new(store: SledStore, head: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
@@ -293,7 +302,7 @@ impl GossipHandler for Recorder {
                 }
                 // Not invalid, not forwarded: late or early, or past its signer's share.
                 Ok(Err(why)) => {
-                    tracing::debug!(peer = %from, ?why, "attestation not recorded");
+                    tracing::debug!(peer = %from, why = %why, "attestation not recorded");
                     GossipVerdict::Ignore
                 }
                 Err(e) => {

@@ -66,7 +66,7 @@ impl Challenger {
             tracing::info!(%peer, dataset = %a.replica_root, "audit not answered: the prover stayed busy until the deadline (not a failure)");
         } else if r.outcome == AUDIT_FAILED {
             metrics::counter!(m::AUDITS, "result" => "failed").increment(1);
-            tracing::warn!(%peer, dataset = %a.replica_root, why = ?r.detail, "audit failed: scored as a failed proof");
+            tracing::warn!(%peer, dataset = %a.replica_root, why = r.detail.as_deref(), "audit failed: scored as a failed proof");
             self.inner.net.penalize(peer, Offence::FailedProof).await;
         } else {
             metrics::counter!(m::AUDITS, "result" => "ok").increment(1);

@@ -59,7 +59,10 @@ impl Actor for RpcActor {
             .map(|res, act, _| match res {
                 Ok(server) => act.server = server,
                 // Leaves the actor running without a server; the error says why.
-                Err(e) => tracing::error!(error = ?e, "cannot restart the admin RPC server"),
+                Err(e) => tracing::error!(
+                    error = e.map(|e| e.to_string()).as_deref(),
+                    "cannot restart the admin RPC server"
+                ),
             }),
         );
     }

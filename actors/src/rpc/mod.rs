@@ -65,6 +65,16 @@ pub enum ShutdownReason {
     Rpc,
 }
 
+impl ShutdownReason {
+    /// `SIGTERM`, `SIGINT` or `rpc`, as the log shows it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Signal(s) => s,
+            Self::Rpc => "rpc",
+        }
+    }
+}
+
 /// What `node_info` reports; fixed at start.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NodeInfo {

@@ -33,7 +33,11 @@ impl StoreActor {
         let t0 = std::time::Instant::now();
         let r = self.store.flush();
         match &r {
-            Ok(bytes) => tracing::info!(bytes, took = ?t0.elapsed(), "database flushed"),
+            Ok(bytes) => tracing::info!(
+                bytes,
+                took_ms = t0.elapsed().as_secs_f64() * 1000.0,
+                "database flushed"
+            ),
             Err(e) => tracing::error!(error = %e, "database flush failed"),
         }
         r

@@ -129,7 +129,11 @@ where
         Ok(Ok(())) => {}
         Ok(Err(msg)) => tracing::error!(actor = launch.entry.name, panic = %msg, "panicked while stopping"),
         Err(_) => {
-            tracing::warn!(actor = launch.entry.name, timeout = ?launch.shutdown, "did not stop in time; left stopped")
+            tracing::warn!(
+                actor = launch.entry.name,
+                timeout_ms = launch.shutdown.as_millis() as u64,
+                "did not stop in time; left stopped"
+            )
         }
     }
 }

@@ -259,7 +259,11 @@ impl Sup {
                     }
                 }
                 if !delay.is_zero() {
-                    tracing::warn!(actor = name, ?delay, "restart delayed by backoff");
+                    tracing::warn!(
+                        actor = name,
+                        delay_ms = delay.as_millis() as u64,
+                        "restart delayed by backoff"
+                    );
                 }
             }
             Decision::Escalate { stop } => {

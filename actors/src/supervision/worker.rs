@@ -115,7 +115,11 @@ async fn run(f: WorkerFn, mut cmds: mpsc::Receiver<Cmd>, launch: Launch) {
                 if let Some((done, stop)) = current.take() {
                     stop.store(true, Ordering::Release);
                     if tokio::time::timeout(launch.shutdown, done).await.is_err() {
-                        tracing::warn!(worker = name, timeout = ?launch.shutdown, "did not stop in time; thread abandoned");
+                        tracing::warn!(
+                            worker = name,
+                            timeout_ms = launch.shutdown.as_millis() as u64,
+                            "did not stop in time; thread abandoned"
+                        );
                     }
                 }
                 let ev = Event {

@@ -154,7 +154,7 @@ impl EvmChannels {
                     // round trips (it yields); retry within one.
                     let wait = c.rtt.mul_f64(rand::random::<f64>());
                     drop(c);
-                    tracing::debug!(channel = %hex_id(id), %why, ?wait, "both sides proposed at once; retrying");
+                    tracing::debug!(channel = %hex_id(id), %why, wait_ms = wait.as_secs_f64() * 1000.0, "both sides proposed at once; retrying");
                     tokio::time::sleep(wait).await;
                 }
             }

@@ -90,21 +90,53 @@ fn sigint_also_stops_cleanly() {
     let pass = pass_file(tmp.path());
     let data = tmp.path().join("data");
     init(&data, "dev", &pass);
-    let mut node = run_node(&data, &pass, &["--log-format", "json"]);
+    // With epochs and a reload, so more kinds of lines are written.
+    let mut cmd = run_cmd(&data, &pass, &["--log-format", "json"]);
+    cmd.env("VIGIL_VDF__COMPUTE", "true");
+    let mut node = Node::spawn(cmd, &data);
     node.wait_ready();
+    let t0 = Instant::now();
+    while !node.log().contains("epoch appended") {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", node.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    node.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
     node.signal("INT");
     assert!(node.wait_exit(20).success(), "{}", node.log());
-    // JSON log lines parse.
+    // JSON log lines parse, and their values are typed: numbers as numbers
+    // (durations in `_ms`/`_secs` keys), no Rust debug text (`Some(..)`,
+    // `None`, `520.6µs`, `[..]` inside a string).
     let lines: Vec<Value> = node
         .log()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(
-        lines.iter().any(|l| l["message"] == "stopped cleanly"),
-        "{}",
-        node.log()
-    );
+    let stopped = lines.iter().find(|l| l["message"] == "stopped cleanly").unwrap();
+    assert!(stopped["uptime_secs"].is_f64(), "{stopped}");
+    let flushed = lines.iter().find(|l| l["message"] == "database flushed").unwrap();
+    assert!(flushed["took_ms"].is_f64(), "{flushed}");
+    let stopping = lines
+        .iter()
+        .find(|l| l["message"] == "stopping the actor tree")
+        .unwrap();
+    assert_eq!(stopping["reason"], "SIGINT", "{stopping}");
+    let duration = |v: &str| {
+        let digits = v.trim_end_matches(|c: char| c.is_alphabetic() || c == 'µ');
+        digits != v && !digits.is_empty() && digits.parse::<f64>().is_ok()
+    };
+    for l in &lines {
+        for (k, v) in l.as_object().unwrap() {
+            let Some(v) = v.as_str() else { continue };
+            if k == "message" || k == "timestamp" {
+                continue;
+            }
+            assert!(
+                !v.starts_with("Some(") && v != "None" && !v.starts_with('[') && !duration(v),
+                "{k} = {v:?} in {l}"
+            );
+        }
+    }
 }
 
 #[test]
