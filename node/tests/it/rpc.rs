@@ -184,3 +184,50 @@ fn a_busy_rpc_port_is_a_clear_error() {
     // The failed start left no cookie or URL behind that points at the other node.
     assert!(!other.join("rpc.url").exists());
 }
+
+/// vigilctl's output conventions: an empty list is one line that says so
+/// (and what to do), never nothing or a bare header; `--json` is one
+/// pretty-printed document that parses, the same for every command.
+#[test]
+fn vigilctl_says_when_a_list_is_empty_and_json_is_pretty_everywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_node, _url) = dev_node(&tmp);
+    let dir = tmp.path().join("dev");
+    let ctl = |args: &[&str]| {
+        let mut all = vec!["--data-dir", s(&dir)];
+        all.extend_from_slice(args);
+        let o = vigilctl(&all);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    for (args, says) in [
+        (&["peers"][..], "no peers connected"),
+        (&["net", "bans"][..], "no bans"),
+        (&["net", "probes"][..], "no gossip probes received"),
+        (&["storage", "list"][..], "no datasets stored"),
+        (&["storage", "announced"][..], "no datasets announced"),
+        (&["storage", "jobs"][..], "no ingest jobs"),
+        (&["challenge", "stats"][..], "no challenges yet"),
+        (&["challenge", "attestations"][..], "no attestations"),
+        (&["keys"][..], "no API keys"),
+    ] {
+        let out = ctl(args);
+        assert_eq!(out.lines().count(), 1, "{args:?}: {out}");
+        assert!(out.starts_with(says), "{args:?}: {out}");
+    }
+    for args in [
+        &["--json", "peers"][..],
+        &["--json", "status"][..],
+        &["--json", "storage", "list"][..],
+        &["--json", "bus", "app-add", "demo"][..],
+        &["--json", "bus", "app-remove", "demo"][..],
+    ] {
+        let out = ctl(args);
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"));
+        assert_eq!(
+            out.trim_end(),
+            serde_json::to_string_pretty(&v).unwrap(),
+            "{args:?}"
+        );
+    }
+}

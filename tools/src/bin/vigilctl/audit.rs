@@ -33,7 +33,7 @@ pub(crate) async fn audit(ep: &Endpoint, cmd: AuditCmd, as_json: bool) -> Result
         AuditCmd::List { from, limit } => {
             let r = ep.call("audit_list", json!([from, limit])).await?;
             if as_json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                crate::print_json(&r)?;
             } else {
                 let list = r.as_array().cloned().unwrap_or_default();
                 if list.is_empty() {
@@ -53,7 +53,7 @@ pub(crate) async fn audit(ep: &Endpoint, cmd: AuditCmd, as_json: bool) -> Result
         AuditCmd::Verify => {
             let r = ep.call("audit_verify", json!([])).await?;
             if as_json {
-                println!("{r}");
+                crate::print_json(&r)?;
             }
             let n = |k: &str| r[k].as_u64().unwrap_or(0);
             if r["ok"] == true {

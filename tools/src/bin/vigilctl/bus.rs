@@ -130,9 +130,11 @@ pub(crate) async fn bus_cmd(
         BusCmd::Topics => {
             let r = rpc("bus_topics", json!([])).await?;
             if json_out {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                crate::print_json(&r)?;
             } else {
-                println!("{:<40} {:>8} {:>8}", "DURABLE TOPIC", "DEPTH", "GROUPS");
+                if !crate::none(&r["durable"], "no durable topics") {
+                    println!("{:<40} {:>8} {:>8}", "DURABLE TOPIC", "DEPTH", "GROUPS");
+                }
                 for t in r["durable"].as_array().cloned().unwrap_or_default() {
                     println!(
                         "{:<40} {:>8} {:>8}",
@@ -141,7 +143,9 @@ pub(crate) async fn bus_cmd(
                         t["groups"].as_u64().unwrap_or(0)
                     );
                 }
-                println!("{:<40} {:>8}", "LIVE TOPIC / PATTERN", "SUBS");
+                if !crate::none(&r["live"], "no live subscriptions") {
+                    println!("{:<40} {:>8}", "LIVE TOPIC / PATTERN", "SUBS");
+                }
                 for t in r["live"].as_array().cloned().unwrap_or_default() {
                     println!(
                         "{:<40} {:>8}",
@@ -154,8 +158,8 @@ pub(crate) async fn bus_cmd(
         BusCmd::Apps => {
             let r = rpc("bus_apps", json!([])).await?;
             if json_out {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
+                crate::print_json(&r)?;
+            } else if !crate::none(&r, "no bus apps (`vigilctl bus app-add NAME` adds one)") {
                 for a in r.as_array().cloned().unwrap_or_default() {
                     let grants: Vec<String> = a["grants"]
                         .as_array()
@@ -181,7 +185,7 @@ pub(crate) async fn bus_cmd(
         BusCmd::AppAdd { name } => {
             let r = rpc("bus_app_add", json!([name])).await?;
             if json_out {
-                println!("{r}");
+                crate::print_json(&r)?;
             } else {
                 println!("{}", r["token"].as_str().unwrap_or(""));
                 eprintln!("token for app `{name}` (shown once; grant it rights with `vigilctl bus grant {name} VERB PATTERN`)");
@@ -190,7 +194,7 @@ pub(crate) async fn bus_cmd(
         BusCmd::AppRemove { name } => {
             let r = rpc("bus_app_remove", json!([name])).await?;
             if json_out {
-                println!("{r}")
+                crate::print_json(&r)?
             } else {
                 println!("removed {name}")
             }
@@ -198,7 +202,7 @@ pub(crate) async fn bus_cmd(
         BusCmd::Grant { app, verb, pattern } => {
             let r = rpc("bus_grant", json!([app, verb, pattern])).await?;
             if json_out {
-                println!("{r}")
+                crate::print_json(&r)?
             } else {
                 println!("granted {verb}:{pattern} to {app}")
             }
@@ -206,7 +210,7 @@ pub(crate) async fn bus_cmd(
         BusCmd::Revoke { app, verb, pattern } => {
             let r = rpc("bus_revoke", json!([app, verb, pattern])).await?;
             if json_out {
-                println!("{r}")
+                crate::print_json(&r)?
             } else {
                 println!("revoked {verb}:{pattern} from {app}")
             }
@@ -251,10 +255,9 @@ pub(crate) async fn bus_cmd(
                 }
             }
             if json_out {
-                println!(
-                    "{}",
-                    json!({ "published": published, "confirmed": confirmed, "errors": failed })
-                );
+                crate::print_json(
+                    &json!({ "published": published, "confirmed": confirmed, "errors": failed }),
+                )?;
             } else {
                 println!("confirmed {confirmed} of {published} messages on {topic}");
                 for e in failed.iter().take(5) {
@@ -339,7 +342,10 @@ pub(crate) async fn queue_cmd(ep: &Endpoint, cmd: QueueCmd, json_out: bool) -> R
             let params = topic.map(|t| json!([t])).unwrap_or(json!([]));
             let r = ep.call("queue_stats", params).await?;
             if json_out {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                crate::print_json(&r)?;
+                return Ok(());
+            }
+            if crate::none(&r, "no durable topics") {
                 return Ok(());
             }
             println!(
@@ -390,15 +396,15 @@ pub(crate) async fn queue_cmd(ep: &Endpoint, cmd: QueueCmd, json_out: bool) -> R
             if replay {
                 let r = ep.call("queue_dlq_replay", json!([topic])).await?;
                 if json_out {
-                    println!("{r}")
+                    crate::print_json(&r)?
                 } else {
                     println!("replayed {} messages back to {topic}", r["replayed"])
                 }
             } else {
                 let r = ep.call("queue_dlq", json!([topic, from, limit])).await?;
                 if json_out {
-                    println!("{}", serde_json::to_string_pretty(&r)?);
-                } else {
+                    crate::print_json(&r)?;
+                } else if !crate::none(&r["items"], &format!("no dead letters on {topic}")) {
                     for m in r["items"].as_array().cloned().unwrap_or_default() {
                         println!(
                             "seq {} from {} ({} after {} deliveries): {}",

@@ -32,7 +32,10 @@ pub(crate) enum SecurityCmd {
 pub(crate) async fn chain(ep: &Endpoint, json_out: bool) -> Result<()> {
     let r = ep.call("chain_status", json!([])).await?;
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        crate::print_json(&r)?;
+        return Ok(());
+    }
+    if crate::none(&r, "no chain sources ([[chain.sources]] in the config)") {
         return Ok(());
     }
     println!(
@@ -65,7 +68,7 @@ pub(crate) async fn security(ep: &Endpoint, cmd: Option<SecurityCmd>, json_out: 
         Some(SecurityCmd::Alerts { limit }) => ep.call("chain_alerts", json!([limit])).await?,
     };
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        crate::print_json(&r)?;
         return Ok(());
     }
     match cmd {
@@ -109,6 +112,9 @@ pub(crate) async fn security(ep: &Endpoint, cmd: Option<SecurityCmd>, json_out: 
             );
         }
         Some(SecurityCmd::Alerts { .. }) => {
+            if crate::none(&r, "no security detections") {
+                return Ok(());
+            }
             for d in r.as_array().into_iter().flatten() {
                 println!(
                     "{} {:<10} {:<18} {}{}",
@@ -119,7 +125,10 @@ pub(crate) async fn security(ep: &Endpoint, cmd: Option<SecurityCmd>, json_out: 
                     d["actions"]
                         .as_array()
                         .filter(|a| !a.is_empty())
-                        .map(|a| format!(" -> {a:?}"))
+                        .map(|a| {
+                            let names: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
+                            format!(" -> {}", names.join(", "))
+                        })
                         .unwrap_or_default()
                 );
             }

@@ -4,10 +4,7 @@ use anyhow::Result;
 use serde_json::{json, Value};
 use vigil_tools::client::Endpoint;
 
-fn print_json(v: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
+use crate::print_json;
 
 fn print_epoch(e: &Value) {
     println!("epoch     {}", e["number"]);

@@ -53,7 +53,7 @@ pub(crate) async fn keys(ep: &Endpoint, cmd: Option<KeysCmd>, as_json: bool) -> 
         KeysCmd::List => {
             let r = ep.call("keys_list", json!([])).await?;
             if as_json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                crate::print_json(&r)?;
                 return Ok(());
             }
             let list = r.as_array().cloned().unwrap_or_default();
@@ -76,7 +76,7 @@ pub(crate) async fn keys(ep: &Endpoint, cmd: Option<KeysCmd>, as_json: bool) -> 
         KeysCmd::Add { name, role } => {
             let r: Value = ep.call("keys_add", json!([name, role])).await?;
             if as_json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                crate::print_json(&r)?;
             } else {
                 println!("{}", r["secret"].as_str().unwrap_or("?"));
                 eprintln!(
@@ -90,7 +90,7 @@ pub(crate) async fn keys(ep: &Endpoint, cmd: Option<KeysCmd>, as_json: bool) -> 
         KeysCmd::Revoke { name } => {
             let r = ep.call("keys_revoke", json!([name])).await?;
             if as_json {
-                println!("{r}");
+                crate::print_json(&r)?;
             } else {
                 println!("revoked `{name}`: it no longer works, also on open connections");
             }

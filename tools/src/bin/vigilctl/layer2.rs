@@ -98,7 +98,7 @@ pub(crate) async fn layer2(ep: &Endpoint, cmd: Option<Layer2Cmd>, json_out: bool
         Layer2Cmd::Dispute { channel } => ep.call("layer2_dispute", json!([channel])).await?,
     };
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        crate::print_json(&r)?;
         return Ok(());
     }
     match cmd {

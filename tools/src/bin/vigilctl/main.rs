@@ -194,6 +194,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Every list command says when its list is empty, in one line with what
+/// to do, instead of printing nothing or a bare header: prints `message`
+/// and returns true when `list` (an array or object) is empty or absent.
+pub(crate) fn none(list: &Value, message: &str) -> bool {
+    let empty = match list {
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => true,
+    };
+    if empty {
+        println!("{message}");
+    }
+    empty
+}
+
+/// `--json` output: pretty-printed, one document per command (`bus consume`
+/// alone streams, one compact message per line).
+pub(crate) fn print_json(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<()> {
     let resolve = || {
         let ep = match &cli.key {
@@ -237,7 +259,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Stop => {
             let r = ep.call("node_shutdown", json!([])).await?;
             if cli.json {
-                println!("{}", json!({ "result": r }));
+                print_json(&json!({ "result": r }))?;
             } else {
                 println!("node at {}: {}", ep.url, r.as_str().unwrap_or("shutting down"));
             }
@@ -251,7 +273,7 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let r = ep.call(method, params).await?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                crate::print_json(&r)?;
             } else {
                 match cmd {
                     None => print_tree(&r),
@@ -293,7 +315,7 @@ async fn run(cli: Cli) -> Result<()> {
             let params: Value =
                 serde_json::from_str(&params).context("PARAMS must be a JSON array, e.g. '[1, \"x\"]'")?;
             let r = ep.call(&method, params).await?;
-            println!("{}", serde_json::to_string_pretty(&r)?);
+            crate::print_json(&r)?;
         }
     }
     Ok(())

@@ -47,7 +47,13 @@ fn s(v: &Value) -> String {
 pub(crate) async fn peers(ep: &Endpoint, json_out: bool) -> Result<()> {
     let r = ep.call("net_peers", json!([])).await?;
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        crate::print_json(&r)?;
+        return Ok(());
+    }
+    if crate::none(
+        &r,
+        "no peers connected (the node dials network.bootnodes; `vigilctl net dial ADDR` dials one)",
+    ) {
         return Ok(());
     }
     let peers = r.as_array().cloned().unwrap_or_default();
@@ -71,7 +77,6 @@ pub(crate) async fn peers(ep: &Endpoint, json_out: bool) -> Result<()> {
             p["addresses"][0].as_str().unwrap_or("")
         );
     }
-    println!("{} peer(s)", peers.len());
     Ok(())
 }
 
@@ -88,7 +93,7 @@ pub(crate) async fn net_cmd(ep: &Endpoint, cmd: NetCmd, json_out: bool) -> Resul
     };
     let r = ep.call(method, params).await?;
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        crate::print_json(&r)?;
         return Ok(());
     }
     match cmd {
@@ -107,8 +112,10 @@ pub(crate) async fn net_cmd(ep: &Endpoint, cmd: NetCmd, json_out: bool) -> Resul
             }
         }
         NetCmd::Bans => {
-            let bans = r.as_array().cloned().unwrap_or_default();
-            for b in &bans {
+            if crate::none(&r, "no bans") {
+                return Ok(());
+            }
+            for b in r.as_array().into_iter().flatten() {
                 println!(
                     "{:<54} until {:>10}  {}",
                     s(&b["peer"]),
@@ -116,7 +123,6 @@ pub(crate) async fn net_cmd(ep: &Endpoint, cmd: NetCmd, json_out: bool) -> Resul
                     s(&b["reason"])
                 );
             }
-            println!("{} ban(s)", bans.len());
         }
         NetCmd::Ban { peer, .. } => println!("banned {peer}"),
         NetCmd::Unban { peer } => match r["was_banned"].as_bool() {
@@ -126,6 +132,12 @@ pub(crate) async fn net_cmd(ep: &Endpoint, cmd: NetCmd, json_out: bool) -> Resul
         NetCmd::Dial { addr } => println!("dialing {addr}"),
         NetCmd::Probe => println!("published probe {}", r["probe"]),
         NetCmd::Probes => {
+            if crate::none(
+                &r,
+                "no gossip probes received (`vigilctl net probe` on another node sends one)",
+            ) {
+                return Ok(());
+            }
             for p in r.as_array().cloned().unwrap_or_default() {
                 let ms = (p["received_at_us"].as_f64().unwrap_or(0.0)
                     - p["sent_at_us"].as_f64().unwrap_or(0.0))

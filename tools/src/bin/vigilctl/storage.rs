@@ -167,7 +167,7 @@ async fn put(ep: &Endpoint, file: &Path, name: Option<String>, no_wait: bool, js
     }
     let info = follow(ep, id, before.0, json_out).await?;
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        crate::print_json(&info)?;
     } else {
         println!(
             "stored {} ({} bytes)",
@@ -231,7 +231,7 @@ async fn follow(ep: &Endpoint, id: u64, size: u64, json_out: bool) -> Result<Val
 async fn jobs(ep: &Endpoint, json_out: bool) -> Result<()> {
     let r = ep.call("storage_jobs", json!([])).await?;
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        crate::print_json(&r)?;
         return Ok(());
     }
     let list = r.as_array().cloned().unwrap_or_default();
@@ -311,7 +311,7 @@ async fn get(ep: &Endpoint, dataset: &str, out: &Path, json_out: bool) -> Result
     }
     std::fs::rename(&tmp, out)?;
     if json_out {
-        println!("{}", json!({ "out": out, "bytes": offset, "root": root }));
+        crate::print_json(&json!({ "out": out, "bytes": offset, "root": root }))?;
     } else {
         println!(
             "wrote {} ({offset} bytes, verified against R {root})",
@@ -333,7 +333,15 @@ pub(crate) async fn storage_cmd(ep: &Endpoint, cmd: StorageCmd, json_out: bool) 
             };
             let r = ep.call(method, json!([])).await?;
             if json_out {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                crate::print_json(&r)?;
+                return Ok(());
+            }
+            let empty = if who == "name" {
+                "no datasets stored (`vigilctl storage put FILE` stores one)"
+            } else {
+                "no datasets announced by peers"
+            };
+            if crate::none(&r, empty) {
                 return Ok(());
             }
             println!("{:<54} {:>12}  R_p", who, "bytes");
@@ -352,7 +360,7 @@ pub(crate) async fn storage_cmd(ep: &Endpoint, cmd: StorageCmd, json_out: bool) 
             println!(
                 "{}",
                 if json_out {
-                    r.to_string()
+                    serde_json::to_string_pretty(&r)?
                 } else if r["removed"] == true {
                     let secs = r["delete_at_ms"]
                         .as_u64()
@@ -387,7 +395,7 @@ pub(crate) async fn challenge_cmd(ep: &Endpoint, cmd: ChallengeCmd, json_out: bo
         ChallengeCmd::Attestations { limit } => ep.call("challenge_attestations", json!([limit])).await?,
     };
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        crate::print_json(&r)?;
         return Ok(());
     }
     match cmd {
@@ -416,6 +424,12 @@ pub(crate) async fn challenge_cmd(ep: &Endpoint, cmd: ChallengeCmd, json_out: bo
             );
         }
         ChallengeCmd::Stats => {
+            if crate::none(
+                &r["peers"],
+                "no challenges yet (they start with epoch 1, once peers announce datasets)",
+            ) {
+                return Ok(());
+            }
             println!(
                 "{:<54} {:>6} {:>8} {:>9} {:>9}  last failure",
                 "peer", "runs", "success", "p50 ms", "p99 ms"
@@ -435,6 +449,9 @@ pub(crate) async fn challenge_cmd(ep: &Endpoint, cmd: ChallengeCmd, json_out: bo
             }
         }
         ChallengeCmd::Attestations { .. } => {
+            if crate::none(&r, "no attestations") {
+                return Ok(());
+            }
             for a in r.as_array().into_iter().flatten() {
                 println!(
                     "epoch {:>6}  {} -> {}  {}  {:.2} ms",
