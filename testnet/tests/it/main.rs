@@ -659,6 +659,26 @@ async fn three_nodes_store_and_challenge_each_other_and_ban_a_corrupt_prover() {
         r.as_array().unwrap().len() == 2
     })
     .await;
+    // The same through vigilctl continuity: status, proof, roots, check; a
+    // check that fails exits non-zero and says where the chain broke.
+    let st = vigilctl(&m.nodes[0], &["continuity"]);
+    assert_eq!(st["chains"], 1, "{st}");
+    let e = e.to_string();
+    let p = vigilctl(&m.nodes[0], &["continuity", "proof", &roots[0], &e]);
+    assert_eq!(p["verified"], true, "{p}");
+    let r = vigilctl(&m.nodes[0], &["continuity", "roots"]);
+    assert_eq!(r.as_array().unwrap().len(), 2, "{r}");
+    let c = vigilctl(&m.nodes[1], &["continuity", "check", &ids[0], &roots[0], &e]);
+    assert_eq!(c["verified"], true, "{c}");
+    let out = Command::new(bin("vigilctl"))
+        .arg("--data-dir")
+        .arg(&m.nodes[1].dir)
+        .args(["continuity", "check", &ids[0], &roots[1], &e])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chain BROKEN at epoch"), "{err}");
 
     // node-2's replica rots: every proof from it is now wrong; the others ban it.
     let rep = m.nodes[2].dir.join("storage").join(&roots[2]).join("replica");

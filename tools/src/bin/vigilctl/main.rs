@@ -11,6 +11,7 @@ use vigil_tools::client::Endpoint;
 mod audit;
 mod bus;
 mod chain;
+mod continuity;
 mod epoch;
 mod keys;
 mod layer2;
@@ -102,6 +103,11 @@ enum Command {
     Layer2 {
         #[command(subcommand)]
         cmd: Option<layer2::Layer2Cmd>,
+    },
+    /// Continuity chains: status (default), proof DATASET EPOCH, roots, check PEER DATASET FROM [TO].
+    Continuity {
+        #[command(subcommand)]
+        cmd: Option<continuity::ContinuityCmd>,
     },
     /// Availability challenges: run, audit, stats, attestations.
     Challenge {
@@ -292,6 +298,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Chain => chain::chain(&ep, cli.json).await?,
         Command::Security { cmd } => chain::security(&ep, cmd, cli.json).await?,
         Command::Challenge { cmd } => storage::challenge_cmd(&ep, cmd, cli.json).await?,
+        Command::Continuity { cmd } => continuity::continuity(&ep, cmd, cli.json).await?,
         Command::Layer2 { cmd } => layer2::layer2(&ep, cmd, cli.json).await?,
         Command::Net { cmd } => net::net_cmd(&ep, cmd, cli.json).await?,
         Command::Bus { .. } => unreachable!("handled above"),
