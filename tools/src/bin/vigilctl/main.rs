@@ -104,7 +104,7 @@ enum Command {
         #[command(subcommand)]
         cmd: Option<layer2::Layer2Cmd>,
     },
-    /// Continuity chains: status (default), proof DATASET EPOCH, roots, check PEER DATASET FROM [TO].
+    /// Continuity chains: status (default), `proof DATASET EPOCH`, roots, `check PEER DATASET FROM [TO]`.
     Continuity {
         #[command(subcommand)]
         cmd: Option<continuity::ContinuityCmd>,
