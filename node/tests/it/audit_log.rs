@@ -69,7 +69,7 @@ fn a_log_cut_off_or_rewritten_while_the_node_was_down_is_reported_where_it_break
         "{err}"
     );
     let o = ctl(&node, &["audit", "verify", "--json"]);
-    let v: Value = serde_json::from_str(stdout(&o).lines().next().unwrap()).unwrap();
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["ok"], false);
     assert_eq!(v["first_bad"], n - 2);
     stop(node);
