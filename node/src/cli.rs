@@ -151,6 +151,9 @@ pub struct NodeFlags {
     /// Bus WebSocket address (overrides bus.addr); loopback. Port 0 picks a free port (written to DIR/bus.url).
     #[arg(long, value_name = "HOST:PORT")]
     pub bus_addr: Option<SocketAddr>,
+    /// Serve GET /metrics (only) on this address too, e.g. 0.0.0.0:9645 for a Prometheus server elsewhere (overrides metrics.addr).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
     /// p2p listen multiaddr (repeatable; overrides network.listen).
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<String>,

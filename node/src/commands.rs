@@ -79,6 +79,7 @@ fn effective_config(dir: &DataDir, flags: &NodeFlags) -> Result<Config> {
         listen: flags.listen.clone(),
         log_format: flags.log_format,
         bus_addr: flags.bus_addr,
+        metrics_addr: flags.metrics_addr,
     };
     let vars: Vec<(String, String)> = std::env::vars().collect();
     Ok(config::load(file, &vars, &overrides)?)

@@ -35,6 +35,8 @@ pub struct Config {
     pub network: NetworkConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
+    /// `[metrics]`: a listener of its own for `/metrics`.
+    pub metrics: MetricsConfig,
     /// `[storage]`: sled.
     pub storage: StorageConfig,
     /// `[shutdown]`: stopping the actor tree.
@@ -306,6 +308,17 @@ impl Default for NetworkConfig {
             reconnect_max_ms: 60_000,
         }
     }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` (only) on this address too, for a Prometheus server
+    /// elsewhere; may be non-loopback. Unset: `/metrics` is on the admin
+    /// RPC's address only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<SocketAddr>,
 }
 
 /// `[log]`

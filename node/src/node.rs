@@ -417,6 +417,20 @@ async fn serve(mut opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> 
         other => anyhow::Error::new(other),
     })?;
     let url = server.url.clone();
+    // `/metrics` on an address of its own, for a Prometheus server elsewhere;
+    // it lives (this binding) until the node stops.
+    let _metrics_listener = match (opts.config.metrics.addr, &ctx.metrics) {
+        (Some(addr), Some(handle)) => Some(
+            rpc::serve_metrics(addr, handle.clone(), started, opts.config.rpc.allowed_hosts.clone())
+                .await
+                .map_err(|e| {
+                    anyhow::Error::new(e).context(format!(
+                        "the metrics listener cannot listen on {addr}: pick a free address with --metrics-addr or metrics.addr"
+                    ))
+                })?,
+        ),
+        _ => None,
+    };
 
     let db = p.db.clone();
     let rpc_ctx = ctx.clone();

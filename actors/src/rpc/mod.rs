@@ -22,6 +22,7 @@ mod key_methods;
 pub mod keys;
 mod listen;
 mod methods;
+mod metrics_listen;
 mod middleware;
 mod net_methods;
 mod rate;
@@ -49,6 +50,7 @@ pub use guard::{who, KEY_REVOKED, ROLE_REQUIRED};
 pub use keys::{ApiKeys, Caller};
 pub use listen::ClientAddr;
 pub use methods::AUDIT_FAILED;
+pub use metrics_listen::{serve_metrics, MetricsListener};
 pub use rate::{RateSettings, RATE_LIMITED};
 pub use roles::{role_of, Role, METHOD_ROLES};
 

@@ -39,6 +39,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("network.reconnect_max_ms", "largest redial delay, ms (reconnect_initial_ms..=3600000)"),
     ("log.level", "log filter in RUST_LOG syntax, e.g. \"info,vigil_actors=debug\"; RUST_LOG wins when set"),
     ("log.format", "\"pretty\" for people, \"json\" for log shippers"),
+    ("metrics.addr", "HOST:PORT serving GET /metrics (only, no credential) for a Prometheus server; may be non-loopback; the Host check of rpc.allowed_hosts applies; unset = /metrics on the admin RPC address only"),
     ("storage.cache_capacity_mb", "sled page cache in MiB (1..=65536)"),
     ("storage.flush_every_ms", "background flush period in ms (0..=60000; 0 = only on request and at shutdown)"),
     ("storage.max_dataset_mb", "largest dataset storage_put accepts, MiB (1..=1048576)"),
@@ -90,6 +91,7 @@ pub const KEYS: &[(&str, &str)] = &[
 pub(super) const UNSET_BY_DEFAULT: &[(&str, &str)] = &[
     ("rpc.tls_cert", "\"/etc/vigil/rpc.crt\""),
     ("rpc.tls_key", "\"/etc/vigil/rpc.key\""),
+    ("metrics.addr", "\"0.0.0.0:9645\""),
 ];
 
 /// `config.toml` as `vigil init` writes it: every key commented out at its default.

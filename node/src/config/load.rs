@@ -19,6 +19,8 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--bus-addr`.
     pub bus_addr: Option<SocketAddr>,
+    /// `--metrics-addr`.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Why a configuration was refused.
@@ -94,6 +96,9 @@ pub fn load(
     if let Some(addr) = overrides.bus_addr {
         builder = set(builder, "bus.addr", addr.to_string().into())?;
     }
+    if let Some(addr) = overrides.metrics_addr {
+        builder = set(builder, "metrics.addr", addr.to_string().into())?;
+    }
     if let Some(format) = overrides.log_format {
         builder = set(builder, "log.format", format.as_str().into())?;
     }
@@ -168,6 +173,7 @@ mod tests {
             listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
             log_format: Some(LogFormat::Pretty),
             bus_addr: Some("127.0.0.1:1004".parse().unwrap()),
+            metrics_addr: None,
         };
         let c = load(Some(file.path()), &vars, &flags).unwrap();
         assert_eq!(c.rpc.addr.port(), 1003);

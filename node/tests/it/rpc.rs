@@ -231,3 +231,84 @@ fn vigilctl_says_when_a_list_is_empty_and_json_is_pretty_everywhere() {
         );
     }
 }
+
+/// `--metrics-addr` serves GET /metrics (Prometheus text, no credential) on
+/// an address of its own and nothing else: no RPC, no other path, no other
+/// method, no foreign Host; a taken address is exit code 5.
+#[test]
+fn a_metrics_listener_of_its_own_serves_only_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let data = tmp.path().join("dev");
+    let mut node = Node::spawn(
+        vigil(&[
+            "dev",
+            "--data-dir",
+            s(&data),
+            "--rpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            &addr,
+        ]),
+        &data,
+    );
+    node.wait_ready();
+    let base = format!("http://{addr}");
+    let (status, resp) = http_get(&format!("{base}/metrics"));
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp.contains("text/plain; version=0.0.4"), "{resp}");
+    let families: Vec<_> = prometheus_parse::Scrape::parse(body(&resp).lines().map(|l| Ok(l.to_owned())))
+        .unwrap()
+        .samples;
+    for name in ["vigil_node_build_info", "vigil_node_uptime_seconds"] {
+        assert!(families.iter().any(|s| s.metric == name), "{name}: {resp}");
+    }
+    assert!(
+        node.log().contains(&format!("http://{addr}/metrics")),
+        "{}",
+        node.log()
+    );
+    for path in ["/health", "/ready", "/"] {
+        assert_eq!(http_get(&format!("{base}{path}")).0, 404, "{path}");
+    }
+    let (status, _) = http(
+        "POST",
+        &format!("{base}/metrics"),
+        &[("Content-Type", "application/json")],
+        r#"{"jsonrpc":"2.0","id":1,"method":"node_info","params":[]}"#,
+    );
+    assert_eq!(status, 405);
+    // A DNS-rebinding page: the right address under its own name.
+    let resp = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+    assert!(body(&resp).contains("rpc.allowed_hosts"), "{resp}");
+
+    // A second node on the same metrics address: the address is in use.
+    let other = tmp.path().join("other");
+    let o = vigil(&[
+        "dev",
+        "--data-dir",
+        s(&other),
+        "--rpc-addr",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        &addr,
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--metrics-addr"), "{}", stderr(&o));
+}
