@@ -250,6 +250,90 @@ pub fn describe(version: &'static str, genesis_short: String) {
     metrics::describe_counter!(BUS_ERRORS, "Error frames sent to apps, by code.");
     metrics::describe_counter!(BUS_DROPPED, "Live copies dropped for slow apps.");
     metrics::gauge!(BUILD_INFO, "version" => version, "genesis" => genesis_short).set(1.0);
+    zero_series();
+}
+
+/// Registers at zero every series whose labels are known in advance, so the
+/// first scrape has every subsystem: a dashboard or an alert on
+/// `rate(vigil_challenge_total{outcome="timeout"}[5m])` works before the
+/// first timeout (Prometheus cannot take a rate of a series that appears
+/// later at 1). Series labelled by a runtime name (topic, actor, peer
+/// protocol) appear with that name.
+fn zero_series() {
+    for name in [
+        RPC_UNAUTHORIZED,
+        NET_DIALS,
+        NET_DIAL_FAILURES,
+        NET_INCOMING_REFUSED,
+        NET_BANS,
+        NET_FOREIGN,
+        EPOCH_ROLLED_BACK,
+        VDF_ITERATIONS,
+        ATTESTATIONS,
+        BUS_FRAMES,
+        BUS_DROPPED,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for (method, _) in crate::rpc::roles::METHOD_ROLES {
+        for result in ["ok", "error"] {
+            metrics::counter!(RPC_REQUESTS, "method" => method, "result" => result).increment(0);
+        }
+    }
+    for reason in ["network", "per_ip", "tls", "host_origin"] {
+        metrics::counter!(RPC_REFUSED_CONNECTIONS, "reason" => reason).increment(0);
+    }
+    for limit in ["caller", "address"] {
+        metrics::counter!(RPC_RATE_LIMITED, "limit" => limit).increment(0);
+    }
+    for outcome in [
+        "ok",
+        "wrong",
+        "late",
+        "missing",
+        "malformed",
+        "refused",
+        "timeout",
+        "busy",
+    ] {
+        metrics::counter!(CHALLENGES, "outcome" => outcome).increment(0);
+    }
+    for answer in ["proofs", "audit", "missing", "refused", "busy"] {
+        metrics::counter!(CHALLENGES_ANSWERED, "answer" => answer).increment(0);
+    }
+    for result in ["ok", "failed", "busy"] {
+        metrics::counter!(AUDITS, "result" => result).increment(0);
+    }
+    for origin in ["local", "gossip", "sync"] {
+        metrics::counter!(EPOCH_ACCEPTED, "origin" => origin).increment(0);
+    }
+    for reason in [
+        "malformed",
+        "invalid",
+        "conflict",
+        "failed_full_check",
+        "anchor_unknown",
+        "known_forgery",
+        "over_budget",
+    ] {
+        metrics::counter!(EPOCH_REJECTED, "reason" => reason).increment(0);
+    }
+    for offence in [
+        "malformed",
+        "oversized",
+        "invalid_gossip",
+        "failed_proof",
+        "late_proof",
+        "unbacked_claim",
+        "flood",
+    ] {
+        metrics::counter!(NET_OFFENCES, "offence" => offence).increment(0);
+    }
+    for direction in ["inbound", "outbound"] {
+        metrics::gauge!(NET_PEERS, "direction" => direction).set(0.0);
+    }
+    metrics::gauge!(NET_BANNED).set(0.0);
+    metrics::gauge!(EPOCH_SYNC_REMAINING).set(0.0);
 }
 
 /// Refreshes gauges computed on scrape.

@@ -268,6 +268,26 @@ fn a_metrics_listener_of_its_own_serves_only_metrics() {
     for name in ["vigil_node_build_info", "vigil_node_uptime_seconds"] {
         assert!(families.iter().any(|s| s.metric == name), "{name}: {resp}");
     }
+    // Every subsystem from the first scrape: series with known labels are
+    // there at zero before anything happened (a rate() needs them).
+    for (name, label, value) in [
+        ("vigil_challenge_total", "outcome", "timeout"),
+        ("vigil_challenge_answered_total", "answer", "busy"),
+        ("vigil_epoch_rejected_total", "reason", "invalid"),
+        ("vigil_net_offences_total", "offence", "flood"),
+        ("vigil_rpc_requests_total", "method", "storage_put_finish"),
+        ("vigil_rpc_refused_total", "reason", "host_origin"),
+    ] {
+        let zero = families
+            .iter()
+            .find(|s| s.metric == name && s.labels.get(label) == Some(value));
+        assert!(
+            zero.is_some_and(|s| matches!(s.value, prometheus_parse::Value::Counter(v) if v == 0.0)),
+            "{name}{{{label}={value}}} not at 0 on the first scrape: {resp}"
+        );
+    }
+    let names: std::collections::BTreeSet<&str> = families.iter().map(|s| s.metric.as_str()).collect();
+    eprintln!("{} metric families on the first scrape", names.len());
     assert!(
         node.log().contains(&format!("http://{addr}/metrics")),
         "{}",
