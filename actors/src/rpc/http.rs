@@ -155,15 +155,7 @@ impl<S> AdminHttp<S> {
             "/ready" if ctx.is_ready() => Some(text(StatusCode::OK, "ready\n".into())),
             "/ready" => Some(text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())),
             "/metrics" => Some(match &ctx.metrics {
-                Some(handle) => {
-                    m::on_scrape(ctx.started);
-                    let mut resp = text(StatusCode::OK, handle.render());
-                    resp.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                    );
-                    resp
-                }
+                Some(handle) => scrape(handle, ctx.started),
                 None => text(StatusCode::NOT_FOUND, "metrics are disabled\n".into()),
             }),
             _ => None,
@@ -215,7 +207,22 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn text(status: StatusCode, body: String) -> HttpResponse {
+/// A scrape of `handle` in the Prometheus text format (the admin RPC's
+/// `/metrics` and the metrics listener's).
+pub(super) fn scrape(
+    handle: &metrics_exporter_prometheus::PrometheusHandle,
+    started: std::time::Instant,
+) -> HttpResponse {
+    m::on_scrape(started);
+    let mut resp = text(StatusCode::OK, handle.render());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+pub(super) fn text(status: StatusCode, body: String) -> HttpResponse {
     let mut resp = HttpResponse::new(HttpBody::from(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

@@ -11,11 +11,12 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use http::{header, Method, StatusCode};
-use jsonrpsee::server::{HttpBody, HttpResponse};
+use http::{Method, StatusCode};
+use jsonrpsee::server::HttpResponse;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::browser::BrowserPolicy;
+use super::http::{scrape, text};
 use crate::error::{Error, Result};
 use crate::metrics as m;
 
@@ -98,21 +99,5 @@ fn answer<B>(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics\n".into());
     }
-    m::on_scrape(started);
-    let mut resp = text(StatusCode::OK, handle.render());
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    resp
-}
-
-fn text(status: StatusCode, body: String) -> HttpResponse {
-    let mut resp = HttpResponse::new(HttpBody::from(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
+    scrape(handle, started)
 }
