@@ -18,6 +18,9 @@ pub const RPC_RATE_LIMITED: &str = "vigil_rpc_rate_limited_total";
 pub const RPC_REFUSED_CONNECTIONS: &str = "vigil_rpc_refused_total";
 /// Seconds since the node started.
 pub const UPTIME: &str = "vigil_node_uptime_seconds";
+/// 1 while the node is ready (what `GET /ready` answers 200 for: started,
+/// with a peer unless alone by design, epochs synced), 0 otherwise.
+pub const READY: &str = "vigil_node_ready";
 /// Constant 1, labelled with the build's `version` and the `genesis` hash prefix.
 pub const BUILD_INFO: &str = "vigil_node_build_info";
 
@@ -48,6 +51,8 @@ pub const QUEUE_DEAD_LETTERED: &str = "vigil_queue_dead_lettered_total";
 pub const QUEUE_DEPTH: &str = "vigil_queue_depth";
 /// Pending deliveries of a group, labelled `topic` and `group`.
 pub const QUEUE_IN_FLIGHT: &str = "vigil_queue_in_flight";
+/// Bytes stored (encoded messages, headers included), labelled `topic`.
+pub const QUEUE_PUBLISHED_BYTES: &str = "vigil_queue_published_bytes_total";
 /// Publish -> confirm latency.
 pub const QUEUE_CONFIRM_DURATION: &str = "vigil_queue_confirm_duration_seconds";
 /// Duration of one group-commit fsync.
@@ -77,7 +82,8 @@ pub const NET_DIAL_FAILURES: &str = "vigil_net_dial_failures_total";
 pub const NET_INCOMING_REFUSED: &str = "vigil_net_incoming_refused_total";
 /// Bytes of vigil protocol frames and gossip, labelled `protocol` and `direction`.
 pub const NET_BYTES: &str = "vigil_net_bytes_total";
-/// Gossip messages, labelled `topic` and `result` (`published` | `accepted` | `rejected`).
+/// Gossip messages, labelled `topic` and `result` (`published` | `accepted` |
+/// `ignored` | `rejected`).
 pub const NET_GOSSIP: &str = "vigil_net_gossip_messages_total";
 /// Scores of connected peers, sampled every tick.
 pub const NET_PEER_SCORE: &str = "vigil_net_peer_score";
@@ -133,6 +139,30 @@ pub const SECURITY_DETECTIONS: &str = "vigil_security_detections_total";
 pub const CHAIN_HEAD: &str = "vigil_chain_head";
 /// 1 while a chain source is healthy, labelled `source`.
 pub const CHAIN_HEALTHY: &str = "vigil_chain_healthy";
+/// Blocks between a chain source's head and its finalized block, labelled `source`.
+pub const CHAIN_FINALITY_LAG: &str = "vigil_chain_finality_lag_blocks";
+/// Seconds since a chain source last showed a new head, labelled `source`.
+pub const CHAIN_HEAD_AGE: &str = "vigil_chain_head_age_seconds";
+/// Reorgs seen, labelled `source`.
+pub const CHAIN_REORGS: &str = "vigil_chain_reorgs_total";
+/// Depth of each reorg seen, in blocks.
+pub const CHAIN_REORG_DEPTH: &str = "vigil_chain_reorg_depth_blocks";
+/// Kinds of [`SECURITY_DETECTIONS`] a chain monitor raises.
+pub const DETECTION_KINDS: [&str; 7] = [
+    "reorg",
+    "height_regression",
+    "stall",
+    "interval_anomaly",
+    "outage",
+    "source_error",
+    "recovery",
+];
+
+/// Bytes the node's database (sled) takes on disk.
+pub const STORAGE_DB_SIZE: &str = "vigil_storage_db_size_bytes";
+
+/// Buckets of [`CHAIN_REORG_DEPTH`].
+pub const REORG_DEPTH_BUCKETS: [f64; 7] = [1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 64.0];
 
 /// Buckets of [`NET_PEER_SCORE`].
 pub const SCORE_BUCKETS: [f64; 9] = [-50.0, -20.0, -10.0, -1.0, 0.0, 1.0, 10.0, 20.0, 50.0];
@@ -162,6 +192,10 @@ pub fn describe(version: &'static str, genesis_short: String) {
         "Admin RPC calls refused for the caller's role or a revoked API key."
     );
     metrics::describe_gauge!(UPTIME, metrics::Unit::Seconds, "Seconds since the node started.");
+    metrics::describe_gauge!(
+        READY,
+        "1 while the node is ready (GET /ready answers 200): started, with a peer, epochs synced."
+    );
     metrics::describe_gauge!(BUILD_INFO, "Build version and genesis of this node; always 1.");
     metrics::describe_counter!(ACTOR_RESTARTS, "Actor restarts (crash and operator).");
     metrics::describe_gauge!(ACTOR_UP, "1 while the actor runs.");
@@ -245,6 +279,31 @@ pub fn describe(version: &'static str, genesis_short: String) {
         metrics::Unit::Seconds,
         "Group-commit fsync duration."
     );
+    metrics::describe_counter!(
+        QUEUE_PUBLISHED_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes stored per topic (encoded messages)."
+    );
+    metrics::describe_gauge!(CHAIN_HEAD, "Head height of each chain source (blocks).");
+    metrics::describe_gauge!(CHAIN_HEALTHY, "1 while a chain source answers and checks out.");
+    metrics::describe_gauge!(
+        CHAIN_FINALITY_LAG,
+        "Blocks between a chain source's head and its finalized block."
+    );
+    metrics::describe_gauge!(
+        CHAIN_HEAD_AGE,
+        metrics::Unit::Seconds,
+        "Seconds since a chain source last showed a new head."
+    );
+    metrics::describe_counter!(CHAIN_REORGS, "Reorgs seen per chain source.");
+    metrics::describe_histogram!(CHAIN_REORG_DEPTH, "Depth of each reorg seen, in blocks.");
+    metrics::describe_counter!(SECURITY_DETECTIONS, "Chain security detections raised, by kind.");
+    metrics::describe_gauge!(
+        STORAGE_DB_SIZE,
+        metrics::Unit::Bytes,
+        "Bytes the node's database takes on disk."
+    );
+    PROCESS.describe();
     metrics::describe_gauge!(BUS_SESSIONS, "Connected bus sessions.");
     metrics::describe_counter!(BUS_FRAMES, "Frames received from apps.");
     metrics::describe_counter!(BUS_ERRORS, "Error frames sent to apps, by code.");
@@ -279,6 +338,9 @@ fn zero_series() {
         for result in ["ok", "error"] {
             metrics::counter!(RPC_REQUESTS, "method" => method, "result" => result).increment(0);
         }
+    }
+    for (method, _) in crate::rpc::roles::METHOD_ROLES {
+        metrics::counter!(RPC_DENIED, "method" => method).increment(0);
     }
     for reason in ["network", "per_ip", "tls", "host_origin"] {
         metrics::counter!(RPC_REFUSED_CONNECTIONS, "reason" => reason).increment(0);
@@ -332,11 +394,50 @@ fn zero_series() {
     for direction in ["inbound", "outbound"] {
         metrics::gauge!(NET_PEERS, "direction" => direction).set(0.0);
     }
+    // A histogram handle renders its buckets at zero until the first sample.
+    for name in [
+        CHALLENGE_RTT,
+        EPOCH_VERIFY_DURATION,
+        CONTINUITY_EPOCH_DURATION,
+        QUEUE_CONFIRM_DURATION,
+        QUEUE_FLUSH_DURATION,
+        CHAIN_REORG_DEPTH,
+    ] {
+        let _ = metrics::histogram!(name);
+    }
+    for kind in DETECTION_KINDS {
+        metrics::counter!(SECURITY_DETECTIONS, "kind" => kind).increment(0);
+    }
+    for kind in crate::net::limits::Work::ALL {
+        for reason in ["quota", "busy"] {
+            metrics::counter!(NET_REQUESTS_REFUSED, "kind" => kind.as_str(), "reason" => reason).increment(0);
+        }
+    }
+    for direction in ["in", "out"] {
+        metrics::counter!(NET_BYTES, "protocol" => "gossip", "direction" => direction).increment(0);
+    }
+    for code in ["forbidden_origin", "too_many_connections"] {
+        metrics::counter!(BUS_ERRORS, "code" => code).increment(0);
+    }
+    metrics::gauge!(BUS_SESSIONS).set(0.0);
+    metrics::gauge!(CONTINUITY_CHAINS).set(0.0);
+    // No rate until the worker's first checkpoint (and none on a node that
+    // does not compute epochs).
+    metrics::gauge!(VDF_RATE).set(0.0);
     metrics::gauge!(NET_BANNED).set(0.0);
     metrics::gauge!(EPOCH_SYNC_REMAINING).set(0.0);
 }
 
+/// The process collector: `process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_open_fds`, `process_max_fds`,
+/// `process_threads`, `process_start_time_seconds` and the virtual memory
+/// gauges, the names every Prometheus client library uses.
+static PROCESS: std::sync::LazyLock<metrics_process::Collector> =
+    std::sync::LazyLock::new(metrics_process::Collector::default);
+
 /// Refreshes gauges computed on scrape.
-pub fn on_scrape(started: Instant) {
+pub fn on_scrape(started: Instant, ready: bool) {
     metrics::gauge!(UPTIME).set(started.elapsed().as_secs_f64());
+    metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+    PROCESS.collect();
 }

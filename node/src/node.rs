@@ -166,12 +166,19 @@ const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// With `install_recorder` the exporter keeps every observation until this
 /// upkeep (or a scrape) drains it: a node nobody scrapes would grow by about
 /// 8 bytes per observation, one per confirmed publish among others.
-fn spawn_metrics_upkeep(handle: PrometheusHandle) {
+/// The same tick samples the database's size on disk (a directory walk,
+/// too slow to do on every scrape of a large store).
+fn spawn_metrics_upkeep(handle: PrometheusHandle, db: SledStore) {
     tokio::spawn(async move {
+        let size = metrics::gauge!(vigil_actors::metrics::STORAGE_DB_SIZE);
         let mut tick = tokio::time::interval(METRICS_UPKEEP_EVERY);
         loop {
             tick.tick().await;
             handle.run_upkeep();
+            let db = db.clone();
+            if let Ok(bytes) = tokio::task::spawn_blocking(move || db.size_on_disk()).await {
+                size.set(bytes as f64);
+            }
         }
     });
 }
@@ -186,6 +193,11 @@ fn install_metrics() -> Result<PrometheusHandle> {
         .set_buckets_for_metric(
             Matcher::Full(vigil_actors::metrics::NET_PEER_SCORE.into()),
             &vigil_actors::metrics::SCORE_BUCKETS,
+        )
+        .context("metrics buckets")?
+        .set_buckets_for_metric(
+            Matcher::Full(vigil_actors::metrics::CHAIN_REORG_DEPTH.into()),
+            &vigil_actors::metrics::REORG_DEPTH_BUCKETS,
         )
         .context("metrics buckets")?
         .install_recorder()
@@ -238,7 +250,7 @@ async fn serve(mut opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> 
     let _runtime_files = RuntimeFiles(opts.dir.root().to_owned());
     let (tx, mut rx) = mpsc::channel(4);
     watch_signals(tx.clone())?;
-    spawn_metrics_upkeep(metrics.clone());
+    spawn_metrics_upkeep(metrics.clone(), p.db.clone());
     let timeout = Duration::from_millis(opts.config.shutdown.actor_timeout_ms);
     let peer_id = p.key.keypair.public().to_peer_id();
     if !p.key.encrypted {
@@ -421,7 +433,7 @@ async fn serve(mut opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> 
     // it lives (this binding) until the node stops.
     let _metrics_listener = match (opts.config.metrics.addr, &ctx.metrics) {
         (Some(addr), Some(handle)) => Some(
-            rpc::serve_metrics(addr, handle.clone(), started, opts.config.rpc.allowed_hosts.clone())
+            rpc::serve_metrics(addr, handle.clone(), ctx.clone(), opts.config.rpc.allowed_hosts.clone())
                 .await
                 .map_err(|e| {
                     anyhow::Error::new(e).context(format!(

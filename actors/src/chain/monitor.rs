@@ -124,6 +124,10 @@ pub async fn follow(f: Arc<Followed>, hub: Arc<SecurityHub>) {
     let mut stalled = false;
     let mut intervals: Vec<f64> = Vec::new();
     let mut polls = 0u64;
+    let reorgs = metrics::counter!(m::CHAIN_REORGS, "source" => name.clone());
+    reorgs.increment(0);
+    let head_age = metrics::gauge!(m::CHAIN_HEAD_AGE, "source" => name.clone());
+    metrics::gauge!(m::CHAIN_HEALTHY, "source" => name.clone()).set(0.0);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -203,6 +207,9 @@ pub async fn follow(f: Arc<Followed>, hub: Arc<SecurityHub>) {
                         st.finalized = fin;
                     }
                     st.lag = st.finalized.map(|x| head.height.saturating_sub(x));
+                    if let Some(lag) = st.lag {
+                        metrics::gauge!(m::CHAIN_FINALITY_LAG, "source" => name.clone()).set(lag as f64);
+                    }
                 });
                 metrics::gauge!(m::CHAIN_HEAD, "source" => name.clone()).set(head.height as f64);
                 let now = Some((head.height, head.hash.clone()));
@@ -223,6 +230,8 @@ pub async fn follow(f: Arc<Followed>, hub: Arc<SecurityHub>) {
                             old,
                             new,
                         } => {
+                            reorgs.increment(1);
+                            metrics::histogram!(m::CHAIN_REORG_DEPTH).record(depth as f64);
                             let d = Detection {
                                 kind: "reorg".into(),
                                 detail: format!("{depth} block(s) replaced above height {ancestor}"),
@@ -249,6 +258,7 @@ pub async fn follow(f: Arc<Followed>, hub: Arc<SecurityHub>) {
             }
         }
         let quiet = last_head_at.elapsed().as_secs_f64();
+        head_age.set(quiet);
         if !stalled && !down && quiet > s.block_time.as_secs_f64() * s.stall_factor {
             stalled = true;
             let d = Detection {

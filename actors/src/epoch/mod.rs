@@ -292,6 +292,7 @@ impl Chain {
         if let Some(n) = &chain.inner.net {
             n.set_epoch_source(Arc::new(chain.clone()));
         }
+        metrics::gauge!(m::EPOCH_FINAL_HEAD).set(chain.final_head() as f64);
         Ok(chain)
     }
 

@@ -155,6 +155,9 @@ pub(super) async fn launch(net: Network) -> Result<tokio::task::JoinHandle<()>> 
         .gossipsub
         .subscribe(&net.inner.names.epoch_topic)
         .map_err(|e| Error::Invalid(format!("cannot subscribe to the epoch topic: {e}")))?;
+    for result in ["published", "accepted", "ignored", "rejected"] {
+        metrics::counter!(m::NET_GOSSIP, "topic" => "epochs", "result" => result).increment(0);
+    }
     {
         // A relaunch (actor restart) lists what the new swarm binds, not the old one's.
         let mut snap = lock(&net.inner.snapshot);

@@ -140,6 +140,7 @@ struct Topic {
     /// Metric handles of the topic, looked up once (a lookup per publish
     /// hashes the name and its labels).
     published: metrics::Counter,
+    published_bytes: metrics::Counter,
     depth: metrics::Gauge,
 }
 
@@ -228,10 +229,22 @@ impl Queues {
             return Ok(t.clone());
         }
         let state = TopicState::load(&self.store, self.config_for(name))?;
+        // Every counter of the topic from its first scrape, so rate() works
+        // before the first ack, nak or dead letter.
+        for c in [
+            m::QUEUE_DELIVERED,
+            m::QUEUE_ACKED,
+            m::QUEUE_NAKD,
+            m::QUEUE_REDELIVERED,
+            m::QUEUE_DEAD_LETTERED,
+        ] {
+            metrics::counter!(c, "topic" => name.to_owned()).increment(0);
+        }
         let t = Arc::new(Topic {
             state: Mutex::new(state),
             notify: Notify::new(),
             published: metrics::counter!(m::QUEUE_PUBLISHED, "topic" => name.to_owned()),
+            published_bytes: metrics::counter!(m::QUEUE_PUBLISHED_BYTES, "topic" => name.to_owned()),
             depth: metrics::gauge!(m::QUEUE_DEPTH, "topic" => name.to_owned()),
         });
         topics.insert(name.to_owned(), t.clone());
@@ -282,6 +295,7 @@ impl Queues {
                     };
                     let (seq, bytes) = st.append(&self.store, env, msg_id.as_deref())?;
                     t.published.increment(1);
+                    t.published_bytes.increment(bytes.len() as u64);
                     // Logged under the topic's lock: the log holds a topic's
                     // messages in sequence order, so a confirmed one never
                     // follows a lost one.

@@ -155,7 +155,7 @@ impl<S> AdminHttp<S> {
             "/ready" if ctx.is_ready() => Some(text(StatusCode::OK, "ready\n".into())),
             "/ready" => Some(text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())),
             "/metrics" => Some(match &ctx.metrics {
-                Some(handle) => scrape(handle, ctx.started),
+                Some(handle) => scrape(handle, ctx),
                 None => text(StatusCode::NOT_FOUND, "metrics are disabled\n".into()),
             }),
             _ => None,
@@ -211,9 +211,9 @@ fn same(a: &str, b: &str) -> bool {
 /// `/metrics` and the metrics listener's).
 pub(super) fn scrape(
     handle: &metrics_exporter_prometheus::PrometheusHandle,
-    started: std::time::Instant,
+    ctx: &NodeContext,
 ) -> HttpResponse {
-    m::on_scrape(started);
+    m::on_scrape(ctx.started, ctx.is_ready());
     let mut resp = text(StatusCode::OK, handle.render());
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

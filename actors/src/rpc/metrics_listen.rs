@@ -9,7 +9,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
 
 use http::{Method, StatusCode};
 use jsonrpsee::server::HttpResponse;
@@ -17,6 +17,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::browser::BrowserPolicy;
 use super::http::{scrape, text};
+use super::NodeContext;
 use crate::error::{Error, Result};
 use crate::metrics as m;
 
@@ -34,11 +35,12 @@ impl Drop for MetricsListener {
     }
 }
 
-/// Binds `addr` and serves `/metrics` from `handle` until dropped.
+/// Binds `addr` and serves `/metrics` from `handle` until dropped (`ctx`
+/// gives the gauges computed on scrape: uptime, readiness).
 pub async fn serve_metrics(
     addr: SocketAddr,
     handle: PrometheusHandle,
-    started: Instant,
+    ctx: Arc<NodeContext>,
     allowed_hosts: Vec<String>,
 ) -> Result<MetricsListener> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -67,9 +69,9 @@ pub async fn serve_metrics(
                     continue;
                 }
             };
-            let (handle, policy) = (handle.clone(), policy.clone());
+            let (handle, policy, ctx) = (handle.clone(), policy.clone(), ctx.clone());
             let svc = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let resp = answer(&req, &handle, started, &policy, local_addr);
+                let resp = answer(&req, &handle, &ctx, &policy, local_addr);
                 std::future::ready(Ok::<_, Infallible>(resp))
             });
             tokio::spawn(jsonrpsee::server::serve(conn, svc));
@@ -82,7 +84,7 @@ pub async fn serve_metrics(
 fn answer<B>(
     req: &http::Request<B>,
     handle: &PrometheusHandle,
-    started: Instant,
+    ctx: &NodeContext,
     policy: &BrowserPolicy,
     bound: SocketAddr,
 ) -> HttpResponse {
@@ -99,5 +101,5 @@ fn answer<B>(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics\n".into());
     }
-    scrape(handle, started)
+    scrape(handle, ctx)
 }

@@ -19,11 +19,11 @@ fn anvil_bin() -> std::path::PathBuf {
     })
 }
 
-struct Anvil(std::process::Child);
+pub(crate) struct Anvil(std::process::Child);
 
 impl Anvil {
     /// anvil on a free port with `extra` flags; returns it and its HTTP URL once it answers.
-    fn start(extra: &[&str]) -> (Self, u16, String) {
+    pub(crate) fn start(extra: &[&str]) -> (Self, u16, String) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -53,7 +53,7 @@ impl Drop for Anvil {
     }
 }
 
-fn eth(url: &str, method: &str, params: Value) -> Value {
+pub(crate) fn eth(url: &str, method: &str, params: Value) -> Value {
     let req = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
     let (status, resp) = http("POST", url, &[("Content-Type", "application/json")], &req);
     assert_eq!(status, 200, "{method}: {resp}");

@@ -14,6 +14,7 @@ mod crash;
 mod epochs;
 mod genesis_cli;
 mod lifecycle;
+mod metrics;
 mod rpc;
 mod rpc_remote;
 mod rpc_roles;
