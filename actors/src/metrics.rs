@@ -72,7 +72,7 @@ pub const SECONDS_BUCKETS: [f64; 14] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0,
 ];
 
-/// Connected peers, labelled `direction` (`inbound` | `outbound`).
+/// Connected member peers (status exchanged), labelled `direction` (`inbound` | `outbound`).
 pub const NET_PEERS: &str = "vigil_net_peers";
 /// Outbound dials started.
 pub const NET_DIALS: &str = "vigil_net_dials_total";
@@ -87,8 +87,9 @@ pub const NET_BYTES: &str = "vigil_net_bytes_total";
 pub const NET_GOSSIP: &str = "vigil_net_gossip_messages_total";
 /// Scores of connected peers, sampled every tick.
 pub const NET_PEER_SCORE: &str = "vigil_net_peer_score";
-/// Inbound requests answered "busy", labelled `kind` and `reason`
-/// (`quota`: past the peer's share; `busy`: every slot taken).
+/// Inbound requests answered "busy" or refused, labelled `kind` and `reason`
+/// (`quota`: past the peer's share; `busy`: every slot taken; `not_member`:
+/// from a peer that never exchanged a status of our genesis, closed unanswered).
 pub const NET_REQUESTS_REFUSED: &str = "vigil_net_requests_refused_total";
 /// Offences scored, labelled `offence`.
 pub const NET_OFFENCES: &str = "vigil_net_offences_total";
@@ -212,7 +213,10 @@ pub fn describe(version: &'static str, genesis_short: String) {
         ACTOR_DEAD_LETTERS,
         "Messages dead-lettered after crashing their handler."
     );
-    metrics::describe_gauge!(NET_PEERS, "Connected peers by direction.");
+    metrics::describe_gauge!(
+        NET_PEERS,
+        "Connected vigil peers of this genesis (status exchanged) by direction."
+    );
     metrics::describe_counter!(NET_DIALS, "Outbound dials started.");
     metrics::describe_counter!(NET_DIAL_FAILURES, "Outbound dials that failed.");
     metrics::describe_counter!(NET_INCOMING_REFUSED, "Inbound connections refused or failed.");
@@ -409,7 +413,7 @@ fn zero_series() {
         metrics::counter!(SECURITY_DETECTIONS, "kind" => kind).increment(0);
     }
     for kind in crate::net::limits::Work::ALL {
-        for reason in ["quota", "busy"] {
+        for reason in ["quota", "busy", "not_member"] {
             metrics::counter!(NET_REQUESTS_REFUSED, "kind" => kind.as_str(), "reason" => reason).increment(0);
         }
     }

@@ -325,7 +325,7 @@ impl SyncState {
             return;
         };
         for p in net.peers() {
-            if let (true, Some(h), Ok(id)) = (p.identified, p.head, p.peer_id.parse()) {
+            if let (true, Some(h), Ok(id)) = (p.member, p.head, p.peer_id.parse()) {
                 chain.saw_peer_head(id, h);
             }
         }
@@ -361,7 +361,7 @@ impl SyncState {
             let ahead: Vec<PeerId> = net
                 .peers()
                 .into_iter()
-                .filter(|p| p.identified && p.head.is_some_and(|h| h > before))
+                .filter(|p| p.member && p.head.is_some_and(|h| h > before))
                 .filter_map(|p| p.peer_id.parse().ok())
                 .collect();
             let best = chain.best_peer_head();

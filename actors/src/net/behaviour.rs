@@ -39,8 +39,13 @@ pub(crate) struct Behaviour {
 pub struct Names {
     /// The genesis hash prefix (16 hex chars).
     pub g8: String,
-    /// Identify's `protocol_version`; a peer announcing another is on another genesis.
+    /// Identify's `protocol_version`, `/vigil/<g8>/1`: informative only
+    /// (other implementations cannot choose theirs); membership follows
+    /// from the status handshake.
     pub protocol_version: String,
+    /// Gossipsub's protocol prefix, `/vigil/<g8>/meshsub` (then `/1.1.0`,
+    /// `/1.0.0`): the mesh is of this genesis's nodes only.
+    pub gossip_prefix: String,
     /// `/vigil/<g8>/kad/1`.
     pub kad: StreamProtocol,
     /// `/vigil/<g8>/status/1`.
@@ -66,6 +71,7 @@ impl Names {
         Self {
             g8: g8.to_owned(),
             protocol_version: format!("/vigil/{g8}/1"),
+            gossip_prefix: format!("/vigil/{g8}/meshsub"),
             kad: p("kad/1"),
             status: p("status/1"),
             sync: p("sync/1"),
@@ -87,6 +93,7 @@ pub(crate) fn build(key: &Keypair, names: &Names, s: &NetSettings) -> Result<Swa
     let err = |what: &str, e: &dyn std::fmt::Display| Error::Invalid(format!("cannot build the {what}: {e}"));
     let peer_id = key.public().to_peer_id();
     let gossip_cfg = gossipsub::ConfigBuilder::default()
+        .protocol_id_prefix(names.gossip_prefix.clone())
         .heartbeat_interval(Duration::from_millis(700))
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()

@@ -4,10 +4,13 @@
 //! supervised [`NetActor`].
 //!
 //! Every vigil protocol and topic carries the genesis prefix
-//! (`/vigil/<g8>/...`, see [`Names`]); identify and ping keep their standard
-//! ids so any libp2p implementation can reach the node, and a peer whose
-//! identify `protocol_version` names another genesis is disconnected and
-//! forgotten. Peers are scored ([`score`]); bans and the addresses of peers
+//! (`/vigil/<g8>/...`, see [`Names`]: status, sync, challenges, Kademlia,
+//! gossipsub); identify and ping keep their standard ids so any libp2p
+//! implementation can reach the node. Membership (the peer book, routing,
+//! the mesh, challenges) follows from the status handshake; a peer whose
+//! identify lists another genesis's status protocol is disconnected and
+//! forgotten, and one that speaks no vigil protocol is served identify and
+//! ping only and disconnected after `network.idle_timeout_secs`. Peers are scored ([`score`]); bans and the addresses of peers
 //! met are kept in sled ([`book`]), so a restarted node reconnects even when
 //! every bootnode is down.
 //!
@@ -129,8 +132,13 @@ pub struct PeerInfo {
     pub agent: Option<String>,
     /// Protocols it announced.
     pub protocols: Vec<String>,
-    /// Whether identify confirmed it is on our genesis.
+    /// Whether its identify arrived (agent and protocols are known).
     pub identified: bool,
+    /// Whether it exchanged a status of our genesis: a vigil node of this
+    /// network. Only members are dialed again, routed, gossiped with,
+    /// challenged or served; a peer that stays out (a standard libp2p
+    /// client) is disconnected after `network.idle_timeout_secs`.
+    pub member: bool,
     /// The epoch head it last claimed: at the status exchange when it
     /// connected, then with each epoch it gossips or serves (a claim: see
     /// `epoch::claims` for which claims count).
@@ -356,7 +364,7 @@ impl Network {
         lock(&self.inner.snapshot)
             .peers
             .values()
-            .filter(|p| p.identified)
+            .filter(|p| p.member)
             .count()
     }
 
@@ -411,9 +419,10 @@ impl Network {
                 n.challenge.to_string(),
                 n.continuity.to_string(),
                 n.channel.to_string(),
+                format!("{}/1.1.0", n.gossip_prefix),
                 n.protocol_version.clone(),
             ],
-            peers: s.peers.values().filter(|p| p.identified).count(),
+            peers: s.peers.values().filter(|p| p.member).count(),
             banned,
         }
     }
@@ -499,11 +508,11 @@ impl Network {
         self.ask(|r| Command::Sync(peer, req, r)).await
     }
 
-    /// Identified peers, best score first (ids only).
+    /// Member peers, best score first (ids only).
     pub fn peer_ids(&self) -> Vec<PeerId> {
         self.peers()
             .into_iter()
-            .filter(|p| p.identified)
+            .filter(|p| p.member)
             .filter_map(|p| p.peer_id.parse().ok())
             .collect()
     }

@@ -4,6 +4,7 @@
 
 mod app;
 mod epochs;
+mod members;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -44,6 +45,10 @@ struct Loop {
     retry: HashMap<PeerId, Retry>,
     dialing: HashSet<PeerId>,
     foreign: HashSet<PeerId>,
+    /// Peers that exchanged a status of our genesis (see [`members`]).
+    members: HashSet<PeerId>,
+    /// Listen addresses from identify of peers still to exchange status.
+    heard: HashMap<PeerId, Vec<Multiaddr>>,
     banned: HashMap<PeerId, u64>,
     last_walk: Instant,
     walk_every: Duration,
@@ -237,6 +242,8 @@ pub(super) async fn launch(net: Network) -> Result<tokio::task::JoinHandle<()>> 
         retry: HashMap::new(),
         dialing: HashSet::new(),
         foreign: HashSet::new(),
+        members: HashSet::new(),
+        heard: HashMap::new(),
         banned: HashMap::new(),
         last_walk: Instant::now(),
         walk_every: Duration::from_secs(1),
@@ -425,6 +432,7 @@ impl Loop {
         }
         self.limiter.prune(now);
         self.swarm.behaviour_mut().ips.prune();
+        self.close_strangers(now);
         // Peers of another genesis met: forgotten in bulk past the cap (one
         // that comes back is identified and dropped again).
         if self.foreign.len() > MAX_KNOWN {
@@ -461,8 +469,9 @@ impl Loop {
 
     fn publish_gauges(&self) {
         let snap = lock(&self.net.inner.snapshot);
-        let inbound = snap.peers.values().filter(|p| p.direction == "inbound").count();
-        let outbound = snap.peers.len() - inbound;
+        let members = snap.peers.values().filter(|p| p.member);
+        let inbound = members.clone().filter(|p| p.direction == "inbound").count();
+        let outbound = members.count() - inbound;
         drop(snap);
         metrics::gauge!(m::NET_PEERS, "direction" => "inbound").set(inbound as f64);
         metrics::gauge!(m::NET_PEERS, "direction" => "outbound").set(outbound as f64);
@@ -722,6 +731,7 @@ impl Loop {
                     agent: None,
                     protocols: Vec::new(),
                     identified: false,
+                    member: false,
                     head: None,
                     connections: 0,
                     connected_secs: 0,
@@ -752,6 +762,7 @@ impl Loop {
                 drop(snap);
                 if num_established == 0 {
                     tracing::debug!(peer = %peer_id, "disconnected");
+                    self.left(&peer_id);
                     // Back off before redialing a peer that just went away;
                     // one we would not redial leaves nothing behind.
                     if self.known.contains_key(&peer_id) {
@@ -829,61 +840,16 @@ impl Loop {
                 message,
             }) => self.on_gossip(propagation_source, message_id, message),
             BehaviourEvent::Status(e) => self.on_status(e),
-            BehaviourEvent::Sync(e) => self.on_sync(e),
-            BehaviourEvent::Challenge(e) => self.on_challenge(e),
-            BehaviourEvent::Continuity(e) => self.on_bytes(super::app::BytesProtocol::Continuity, e),
-            BehaviourEvent::Channel(e) => self.on_bytes(super::app::BytesProtocol::Channel, e),
+            BehaviourEvent::Sync(e) if self.may_handle(&e, "sync") => self.on_sync(e),
+            BehaviourEvent::Challenge(e) if self.may_handle(&e, "challenge") => self.on_challenge(e),
+            BehaviourEvent::Continuity(e) if self.may_handle(&e, "continuity") => {
+                self.on_bytes(super::app::BytesProtocol::Continuity, e)
+            }
+            BehaviourEvent::Channel(e) if self.may_handle(&e, "channel") => {
+                self.on_bytes(super::app::BytesProtocol::Channel, e)
+            }
             _ => {}
         }
-    }
-
-    fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
-        let ours = &self.net.inner.names.protocol_version;
-        if info.protocol_version != *ours {
-            tracing::warn!(
-                %peer,
-                theirs = %info.protocol_version,
-                ours = %ours,
-                agent = %info.agent_version,
-                "peer is on another genesis: disconnecting and forgetting it"
-            );
-            metrics::counter!(m::NET_FOREIGN).increment(1);
-            self.foreign.insert(peer);
-            self.known.remove(&peer);
-            let _ = self.net.inner.book.forget(&peer);
-            self.swarm.behaviour_mut().kad.remove_peer(&peer);
-            lock(&self.net.inner.snapshot).peers.remove(&peer);
-            let _ = self.swarm.disconnect_peer_id(peer);
-            return;
-        }
-        let addrs: Vec<Multiaddr> = info
-            .listen_addrs
-            .iter()
-            .filter(|a| dialable(a))
-            .cloned()
-            .collect();
-        self.learn(peer, &addrs);
-        let now = Instant::now();
-        let scores = &self.scores;
-        if let Err(e) = self
-            .net
-            .inner
-            .book
-            .remember(&peer, &addrs, |p| scores.get(p, now))
-        {
-            tracing::warn!(%peer, error = %e, "cannot store the peer's addresses");
-        }
-        if let Some(p) = lock(&self.net.inner.snapshot).peers.get_mut(&peer) {
-            p.identified = true;
-            p.agent = Some(info.agent_version.clone());
-            p.protocols = info.protocols.iter().map(|p| p.to_string()).collect();
-        }
-        let status = self.our_status();
-        self.swarm
-            .behaviour_mut()
-            .status
-            .send_request(&peer, Frame::Valid(status));
-        self.publish_gauges();
     }
 
     fn our_status(&self) -> Status {
@@ -907,6 +873,7 @@ impl Loop {
                     if let Some(p) = lock(&self.net.inner.snapshot).peers.get_mut(&peer) {
                         p.head = Some(s.head);
                     }
+                    self.join(peer);
                     let status = self.our_status();
                     let _ = self
                         .swarm
@@ -929,6 +896,7 @@ impl Loop {
                     if let Some(p) = lock(&self.net.inner.snapshot).peers.get_mut(&peer) {
                         p.head = Some(s.head);
                     }
+                    self.join(peer);
                     self.reward(peer, Merit::GoodResponse);
                 }
                 Frame::Valid(_) => {

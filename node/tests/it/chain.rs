@@ -24,11 +24,7 @@ pub(crate) struct Anvil(std::process::Child);
 impl Anvil {
     /// anvil on a free port with `extra` flags; returns it and its HTTP URL once it answers.
     pub(crate) fn start(extra: &[&str]) -> (Self, u16, String) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let anvil = Anvil(
             std::process::Command::new(anvil_bin())
                 .args(["--port", &port.to_string(), "--silent"])
@@ -75,28 +71,12 @@ fn wait(what: &str, mut ok: impl FnMut() -> bool) {
 fn a_deep_reorg_pauses_challenges_until_the_operator_resumes_them() {
     let (_anvil, port, eth_url) = Anvil::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let (mut node, url, data) = dev_with_config(
+        tmp.path(),
+        &format!(
             "[[chain.sources]]\nname = \"anvil\"\nkind = \"evm\"\nurl = \"{eth_url}\"\nws_url = \"ws://127.0.0.1:{port}\"\nchain_id = 31337\nblock_time_ms = 600000\n\n[[security.rules]]\nwhen = \"reorg_depth >= 3\"\naction = \"pause:challenges\"\n"
         ),
-    )
-    .unwrap();
-    let data = tmp.path().join("dev");
-    let mut node = Node::spawn(
-        vigil(&[
-            "dev",
-            "--data-dir",
-            s(&data),
-            "--rpc-addr",
-            "127.0.0.1:0",
-            "--config",
-            s(&cfg),
-        ]),
-        &data,
     );
-    let url = node.wait_ready();
     eth(&eth_url, "anvil_mine", json!(["0x5"]));
     wait("head 5", || {
         rpc_result(&url, &data, "chain_status", json!([]))[0]["head"] == 5

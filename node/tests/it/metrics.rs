@@ -85,33 +85,13 @@ fn dashboard_exprs(dash: &Value) -> Vec<String> {
 fn a_working_nodes_scrape_passes_promtool_and_has_every_metric_the_dashboard_and_alerts_query() {
     let (_anvil, port, eth_url) = Anvil::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = tmp.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let metrics_port = free_port();
+    let (mut node, url, data) = dev_with_config(
+        tmp.path(),
+        &format!(
             "[metrics]\naddr = \"127.0.0.1:{metrics_port}\"\n\n[[chain.sources]]\nname = \"anvil\"\nkind = \"evm\"\nurl = \"{eth_url}\"\nws_url = \"ws://127.0.0.1:{port}\"\nchain_id = 31337\nblock_time_ms = 1000\n"
         ),
-    )
-    .unwrap();
-    let data = tmp.path().join("dev");
-    let mut node = Node::spawn(
-        vigil(&[
-            "dev",
-            "--data-dir",
-            s(&data),
-            "--rpc-addr",
-            "127.0.0.1:0",
-            "--config",
-            s(&cfg),
-        ]),
-        &data,
     );
-    let url = node.wait_ready();
     eth(&eth_url, "anvil_mine", json!(["0x3"]));
 
     // Work for the queue and bus series: publish, deliver, nak, redeliver, ack.

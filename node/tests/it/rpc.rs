@@ -238,12 +238,7 @@ fn vigilctl_says_when_a_list_is_empty_and_json_is_pretty_everywhere() {
 #[test]
 fn a_metrics_listener_of_its_own_serves_only_metrics() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", free_port());
     let data = tmp.path().join("dev");
     let mut node = Node::spawn(
         vigil(&[

@@ -85,6 +85,37 @@ pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// A free TCP port on 127.0.0.1 (bound, then released for the caller).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `vigil dev` in `tmp/dev` with `config` as its config file, once ready:
+/// the node, its RPC URL and its data dir.
+pub fn dev_with_config(tmp: &Path, config: &str) -> (Node, String, PathBuf) {
+    let cfg = tmp.join("config.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let data = tmp.join("dev");
+    let mut node = Node::spawn(
+        vigil(&[
+            "dev",
+            "--data-dir",
+            s(&data),
+            "--rpc-addr",
+            "127.0.0.1:0",
+            "--config",
+            s(&cfg),
+        ]),
+        &data,
+    );
+    let url = node.wait_ready();
+    (node, url, data)
+}
+
 /// A running node process, killed on drop.
 pub struct Node {
     pub child: Child,

@@ -101,6 +101,7 @@ fn rr<C: request_response::Codec<Protocol = StreamProtocol> + Clone + Send + 'st
 
 pub(crate) fn build(key: &Keypair, names: &Names) -> anyhow::Result<Swarm<Behaviour>> {
     let gossip_cfg = gossipsub::ConfigBuilder::default()
+        .protocol_id_prefix(names.gossip_prefix.clone())
         .heartbeat_interval(Duration::from_millis(700))
         .validation_mode(gossipsub::ValidationMode::Strict)
         .max_transmit_size(1 << 20)

@@ -132,6 +132,8 @@ struct Shared {
     /// Datasets by the root a challenge names: `(replica, answer from the plaintext)`.
     datasets: HashMap<[u8; 32], (Replica, bool)>,
     connected: usize,
+    /// Peers it exchanged a status with: a node serves only those.
+    joined: std::collections::HashSet<PeerId>,
     /// Epoch outputs it was told or heard in gossip, for continuity answers.
     outputs: HashMap<u64, [u8; 32]>,
     /// Its continuity chains.
@@ -253,9 +255,10 @@ impl Adversary {
         lock(&self.shared).seen.clone()
     }
 
-    /// Connections open now.
+    /// Peers it is connected to and exchanged a status with (a node
+    /// closes requests from a peer that has not, unanswered).
     pub fn connected(&self) -> usize {
-        lock(&self.shared).connected
+        lock(&self.shared).joined.len()
     }
 
     /// Epochs it holds continuity links for (a root signed for each).
@@ -522,10 +525,24 @@ impl Loop {
         use request_response::{Event, Message};
         match ev {
             SwarmEvent::ConnectionEstablished { .. } => lock(&self.shared).connected += 1,
-            SwarmEvent::ConnectionClosed { .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
                 let mut s = lock(&self.shared);
                 s.connected = s.connected.saturating_sub(1);
                 s.seen.refused += 1;
+                if num_established == 0 {
+                    s.joined.remove(&peer_id);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Status(Event::Message {
+                peer,
+                message: Message::Response { .. },
+                ..
+            })) => {
+                lock(&self.shared).joined.insert(peer);
             }
             SwarmEvent::OutgoingConnectionError { .. } => lock(&self.shared).seen.refused += 1,
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
@@ -549,9 +566,11 @@ impl Loop {
                 self.later(delay, Cmd::Pong(channel, request));
             }
             SwarmEvent::Behaviour(BehaviourEvent::Status(Event::Message {
+                peer,
                 message: Message::Request { channel, .. },
                 ..
             })) => {
+                lock(&self.shared).joined.insert(peer);
                 let status = self.status();
                 let _ = self
                     .swarm

@@ -4,6 +4,7 @@
 
 mod cheats;
 mod flood;
+mod interop;
 mod layer2;
 mod sampling;
 mod withdrawals;

@@ -58,15 +58,23 @@ pub(crate) async fn peers(ep: &Endpoint, json_out: bool) -> Result<()> {
     }
     let peers = r.as_array().cloned().unwrap_or_default();
     println!(
-        "{:<54} {:<8} {:>8} {:>7}  {:<14} address",
-        "peer", "dir", "ping ms", "score", "agent"
+        "{:<54} {:<8} {:<8} {:>8} {:>7}  {:<14} address",
+        "peer", "dir", "member", "ping ms", "score", "agent"
     );
     for p in &peers {
         let latency = p["latency_ms"].as_f64().map_or("-".into(), |l| format!("{l:.2}"));
+        // A peer that is no vigil node of this genesis is disconnected
+        // after network.idle_timeout_secs.
+        let member = match (p["member"] == true, p["identified"] == true) {
+            (true, _) => "yes",
+            (false, true) => "no",
+            (false, false) => "pending",
+        };
         println!(
-            "{:<54} {:<8} {:>8} {:>7.1}  {:<14} {}",
+            "{:<54} {:<8} {:<8} {:>8} {:>7.1}  {:<14} {}",
             s(&p["peer_id"]),
             s(&p["direction"]),
+            member,
             latency,
             p["score"].as_f64().unwrap_or(0.0),
             p["agent"].as_str().unwrap_or(if p["identified"] == true {
