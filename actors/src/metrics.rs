@@ -168,6 +168,18 @@ pub const REORG_DEPTH_BUCKETS: [f64; 7] = [1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 64.0]
 /// Buckets of [`NET_PEER_SCORE`].
 pub const SCORE_BUCKETS: [f64; 9] = [-50.0, -20.0, -10.0, -1.0, 0.0, 1.0, 10.0, 20.0, 50.0];
 
+/// The node's Prometheus recorder, not installed: every `_seconds`
+/// histogram with [`SECONDS_BUCKETS`], peer scores and reorg depths with
+/// their own.
+pub fn recorder(
+) -> Result<metrics_exporter_prometheus::PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(NET_PEER_SCORE.into()), &SCORE_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(CHAIN_REORG_DEPTH.into()), &REORG_DEPTH_BUCKETS)
+}
+
 /// Registers descriptions and the build-info gauge. Call once after installing the recorder.
 pub fn describe(version: &'static str, genesis_short: String) {
     metrics::describe_counter!(RPC_REQUESTS, "Admin RPC calls by method and result.");

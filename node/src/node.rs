@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use multiaddr::Multiaddr;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -41,6 +41,17 @@ use crate::config::{Config, ConfirmSetting, SupervisionConfig, VerifySetting};
 use crate::datadir::DataDir;
 use crate::exit::{tag, Classify, Exit};
 use crate::keys::{self, LoadedKey};
+
+mod open;
+mod reload;
+mod tasks;
+
+pub use open::NODE_TOPICS;
+use open::{audit_period, launch_network, open_bus, open_chain, rpc_settings};
+use reload::watch_sighup;
+use tasks::{
+    checkpoint_audit, install_metrics, spawn_audit_checkpoints, spawn_metrics_upkeep, spawn_upload_expiry,
+};
 
 /// Everything `vigil run` / `vigil dev` decided before starting.
 #[derive(Debug)]
@@ -156,52 +167,6 @@ pub(crate) fn damaged(dir: &DataDir, missing: &[&str]) -> String {
         dir.root().display(),
         missing.join(" and ")
     )
-}
-
-/// How often histogram samples are folded into their buckets (the
-/// exporter's own default for `install`).
-const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
-
-/// Folds histogram samples into their buckets every [`METRICS_UPKEEP_EVERY`].
-/// With `install_recorder` the exporter keeps every observation until this
-/// upkeep (or a scrape) drains it: a node nobody scrapes would grow by about
-/// 8 bytes per observation, one per confirmed publish among others.
-/// The same tick samples the database's size on disk (a directory walk,
-/// too slow to do on every scrape of a large store).
-fn spawn_metrics_upkeep(handle: PrometheusHandle, db: SledStore) {
-    tokio::spawn(async move {
-        let size = metrics::gauge!(vigil_actors::metrics::STORAGE_DB_SIZE);
-        let mut tick = tokio::time::interval(METRICS_UPKEEP_EVERY);
-        loop {
-            tick.tick().await;
-            handle.run_upkeep();
-            let db = db.clone();
-            if let Ok(bytes) = tokio::task::spawn_blocking(move || db.size_on_disk()).await {
-                size.set(bytes as f64);
-            }
-        }
-    });
-}
-
-fn install_metrics() -> Result<PrometheusHandle> {
-    PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Suffix("_seconds".into()),
-            &vigil_actors::metrics::SECONDS_BUCKETS,
-        )
-        .context("invalid histogram buckets")?
-        .set_buckets_for_metric(
-            Matcher::Full(vigil_actors::metrics::NET_PEER_SCORE.into()),
-            &vigil_actors::metrics::SCORE_BUCKETS,
-        )
-        .context("metrics buckets")?
-        .set_buckets_for_metric(
-            Matcher::Full(vigil_actors::metrics::CHAIN_REORG_DEPTH.into()),
-            &vigil_actors::metrics::REORG_DEPTH_BUCKETS,
-        )
-        .context("metrics buckets")?
-        .install_recorder()
-        .context("cannot install the metrics recorder")
 }
 
 /// Runs the node until SIGINT, SIGTERM or `node_shutdown`; returns after a clean stop.
@@ -550,55 +515,6 @@ async fn serve(mut opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> 
     }
 }
 
-/// How often the audit log's head is signed into `audit.checkpoints` (when
-/// it moved); also at start and at shutdown.
-const AUDIT_CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
-
-fn checkpoint_audit(c: &Checkpoints, audit: &Audit) {
-    match c.write(audit) {
-        Ok(Some(cp)) => tracing::debug!(entries = cp.entries, "audit checkpoint signed"),
-        Ok(None) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "cannot write an audit checkpoint: a cut-off audit log would go unnoticed until the next one")
-        }
-    }
-}
-
-fn spawn_audit_checkpoints(c: Arc<Checkpoints>, audit: Audit) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(AUDIT_CHECKPOINT_EVERY);
-        every.tick().await;
-        loop {
-            every.tick().await;
-            let (c, audit) = (c.clone(), audit.clone());
-            // A signature and an fsync: off the runtime's workers.
-            let _ = tokio::task::spawn_blocking(move || checkpoint_audit(&c, &audit)).await;
-        }
-    });
-}
-
-/// An upload that gets no chunk for this long is aborted (its client went
-/// away before sending everything).
-const UPLOAD_IDLE: Duration = Duration::from_secs(600);
-
-/// Aborts idle uploads every minute, audited (`storage.put_expired`).
-fn spawn_upload_expiry(storage: Storage, audit: Audit) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            every.tick().await;
-            for job in storage.expire_uploads(UPLOAD_IDLE) {
-                tracing::warn!(job = job.job, name = %job.name, uploaded = job.uploaded, size = job.size, "upload aborted: no chunk for 10 min");
-                audit.append_or_log(
-                    "node",
-                    "storage.put_expired",
-                    serde_json::json!({ "job": job.job, "name": job.name, "uploaded": job.uploaded, "size": job.size }),
-                );
-            }
-        }
-    });
-}
-
 /// Removes `.cookie`, `rpc.url`, `bus.url` and `bus.sock` when dropped: a
 /// stopped node (or one that failed to start) leaves no file that points
 /// clients at it.
@@ -620,187 +536,6 @@ impl Drop for RuntimeFiles {
 /// File with the bus WebSocket URL, in the data dir.
 pub const BUS_URL_FILE: &str = "bus.url";
 
-/// The audit period: the genesis', or the node's shorter one (`challenge.audit_every_epochs`).
-fn audit_period(node: u64, genesis: u32) -> u64 {
-    match node {
-        0 => genesis.into(),
-        n => n.min(genesis.into()),
-    }
-}
-
-fn open_bus(opts: &RunOptions, db: &SledStore, audit: &Audit) -> Result<Arc<Bus>> {
-    let c = &opts.config.bus;
-    let confirm = match c.confirm {
-        ConfirmSetting::Always => ConfirmMode::Always,
-        ConfirmSetting::Interval => ConfirmMode::Interval(c.confirm_interval_ms),
-        ConfirmSetting::None => ConfirmMode::None,
-    };
-    let qc = QueueConfig {
-        confirm,
-        max_payload_bytes: c.max_payload_bytes as usize,
-        topics: with_node_topics(&c.topics),
-        defaults: c.topic_defaults.clone(),
-    };
-    let queues = Queues::open(db.clone(), qc).context("cannot open the durable queues")?;
-    let apps = Apps::open(db.clone(), &c.apps).context("cannot load the bus apps")?;
-    let settings = BusSettings {
-        addr: c.addr,
-        unix_socket: c.unix_socket.then(|| opts.dir.root().join("bus.sock")),
-        max_frame_bytes: c.max_frame_bytes as usize,
-        ephemeral_topics: c.ephemeral_topics.clone(),
-        outbound_queue: c.outbound_queue as usize,
-        hello_timeout: Duration::from_millis(c.hello_timeout_ms),
-        max_connections: c.max_connections as usize,
-        allowed_origins: c.allowed_origins.clone(),
-        auth_failure_window: Duration::from_secs(c.auth_failure_window_secs),
-    };
-    Ok(Bus::new(settings, queues, apps, audit.clone()))
-}
-
-/// The topics the node itself publishes to. Nothing in the node consumes
-/// them, so as work queues (the default kind) they would grow for as long
-/// as no application reads them: they are streams that keep the newest
-/// 10,000 events, 64 MiB and 7 days, unless `[[bus.topics]]` names them.
-pub const NODE_TOPICS: [&str; 3] = [
-    vigil_actors::epoch::BUS_TOPIC,
-    vigil_actors::challenge::BUS_TOPIC,
-    crate::layer2::BUS_TOPIC,
-];
-
-/// `configured` plus the node's own topics that it does not configure.
-fn with_node_topics(configured: &[TopicConfig]) -> Vec<TopicConfig> {
-    let mut topics = configured.to_vec();
-    for name in NODE_TOPICS {
-        if !topics.iter().any(|t| t.name == name) {
-            topics.push(TopicConfig {
-                name: name.to_owned(),
-                kind: TopicKind::Stream,
-                max_msgs: 10_000,
-                max_bytes: 64 << 20,
-                max_age_secs: 7 * 24 * 3600,
-                ..TopicConfig::default()
-            });
-        }
-    }
-    topics
-}
-
-fn open_chain(
-    opts: &RunOptions,
-    p: &Prepared,
-    net: Option<Network>,
-    bus: Option<&Arc<Bus>>,
-) -> Result<Chain> {
-    use std::io::IsTerminal;
-    let c = &opts.config.vdf;
-    let settings = EpochSettings {
-        compute: c.compute,
-        verify: match c.verify {
-            VerifySetting::Full => VerifyMode::Full,
-            VerifySetting::Sampled => VerifyMode::Sampled(c.samples),
-        },
-        sync_batch: c.sync_batch,
-        sync_peers: c.sync_peers as usize,
-        progress_bar: std::io::stderr().is_terminal(),
-        anchors: anchor_source(opts, p)?,
-    };
-    let params = vigil_protocols::vdf::VdfParams::from_genesis(&p.genesis.params);
-    Chain::open(
-        p.genesis.hash().0,
-        params,
-        settings,
-        EpochStore::new(p.db.clone()),
-        net,
-        bus.map(|b| b.queues().clone()),
-    )
-    .context("cannot open the epoch chain")
-}
-
-/// The chain source for the genesis anchor: the `[[chain.sources]]` entry of
-/// kind `evm` whose `chain_id` is the genesis anchor's. Without one this node
-/// could neither compute nor check an epoch, so it does not start.
-fn anchor_source(opts: &RunOptions, p: &Prepared) -> Result<Option<Arc<Anchors>>> {
-    let Some(rule) = p.genesis.params.anchor else {
-        return Ok(None);
-    };
-    let Some(src) = opts
-        .config
-        .chain
-        .sources
-        .iter()
-        .find(|s| s.kind == "evm" && s.chain_id == Some(rule.chain_id))
-    else {
-        anyhow::bail!(
-            "the genesis anchors every epoch to EVM chain {id} ([params.anchor]), and no chain source \
-             follows it: add a [[chain.sources]] entry with kind = \"evm\", chain_id = {id} and the URL \
-             of a node of that chain",
-            id = rule.chain_id
-        );
-    };
-    let source = src.build().map_err(anyhow::Error::msg)?;
-    tracing::info!(source = %src.name, chain_id = rule.chain_id, "epochs are anchored to this chain source");
-    Ok(Some(Arc::new(Anchors::new(rule, source))))
-}
-
-async fn launch_network(
-    opts: &RunOptions,
-    p: &Prepared,
-    audit: &Audit,
-) -> Result<(Network, tokio::task::JoinHandle<()>)> {
-    let c = &opts.config.network;
-    let parse = |what: &str, a: &String| {
-        a.parse::<Multiaddr>()
-            .with_context(|| format!("{what} `{a}` is not a multiaddr"))
-            .class(Exit::Config)
-    };
-    let listen = c
-        .listen
-        .iter()
-        .map(|a| parse("network.listen", a))
-        .collect::<Result<_>>()?;
-    let bootnodes = p
-        .genesis
-        .bootnodes
-        .iter()
-        .map(|a| parse("genesis bootnode", a))
-        .chain(c.bootnodes.iter().map(|a| parse("network.bootnodes", a)))
-        .collect::<Result<_>>()?;
-    let settings = NetSettings {
-        listen,
-        bootnodes,
-        max_inbound: c.max_inbound,
-        max_outbound: c.max_outbound,
-        max_pending: c.max_pending,
-        max_per_peer: c.max_per_peer,
-        max_inbound_per_ip: c.max_inbound_per_ip,
-        ip_ban_threshold: c.ip_ban_threshold,
-        target_peers: c.target_peers as usize,
-        idle_timeout: Duration::from_secs(c.idle_timeout_secs),
-        score: ScoreParams {
-            disconnect_below: c.score_disconnect.into(),
-            ban_below: c.score_ban.into(),
-            ban_for: Duration::from_secs(c.ban_secs),
-            ..ScoreParams::default()
-        },
-        reconnect_initial: Duration::from_millis(c.reconnect_initial_ms),
-        reconnect_max: Duration::from_millis(c.reconnect_max_ms),
-        limits: vigil_actors::net::InboundLimits::new(p.genesis.params.challenges_per_epoch),
-        ..NetSettings::default()
-    };
-    let net = Network::new(
-        p.key.keypair.clone(),
-        p.genesis.hash().0,
-        settings,
-        p.db.clone(),
-        Some(audit.clone()),
-    );
-    let task = net.launch().await.context("cannot start the p2p network")?;
-    for addr in net.dial_addrs() {
-        tracing::info!(%addr, "p2p network listening");
-    }
-    Ok((net, task))
-}
-
 fn root_spec(s: &SupervisionConfig) -> SupervisorSpec {
     SupervisorSpec::new("root", Strategy::OneForOne)
         .intensity(Intensity {
@@ -813,146 +548,6 @@ fn root_spec(s: &SupervisionConfig) -> SupervisorSpec {
             stable_after: Duration::from_secs(s.stable_after_secs),
             ..Backoff::default()
         })
-}
-
-/// The RPC server's settings from `[rpc]`; TLS files are read now, so a bad
-/// one stops the start with what is wrong.
-fn rpc_settings(c: &crate::config::RpcConfig, data_dir: &std::path::Path) -> Result<RpcSettings> {
-    let mut s = RpcSettings::new(c.addr, data_dir.to_owned());
-    s.max_request_bytes = c.max_request_bytes;
-    s.max_connections = c.max_connections;
-    s.max_connections_per_ip = c.max_connections_per_ip;
-    s.max_batch = c.max_batch;
-    s.max_subscriptions = c.max_subscriptions;
-    s.rate = rpc::RateSettings {
-        per_caller: c.rate_per_caller,
-        per_address: c.rate_per_address,
-        burst: c.rate_burst,
-    };
-    s.browser = rpc::BrowserPolicy {
-        allowed_hosts: c.allowed_hosts.clone(),
-        cors_origins: c.cors_origins.clone(),
-    };
-    s.allowed_networks = c
-        .allowed_networks
-        .iter()
-        .map(|n| {
-            n.parse::<ipnet::IpNet>()
-                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .with_context(|| format!("rpc.allowed_networks: `{n}` is not ADDRESS/PREFIX"))
-        })
-        .collect::<Result<_>>()?;
-    if let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) {
-        s.tls = Some(rpc::tls::Tls::open(cert, key)?);
-    }
-    Ok(s)
-}
-
-/// SIGHUP reloads what can change while the node runs: the admin RPC's TLS
-/// certificate, `log.level` (unless `RUST_LOG` is set) and the security
-/// rules, from the configuration as read at start (file, environment,
-/// flags). Anything else that changed is named as needing a restart. The
-/// outcome is logged and audited (`node.reload`). A bad new value is
-/// refused and the old one stays.
-fn watch_sighup(
-    reload: Option<Reload>,
-    tls: Option<std::sync::Arc<rpc::tls::Tls>>,
-    hub: Arc<SecurityHub>,
-    audit: Audit,
-) -> Result<()> {
-    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    let mut reload = reload;
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            crate::systemd::reloading();
-            let (mut done, mut failed, mut restart) =
-                (Vec::<String>::new(), Vec::<String>::new(), Vec::<String>::new());
-            if let Some(tls) = &tls {
-                match tls.reload() {
-                    Ok(()) => done.push("rpc TLS certificate".into()),
-                    Err(e) => failed.push(format!("rpc TLS certificate (the old one stays): {e}")),
-                }
-            }
-            if let Some(r) = reload.as_mut() {
-                match (r.load)() {
-                    Err(e) => failed.push(format!("configuration not reread (nothing changed): {e:#}")),
-                    Ok(new) => {
-                        if new.log.level != r.base.log.level {
-                            match &r.log {
-                                Some(apply) => match apply(&new.log.level) {
-                                    Ok(()) => {
-                                        done.push(format!("log.level = {:?}", new.log.level));
-                                        r.base.log.level = new.log.level.clone();
-                                    }
-                                    Err(e) => failed.push(format!("log.level: {e}")),
-                                },
-                                None => failed
-                                    .push("log.level: RUST_LOG is set and wins; unset it and restart".into()),
-                            }
-                        }
-                        if new.security.rules != r.base.security.rules {
-                            match hub.set_rules(&new.security.rules) {
-                                Ok(()) => {
-                                    done.push(format!("security.rules ({} rules)", new.security.rules.len()));
-                                    r.base.security.rules = new.security.rules.clone();
-                                }
-                                Err(e) => failed.push(format!("security.rules (the old ones stay): {e}")),
-                            }
-                        }
-                        restart = changed_keys(&r.base, &new);
-                    }
-                }
-            }
-            if done.is_empty() && failed.is_empty() && restart.is_empty() {
-                tracing::info!("SIGHUP: nothing to reload (configuration unchanged)");
-            } else {
-                if !done.is_empty() {
-                    tracing::info!(reloaded = %done.join("; "), "SIGHUP: reloaded");
-                }
-                if !failed.is_empty() {
-                    tracing::error!(failed = %failed.join("; "), "SIGHUP: not reloaded");
-                }
-                if !restart.is_empty() {
-                    tracing::warn!(keys = %restart.join(", "), "SIGHUP: these changed keys take effect only after a restart");
-                }
-            }
-            audit.append_or_log(
-                "node",
-                "node.reload",
-                serde_json::json!({ "reloaded": done, "failed": failed, "needs_restart": restart }),
-            );
-            crate::systemd::reloaded(&format!(
-                "running; last SIGHUP: {} reloaded, {} refused, {} need a restart",
-                done.len(),
-                failed.len(),
-                restart.len()
-            ));
-        }
-    });
-    Ok(())
-}
-
-/// Keys whose value differs between two configurations, as `section.key`.
-fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
-    let (Ok(a), Ok(b)) = (toml::Value::try_from(old), toml::Value::try_from(new)) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    if let (Some(a), Some(b)) = (a.as_table(), b.as_table()) {
-        for (section, av) in a {
-            let (Some(at), Some(bt)) = (av.as_table(), b.get(section).and_then(|v| v.as_table())) else {
-                continue;
-            };
-            for key in at.keys().chain(bt.keys().filter(|k| !at.contains_key(*k))) {
-                if at.get(key) != bt.get(key) {
-                    out.push(format!("{section}.{key}"));
-                }
-            }
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
 }
 
 fn bind_hint(addr: SocketAddr) -> String {

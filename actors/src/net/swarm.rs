@@ -3,7 +3,9 @@
 //! metrics).
 
 mod app;
+mod discipline;
 mod epochs;
+mod listen;
 mod members;
 
 use std::collections::{HashMap, HashSet};
@@ -16,14 +18,14 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{gossipsub, identify, kad, ping, request_response, Multiaddr, PeerId, Swarm};
 use rand::Rng;
-use serde_json::json;
 use tokio::sync::mpsc;
+
+use listen::{listen_error, pin_port};
 
 use super::behaviour::{build, Behaviour, BehaviourEvent};
 use super::book::unix_now;
-use super::codec::{Frame, Status, WireError};
-use super::limits::{Admit, Permit, Work};
-use super::score::{Merit, Offence, Scores, Verdict};
+use super::codec::{Frame, WireError};
+use super::score::{Merit, Offence, Scores};
 use super::sync::GossipVerdict;
 use super::{lock, Command, Network, PeerInfo, ProbeSeen, PROBES_KEPT};
 use crate::metrics as m;
@@ -64,61 +66,6 @@ const RELAUNCH_BIND: Duration = Duration::from_secs(10);
 
 /// Peers kept in memory to dial (the persisted book keeps 2,048).
 const MAX_KNOWN: usize = 4096;
-
-/// What to do when a listen address is taken.
-const LISTEN_HINT: &str = "is another node using this port? pick a free one with --listen or network.listen (port 0 picks one; `vigil dev` does by itself)";
-
-/// An error and its causes, `: `-separated; libp2p's transport errors
-/// often display as nothing at the top (the OS error is a source).
-/// Why the swarm cannot listen on `addr`: [`Error::AddrInUse`] when the
-/// port is taken (the node exits with its own code for that), else invalid.
-fn listen_error(addr: &str, e: &(dyn std::error::Error + 'static)) -> Error {
-    let msg = format!("cannot listen on {addr}: {}: {LISTEN_HINT}", error_chain(e));
-    if in_use(e) {
-        Error::AddrInUse(msg)
-    } else {
-        Error::Invalid(msg)
-    }
-}
-
-/// Whether an `AddrInUse` I/O error is in `e`'s chain (also inside an
-/// `io::Error` that wraps another: its `source()` skips the wrapped one).
-fn in_use(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::AddrInUse {
-                return true;
-            }
-            if let Some(inner) = io.get_ref() {
-                if in_use(inner) {
-                    return true;
-                }
-            }
-        }
-        cur = err.source();
-    }
-    // libp2p's transports wrap the OS error in `Either`s whose `source()`
-    // skips it: only its text (std's "(os error N)") is left to read.
-    error_chain(e).contains(&format!("(os error {})", libc::EADDRINUSE))
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = Vec::new();
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        let text = err.to_string();
-        if !text.trim().is_empty() && !parts.contains(&text) {
-            parts.push(text);
-        }
-        cur = err.source();
-    }
-    if parts.is_empty() {
-        format!("{e:?}")
-    } else {
-        parts.join(": ")
-    }
-}
 
 fn now_us() -> u64 {
     crate::queue::now_us()
@@ -256,30 +203,6 @@ pub(super) async fn launch(net: Network) -> Result<tokio::task::JoinHandle<()>> 
     lp.load(&settings.bootnodes)?;
     *lock(&net.inner.cmd) = Some(tx);
     Ok(tokio::spawn(lp.run()))
-}
-
-/// `asked` with port 0 replaced by the port actually bound for it.
-fn pin_port(asked: &Multiaddr, bound: &[(Multiaddr, Multiaddr)]) -> Multiaddr {
-    let Some((_, got)) = bound.iter().find(|(a, _)| a == asked) else {
-        return asked.clone();
-    };
-    let port_of = |a: &Multiaddr| {
-        a.iter().find_map(|p| match p {
-            Protocol::Tcp(p) | Protocol::Udp(p) => Some(p),
-            _ => None,
-        })
-    };
-    let Some(port) = port_of(got) else {
-        return asked.clone();
-    };
-    asked
-        .iter()
-        .map(|p| match p {
-            Protocol::Tcp(0) => Protocol::Tcp(port),
-            Protocol::Udp(0) => Protocol::Udp(port),
-            other => other,
-        })
-        .collect()
 }
 
 impl Loop {
@@ -573,132 +496,6 @@ impl Loop {
         }
     }
 
-    /// Bans `peer` at once; the ban and its audit entry are written (an
-    /// fsync each) off the swarm task, and `done` answered once they are.
-    fn ban(
-        &mut self,
-        peer: PeerId,
-        secs: u64,
-        reason: &str,
-        by: &str,
-        done: Option<tokio::sync::oneshot::Sender<std::result::Result<(), String>>>,
-    ) {
-        let secs = if secs == 0 {
-            lock(&self.net.inner.settings).score.ban_for.as_secs()
-        } else {
-            secs
-        };
-        let until = unix_now() + secs;
-        let (book, audit) = (self.net.inner.book.clone(), self.net.inner.audit.clone());
-        let (why, who) = (reason.to_owned(), by.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let r = book.ban(&peer, until, &why).and_then(|_| book.forget(&peer));
-            if let Err(e) = &r {
-                tracing::error!(%peer, error = %e, "cannot persist a ban: it holds until this node restarts");
-            }
-            if let Some(a) = audit {
-                a.append_or_log(
-                    &who,
-                    "net.ban",
-                    json!({ "peer": peer.to_string(), "secs": secs, "reason": why }),
-                );
-            }
-            if let Some(done) = done {
-                let _ = done.send(r.map_err(|e| e.to_string()));
-            }
-        });
-        // Its addresses: enough banned peers at one of them ban the address.
-        let ips: HashSet<std::net::IpAddr> = lock(&self.net.inner.snapshot)
-            .peers
-            .get(&peer)
-            .map(|p| {
-                p.addresses
-                    .iter()
-                    .filter_map(|a| a.parse::<Multiaddr>().ok())
-                    .filter_map(|a| super::ipguard::ip_of(&a))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for ip in self.swarm.behaviour_mut().ips.peer_banned(peer, &ips, until) {
-            let why = format!("{reason} (and other peers from this address were banned)");
-            tracing::warn!(%ip, %peer, "address banned: another peer from it was banned");
-            metrics::counter!(m::NET_BANS).increment(1);
-            let (book, audit, who) = (
-                self.net.inner.book.clone(),
-                self.net.inner.audit.clone(),
-                by.to_owned(),
-            );
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = book.ban_ip(&ip, until, &why) {
-                    tracing::error!(%ip, error = %e, "cannot persist an address ban");
-                }
-                if let Some(a) = audit {
-                    a.append_or_log(
-                        &who,
-                        "net.ip_ban",
-                        json!({ "address": ip.to_string(), "until_unix": until, "reason": why }),
-                    );
-                }
-            });
-        }
-        self.known.remove(&peer);
-        self.banned.insert(peer, until);
-        self.swarm.behaviour_mut().blocked.block_peer(peer);
-        self.swarm.behaviour_mut().kad.remove_peer(&peer);
-        metrics::counter!(m::NET_BANS).increment(1);
-        tracing::warn!(%peer, secs, reason, by, "peer banned");
-    }
-
-    fn penalize(&mut self, peer: PeerId, offence: Offence) {
-        let (score, verdict) = self.scores.penalize(peer, offence, Instant::now());
-        metrics::counter!(m::NET_OFFENCES, "offence" => offence.as_str()).increment(1);
-        tracing::info!(%peer, offence = offence.as_str(), score, "peer scored down");
-        if let Some(p) = lock(&self.net.inner.snapshot).peers.get_mut(&peer) {
-            p.score = score;
-        }
-        match verdict {
-            Verdict::Keep => {}
-            Verdict::Disconnect => {
-                tracing::warn!(%peer, score, "disconnecting a peer below the disconnect threshold");
-                let _ = self.swarm.disconnect_peer_id(peer);
-            }
-            Verdict::Ban => {
-                let reason = format!("score {score:.1} after {}", offence.as_str());
-                self.ban(peer, 0, &reason, "scoring", None);
-            }
-        }
-    }
-
-    /// Admits an inbound request of kind `w` from `peer` ([`super::limits`]),
-    /// or says after how many ms to try again; a peer past its share is
-    /// scored down.
-    fn admit(&mut self, peer: PeerId, w: Work) -> std::result::Result<Permit, u32> {
-        let now = Instant::now();
-        let newcomer = self.scores.get(&peer, now) <= 0.0;
-        match self.limiter.admit(peer, w, now, newcomer) {
-            Admit::Go(p) => Ok(p),
-            Admit::Busy {
-                retry_after,
-                over_quota,
-            } => {
-                let reason = if over_quota { "quota" } else { "busy" };
-                metrics::counter!(m::NET_REQUESTS_REFUSED, "kind" => w.as_str(), "reason" => reason)
-                    .increment(1);
-                if over_quota {
-                    self.penalize(peer, Offence::Flood);
-                }
-                Err(retry_after.as_millis().clamp(1, u128::from(u32::MAX)) as u32)
-            }
-        }
-    }
-
-    fn reward(&mut self, peer: PeerId, merit: Merit) {
-        let s = self.scores.reward(peer, merit, Instant::now());
-        if let Some(p) = lock(&self.net.inner.snapshot).peers.get_mut(&peer) {
-            p.score = s;
-        }
-    }
-
     fn record_probe(&self, p: ProbeSeen) {
         let mut snap = lock(&self.net.inner.snapshot);
         if snap.probes.len() == PROBES_KEPT {
@@ -849,68 +646,6 @@ impl Loop {
                 self.on_bytes(super::app::BytesProtocol::Channel, e)
             }
             _ => {}
-        }
-    }
-
-    fn our_status(&self) -> Status {
-        Status {
-            genesis: self.net.inner.genesis,
-            head: self.net.epoch_source().map_or(0, |s| s.head()),
-            agent: lock(&self.net.inner.settings).agent.clone(),
-        }
-    }
-
-    fn on_status(&mut self, ev: request_response::Event<Frame<Status>, Frame<Status>>) {
-        use request_response::{Event, Message};
-        match ev {
-            Event::Message {
-                peer,
-                message: Message::Request { request, channel, .. },
-                ..
-            } => match request {
-                Frame::Valid(s) if s.genesis == self.net.inner.genesis => {
-                    // Its head is a claim like the one in its answers (checked before it counts).
-                    if let Some(p) = lock(&self.net.inner.snapshot).peers.get_mut(&peer) {
-                        p.head = Some(s.head);
-                    }
-                    self.join(peer);
-                    let status = self.our_status();
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .status
-                        .send_response(channel, Frame::Valid(status));
-                }
-                Frame::Valid(_) => {
-                    self.bad_frame(peer, WireError::Malformed("status of another genesis".into()))
-                }
-                // Dropping the channel closes the stream unanswered.
-                Frame::Invalid(e) => self.bad_frame(peer, e),
-            },
-            Event::Message {
-                peer,
-                message: Message::Response { response, .. },
-                ..
-            } => match response {
-                Frame::Valid(s) if s.genesis == self.net.inner.genesis => {
-                    if let Some(p) = lock(&self.net.inner.snapshot).peers.get_mut(&peer) {
-                        p.head = Some(s.head);
-                    }
-                    self.join(peer);
-                    self.reward(peer, Merit::GoodResponse);
-                }
-                Frame::Valid(_) => {
-                    self.bad_frame(peer, WireError::Malformed("status of another genesis".into()))
-                }
-                Frame::Invalid(e) => self.bad_frame(peer, e),
-            },
-            Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound status request failed");
-            }
-            Event::OutboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "outbound status request failed");
-            }
-            Event::ResponseSent { .. } => {}
         }
     }
 

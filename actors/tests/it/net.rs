@@ -60,9 +60,11 @@ async fn fresh(dir: &Path, name: &str, genesis: u8, bootnodes: Vec<Multiaddr>) -
     .await
 }
 
+/// Whether `n` counts `other` as a member (connected, status exchanged:
+/// only then is it in the peer book and the routing table).
 fn connected_to(n: &Node, other: &Node) -> bool {
     let id = other.net.peer_id().to_string();
-    n.net.peers().iter().any(|p| p.peer_id == id && p.identified)
+    n.net.peers().iter().any(|p| p.peer_id == id && p.member)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +129,7 @@ async fn a_node_of_another_genesis_is_refused() {
     while t0.elapsed() < Duration::from_secs(4) {
         for n in [&a, &b] {
             assert!(
-                !n.net.peers().iter().any(|p| p.peer_id == xid && p.identified),
+                !n.net.peers().iter().any(|p| p.peer_id == xid && p.member),
                 "x was accepted"
             );
         }

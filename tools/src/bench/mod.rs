@@ -7,6 +7,7 @@ pub mod flood;
 pub mod forgery;
 pub mod layer2;
 pub mod logsync;
+pub mod metrics;
 pub mod network;
 pub mod proofs;
 pub mod queue;

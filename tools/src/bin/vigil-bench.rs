@@ -4,7 +4,8 @@ use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 use vigil_tools::bench::{
-    chain, continuity, flood, forgery, layer2, logsync, network, proofs, queue, rpc, supervision, vdf,
+    chain, continuity, flood, forgery, layer2, logsync, metrics, network, proofs, queue, rpc, supervision,
+    vdf,
 };
 
 /// Benchmarks of vigil's parts; every comparison is measured side by side in one run.
@@ -108,6 +109,15 @@ enum Area {
         /// stand for other machines and must not take the honest nodes' CPU).
         #[arg(long)]
         greedy_attackers: bool,
+    },
+    /// Metrics: what one Prometheus scrape of a busy node costs (families, series, bytes, time).
+    Metrics {
+        /// Scrapes timed.
+        #[arg(long, default_value_t = 1_000)]
+        scrapes: usize,
+        /// Durable topics with traffic.
+        #[arg(long, default_value_t = 16)]
+        topics: usize,
     },
     /// Admin RPC: what the checks (Host/Origin, API key, role, rate limits) add to a call, against the same methods served bare.
     Rpc {
@@ -531,6 +541,25 @@ fn main() {
                 println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
             } else {
                 print_vdf(&opts, &r);
+            }
+        }
+        Area::Metrics { scrapes, topics } => {
+            let r = or_exit(metrics::run(&metrics::Options { scrapes, topics }).map_err(anyhow::Error::msg));
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
+            } else {
+                println!(
+                    "one scrape: {} families, {} series, {} bytes ({topics} topics with traffic, every RPC method's latency)",
+                    r.families, r.series, r.bytes
+                );
+                println!(
+                    "  scrape (on-scrape gauges + process collector + render)  p50 {:>8.1} us   p99 {:>8.1} us",
+                    r.scrape_p50_us, r.scrape_p99_us
+                );
+                println!(
+                    "  process collector alone                                  p50 {:>8.1} us",
+                    r.process_p50_us
+                );
             }
         }
         Area::Rpc { rounds, calls } => {

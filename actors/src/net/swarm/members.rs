@@ -14,8 +14,9 @@ use libp2p::{identify, request_response, Multiaddr, PeerId};
 
 use super::{dialable, Loop};
 use crate::metrics as m;
-use crate::net::codec::Frame;
+use crate::net::codec::{Frame, Status, WireError};
 use crate::net::lock;
+use crate::net::score::Merit;
 
 /// What a peer's identify says about it.
 enum Kind {
@@ -170,6 +171,68 @@ impl Loop {
         for peer in due {
             tracing::info!(%peer, "disconnecting a peer that did not join within network.idle_timeout_secs");
             let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    pub(super) fn our_status(&self) -> Status {
+        Status {
+            genesis: self.net.inner.genesis,
+            head: self.net.epoch_source().map_or(0, |s| s.head()),
+            agent: lock(&self.net.inner.settings).agent.clone(),
+        }
+    }
+
+    pub(super) fn on_status(&mut self, ev: request_response::Event<Frame<Status>, Frame<Status>>) {
+        use request_response::{Event, Message};
+        match ev {
+            Event::Message {
+                peer,
+                message: Message::Request { request, channel, .. },
+                ..
+            } => match request {
+                Frame::Valid(s) if s.genesis == self.net.inner.genesis => {
+                    // Its head is a claim like the one in its answers (checked before it counts).
+                    if let Some(p) = lock(&self.net.inner.snapshot).peers.get_mut(&peer) {
+                        p.head = Some(s.head);
+                    }
+                    self.join(peer);
+                    let status = self.our_status();
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .status
+                        .send_response(channel, Frame::Valid(status));
+                }
+                Frame::Valid(_) => {
+                    self.bad_frame(peer, WireError::Malformed("status of another genesis".into()))
+                }
+                // Dropping the channel closes the stream unanswered.
+                Frame::Invalid(e) => self.bad_frame(peer, e),
+            },
+            Event::Message {
+                peer,
+                message: Message::Response { response, .. },
+                ..
+            } => match response {
+                Frame::Valid(s) if s.genesis == self.net.inner.genesis => {
+                    if let Some(p) = lock(&self.net.inner.snapshot).peers.get_mut(&peer) {
+                        p.head = Some(s.head);
+                    }
+                    self.join(peer);
+                    self.reward(peer, Merit::GoodResponse);
+                }
+                Frame::Valid(_) => {
+                    self.bad_frame(peer, WireError::Malformed("status of another genesis".into()))
+                }
+                Frame::Invalid(e) => self.bad_frame(peer, e),
+            },
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound status request failed");
+            }
+            Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "outbound status request failed");
+            }
+            Event::ResponseSent { .. } => {}
         }
     }
 }
