@@ -127,6 +127,7 @@ pub async fn follow(f: Arc<Followed>, hub: Arc<SecurityHub>) {
     let reorgs = metrics::counter!(m::CHAIN_REORGS, "source" => name.clone());
     reorgs.increment(0);
     let head_age = metrics::gauge!(m::CHAIN_HEAD_AGE, "source" => name.clone());
+    let finality_lag = metrics::gauge!(m::CHAIN_FINALITY_LAG, "source" => name.clone());
     metrics::gauge!(m::CHAIN_HEALTHY, "source" => name.clone()).set(0.0);
     loop {
         tokio::select! {
@@ -208,7 +209,7 @@ pub async fn follow(f: Arc<Followed>, hub: Arc<SecurityHub>) {
                     }
                     st.lag = st.finalized.map(|x| head.height.saturating_sub(x));
                     if let Some(lag) = st.lag {
-                        metrics::gauge!(m::CHAIN_FINALITY_LAG, "source" => name.clone()).set(lag as f64);
+                        finality_lag.set(lag as f64);
                     }
                 });
                 metrics::gauge!(m::CHAIN_HEAD, "source" => name.clone()).set(head.height as f64);

@@ -288,22 +288,8 @@ fn a_damaged_data_dir_names_the_missing_file_and_an_edited_genesis_says_so() {
 #[test]
 fn sighup_reloads_the_log_filter_and_security_rules_and_names_what_needs_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("dev");
-    let conf = tmp.path().join("vigil.toml");
-    std::fs::write(&conf, "[log]\nlevel = \"info\"\n").unwrap();
-    let mut node = Node::spawn(
-        vigil(&[
-            "dev",
-            "--data-dir",
-            s(&data),
-            "--rpc-addr",
-            "127.0.0.1:0",
-            "--config",
-            s(&conf),
-        ]),
-        &data,
-    );
-    let url = node.wait_ready();
+    let (mut node, url, data) = dev_with_config(tmp.path(), "[log]\nlevel = \"info\"\n");
+    let conf = tmp.path().join("config.toml");
     std::fs::write(
         &conf,
         "[log]\nlevel = \"debug\"\n[rpc]\nmax_batch = 8\n[[security.rules]]\nwhen = \"reorg_depth >= 3\"\naction = \"pause:challenges\"\n",
