@@ -5,6 +5,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use vigil_node::cli::Cli;
 
+/// mimalloc instead of glibc's malloc: allocation and free were ~14% of the
+/// node's CPU on the bus's durable publish path (`perf`, docs/benchmarks.md).
+/// Built without transparent huge pages (`no_thp`): with them an idle node's
+/// RSS was 82 MiB instead of 38.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match vigil_node::commands::dispatch(cli.command) {

@@ -129,27 +129,65 @@ fn with_payload(mut v: Value, bytes: &[u8]) -> Value {
 /// Frames the node sends, as text, until the connection ends (or fails: the error says why).
 type Frames = Pin<Box<dyn Stream<Item = std::result::Result<String, String>> + Send>>;
 
-/// A WebSocket connection: frames to send go into the sender, one text
-/// message each.
+/// The longest message a client reads from the node (its own frames are
+/// bounded by `bus.max_frame_bytes`; deliveries by `bus.max_payload_bytes`).
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// A WebSocket connection: frames to send go into the sender, one masked
+/// text frame each (a burst in one write), read with the node's own frame
+/// reader (`vigil_actors::bus::ws`).
 async fn ws_transport(url: &str) -> Result<(mpsc::Sender<String>, Frames)> {
-    let cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(vigil_actors::bus::wire::WS_READ_BUFFER);
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(cfg), true)
+    use vigil_actors::bus::ws;
+    let fail = || format!("cannot connect to the bus at {url}: is the node running with the bus enabled?");
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| anyhow!("bus URL {url} is neither ws://HOST:PORT nor unix:PATH"))?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut stream = tokio::net::TcpStream::connect(host).await.with_context(fail)?;
+    stream.set_nodelay(true)?;
+    let leftover = ws::connect(&mut stream, host, path)
         .await
-        .with_context(|| {
-            format!("cannot connect to the bus at {url}: is the node running with the bus enabled?")
-        })?;
-    let (write, read) = ws.split();
-    let (out, out_rx) = mpsc::channel::<String>(1024);
-    tokio::spawn(vigil_actors::bus::wire::write_frames(write, out_rx));
+        .map_err(|e| anyhow!("{}: {e}", fail()))?;
+    let (read, mut write) = stream.into_split();
+    let (out, mut out_rx) = mpsc::channel::<String>(1024);
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut buf = Vec::new();
+        while let Some(first) = out_rx.recv().await {
+            buf.clear();
+            for f in std::iter::once(first).chain(std::iter::from_fn(|| out_rx.try_recv().ok())) {
+                ws::put_frame(&mut buf, ws::OP_TEXT, f.as_bytes(), Some(rand::random()));
+            }
+            if write.write_all(&buf).await.is_err() {
+                return;
+            }
+        }
+        buf.clear();
+        ws::put_frame(
+            &mut buf,
+            ws::OP_CLOSE,
+            &ws::close_payload(ws::CLOSE_NORMAL, ""),
+            Some(rand::random()),
+        );
+        let _ = write.write_all(&buf).await;
+    });
     // Text messages (anything else reads as an empty, unparsable frame)
     // until an error; a close with a reason is an error naming it.
-    let frames = read.map(|m| match m {
-        Ok(tokio_tungstenite::tungstenite::Message::Close(Some(c))) if !c.reason.is_empty() => {
-            Err(format!("the bus closed the connection: {}", c.reason))
+    let reader = ws::Reader::new(read, leftover, MAX_MESSAGE, false);
+    let frames = futures::stream::unfold(Some(reader), |reader| async move {
+        let mut r = reader?;
+        match r.next().await {
+            Ok(Some(ws::Incoming::Close(_, reason))) if !reason.is_empty() => {
+                Some((Err(format!("the bus closed the connection: {reason}")), None))
+            }
+            Ok(Some(ws::Incoming::Close(..))) | Ok(None) => None,
+            Ok(Some(ws::Incoming::Text(t))) => Some((Ok(t), Some(r))),
+            Ok(Some(_)) => Some((Ok(String::new()), Some(r))),
+            Err(e) => Some((Err(e.to_string()), None)),
         }
-        Ok(m) => Ok(m.into_text().map(|t| t.to_string()).unwrap_or_default()),
-        Err(e) => Err(e.to_string()),
     });
     Ok((out, Box::pin(frames)))
 }
@@ -268,8 +306,19 @@ impl BusClient {
 
     /// Sends a frame (an `id` is added) and returns a future of the node's answer.
     pub fn start(&self, mut frame: Value) -> impl std::future::Future<Output = Result<Value>> + 'static {
+        self.start_text(move |id| {
+            frame["id"] = id.into();
+            frame.to_string()
+        })
+    }
+
+    /// Sends the frame `text(id)` and returns a future of the node's answer.
+    fn start_text(
+        &self,
+        text: impl FnOnce(u64) -> String,
+    ) -> impl std::future::Future<Output = Result<Value>> + 'static {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        frame["id"] = id.into();
+        let frame = text(id);
         let (tx, rx) = oneshot::channel();
         self.waiters
             .lock()
@@ -281,7 +330,7 @@ impl BusClient {
         }
         // Sent now, not when the future is first polled, so that several calls
         // started before awaiting any are really in flight together.
-        let unsent = match self.out.try_send(frame.to_string()) {
+        let unsent = match self.out.try_send(frame) {
             Ok(()) => None,
             Err(mpsc::error::TrySendError::Full(f)) => Some(f),
             Err(mpsc::error::TrySendError::Closed(_)) => Some(String::new()),
@@ -327,9 +376,7 @@ impl BusClient {
 
     /// Publishes and waits for the confirm; returns the sequence number.
     pub async fn publish(&self, topic: &str, bytes: &[u8]) -> Result<u64> {
-        let v = self
-            .call(with_payload(json!({ "op": "publish", "topic": topic }), bytes))
-            .await?;
+        let v = self.publish_start(topic, bytes).await?;
         Ok(v["seq"].as_u64().unwrap_or(0))
     }
 
@@ -339,7 +386,16 @@ impl BusClient {
         topic: &str,
         bytes: &[u8],
     ) -> impl std::future::Future<Output = Result<Value>> + 'static {
-        self.start(with_payload(json!({ "op": "publish", "topic": topic }), bytes))
+        // Written directly: the publish loop of every benchmark and app.
+        let topic = serde_json::to_string(topic).unwrap_or_default();
+        let payload = match std::str::from_utf8(bytes) {
+            Ok(t) => format!(r#""payload":{}"#, serde_json::to_string(t).unwrap_or_default()),
+            Err(_) => format!(
+                r#""payload_b64":"{}""#,
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            ),
+        };
+        self.start_text(move |id| format!(r#"{{"op":"publish","id":{id},"topic":{topic},{payload}}}"#))
     }
 
     /// Subscribes to a topic (durable, with `group`; default group = app name); returns the sub id.

@@ -14,14 +14,15 @@ mod actor;
 mod apps;
 mod confirms;
 mod consumer;
+mod frame_out;
 pub(crate) mod guard;
 mod leases;
-mod line_out;
 mod outbound;
 mod router;
 mod server;
 mod session;
 pub mod wire;
+pub mod ws;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

@@ -7,18 +7,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
 
-use super::confirms::{self, Via};
-use super::line_out::{self, LineOut};
+use super::frame_out::{self, FrameOut, Sock};
 use super::wire::FrameError;
+use super::ws::{self, Incoming, ReadError};
 use super::{outbound, session, Bus};
 use crate::{Error, Result};
 
@@ -122,107 +117,105 @@ async fn accept_ws(bus: Arc<Bus>, listener: TcpListener, mut stopped: watch::Rec
     }
 }
 
-async fn ws_conn(bus: Arc<Bus>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+async fn ws_conn(bus: Arc<Bus>, mut stream: tokio::net::TcpStream, peer: SocketAddr) {
     let max = bus.settings.max_frame_bytes;
     // Small request/answer frames: Nagle's algorithm would hold them back.
     let _ = stream.set_nodelay(true);
-    // Frames a little over the limit still reach us so the error can name the
-    // limit; far larger ones are cut by the WebSocket layer itself.
-    let cfg = WebSocketConfig::default()
-        .read_buffer_size(super::wire::WS_READ_BUFFER)
-        .max_message_size(Some(max * 2 + 4096))
-        .max_frame_size(Some(max * 2 + 4096));
     let allowed = bus.settings.allowed_origins.clone();
-    let mut refused_origin = None;
-    // The shape tungstenite's handshake callback must have.
-    #[allow(clippy::result_large_err)]
-    let check = |req: &Request, resp: Response| -> std::result::Result<Response, ErrorResponse> {
-        let origin = req
-            .headers()
-            .get("origin")
-            .map(|o| o.to_str().unwrap_or("?").to_owned());
-        if super::guard::origin_allowed(origin.as_deref(), &allowed) {
-            return Ok(resp);
+    let check = |origin: Option<&str>| {
+        if super::guard::origin_allowed(origin, &allowed) {
+            return Ok(());
         }
-        let why = format!(
+        Err(format!(
             "origin {} may not open the bus: browsers are refused unless their origin is listed in bus.allowed_origins",
-            origin.as_deref().unwrap_or("?")
-        );
-        refused_origin = Some(why.clone());
-        let mut r = ErrorResponse::new(Some(why));
-        *r.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::FORBIDDEN;
-        Err(r)
+            origin.unwrap_or("?")
+        ))
     };
-    let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(cfg)).await;
-    if let Some(why) = refused_origin {
-        metrics::counter!(crate::metrics::BUS_ERRORS, "code" => "forbidden_origin").increment(1);
-        bus.auth_failed(
-            &peer.to_string(),
-            serde_json::json!({ "peer": peer.to_string(), "code": "forbidden_origin", "why": why }),
-        );
-        return;
-    }
-    let mut ws = match ws {
-        Ok(ws) => ws,
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "not a WebSocket handshake");
+    let shake = tokio::time::timeout(bus.settings.hello_timeout, ws::accept(&mut stream, check)).await;
+    let leftover = match shake {
+        Ok(Ok(leftover)) => leftover,
+        Ok(Err(ws::Refused::Origin(why))) => {
+            metrics::counter!(crate::metrics::BUS_ERRORS, "code" => "forbidden_origin").increment(1);
+            bus.auth_failed(
+                &peer.to_string(),
+                serde_json::json!({ "peer": peer.to_string(), "code": "forbidden_origin", "why": why }),
+            );
             return;
         }
+        Ok(Err(ws::Refused::NotWebSocket(why))) => {
+            return tracing::debug!(%peer, error = %why, "not a WebSocket handshake");
+        }
+        Err(_) => return tracing::debug!(%peer, "no WebSocket handshake within bus.hello_timeout"),
     };
     let max_conns = bus.settings.max_connections;
     let Some(_slot) = bus.connections.take(max_conns) else {
         metrics::counter!(crate::metrics::BUS_ERRORS, "code" => "too_many_connections").increment(1);
         tracing::warn!(%peer, max = max_conns, "bus connection refused: too many open");
-        let close = CloseFrame {
-            code: CloseCode::Again,
-            reason: too_many(max_conns).into(),
-        };
-        let _ = futures::SinkExt::send(&mut ws, Message::Close(Some(close))).await;
+        let mut close = Vec::new();
+        let reason = ws::close_payload(ws::CLOSE_AGAIN, &too_many(max_conns));
+        ws::put_frame(&mut close, ws::OP_CLOSE, &reason, None);
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, &close).await;
         return;
     };
-    let (write, read) = ws.split();
+    // A second handle for the flusher thread to write confirms through.
+    let (out, stream) = match stream.into_std().and_then(|s| {
+        let out = FrameOut::new(Sock::WebSocket(s.try_clone()?))?;
+        s.set_nonblocking(true)?;
+        Ok((out, tokio::net::TcpStream::from_std(s)?))
+    }) {
+        Ok(pair) => pair,
+        Err(e) => return tracing::warn!(%peer, error = %e, "bus connection dropped: cannot set it up"),
+    };
+    let (read, write) = stream.into_split();
     let (tx, rx) = mpsc::channel::<String>(bus.settings.outbound_queue);
-    // Never full: each confirm in it holds one of the session's
-    // `outbound_queue` slots (`confirms.rs`).
-    let (confirm_tx, confirm_rx) = mpsc::channel(bus.settings.outbound_queue.max(1));
-    let writer = tokio::spawn(confirms::write_ws(write, rx, confirm_rx));
-    // Ends at a close frame or a read error; a frame the WebSocket layer
-    // refused as too long ends it too (it cannot be skipped), but the app is
-    // told why first.
-    let frames = read
-        .scan(false, move |ended, m| {
-            let item = match m {
-                _ if *ended => None,
-                Ok(Message::Text(t)) => Some(Some(Ok(t.as_str().to_owned()))),
-                Ok(Message::Binary(_)) => Some(Some(Err((
-                    None,
-                    FrameError::new(
-                        "bad_frame",
-                        "binary WebSocket frames are not supported: send JSON text",
-                    ),
-                )))),
-                Ok(Message::Close(_)) => None,
-                Ok(_) => Some(None),
-                Err(tokio_tungstenite::tungstenite::Error::Capacity(e)) => {
-                    *ended = true;
-                    Some(Some(Err((None, FrameError::new(
-                        "oversized",
-                        format!("frame is far over the limit (bus.max_frame_bytes) of {max} bytes ({e}): the connection is closed"),
-                    )))))
-                }
-                Err(_) => None,
-            };
-            futures::future::ready(item)
-        })
-        .filter_map(futures::future::ready);
-    session::run(
-        bus,
-        Box::pin(frames),
-        tx,
-        peer.to_string(),
-        Via::Writer(confirm_tx),
-    )
-    .await;
+    let writer = tokio::spawn(frame_out::write_frames(write, out.clone(), rx));
+    // Frames a little over the limit still reach the session so the error
+    // can name the limit and the frame's id; far larger ones end the
+    // connection (it cannot be read past them), after the app is told why.
+    let reader = ws::Reader::new(read, leftover, max * 2 + 4096, true);
+    let control = out.clone();
+    let frames = futures::stream::unfold(Some(reader), move |reader| {
+        let control = control.clone();
+        async move {
+            let mut r = reader?;
+            loop {
+                let item = match r.next().await {
+                    Ok(Some(Incoming::Text(t))) => Ok(t),
+                    Ok(Some(Incoming::Binary(_))) => Err((
+                        None,
+                        FrameError::new(
+                            "bad_frame",
+                            "binary WebSocket frames are not supported: send JSON text",
+                        ),
+                    )),
+                    Ok(Some(Incoming::Ping(p))) => {
+                        control.send_control(ws::OP_PONG, &p);
+                        continue;
+                    }
+                    Ok(Some(Incoming::Close(code, _))) => {
+                        let code = code.unwrap_or(ws::CLOSE_NORMAL);
+                        control.send_control(ws::OP_CLOSE, &ws::close_payload(code, ""));
+                        return None;
+                    }
+                    Ok(None) | Err(ReadError::Io(_)) => return None,
+                    Err(ReadError::TooLong(n)) => {
+                        let e = FrameError::new(
+                            "oversized",
+                            format!("frame is far over the limit (bus.max_frame_bytes) of {max} bytes ({n} bytes): the connection is closed"),
+                        );
+                        return Some((Err((None, e)), None));
+                    }
+                    Err(ReadError::Protocol(why)) => {
+                        tracing::debug!(%why, "bus WebSocket protocol error: closing");
+                        control.send_control(ws::OP_CLOSE, &ws::close_payload(ws::CLOSE_PROTOCOL, why));
+                        return None;
+                    }
+                };
+                return Some((item, Some(r)));
+            }
+        }
+    });
+    session::run(bus, Box::pin(frames), tx, peer.to_string(), out).await;
     outbound::drain(writer).await;
 }
 
@@ -254,7 +247,7 @@ async fn unix_conn(bus: Arc<Bus>, mut stream: tokio::net::UnixStream) {
     };
     // A second handle for the flusher thread to write confirms through.
     let direct = match stream.into_std().and_then(|s| Ok((s.try_clone()?, s))) {
-        Ok((second, stream)) => match LineOut::new(second).and_then(|out| {
+        Ok((second, stream)) => match FrameOut::new(Sock::Unix(second)).and_then(|out| {
             stream.set_nonblocking(true)?;
             Ok((out, tokio::net::UnixStream::from_std(stream)?))
         }) {
@@ -268,7 +261,7 @@ async fn unix_conn(bus: Arc<Bus>, mut stream: tokio::net::UnixStream) {
     let (out, stream) = direct;
     let (read, write) = stream.into_split();
     let (tx, rx) = mpsc::channel::<String>(bus.settings.outbound_queue);
-    let writer = tokio::spawn(line_out::write_lines(write, out.clone(), rx));
+    let writer = tokio::spawn(frame_out::write_frames(write, out.clone(), rx));
     // Lines longer than the limit are reported and skipped, never buffered whole.
     let lines = futures::stream::unfold(BufReader::new(read), move |mut r| async move {
         let mut buf = Vec::new();
@@ -313,6 +306,6 @@ async fn unix_conn(bus: Arc<Bus>, mut stream: tokio::net::UnixStream) {
         };
         Some((item, r))
     });
-    session::run(bus, Box::pin(lines), tx, "unix".into(), Via::Line(out)).await;
+    session::run(bus, Box::pin(lines), tx, "unix".into(), out).await;
     outbound::drain(writer).await;
 }

@@ -9,8 +9,9 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::confirms::{Confirm, Confirms, Via};
+use super::confirms::{Confirm, Confirms};
 use super::consumer::consume;
+use super::frame_out::FrameOut;
 use super::leases::Unacked;
 use super::outbound::{fan_out, msg_frame, ok, ok_published};
 use super::router::Sink;
@@ -53,10 +54,16 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs a session over a stream of frames; answers go to `out`, durable
-/// publishes' confirms `via` the flusher thread (`confirms.rs`).
-pub(crate) async fn run<S>(bus: Arc<Bus>, mut frames: S, out: mpsc::Sender<String>, peer: String, via: Via)
-where
+/// Runs a session over a stream of frames; answers go to `out` (the
+/// writer task), durable publishes' confirms to `direct`, written by the
+/// flusher thread (`confirms.rs`).
+pub(crate) async fn run<S>(
+    bus: Arc<Bus>,
+    mut frames: S,
+    out: mpsc::Sender<String>,
+    peer: String,
+    direct: Arc<FrameOut>,
+) where
     S: Stream<Item = Result<String, (Option<u64>, FrameError)>> + Unpin,
 {
     let max = bus.settings.max_frame_bytes;
@@ -118,10 +125,8 @@ where
     metrics::gauge!(crate::metrics::BUS_SESSIONS).increment(1.0);
     tracing::info!(app = %app, session = id, %peer, "app connected");
     // Through the confirms' path, which no later confirm can overtake.
-    let confirms = Confirms::new(&bus, via);
-    confirms
-        .send_first(json!({ "op": "welcome", "app": app, "session": id }).to_string())
-        .await;
+    let confirms = Confirms::new(&bus, direct);
+    confirms.send_first(&json!({ "op": "welcome", "app": app, "session": id }).to_string());
     let mut s = Session {
         bus,
         id,
@@ -265,18 +270,20 @@ impl Session {
                 if let Some(m) = msg_id {
                     hdrs.insert(HDR_MSG_ID.into(), m.into_bytes());
                 }
+                // A copy only for live subscribers, if there are any.
+                let live = (!sinks.is_empty()).then(|| (payload.clone(), correlation.clone()));
                 let p = Publish {
                     sender: self.app.clone(),
-                    correlation: correlation.clone(),
+                    correlation,
                     headers: hdrs,
-                    payload: payload.clone(),
+                    payload,
                 };
                 let (published, ticket) = self
                     .bus
                     .queues
                     .publish_nowait(&topic, p)
                     .map_err(|e| FrameError::new("rejected", e.to_string()))?;
-                if !published.duplicate {
+                if let (false, Some((payload, correlation))) = (published.duplicate, live) {
                     fan_out(&sinks, |sub| {
                         msg_frame(
                             &self.app,

@@ -7,13 +7,6 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// How much a WebSocket read asks the socket for. tungstenite zero-fills
-/// this much of its read buffer before every read (128 KiB by default): with
-/// frames of a few hundred bytes that memset was 4% of the node's CPU at 16
-/// sequential publishers. Larger frames still arrive whole: the buffer grows
-/// to a frame's announced length.
-pub const WS_READ_BUFFER: usize = 8 * 1024;
-
 /// Every op an app may send.
 pub const OPS: [&str; 12] = [
     "hello",
@@ -290,32 +283,6 @@ pub fn put_payload(obj: &mut Value, bytes: &[u8]) {
         Ok(t) => obj["payload"] = Value::String(t.to_owned()),
         Err(_) => obj["payload_b64"] = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
     }
-}
-
-/// Writes queued frames to a WebSocket until the queue closes or the socket
-/// fails, then closes the socket. Frames already queued when the writer wakes
-/// go out in one flush (one `send` syscall for a burst of confirms, not one
-/// per frame).
-pub async fn write_frames<S>(mut sink: S, mut rx: tokio::sync::mpsc::Receiver<String>)
-where
-    S: futures::Sink<tokio_tungstenite::tungstenite::Message> + Unpin,
-{
-    use futures::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
-    'outer: while let Some(frame) = rx.recv().await {
-        if sink.feed(Message::text(frame)).await.is_err() {
-            break;
-        }
-        while let Ok(more) = rx.try_recv() {
-            if sink.feed(Message::text(more)).await.is_err() {
-                break 'outer;
-            }
-        }
-        if sink.flush().await.is_err() {
-            break;
-        }
-    }
-    let _ = sink.close().await;
 }
 
 /// Writes queued frames to a Unix socket, one per line, until the queue

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 pub use config::{check_name, check_topic, QueueConfig, TopicConfig, TopicKind, MAX_TOPIC_LEN};
-pub use done::OnDurable;
+pub use done::{after_pass, in_pass, OnDurable};
 pub use envelope::Envelope;
 pub use flusher::ConfirmMode;
 pub use group::{Delivery, GroupStats};

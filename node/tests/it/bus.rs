@@ -426,7 +426,7 @@ fn send_request_reply_and_ephemeral_topics() {
         );
         assert!(t0.elapsed() < Duration::from_secs(2));
         tokio::time::sleep(Duration::from_millis(300)).await; // b subscribes
-                                                              // 300 KB: far more than one WebSocket read (bus::wire::WS_READ_BUFFER)
+                                                              // 300 KB: far more than one WebSocket read
                                                               // at the node and at b, still one frame each way.
         let ticks = "tick".repeat(75_000);
         let ok = ca
