@@ -300,9 +300,11 @@ async fn unix_conn(bus: Arc<Bus>, mut stream: tokio::net::UnixStream) {
                 ),
             ))
         } else {
-            String::from_utf8(buf)
-                .map(|s| s.trim_end().to_owned())
-                .map_err(|_| (None, FrameError::new("malformed", "frame is not UTF-8")))
+            // The line's end is cut off in place, without a second copy.
+            while buf.last().is_some_and(u8::is_ascii_whitespace) {
+                buf.pop();
+            }
+            String::from_utf8(buf).map_err(|_| (None, FrameError::new("malformed", "frame is not UTF-8")))
         };
         Some((item, r))
     });

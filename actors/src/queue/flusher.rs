@@ -217,11 +217,6 @@ fn run(
     // Records the last log pass carried: publishers that were confirmed
     // together and will be back together (see `GATHER`).
     let mut last_batch = 0usize;
-    let gather = std::env::var("VIGIL_GATHER_US")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_micros)
-        .unwrap_or(GATHER);
     loop {
         // A checkpoint is due when the log or the consumer groups hold
         // changes sled does not have yet, once a second (or a half-full log).
@@ -252,8 +247,8 @@ fn run(
                         };
                     }
                     // Group commit that waits for the group: see `GATHER`.
-                    if !gather.is_zero() && s.records.len() < last_batch && !s.full {
-                        let until = Instant::now() + gather;
+                    if s.records.len() < last_batch && !s.full {
+                        let until = Instant::now() + GATHER;
                         s.want = last_batch;
                         while s.records.len() < s.want && !s.full && !s.stop {
                             let now = Instant::now();

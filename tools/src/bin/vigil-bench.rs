@@ -63,6 +63,11 @@ enum Area {
         /// (vigil's WebSocket, Redis's TCP port) and unix (each one's Unix socket).
         #[arg(long, value_enum, value_delimiter = ',', default_value = "tcp,unix")]
         transports: Vec<queue::Transport>,
+        /// Runs of the whole comparison; more than one prints the median,
+        /// min and max of every figure (the figures in docs/benchmarks.md
+        /// are medians of 5).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
     },
     /// One durable write of the queue's log, three ways side by side: append,
     /// overwrite through the page cache, overwrite with O_DIRECT (each + fdatasync).
@@ -239,6 +244,7 @@ fn main() {
             window,
             publishers,
             transports,
+            runs,
         } => {
             let opts = queue::Options {
                 per_publisher,
@@ -248,6 +254,22 @@ fn main() {
                 window: window.max(1),
                 transports,
             };
+            if runs > 1 {
+                let reports: Vec<_> = (1..=runs)
+                    .map(|i| queue::run(&opts, &|what| progress(&format!("run {i}/{runs}: {what}"))))
+                    .collect();
+                let summary = queue::summary::summarize(&reports);
+                if cli.json {
+                    let all = serde_json::json!({ "summary": summary, "runs": reports });
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&all).expect("report serializes")
+                    );
+                } else {
+                    queue::summary::print(&summary);
+                }
+                return;
+            }
             let r = queue::run(&opts, &progress);
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
@@ -257,8 +279,9 @@ fn main() {
                     r.payload, r.window
                 );
                 println!(
-                    "  {:<16} {:>10} {:>12} {:>10} {:>10} {:>14} {:>14} {:>16}",
+                    "  {:<16} {:<9} {:>10} {:>12} {:>10} {:>10} {:>14} {:>14} {:>16}",
                     "system",
+                    "confirm",
                     "publishers",
                     "msg/s",
                     "p50 ms",
@@ -270,8 +293,9 @@ fn main() {
                 let us = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
                 for row in &r.rows {
                     println!(
-                        "  {:<16} {:>10} {:>12.0} {:>10.3} {:>10.3} {:>14} {:>14} {:>16}",
+                        "  {:<16} {:<9} {:>10} {:>12.0} {:>10.3} {:>10.3} {:>14} {:>14} {:>16}",
                         row.system,
+                        row.confirm_mode,
                         row.publishers,
                         row.msgs_per_sec,
                         row.confirm.p50_us / 1000.0,
@@ -313,6 +337,18 @@ fn main() {
                 }
                 if let Some(note) = &r.redis_note {
                     println!("  redis: {note}");
+                }
+                if let Some(us) = r.durable_write_us {
+                    println!("  one durable write (4 KiB O_DIRECT + fdatasync) before the rows: {us:.0} us");
+                }
+                for c in &r.ceilings {
+                    println!(
+                        "  {} publishers over {}: ceiling publishers / one durable write = {:.0} msg/s; the node reached {:.2} of it",
+                        c.publishers,
+                        c.transport.name(),
+                        c.ceiling_msgs_per_sec,
+                        c.ratio
+                    );
                 }
                 println!(
                     "  end to end publish -> deliver -> ack, engine in-process: {:.0} msg/s",

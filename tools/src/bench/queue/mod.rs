@@ -15,6 +15,7 @@
 
 mod e2e;
 mod redis_rows;
+pub mod summary;
 mod vigil;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -91,6 +92,19 @@ pub struct EndToEnd {
     pub deliver: Percentiles,
 }
 
+/// A window-1 row against the disk's limit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ceiling {
+    /// How the clients connected.
+    pub transport: Transport,
+    /// Concurrent publishers.
+    pub publishers: usize,
+    /// publishers / one durable write's latency.
+    pub ceiling_msgs_per_sec: f64,
+    /// The node's durable msg/s over the ceiling.
+    pub ratio: f64,
+}
+
 /// vigil node / Redis throughput for one transport and publisher count.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
@@ -107,6 +121,10 @@ pub struct Ratio {
 pub struct Row {
     /// `vigil` or `redis`.
     pub system: String,
+    /// When the system confirmed a publish: `fsync` (after the data is on
+    /// disk: vigil `bus.confirm = always`, Redis `appendfsync always`),
+    /// `no-fsync` (`bus.confirm = none`), `no-disk` (an ephemeral topic).
+    pub confirm_mode: &'static str,
     /// Concurrent publishers.
     pub publishers: usize,
     /// Confirmed messages per second.
@@ -127,7 +145,7 @@ impl Row {
     /// The row of `publishers` x `per` confirmed publishes that took `secs`,
     /// with their latencies and the server's CPU and memory.
     async fn measured(
-        system: String,
+        (system, confirm_mode): (String, &'static str),
         publishers: usize,
         per: usize,
         secs: f64,
@@ -139,6 +157,7 @@ impl Row {
         let (server_rss_half_mib, server_rss_end_mib) = rss.finish().await;
         Row {
             system,
+            confirm_mode,
             publishers,
             msgs_per_sec: (publishers * per) as f64 / secs,
             confirm: Percentiles::from_nanos(latencies),
@@ -219,6 +238,14 @@ pub struct Report {
     pub ratio_vs_redis: Vec<Ratio>,
     /// Why Redis did not run, if it did not.
     pub redis_note: Option<String>,
+    /// One durable write's latency on the temp dir's disk (a 4 KiB
+    /// `O_DIRECT` write + `fdatasync`, mean of 1,000, measured before the
+    /// rows), µs.
+    pub durable_write_us: Option<f64>,
+    /// At one publish in flight per publisher, the most any design can
+    /// confirm: publishers / one durable write, and the node's rate as a
+    /// share of it.
+    pub ceilings: Vec<Ceiling>,
     /// Payload bytes.
     pub payload: usize,
     /// Publishes in flight per publisher over the wire (vigil node and Redis alike).
@@ -241,6 +268,10 @@ pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> Report {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    progress("one durable write (log-sync, 1,000 writes)");
+    let durable_write_us = super::logsync::run(&std::env::temp_dir(), 1, 1_000, &|_| {})
+        .ok()
+        .and_then(|r| r.rows.iter().find(|r| r.method == "direct").map(|r| r.mean_us));
     rt.block_on(async {
         let mut rows = Vec::new();
         let redis = if opts.redis { Some(start_redis()) } else { None };
@@ -333,8 +364,25 @@ pub fn run(opts: &Options, progress: &dyn Fn(&str)) -> Report {
                 }
             }
         }
+        let mut ceilings = Vec::new();
+        for &transport in opts.transports.iter().filter(|_| opts.window == 1) {
+            for &n in &opts.publishers {
+                let node = rate(format!("vigil-node{}", transport.suffix()), n);
+                if let (Some(v), Some(us)) = (node, durable_write_us) {
+                    let ceiling = n as f64 * 1e6 / us;
+                    ceilings.push(Ceiling {
+                        transport,
+                        publishers: n,
+                        ceiling_msgs_per_sec: ceiling,
+                        ratio: v / ceiling,
+                    });
+                }
+            }
+        }
         Report {
             rows,
+            durable_write_us,
+            ceilings,
             end_to_end_msgs_per_sec,
             end_to_end_bus: through_node,
             ratio_vs_redis,

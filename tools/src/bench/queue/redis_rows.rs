@@ -152,7 +152,7 @@ pub(super) async fn redis_row(
     }
     let secs = t0.elapsed().as_secs_f64();
     Ok(Row::measured(
-        format!("redis{}", transport.suffix()),
+        (format!("redis{}", transport.suffix()), "fsync"),
         publishers,
         per,
         secs,

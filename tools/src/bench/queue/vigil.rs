@@ -54,6 +54,7 @@ pub(super) async fn vigil_row(publishers: usize, per: usize, payload: usize) -> 
     let (_, client_cpu_us) = cpu.per_msg(publishers * per);
     Row {
         system: "vigil".into(),
+        confirm_mode: "fsync",
         publishers,
         msgs_per_sec: (publishers * per) as f64 / secs,
         confirm: Percentiles::from_nanos(all),
@@ -279,5 +280,10 @@ pub(super) async fn bus_row(
         .collect();
     let all = join_latencies(tasks).await;
     let secs = t0.elapsed().as_secs_f64();
-    Row::measured(system, publishers, per, secs, all, &cpu, rss).await
+    let mode = match target {
+        Target::Durable => "fsync",
+        Target::NoFsync => "no-fsync",
+        Target::Ephemeral => "no-disk",
+    };
+    Row::measured((system, mode), publishers, per, secs, all, &cpu, rss).await
 }
