@@ -19,11 +19,14 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 const CHECKPOINT_BYTES: u64 = super::wal::SIZE / 2;
 
 /// How long a log pass may wait for the publishers the last pass confirmed
-/// to send their next records, when fewer are in. Publishers that wait for
-/// their confirm come back together; a pass for each straggler costs a
-/// write and an `fdatasync` (~80 µs of CPU on a virtio disk) for a few
-/// messages, and on a machine whose cores the publishers share, that CPU is
-/// throughput. A lone publisher never waits (the last pass carried one).
+/// to send their next records, when fewer are in and nothing was waiting
+/// when that pass ended. Publishers that wait for their confirm come back
+/// together; a pass for each straggler costs a write and an `fdatasync`
+/// (~80 µs of CPU on a virtio disk) for a few messages, and on a machine
+/// whose cores the publishers share, that CPU is throughput. A lone
+/// publisher never waits (the last pass carried one), nor do publishers
+/// that keep several publishes in flight (records are waiting when a pass
+/// ends: waiting would only lengthen the pipeline).
 const GATHER: Duration = Duration::from_micros(200);
 
 /// Writes the messages the queues still hold in memory to sled (see
@@ -229,7 +232,11 @@ fn run(
             let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
             match period {
                 None => {
+                    // Nothing was waiting when the last pass ended: its
+                    // publishers wait for their confirms (see `GATHER`).
+                    let mut idle = false;
                     while s.requested == flushed && !s.stop && !checkpoint_due(&wal, last_checkpoint) {
+                        idle = true;
                         s.waiting = true;
                         let dirty = groups_dirty.load(Ordering::Acquire);
                         s = match &wal {
@@ -247,7 +254,7 @@ fn run(
                         };
                     }
                     // Group commit that waits for the group: see `GATHER`.
-                    if s.records.len() < last_batch && !s.full {
+                    if idle && s.records.len() < last_batch && !s.full {
                         let until = Instant::now() + GATHER;
                         s.want = last_batch;
                         while s.records.len() < s.want && !s.full && !s.stop {
