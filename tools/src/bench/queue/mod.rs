@@ -16,6 +16,7 @@
 mod e2e;
 mod redis_rows;
 pub mod summary;
+pub mod table;
 mod vigil;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
