@@ -21,11 +21,36 @@ pub(super) fn ok(id: u64, extra: Value) -> String {
 
 /// The confirm of a durable publish, written directly: one per message on
 /// the hot path, where building a `Value` map cost 2.6% of the node's CPU.
+/// The digits are written by hand: `format!` went through `core::fmt`,
+/// 2.8% of the node's CPU with 8 publishes in flight per publisher.
 pub(super) fn ok_published(id: u64, p: Published) -> String {
-    format!(
-        r#"{{"op":"ok","id":{id},"seq":{},"duplicate":{}}}"#,
-        p.seq, p.duplicate
-    )
+    let mut s = String::with_capacity(64);
+    s.push_str(r#"{"op":"ok","id":"#);
+    push_u64(&mut s, id);
+    s.push_str(r#","seq":"#);
+    push_u64(&mut s, p.seq);
+    s.push_str(if p.duplicate {
+        r#","duplicate":true}"#
+    } else {
+        r#","duplicate":false}"#
+    });
+    s
+}
+
+/// Appends `n` in decimal.
+fn push_u64(s: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits only.
+    s.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// A `msg` frame for a live copy (`seq` set for a durable message's copy),
@@ -84,7 +109,13 @@ mod tests {
 
     #[test]
     fn a_publish_confirm_is_the_ok_frame_with_seq_and_duplicate() {
-        for (id, seq, duplicate) in [(0, 0, false), (7, u64::MAX, true), (u64::MAX, 42, false)] {
+        for (id, seq, duplicate) in [
+            (0, 0, false),
+            (7, u64::MAX, true),
+            (u64::MAX, 42, false),
+            (10, 100, true),
+            (1_234_567_890, 9, false),
+        ] {
             let direct: Value =
                 serde_json::from_str(&ok_published(id, Published { seq, duplicate })).unwrap();
             let built: Value =
