@@ -7,6 +7,7 @@
 //! `vigil-bench network` drive testnets through this library.
 
 pub mod adversary;
+pub mod netns;
 
 use std::fs;
 use std::io::Write;
@@ -38,8 +39,44 @@ pub struct NodeSpec {
     pub dir: PathBuf,
     /// Its peer id.
     pub peer_id: String,
-    /// Its p2p address, `/ip4/127.0.0.1/tcp/<port>/p2p/<peer id>`.
+    /// Its p2p address, `/ip4/127.0.0.1/tcp/<port>/p2p/<peer id>` (in
+    /// network mode `/ip4/10.77.<i>.2/...`).
     pub p2p_addr: String,
+    /// Network mode: the testnet's namespaces (this node runs in `ns(i)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<netns::Net>,
+}
+
+impl NodeSpec {
+    /// `i` of `node-<i>`.
+    pub fn index(&self) -> usize {
+        self.name.trim_start_matches("node-").parse().unwrap_or(0)
+    }
+
+    /// Where its admin RPC answers, seen from this process: the URL it
+    /// wrote, or in network mode a forwarder into its namespace.
+    pub fn rpc_url(&self) -> Result<String> {
+        let path = self.dir.join("rpc.url");
+        let url = fs::read_to_string(&path)
+            .with_context(|| {
+                format!(
+                    "{} has not written {} yet: is it running?",
+                    self.name,
+                    path.display()
+                )
+            })?
+            .trim()
+            .to_owned();
+        let Some(net) = &self.net else {
+            return Ok(url);
+        };
+        let port: u16 = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .with_context(|| format!("{}: no port in {url}", path.display()))?;
+        net.rpc_url(self.index(), port)
+    }
 }
 
 /// What `vigil-testnet up` made.
@@ -51,6 +88,9 @@ pub struct Manifest {
     pub genesis_hash: String,
     /// Nodes, bootnodes first.
     pub nodes: Vec<NodeSpec>,
+    /// Network mode: each node in its own network namespace (see [`netns`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<netns::Net>,
 }
 
 impl Manifest {
@@ -148,6 +188,9 @@ pub struct Options {
     pub timelords: usize,
     /// Overrides the preset's `[params.security]` bounds.
     pub security: Option<vigil_genesis::SecurityParams>,
+    /// Network mode: each node in its own network namespace, on its own
+    /// address (10.77.<i>.2), links that can be cut or made lossy (root only).
+    pub netns: bool,
 }
 
 impl Default for Options {
@@ -159,6 +202,7 @@ impl Default for Options {
             vdf_iterations: None,
             timelords: 1,
             security: None,
+            netns: false,
         }
     }
 }
@@ -182,6 +226,12 @@ pub fn create(dir: &Path, o: &Options) -> Result<Manifest> {
     }
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir.canonicalize()?;
+    let net = if o.netns {
+        netns::Net::check_available()?;
+        Some(netns::Net::for_dir(&dir, n))
+    } else {
+        None
+    };
     let pass: [u8; 16] = rand::thread_rng().gen();
     let pass = hex::encode(pass);
     fs::OpenOptions::new()
@@ -192,23 +242,33 @@ pub fn create(dir: &Path, o: &Options) -> Result<Manifest> {
         .write_all(pass.as_bytes())?;
     let keys: Vec<Keypair> = (0..n).map(|_| Keypair::generate_ed25519()).collect();
     let mut ports = Vec::with_capacity(n);
-    for i in 0..n {
-        ports.push(match base_port {
-            Some(b) => b.checked_add(i as u16).context("--base-port + n is over 65535")?,
-            None => free_port(&ports)?,
-        });
-    }
-    // RPC and bus ports are chosen once too: a restarted testnet
-    // (`vigil-testnet start`) keeps every address.
     let mut service_ports = Vec::with_capacity(2 * n);
-    for _ in 0..2 * n {
-        let taken: Vec<u16> = ports.iter().chain(&service_ports).copied().collect();
-        service_ports.push(free_port(&taken)?);
+    if net.is_some() {
+        // Each node has its own network stack: the same ports everywhere.
+        ports = vec![base_port.unwrap_or(4001); n];
+        for _ in 0..n {
+            service_ports.extend([8645, 8646]);
+        }
+    } else {
+        for i in 0..n {
+            ports.push(match base_port {
+                Some(b) => b.checked_add(i as u16).context("--base-port + n is over 65535")?,
+                None => free_port(&ports)?,
+            });
+        }
+        // RPC and bus ports are chosen once too: a restarted testnet
+        // (`vigil-testnet start`) keeps every address.
+        for _ in 0..2 * n {
+            let taken: Vec<u16> = ports.iter().chain(&service_ports).copied().collect();
+            service_ports.push(free_port(&taken)?);
+        }
     }
+    let ip = |i: usize| net.as_ref().map_or(std::net::Ipv4Addr::LOCALHOST, |t| t.ip(i));
     let addrs: Vec<String> = (0..n)
         .map(|i| {
             format!(
-                "/ip4/127.0.0.1/tcp/{}/p2p/{}",
+                "/ip4/{}/tcp/{}/p2p/{}",
+                ip(i),
                 ports[i],
                 keys[i].public().to_peer_id()
             )
@@ -241,11 +301,19 @@ pub fn create(dir: &Path, o: &Options) -> Result<Manifest> {
             key,
         )
         .with_context(|| format!("cannot create {name}"))?;
+        // On 127.0.0.1 every node shares one address: no per-address limits.
+        // In network mode each has its own, and the defaults apply.
+        let limits = if net.is_some() {
+            "# its own address (network mode): the default per-address limits\n"
+        } else {
+            "# every node is 127.0.0.1 here: no per-address limits\nmax_inbound_per_ip = 1024\nip_ban_threshold = 0\n"
+        };
         fs::write(
             dd.config(),
             format!(
-                "# written by vigil-testnet\n[rpc]\naddr = \"127.0.0.1:{}\"\n\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nreconnect_max_ms = 10000\n# every node is 127.0.0.1 here: no per-address limits\nmax_inbound_per_ip = 1024\nip_ban_threshold = 0\n\n[bus]\naddr = \"127.0.0.1:{}\"\n\n[vdf]\n# {} of the {} nodes compute the VDF (node-0 first); the others verify and follow\ncompute = {}\n",
+                "# written by vigil-testnet\n[rpc]\naddr = \"127.0.0.1:{}\"\n\n[network]\nlisten = [\"/ip4/{}/tcp/{}\"]\nreconnect_max_ms = 10000\n{limits}\n[bus]\naddr = \"127.0.0.1:{}\"\n\n[vdf]\n# {} of the {} nodes compute the VDF (node-0 first); the others verify and follow\ncompute = {}\n",
                 service_ports[2 * i],
+                ip(i),
                 ports[i],
                 service_ports[2 * i + 1],
                 o.timelords.min(n),
@@ -258,12 +326,14 @@ pub fn create(dir: &Path, o: &Options) -> Result<Manifest> {
             dir: dd.root().to_owned(),
             peer_id,
             p2p_addr: addrs[i].clone(),
+            net: net.clone(),
         });
     }
     let m = Manifest {
         dir: dir.clone(),
         genesis_hash: genesis.hash().to_hex(),
         nodes,
+        net,
     };
     fs::write(dir.join(MANIFEST), serde_json::to_string_pretty(&m)?)?;
     Ok(m)
@@ -302,7 +372,16 @@ pub fn start_node(m: &Manifest, node: &NodeSpec) -> Result<i32> {
         .create(true)
         .append(true)
         .open(node.dir.join("node.log"))?;
-    let child = Command::new(vigil_bin())
+    let mut cmd = match &node.net {
+        Some(net) => {
+            if !net.exists() {
+                net.create()?;
+            }
+            net.command(node.index(), &vigil_bin())
+        }
+        None => Command::new(vigil_bin()),
+    };
+    let child = cmd
         .arg("run")
         .arg("--data-dir")
         .arg(&node.dir)
@@ -352,7 +431,12 @@ pub struct NodeStatus {
 
 /// Calls an RPC method on a node.
 pub async fn call(node: &NodeSpec, method: &str, params: Value) -> Result<Value> {
-    Endpoint::resolve(Some(&node.dir), None, None)?
+    // Network mode: through a forwarder into the node's namespace.
+    let url = match &node.net {
+        Some(_) => Some(node.rpc_url()?),
+        None => None,
+    };
+    Endpoint::resolve(Some(&node.dir), url.as_deref(), None)?
         .call(method, params)
         .await
 }
@@ -465,7 +549,12 @@ pub struct Stopped {
 
 /// Stops every node of the testnet. Same as [`stop`] on all nodes.
 pub async fn down(m: &Manifest, timeout: Duration) -> Result<Vec<Stopped>> {
-    stop(&m.nodes, timeout).await
+    let stopped = stop(&m.nodes, timeout).await?;
+    // Network mode: the namespaces go too (`start` makes them again).
+    if let Some(net) = &m.net {
+        net.teardown()?;
+    }
+    Ok(stopped)
 }
 
 /// SIGTERM to `nodes`, then SIGKILL to those still running after

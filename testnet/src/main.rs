@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use vigil_testnet::{chaos, start, status, stop, up, Manifest, NodeSpec, Stopped};
+use vigil_testnet::{chaos, down, start, status, stop, up, Manifest, NodeSpec, Stopped};
 
 /// A local vigil testnet: N `vigil run` processes of one fresh genesis on 127.0.0.1.
 #[derive(Debug, Parser)]
@@ -19,7 +19,9 @@ use vigil_testnet::{chaos, start, status, stop, up, Manifest, NodeSpec, Stopped}
         vigil-testnet chaos --dir /tmp/tn --duration 60 --kill-every 10\n  vigil-testnet logs --dir /tmp/tn 2\n  \
         vigil-testnet down --dir /tmp/tn\n  \
         vigil-testnet start --dir /tmp/tn          (the same testnet again: keys, data and ports kept)\n  \
-        vigil-testnet stop --dir /tmp/tn --node 2  (one node; `start --node 2` brings it back)\n\nThe `vigil` binary is taken from $VIGIL_BIN, beside this program, or PATH."
+        vigil-testnet stop --dir /tmp/tn --node 2  (one node; `start --node 2` brings it back)\n  \
+        vigil-testnet up -n 6 --netns --dir /tmp/tn6  (root: each node in its own network namespace)\n  \
+        vigil-testnet net --dir /tmp/tn6 partition 0,1,2 3,4,5\n  vigil-testnet net --dir /tmp/tn6 heal\n\nThe `vigil` binary is taken from $VIGIL_BIN, beside this program, or PATH."
 )]
 struct Cli {
     /// Print JSON instead of a table.
@@ -54,6 +56,20 @@ enum Cmd {
         /// Nodes that compute the VDF (node-0 first); the others verify and follow.
         #[arg(long, default_value_t = 1)]
         timelords: usize,
+        /// Network mode: each node in its own Linux network namespace with
+        /// its own address (10.77.<i>.2), routed through a hub whose links
+        /// `vigil-testnet net` can cut or make lossy. Needs root, iproute2
+        /// and iptables; `down` removes the namespaces.
+        #[arg(long)]
+        netns: bool,
+    },
+    /// Network mode (`up --netns`): partition, isolate, heal, or drop packets at random.
+    Net {
+        /// The testnet folder.
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(subcommand)]
+        action: NetAction,
     },
     /// Every node: peer id, p2p address, RPC URL, peers, status.
     Status {
@@ -117,6 +133,29 @@ enum Cmd {
         dir: PathBuf,
         /// The node.
         node: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NetAction {
+    /// Cut the network into groups of nodes, e.g. `partition 0,1 2,3,4`: no
+    /// packet crosses between groups; a node in no group is cut off.
+    Partition {
+        /// Comma-separated node numbers, one argument per group.
+        #[arg(required = true, num_args = 1..)]
+        groups: Vec<String>,
+    },
+    /// Cut one node (`2` or `node-2`) off from all others.
+    Isolate {
+        /// The node.
+        node: String,
+    },
+    /// End every partition.
+    Heal,
+    /// Drop this percentage of packets between nodes at random (0 ends it).
+    Loss {
+        /// 0 to 100.
+        percent: f64,
     },
 }
 
@@ -203,6 +242,7 @@ async fn run(cli: Cli) -> Result<()> {
             preset,
             vdf_iterations,
             timelords,
+            netns,
         } => {
             let o = vigil_testnet::Options {
                 n,
@@ -211,6 +251,7 @@ async fn run(cli: Cli) -> Result<()> {
                 vdf_iterations,
                 timelords,
                 security: None,
+                netns,
             };
             let (m, took) = up(&dir, &o, Duration::from_secs(timeout)).await?;
             if !cli.json {
@@ -228,8 +269,55 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Status { dir } => print_status(&Manifest::load(&dir)?, cli.json).await?,
         Cmd::Down { dir, timeout } => {
             let m = Manifest::load(&dir)?;
-            let r = stop(&m.nodes, Duration::from_secs(timeout)).await?;
+            let r = down(&m, Duration::from_secs(timeout)).await?;
             print_stopped(&m, &r, cli.json)?;
+        }
+        Cmd::Net { dir, action } => {
+            let m = Manifest::load(&dir)?;
+            let net = m.net.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} runs all nodes on 127.0.0.1: its links cannot be cut; make a testnet with `vigil-testnet up --netns`",
+                    dir.display()
+                )
+            })?;
+            if !net.exists() {
+                anyhow::bail!(
+                    "the testnet's network is down: `vigil-testnet start --dir {}` first",
+                    dir.display()
+                );
+            }
+            let index = |name: &str| m.node(name).map(NodeSpec::index);
+            let done = match action {
+                NetAction::Partition { groups } => {
+                    let mut parsed = Vec::new();
+                    for g in &groups {
+                        parsed.push(
+                            g.split(',')
+                                .map(|x| index(x.trim()))
+                                .collect::<Result<Vec<_>>>()?,
+                        );
+                    }
+                    net.partition(&parsed)?;
+                    format!("partitioned into {}", groups.join(" | "))
+                }
+                NetAction::Isolate { node } => {
+                    net.isolate(index(&node)?)?;
+                    format!("{node} cut off from every other node")
+                }
+                NetAction::Heal => {
+                    net.heal()?;
+                    "every partition ended".to_owned()
+                }
+                NetAction::Loss { percent } => {
+                    net.set_loss(percent)?;
+                    format!("{percent}% of packets between nodes dropped at random")
+                }
+            };
+            if cli.json {
+                println!("{}", serde_json::json!({ "ok": true, "done": done }));
+            } else {
+                println!("{done}");
+            }
         }
         Cmd::Stop { dir, node, timeout } => {
             let m = Manifest::load(&dir)?;

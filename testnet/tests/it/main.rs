@@ -6,6 +6,7 @@ mod cheats;
 mod flood;
 mod interop;
 mod layer2;
+mod netns;
 mod sampling;
 mod withdrawals;
 

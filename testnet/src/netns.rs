@@ -1,0 +1,309 @@
+//! Network mode: every node in its own Linux network namespace, joined to
+//! a hub namespace that routes between them, so the testnet's links can
+//! fail the way real ones do.
+//!
+//! ```text
+//!   vt<tag>-0 (10.77.0.2) ──veth── ┐
+//!   vt<tag>-1 (10.77.1.2) ──veth── ├─ vt<tag>-hub: routes 10.77.i.0/24,
+//!   vt<tag>-2 (10.77.2.2) ──veth── ┘   iptables FORWARD: partitions, loss
+//! ```
+//!
+//! Each node has its own stack, so its p2p address is its own (the node's
+//! per-address limits apply as on a real network) and its RPC and bus stay
+//! on 127.0.0.1 inside its namespace: the tool reaches the RPC through a
+//! forwarder whose connections are opened from inside that namespace
+//! ([`Net::rpc_url`]). All inter-node traffic crosses the hub, whose FORWARD
+//! chain holds two chains of this testnet: `vigil-part` (partitions: DROP
+//! between groups, both directions, silent like a real cut) and
+//! `vigil-loss` (random loss). Nothing is added to the host's own network
+//! namespace, and only 10.77.0.0/16 addresses inside these namespaces are
+//! used.
+//!
+//! Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN), `ip` (iproute2) and
+//! `iptables`. Delay and jitter (tc netem) are not offered: the kernels
+//! this runs on here are built without `sch_netem`.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// The namespaces of one testnet.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Net {
+    /// Short tag in every namespace name, from the testnet folder.
+    pub tag: String,
+    /// Nodes.
+    pub n: usize,
+}
+
+/// Runs `ip`/`iptables` with `args`; an error names the command and its stderr.
+fn run(program: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {program} (install iproute2 and iptables)"))?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl Net {
+    /// The namespaces of the testnet in `dir` (the tag is a hash of its path).
+    pub fn for_dir(dir: &Path, n: usize) -> Self {
+        let h = blake3::hash(dir.as_os_str().as_encoded_bytes());
+        Self {
+            tag: h.to_hex()[..6].to_owned(),
+            n,
+        }
+    }
+
+    /// The hub namespace.
+    pub fn hub(&self) -> String {
+        format!("vt{}-hub", self.tag)
+    }
+
+    /// Node `i`'s namespace.
+    pub fn ns(&self, i: usize) -> String {
+        format!("vt{}-{i}", self.tag)
+    }
+
+    /// Node `i`'s address (10.77.i.2; the hub is 10.77.i.1).
+    pub fn ip(&self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 77, i as u8, 2)
+    }
+
+    /// Checks that namespaces can be made here; the error says why not and what to do.
+    pub fn check_available() -> Result<()> {
+        let probe = format!("vtprobe-{}", std::process::id());
+        run("ip", &["netns", "add", &probe]).context(
+            "network mode needs Linux network namespaces: run as root with iproute2 installed, or leave out --netns (all nodes on 127.0.0.1)",
+        )?;
+        let _ = run("ip", &["netns", "del", &probe]);
+        Command::new("iptables")
+            .arg("--version")
+            .output()
+            .context("network mode needs iptables (apt-get install iptables)")?;
+        Ok(())
+    }
+
+    /// Builds the namespaces, links and routes (removing any left by an
+    /// earlier run of this testnet first); on failure removes what it made.
+    pub fn create(&self) -> Result<()> {
+        if self.n > 250 {
+            bail!("network mode has room for 250 nodes, not {}", self.n);
+        }
+        Self::check_available()?;
+        self.teardown()?;
+        let r = self.build();
+        if r.is_err() {
+            let _ = self.teardown();
+        }
+        r
+    }
+
+    /// Whether the hub namespace exists (the testnet's network is up).
+    pub fn exists(&self) -> bool {
+        list().iter().any(|n| *n == self.hub())
+    }
+
+    fn build(&self) -> Result<()> {
+        let hub = self.hub();
+        run("ip", &["netns", "add", &hub])?;
+        run(
+            "ip",
+            &["netns", "exec", &hub, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+        )?;
+        for chain in ["vigil-part", "vigil-loss"] {
+            self.iptables(&["-N", chain])?;
+            self.iptables(&["-A", "FORWARD", "-j", chain])?;
+        }
+        for i in 0..self.n {
+            let (ns, link) = (self.ns(i), format!("h{i}"));
+            let (hub_ip, ip) = (format!("10.77.{i}.1"), self.ip(i).to_string());
+            run("ip", &["netns", "add", &ns])?;
+            run(
+                "ip",
+                &[
+                    "-n", &hub, "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ],
+            )?;
+            run(
+                "ip",
+                &["-n", &hub, "addr", "add", &format!("{hub_ip}/24"), "dev", &link],
+            )?;
+            run("ip", &["-n", &hub, "link", "set", &link, "up"])?;
+            run(
+                "ip",
+                &["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+            )?;
+            run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+            run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+            run("ip", &["-n", &ns, "route", "add", "default", "via", &hub_ip])?;
+        }
+        Ok(())
+    }
+
+    /// Removes every namespace of this testnet (also those of a failed run);
+    /// their links and rules go with them.
+    pub fn teardown(&self) -> Result<()> {
+        let prefix = format!("vt{}-", self.tag);
+        for ns in list().into_iter().filter(|n| n.starts_with(&prefix)) {
+            run("ip", &["netns", "del", &ns])?;
+        }
+        Ok(())
+    }
+
+    fn iptables(&self, args: &[&str]) -> Result<()> {
+        let hub = self.hub();
+        let mut all = vec!["netns", "exec", hub.as_str(), "iptables", "-w"];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    /// Cuts the network into `groups` (node indices): no packet crosses
+    /// between two groups, in either direction; nodes in no group are cut
+    /// off from everyone. Replaces the previous partition.
+    pub fn partition(&self, groups: &[Vec<usize>]) -> Result<()> {
+        let group_of = |i: usize| groups.iter().position(|g| g.contains(&i));
+        if let Some(bad) = groups.iter().flatten().find(|&&i| i >= self.n) {
+            bail!("no node {bad}: this testnet has nodes 0..{}", self.n - 1);
+        }
+        self.iptables(&["-F", "vigil-part"])?;
+        for a in 0..self.n {
+            for b in 0..self.n {
+                if a != b && (group_of(a).is_none() || group_of(a) != group_of(b)) {
+                    let (sa, sb) = (self.ip(a).to_string(), self.ip(b).to_string());
+                    self.iptables(&["-A", "vigil-part", "-s", &sa, "-d", &sb, "-j", "DROP"])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts node `i` off from every other node.
+    pub fn isolate(&self, i: usize) -> Result<()> {
+        let rest: Vec<usize> = (0..self.n).filter(|&j| j != i).collect();
+        self.partition(&[vec![i], rest])
+    }
+
+    /// Ends every partition.
+    pub fn heal(&self) -> Result<()> {
+        self.iptables(&["-F", "vigil-part"])
+    }
+
+    /// Drops `percent` of the packets between nodes, at random (0 ends it).
+    pub fn set_loss(&self, percent: f64) -> Result<()> {
+        if !(0.0..=100.0).contains(&percent) {
+            bail!("loss of {percent}%: give a percentage from 0 to 100");
+        }
+        self.iptables(&["-F", "vigil-loss"])?;
+        if percent > 0.0 {
+            let p = format!("{:.4}", percent / 100.0);
+            self.iptables(&[
+                "-A",
+                "vigil-loss",
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &p,
+                "-j",
+                "DROP",
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// `program` to be run in node `i`'s namespace (`ip netns exec`, which
+    /// execs it: the child's pid is the program's).
+    pub fn command(&self, i: usize, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns(i)]).arg(program);
+        c
+    }
+
+    /// A TCP connection to `127.0.0.1:port` inside node `i`'s namespace,
+    /// opened from a thread that joins that namespace for the call.
+    pub fn connect(&self, i: usize, port: u16) -> std::io::Result<TcpStream> {
+        let path = format!("/var/run/netns/{}", self.ns(i));
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path)?;
+            // SAFETY: setns on a valid namespace fd affects only this
+            // thread, which ends right after the connect.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the namespace thread panicked")))
+    }
+
+    /// An `http://127.0.0.1:P` URL in this process's namespace that reaches
+    /// the RPC at `127.0.0.1:port` inside node `i`'s namespace (a forwarder
+    /// thread, started once per node and port for this process).
+    pub fn rpc_url(&self, i: usize, port: u16) -> Result<String> {
+        static FORWARDERS: OnceLock<Mutex<HashMap<(String, u16), u16>>> = OnceLock::new();
+        let key = (self.ns(i), port);
+        let mut map = FORWARDERS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = map.get(&key) {
+            return Ok(format!("http://127.0.0.1:{p}"));
+        }
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot open an RPC forwarder")?;
+        let local = listener.local_addr()?.port();
+        let net = self.clone();
+        std::thread::Builder::new()
+            .name(format!("fwd-{}", key.0))
+            .spawn(move || {
+                for client in listener.incoming().flatten() {
+                    let Ok(upstream) = net.connect(i, port) else {
+                        continue;
+                    };
+                    pipe(client, upstream);
+                }
+            })?;
+        map.insert(key, local);
+        Ok(format!("http://127.0.0.1:{local}"))
+    }
+}
+
+/// Copies both ways between `a` and `b` until either side closes.
+fn pipe(a: TcpStream, b: TcpStream) {
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    let one_way = |mut from: TcpStream, mut to: TcpStream| {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+    };
+    one_way(a, b2);
+    one_way(b, a2);
+}
+
+/// Names of the network namespaces on this machine.
+fn list() -> Vec<String> {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}

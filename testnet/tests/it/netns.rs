@@ -1,0 +1,115 @@
+//! Network mode (issue 29): each node in its own network namespace on its
+//! own address, links cut by partitions and made lossy through the hub,
+//! everything removed by `down`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use vigil_testnet::{call, down, up, Options};
+
+use super::{bin, head_of, quick, wait_for, Guard};
+
+/// Epoch `n`'s output on `node`, if it has it.
+async fn output(node: &vigil_testnet::NodeSpec, n: u64) -> Option<String> {
+    let r: Value = call(node, "epoch_get", json!([n])).await.ok()?;
+    r["output"].as_str().map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_in_namespaces_peer_on_their_own_addresses_and_a_cut_off_node_catches_up_after_heal() {
+    std::env::set_var("VIGIL_BIN", bin("vigil"));
+    let dir = tempfile::tempdir().unwrap();
+    let (m, took) = up(
+        &dir.path().join("tn"),
+        &Options {
+            n: 3,
+            netns: true,
+            ..quick()
+        },
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("up --netns (needs root, iproute2 and iptables: scripts/test installs them)");
+    let _g = Guard(m.clone());
+    let net = m.net.clone().expect("a network-mode manifest");
+    eprintln!("3 nodes in namespaces peered in {took:?}");
+
+    // Each node is reached on its own address, none on 127.0.0.1.
+    for (i, n) in m.nodes.iter().enumerate() {
+        assert!(
+            n.p2p_addr.starts_with(&format!("/ip4/10.77.{i}.2/tcp/")),
+            "{}",
+            n.p2p_addr
+        );
+        let peers = call(n, "net_peers", json!([])).await.unwrap();
+        for p in peers.as_array().unwrap() {
+            let a = p["addresses"].to_string();
+            assert!(
+                a.contains("/ip4/10.77.") && !a.contains("127.0.0.1"),
+                "{}: {a}",
+                n.name
+            );
+        }
+    }
+
+    // node-2 (a follower) cut off: its head stops while node-0's goes on.
+    wait_for("node-2 to follow the chain", 60, async || {
+        head_of(&m.nodes[2]).await >= 2
+    })
+    .await;
+    net.isolate(2).unwrap();
+    // A proof already in flight may still land.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cut_at = head_of(&m.nodes[2]).await;
+    let h0 = head_of(&m.nodes[0]).await;
+    wait_for("node-0 to go 5 epochs on", 60, async || {
+        head_of(&m.nodes[0]).await >= h0 + 5
+    })
+    .await;
+    let stalled = head_of(&m.nodes[2]).await;
+    assert!(
+        stalled <= cut_at + 1,
+        "node-2 got epochs through the partition: {cut_at} -> {stalled}"
+    );
+
+    // Healed: node-2 catches up to the same chain (same epoch output).
+    net.heal().unwrap();
+    let target = head_of(&m.nodes[0]).await;
+    wait_for("node-2 to catch up after the heal", 90, async || {
+        head_of(&m.nodes[2]).await >= target
+    })
+    .await;
+    let (a, b) = (
+        output(&m.nodes[0], target).await,
+        output(&m.nodes[2], target).await,
+    );
+    assert!(
+        a.is_some() && a == b,
+        "epoch {target}: node-0 {a:?}, node-2 {b:?}"
+    );
+
+    // 10% loss between all nodes: the chain still advances everywhere.
+    net.set_loss(10.0).unwrap();
+    let h = head_of(&m.nodes[2]).await;
+    wait_for("node-2 to follow through 10% loss", 90, async || {
+        head_of(&m.nodes[2]).await >= h + 3
+    })
+    .await;
+    net.set_loss(0.0).unwrap();
+
+    // Cut and lossy links alone get no honest node banned.
+    for n in &m.nodes {
+        let bans = call(n, "net_bans", json!([])).await.unwrap();
+        assert_eq!(bans.as_array().map(Vec::len), Some(0), "{}: {bans}", n.name);
+    }
+
+    // `down` removes every namespace.
+    down(&m, Duration::from_secs(10)).await.unwrap();
+    assert!(!net.exists(), "the hub namespace is still there");
+    let left = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(!left.contains(&format!("vt{}-", net.tag)), "left behind: {left}");
+}
