@@ -189,7 +189,7 @@ pub struct Options {
     /// Overrides the preset's `[params.security]` bounds.
     pub security: Option<vigil_genesis::SecurityParams>,
     /// Network mode: each node in its own network namespace, on its own
-    /// address (10.77.<i>.2), links that can be cut or made lossy (root only).
+    /// address (`10.77.<i>.2`), links that can be cut, made lossy or slow (root only).
     pub netns: bool,
 }
 

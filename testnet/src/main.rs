@@ -57,7 +57,7 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         timelords: usize,
         /// Network mode: each node in its own Linux network namespace with
-        /// its own address (10.77.<i>.2), routed through a hub whose links
+        /// its own address (`10.77.<i>.2`), routed through a hub whose links
         /// `vigil-testnet net` can cut or make lossy. Needs root, iproute2
         /// and iptables; `down` removes the namespaces.
         #[arg(long)]
@@ -126,6 +126,13 @@ enum Cmd {
     Completions(vigil_node::cli::CompletionsArgs),
     /// Write man pages (vigil-testnet.1 and one per subcommand) into --out, or print vigil-testnet(1).
     Man(vigil_node::cli::ManArgs),
+    /// The delay process of network mode (started by `net delay` in the hub namespace).
+    #[command(hide = true)]
+    Netd {
+        /// Its settings file.
+        #[arg(long)]
+        settings: PathBuf,
+    },
     /// Print a node's log (NODE is `2` or `node-2`).
     Logs {
         /// The testnet folder.
@@ -156,6 +163,16 @@ enum NetAction {
     Loss {
         /// 0 to 100.
         percent: f64,
+    },
+    /// Delay every packet between nodes by MS milliseconds one way (a
+    /// round trip takes twice that), ± --jitter MS uniformly per packet,
+    /// so packets can overtake each other; 0 ends it.
+    Delay {
+        /// One-way delay, milliseconds.
+        ms: u32,
+        /// Jitter, ± milliseconds (at most the delay).
+        #[arg(long, default_value_t = 0)]
+        jitter: u32,
     },
 }
 
@@ -312,6 +329,14 @@ async fn run(cli: Cli) -> Result<()> {
                     net.set_loss(percent)?;
                     format!("{percent}% of packets between nodes dropped at random")
                 }
+                NetAction::Delay { ms, jitter } => {
+                    let d = vigil_testnet::netns::delay::Delay {
+                        ms,
+                        jitter_ms: jitter,
+                    };
+                    net.set_delay(&m.dir, d)?;
+                    format!("packets between nodes delayed {ms} ms ± {jitter} ms one way")
+                }
             };
             if cli.json {
                 println!("{}", serde_json::json!({ "ok": true, "done": done }));
@@ -355,6 +380,7 @@ async fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Cmd::Netd { settings } => vigil_testnet::netns::delay::run(&settings)?,
         Cmd::Completions(args) => args.run(<Cli as clap::CommandFactory>::command()),
         Cmd::Man(args) => args.run(<Cli as clap::CommandFactory>::command())?,
         Cmd::Logs { dir, node } => {

@@ -19,15 +19,21 @@
 //! namespace, and only 10.77.0.0/16 addresses inside these namespaces are
 //! used.
 //!
+//! Delay and jitter go through a third chain, `vigil-delay`, to NFQUEUE and
+//! a small process in the hub that holds each packet for its delay
+//! ([`delay`]): the kernels this runs on here are built without tc netem.
+//!
 //! Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN), `ip` (iproute2) and
-//! `iptables`. Delay and jitter (tc netem) are not offered: the kernels
-//! this runs on here are built without `sch_netem`.
+//! `iptables`.
+
+pub mod delay;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 
 use anyhow::{bail, Context, Result};
@@ -124,7 +130,7 @@ impl Net {
             "ip",
             &["netns", "exec", &hub, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
         )?;
-        for chain in ["vigil-part", "vigil-loss"] {
+        for chain in ["vigil-part", "vigil-loss", "vigil-delay"] {
             self.iptables(&["-N", chain])?;
             self.iptables(&["-A", "FORWARD", "-j", chain])?;
         }
@@ -159,9 +165,60 @@ impl Net {
     pub fn teardown(&self) -> Result<()> {
         let prefix = format!("vt{}-", self.tag);
         for ns in list().into_iter().filter(|n| n.starts_with(&prefix)) {
+            // Whatever still runs in it (the delay process; a node of a
+            // failed run) would outlive the namespace's name.
+            for pid in pids(&ns) {
+                // SAFETY: kill only sends a signal.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
             run("ip", &["netns", "del", &ns])?;
         }
         Ok(())
+    }
+
+    /// Delays every packet between nodes (one way; 0 ms ends it). The
+    /// setting goes to `dir/net-delay.json`, read by the delay process in
+    /// the hub, started here on first use (its log: `dir/netd.log`).
+    pub fn set_delay(&self, dir: &Path, d: delay::Delay) -> Result<()> {
+        if d.jitter_ms > d.ms {
+            bail!(
+                "jitter of {} ms over a delay of {} ms: the jitter is at most the delay",
+                d.jitter_ms,
+                d.ms
+            );
+        }
+        let settings = dir.join("net-delay.json");
+        std::fs::write(&settings, serde_json::to_string(&d)?)
+            .with_context(|| format!("cannot write {}", settings.display()))?;
+        self.iptables(&["-F", "vigil-delay"])?;
+        if d.ms == 0 {
+            return Ok(());
+        }
+        if pids(&self.hub()).is_empty() {
+            let log = std::fs::File::create(dir.join("netd.log"))?;
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &self.hub()])
+                .arg(testnet_bin())
+                .arg("netd")
+                .arg("--settings")
+                .arg(&settings)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .process_group(0);
+            c.spawn()
+                .context("cannot start the delay process (vigil-testnet netd)")?;
+        }
+        let q = delay::QUEUE.to_string();
+        self.iptables(&[
+            "-A",
+            "vigil-delay",
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            &q,
+            "--queue-bypass",
+        ])
     }
 
     fn iptables(&self, args: &[&str]) -> Result<()> {
@@ -237,6 +294,12 @@ impl Net {
     /// A TCP connection to `127.0.0.1:port` inside node `i`'s namespace,
     /// opened from a thread that joins that namespace for the call.
     pub fn connect(&self, i: usize, port: u16) -> std::io::Result<TcpStream> {
+        self.connect_from(i, (Ipv4Addr::LOCALHOST, port).into())
+    }
+
+    /// A TCP connection to `to`, opened from inside node `i`'s namespace
+    /// (to another node's address, it crosses the hub and its links).
+    pub fn connect_from(&self, i: usize, to: SocketAddr) -> std::io::Result<TcpStream> {
         let path = format!("/var/run/netns/{}", self.ns(i));
         std::thread::spawn(move || {
             let ns = std::fs::File::open(&path)?;
@@ -245,7 +308,7 @@ impl Net {
             if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            TcpStream::connect_timeout(&to, std::time::Duration::from_secs(10))
         })
         .join()
         .unwrap_or_else(|_| Err(std::io::Error::other("the namespace thread panicked")))
@@ -295,6 +358,33 @@ fn pipe(a: TcpStream, b: TcpStream) {
     };
     one_way(a, b2);
     one_way(b, a2);
+}
+
+/// The `vigil-testnet` binary (the delay process is one of its commands):
+/// `$VIGIL_TESTNET_BIN`, beside the `vigil` binary, this program, or PATH.
+fn testnet_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("VIGIL_TESTNET_BIN") {
+        return p.into();
+    }
+    let beside = crate::vigil_bin().with_file_name("vigil-testnet");
+    if beside.is_file() {
+        return beside;
+    }
+    match std::env::current_exe() {
+        Ok(exe) if exe.file_name().is_some_and(|n| n == "vigil-testnet") => exe,
+        _ => "vigil-testnet".into(),
+    }
+}
+
+/// Processes in namespace `ns`.
+fn pids(ns: &str) -> Vec<i32> {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 /// Names of the network namespaces on this machine.

@@ -1,10 +1,11 @@
 //! Network mode (issue 29): each node in its own network namespace on its
-//! own address, links cut by partitions and made lossy through the hub,
-//! everything removed by `down`.
+//! own address, links cut by partitions, made lossy and slow through the
+//! hub, everything (the delay process too) removed by `down`.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use vigil_testnet::netns::delay::Delay;
 use vigil_testnet::{call, down, up, Options};
 
 use super::{bin, head_of, quick, wait_for, Guard};
@@ -97,6 +98,30 @@ async fn nodes_in_namespaces_peer_on_their_own_addresses_and_a_cut_off_node_catc
     .await;
     net.set_loss(0.0).unwrap();
 
+    // 50 ms ± 10 ms one way: a TCP handshake from node-0 to node-1 (two
+    // crossings of the hub) takes over 80 ms, and the chain goes on.
+    let handshake = || {
+        let t0 = std::time::Instant::now();
+        net.connect_from(0, "10.77.1.2:4001".parse().unwrap()).unwrap();
+        t0.elapsed()
+    };
+    let fast = handshake();
+    let slow = Delay {
+        ms: 50,
+        jitter_ms: 10,
+    };
+    net.set_delay(&m.dir, slow).unwrap();
+    let delayed = handshake();
+    eprintln!("TCP handshake node-0 -> node-1: {fast:?} undelayed, {delayed:?} at 50 ± 10 ms");
+    assert!(delayed >= Duration::from_millis(80), "{delayed:?}");
+    let h = head_of(&m.nodes[2]).await;
+    wait_for("node-2 to follow over 50 ms links", 90, async || {
+        head_of(&m.nodes[2]).await >= h + 3
+    })
+    .await;
+    net.set_delay(&m.dir, Delay::default()).unwrap();
+    assert!(handshake() < Duration::from_millis(80), "the delay did not end");
+
     // Cut and lossy links alone get no honest node banned.
     for n in &m.nodes {
         let bans = call(n, "net_bans", json!([])).await.unwrap();
@@ -112,4 +137,10 @@ async fn nodes_in_namespaces_peer_on_their_own_addresses_and_a_cut_off_node_catc
         .unwrap();
     let left = String::from_utf8_lossy(&left.stdout);
     assert!(!left.contains(&format!("vt{}-", net.tag)), "left behind: {left}");
+    let settings = m.dir.join("net-delay.json");
+    let stray = std::process::Command::new("pgrep")
+        .args(["-f", settings.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(stray.stdout.is_empty(), "the delay process outlived `down`");
 }
