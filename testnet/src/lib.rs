@@ -8,6 +8,7 @@
 
 pub mod adversary;
 pub mod netns;
+pub mod schedule;
 
 use std::fs;
 use std::io::Write;

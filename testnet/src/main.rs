@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use serde_json::json;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use vigil_testnet::{chaos, down, start, status, stop, up, Manifest, NodeSpec, Stopped};
@@ -111,16 +113,29 @@ enum Cmd {
         timeout: u64,
     },
     /// SIGKILL random nodes and restart them, then check the network heals.
+    /// With --preset: make a network-mode testnet in --dir (root), play a
+    /// seeded schedule of partitions, kills, freezes, loss and delay on it,
+    /// check that it converges to one chain and bans no honest node, and
+    /// take it down.
     Chaos {
-        /// The testnet folder.
+        /// The testnet folder (with --preset: new or empty).
         #[arg(long)]
         dir: PathBuf,
-        /// Seconds of chaos.
+        /// Seconds of chaos (without --preset).
         #[arg(long, default_value_t = 30)]
         duration: u64,
-        /// Seconds between kills.
+        /// Seconds between kills (without --preset).
         #[arg(long, default_value_t = 5)]
         kill_every: u64,
+        /// A schedule preset: short (12 nodes, 150 s of faults) or long (24 nodes, 30 min).
+        #[arg(long, value_name = "short|long")]
+        preset: Option<String>,
+        /// The schedule's seed (printed with every failure; the same seed replays the same faults).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print the schedule and exit.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print a shell completion script, e.g. `vigil-testnet completions bash > /etc/bash_completion.d/vigil-testnet`.
     Completions(vigil_node::cli::CompletionsArgs),
@@ -359,8 +374,53 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Chaos {
             dir,
+            preset: Some(preset),
+            seed,
+            dry_run,
+            ..
+        } => {
+            let p = vigil_testnet::schedule::Preset::named(&preset)?;
+            let steps = vigil_testnet::schedule::schedule(&p, seed);
+            if dry_run {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "preset": p, "seed": seed, "steps": steps }))?
+                );
+                return Ok(());
+            }
+            let r = vigil_testnet::schedule::play(&dir, &p, seed, &|line| eprintln!("chaos: {line}")).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "chaos {} (seed {seed}): {} nodes peered in {:.1} s; {} steps; heals converged in {}; one chain (head {}) {:.1} s after the last step; honest nodes banned: {}",
+                    p.name,
+                    p.nodes,
+                    r.mesh_ms as f64 / 1e3,
+                    r.outcome.steps,
+                    r.outcome
+                        .heals
+                        .iter()
+                        .map(|h| h.converged_ms.map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1e3)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    r.outcome.head,
+                    r.outcome.final_converged_ms as f64 / 1e3,
+                    r.outcome.honest_banned.len()
+                );
+            }
+            if !r.outcome.honest_banned.is_empty() {
+                anyhow::bail!(
+                    "seed {seed}: honest nodes were banned: {:?}",
+                    r.outcome.honest_banned
+                );
+            }
+        }
+        Cmd::Chaos {
+            dir,
             duration,
             kill_every,
+            ..
         } => {
             let m = Manifest::load(&dir)?;
             let r = chaos(

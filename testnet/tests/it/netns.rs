@@ -144,3 +144,35 @@ async fn nodes_in_namespaces_peer_on_their_own_addresses_and_a_cut_off_node_catc
         .unwrap();
     assert!(stray.stdout.is_empty(), "the delay process outlived `down`");
 }
+
+/// The short chaos schedule (issue 29): 12 nodes in namespaces, 150 s of
+/// seeded faults (partitions, kills, a freeze, 1% loss, 20 ± 5 ms delay),
+/// then the checkers. Heavy (12 debug nodes on two cores): `scripts/test`
+/// runs it on its own after the other tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "4 minutes, 12 nodes: run alone by scripts/test"]
+async fn chaos_short_schedule_converges_to_one_chain_and_bans_no_honest_node() {
+    use vigil_testnet::schedule::{play, schedule, Preset};
+    std::env::set_var("VIGIL_BIN", bin("vigil"));
+    let dir = tempfile::tempdir().unwrap();
+    let p = Preset::named("short").unwrap();
+    let seed = 3;
+    let r = play(&dir.path().join("tn"), &p, seed, &|l| eprintln!("chaos: {l}"))
+        .await
+        .expect("the schedule ran and the chain converged");
+    eprintln!("{}", serde_json::to_string(&r).unwrap());
+    assert_eq!(r.outcome.steps, schedule(&p, seed).len());
+    assert!(
+        r.outcome.honest_banned.is_empty(),
+        "{:?}",
+        r.outcome.honest_banned
+    );
+    assert_eq!(
+        r.outcome.heals.len(),
+        p.partitions,
+        "each partition's heal measured"
+    );
+    assert!(r.outcome.head > 0);
+    let net = vigil_testnet::netns::Net::for_dir(&dir.path().join("tn").canonicalize().unwrap(), p.nodes);
+    assert!(!net.exists(), "play left its namespaces behind");
+}
