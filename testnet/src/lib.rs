@@ -192,6 +192,11 @@ pub struct Options {
     /// Network mode: each node in its own network namespace, on its own
     /// address (`10.77.<i>.2`), links that can be cut, made lossy or slow (root only).
     pub netns: bool,
+    /// Followers verify `Some(k)` sampled segments of each epoch
+    /// (`vdf.verify = "sampled"`) instead of recomputing all of them: in
+    /// hash mode a full verification costs as much CPU as the timelord's
+    /// computation, so n nodes on two cores would spend n times the VDF.
+    pub sampled_verify: Option<u32>,
 }
 
 impl Default for Options {
@@ -204,6 +209,7 @@ impl Default for Options {
             timelords: 1,
             security: None,
             netns: false,
+            sampled_verify: None,
         }
     }
 }
@@ -312,14 +318,17 @@ pub fn create(dir: &Path, o: &Options) -> Result<Manifest> {
         fs::write(
             dd.config(),
             format!(
-                "# written by vigil-testnet\n[rpc]\naddr = \"127.0.0.1:{}\"\n\n[network]\nlisten = [\"/ip4/{}/tcp/{}\"]\nreconnect_max_ms = 10000\n{limits}\n[bus]\naddr = \"127.0.0.1:{}\"\n\n[vdf]\n# {} of the {} nodes compute the VDF (node-0 first); the others verify and follow\ncompute = {}\n",
+                "# written by vigil-testnet\n[rpc]\naddr = \"127.0.0.1:{}\"\n\n[network]\nlisten = [\"/ip4/{}/tcp/{}\"]\nreconnect_max_ms = 10000\n{limits}\n[bus]\naddr = \"127.0.0.1:{}\"\n\n[vdf]\n# {} of the {} nodes compute the VDF (node-0 first); the others verify and follow\ncompute = {}\n{}",
                 service_ports[2 * i],
                 ip(i),
                 ports[i],
                 service_ports[2 * i + 1],
                 o.timelords.min(n),
                 n,
-                i < o.timelords
+                i < o.timelords,
+                o.sampled_verify
+                    .map(|k| format!("verify = \"sampled\"\nsamples = {k}\n"))
+                    .unwrap_or_default()
             ),
         )?;
         nodes.push(NodeSpec {

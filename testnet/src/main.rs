@@ -64,6 +64,11 @@ enum Cmd {
         /// and iptables; `down` removes the namespaces.
         #[arg(long)]
         netns: bool,
+        /// Followers verify K sampled segments of each epoch instead of
+        /// recomputing all (in hash mode a full check costs what computing
+        /// did: many nodes on few cores need this).
+        #[arg(long, value_name = "K")]
+        sampled_verify: Option<u32>,
     },
     /// Network mode (`up --netns`): partition, isolate, heal, or drop packets at random.
     Net {
@@ -275,6 +280,7 @@ async fn run(cli: Cli) -> Result<()> {
             vdf_iterations,
             timelords,
             netns,
+            sampled_verify,
         } => {
             let o = vigil_testnet::Options {
                 n,
@@ -284,6 +290,7 @@ async fn run(cli: Cli) -> Result<()> {
                 timelords,
                 security: None,
                 netns,
+                sampled_verify,
             };
             let (m, took) = up(&dir, &o, Duration::from_secs(timeout)).await?;
             if !cli.json {

@@ -450,8 +450,9 @@ pub struct Played {
 }
 
 /// Makes a network-mode testnet of `p.nodes` in `dir` (dev preset with a
-/// light VDF, 5M iterations, one timelord: node-0; while it is down or cut
-/// off the chain waits, as a real network waits for its timelords),
+/// light VDF: 5M iterations, followers verifying 4 sampled segments of 32;
+/// one timelord, node-0: while it is down or cut off the chain waits, as a
+/// real network waits for its timelords),
 /// plays `p`'s schedule for `seed`, and takes the testnet down, also on failure.
 pub async fn play(dir: &std::path::Path, p: &Preset, seed: u64, progress: &dyn Fn(&str)) -> Result<Played> {
     let o = crate::Options {
@@ -460,6 +461,7 @@ pub async fn play(dir: &std::path::Path, p: &Preset, seed: u64, progress: &dyn F
         vdf_iterations: Some(5_000_000),
         timelords: 1,
         netns: true,
+        sampled_verify: Some(4),
         ..crate::Options::default()
     };
     let (m, took) = crate::up(dir, &o, Duration::from_secs(120)).await?;
