@@ -176,6 +176,27 @@ impl Net {
         Ok(())
     }
 
+    /// Whether a process reads the delay queue in the hub (the kernel's
+    /// list of bound queues in that namespace).
+    fn queue_bound(&self) -> bool {
+        let Ok(out) = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.hub(),
+                "cat",
+                "/proc/net/netfilter/nfnetlink_queue",
+            ])
+            .output()
+        else {
+            return false;
+        };
+        let q = delay::QUEUE.to_string();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(q.as_str()))
+    }
+
     /// Delays every packet between nodes (one way; 0 ms ends it). The
     /// setting goes to `dir/net-delay.json`, read by the delay process in
     /// the hub, started here on first use (its log: `dir/netd.log`).
@@ -208,6 +229,19 @@ impl Net {
                 .process_group(0);
             c.spawn()
                 .context("cannot start the delay process (vigil-testnet netd)")?;
+            // Until it reads the queue, `--queue-bypass` lets packets
+            // through undelayed: wait for the kernel to list its binding.
+            let t0 = std::time::Instant::now();
+            while !self.queue_bound() {
+                if t0.elapsed() > std::time::Duration::from_secs(10) {
+                    bail!(
+                        "the delay process did not bind NFQUEUE {} within 10 s: see {}",
+                        delay::QUEUE,
+                        dir.join("netd.log").display()
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
         let q = delay::QUEUE.to_string();
         self.iptables(&[
