@@ -174,6 +174,9 @@ pub struct VdfConfig {
     pub sync_batch: u32,
     /// Peers asked in parallel while syncing.
     pub sync_peers: u32,
+    /// Least time from the start of one computed epoch to the next, ms
+    /// (0: back to back).
+    pub min_epoch_ms: u64,
 }
 
 impl Default for VdfConfig {
@@ -184,6 +187,7 @@ impl Default for VdfConfig {
             samples: 8,
             sync_batch: 64,
             sync_peers: 3,
+            min_epoch_ms: 0,
         }
     }
 }

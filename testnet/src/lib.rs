@@ -8,6 +8,7 @@
 
 pub mod adversary;
 pub mod netns;
+pub mod observe;
 pub mod schedule;
 
 use std::fs;
@@ -197,6 +198,10 @@ pub struct Options {
     /// hash mode a full verification costs as much CPU as the timelord's
     /// computation, so n nodes on two cores would spend n times the VDF.
     pub sampled_verify: Option<u32>,
+    /// Timelords start epochs at least this many ms apart
+    /// (`vdf.min_epoch_ms`): n nodes on two cores verify n epochs' worth of
+    /// VDF for every one computed, so a chain that runs flat out starves them.
+    pub min_epoch_ms: Option<u64>,
 }
 
 impl Default for Options {
@@ -210,6 +215,7 @@ impl Default for Options {
             security: None,
             netns: false,
             sampled_verify: None,
+            min_epoch_ms: None,
         }
     }
 }
@@ -329,6 +335,10 @@ pub fn create(dir: &Path, o: &Options) -> Result<Manifest> {
                 o.sampled_verify
                     .map(|k| format!("verify = \"sampled\"\nsamples = {k}\n"))
                     .unwrap_or_default()
+                    + &o.min_epoch_ms
+                        .filter(|_| i < o.timelords)
+                        .map(|ms| format!("min_epoch_ms = {ms}\n"))
+                        .unwrap_or_default()
             ),
         )?;
         nodes.push(NodeSpec {

@@ -69,6 +69,11 @@ enum Cmd {
         /// did: many nodes on few cores need this).
         #[arg(long, value_name = "K")]
         sampled_verify: Option<u32>,
+        /// Timelords start epochs at least MS apart (`vdf.min_epoch_ms`):
+        /// with many nodes on few cores, every follower's verification of a
+        /// chain computed flat out adds up to more than the machine has.
+        #[arg(long, value_name = "MS")]
+        min_epoch_ms: Option<u64>,
     },
     /// Network mode (`up --netns`): partition, isolate, heal, or drop packets at random.
     Net {
@@ -281,6 +286,7 @@ async fn run(cli: Cli) -> Result<()> {
             timelords,
             netns,
             sampled_verify,
+            min_epoch_ms,
         } => {
             let o = vigil_testnet::Options {
                 n,
@@ -291,6 +297,7 @@ async fn run(cli: Cli) -> Result<()> {
                 security: None,
                 netns,
                 sampled_verify,
+                min_epoch_ms,
             };
             let (m, took) = up(&dir, &o, Duration::from_secs(timeout)).await?;
             if !cli.json {
@@ -414,6 +421,21 @@ async fn run(cli: Cli) -> Result<()> {
                     r.outcome.head,
                     r.outcome.final_converged_ms as f64 / 1e3,
                     r.outcome.honest_banned.len()
+                );
+                let o = &r.outcome.observed;
+                for (topic, g) in &o.gossip {
+                    println!(
+                        "  gossip {topic}: {} messages, {} receipts ({:.0}% of all nodes), p50 {:.1} ms, p99 {:.1} ms",
+                        g.messages,
+                        g.receipts,
+                        g.coverage * 100.0,
+                        g.p50_ms,
+                        g.p99_ms
+                    );
+                }
+                println!(
+                    "  CPU per node over {:.0} s: median {:.1}%, max {:.1}% of a core",
+                    o.secs, o.cpu_median_pct, o.cpu_max_pct
                 );
             }
             if !r.outcome.honest_banned.is_empty() {

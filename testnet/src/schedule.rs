@@ -99,6 +99,11 @@ pub struct Preset {
     pub loss: f64,
     /// Delay between all nodes during the run.
     pub delay: Delay,
+    /// The light VDF every node uses (dev preset, 32 segments).
+    pub vdf_iterations: u64,
+    /// The timelord starts epochs at least this far apart, ms: every
+    /// follower verifies each epoch in full, and all of them share two cores.
+    pub min_epoch_ms: u64,
 }
 
 impl Preset {
@@ -115,6 +120,8 @@ impl Preset {
                 freezes: 1,
                 loss: 1.0,
                 delay: Delay { ms: 20, jitter_ms: 5 },
+                vdf_iterations: LIGHT_VDF,
+                min_epoch_ms: EPOCH_MS,
             },
             "long" => Self {
                 name: "long",
@@ -125,11 +132,20 @@ impl Preset {
                 freezes: 5,
                 loss: 1.0,
                 delay: Delay { ms: 50, jitter_ms: 20 },
+                vdf_iterations: LIGHT_VDF,
+                min_epoch_ms: EPOCH_MS,
             },
             other => bail!("no chaos preset `{other}`: the presets are short (12 nodes, 150 s) and long (24 nodes, 30 min)"),
         })
     }
 }
+
+/// Iterations per epoch in chaos runs: ~50 ms of one core here, so 24
+/// nodes each verifying an epoch (sampled, then in full) spend ~1.3 s of CPU on it.
+const LIGHT_VDF: u64 = 1_000_000;
+
+/// An epoch every 2 s: the VDF work of 24 nodes stays under a core of the two.
+const EPOCH_MS: u64 = 2_000;
 
 /// The schedule of `preset` for `seed`: the same steps every time.
 pub fn schedule(p: &Preset, seed: u64) -> Vec<Step> {
@@ -242,6 +258,9 @@ pub struct Outcome {
     pub head: u64,
     /// Honest nodes some node had banned at the end (must be none).
     pub honest_banned: Vec<String>,
+    /// Gossip propagation per topic and CPU per node, from the first step
+    /// to the end of the checks.
+    pub observed: crate::observe::Observed,
 }
 
 /// `call` with a bound: a frozen node never answers.
@@ -268,6 +287,7 @@ pub async fn run(m: &Manifest, steps: &[Step], seed: u64, progress: &dyn Fn(&str
         .as_ref()
         .context("chaos schedules need a network-mode testnet (`vigil-testnet up --netns`)")?;
     let n = m.nodes.len();
+    let observer = crate::observe::Observer::start(m);
     let t0 = Instant::now();
     let (mut down, mut frozen) = (BTreeSet::new(), BTreeSet::new());
     let mut heals = Vec::new();
@@ -411,6 +431,7 @@ pub async fn run(m: &Manifest, steps: &[Step], seed: u64, progress: &dyn Fn(&str
         final_converged_ms,
         head,
         honest_banned,
+        observed: observer.finish().await,
     })
 }
 
@@ -450,18 +471,20 @@ pub struct Played {
 }
 
 /// Makes a network-mode testnet of `p.nodes` in `dir` (dev preset with a
-/// light VDF: 5M iterations, followers verifying 4 sampled segments of 32;
-/// one timelord, node-0: while it is down or cut off the chain waits, as a
+/// light VDF, `p.vdf_iterations` an epoch and one every `p.min_epoch_ms`,
+/// followers verifying 4 sampled segments of 32 to take an epoch; one
+/// timelord, node-0: while it is down or cut off the chain waits, as a
 /// real network waits for its timelords),
 /// plays `p`'s schedule for `seed`, and takes the testnet down, also on failure.
 pub async fn play(dir: &std::path::Path, p: &Preset, seed: u64, progress: &dyn Fn(&str)) -> Result<Played> {
     let o = crate::Options {
         n: p.nodes,
         preset: "dev".into(),
-        vdf_iterations: Some(5_000_000),
+        vdf_iterations: Some(p.vdf_iterations),
         timelords: 1,
         netns: true,
         sampled_verify: Some(4),
+        min_epoch_ms: Some(p.min_epoch_ms),
         ..crate::Options::default()
     };
     let (m, took) = crate::up(dir, &o, Duration::from_secs(120)).await?;

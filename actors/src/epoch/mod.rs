@@ -66,6 +66,10 @@ pub struct EpochSettings {
     pub sync_batch: u32,
     /// Peers asked in parallel when behind.
     pub sync_peers: usize,
+    /// The least time from the start of one computed epoch to the start of
+    /// the next: a worker done sooner waits (zero: back to back). For
+    /// testnets whose nodes share one machine's cores.
+    pub min_epoch: std::time::Duration,
     /// Draw a progress bar on stderr while syncing (a terminal); log lines otherwise.
     pub progress_bar: bool,
     /// The genesis anchor's source; `None` when the genesis has no anchor
@@ -80,6 +84,7 @@ impl Default for EpochSettings {
             verify: VerifyMode::Full,
             sync_batch: 64,
             sync_peers: 3,
+            min_epoch: std::time::Duration::ZERO,
             progress_bar: false,
             anchors: None,
         }

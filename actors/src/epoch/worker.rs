@@ -3,7 +3,8 @@
 //! from the last checkpoint. When a peer's valid epoch for the same number
 //! arrives first, the head moves past the worker's target; it drops its work
 //! and starts on the next epoch. With a genesis anchor, it first waits until
-//! the epoch's anchor block is final in its source.
+//! the epoch's anchor block is final in its source. With `min_epoch` set, a
+//! worker that finished an epoch sooner waits out the rest before the next.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use crate::supervision::WorkerCtx;
 /// The worker body for `ChildSpec::worker("vdf", ...)`.
 pub fn run(chain: &Chain, ctx: &WorkerCtx) -> Result<(), String> {
     while !ctx.should_stop() {
+        let started = Instant::now();
         let target = chain.head() + 1;
         let prev = chain
             .prev_output(target)
@@ -97,6 +99,7 @@ pub fn run(chain: &Chain, ctx: &WorkerCtx) -> Result<(), String> {
                     }
                 }
                 let _ = chain.store().clear_progress();
+                pace(chain, ctx, started, target);
             }
             Outcome::Stopped(_) if chain.head() + 1 != target => {
                 tracing::info!(
@@ -112,6 +115,19 @@ pub fn run(chain: &Chain, ctx: &WorkerCtx) -> Result<(), String> {
     chain.update_status(|s| s.computing = 0);
     Ok(())
 }
+
+/// Waits until `min_epoch` has passed since the worker `started` on epoch
+/// `done`, unless it should stop or the head moved on from `done` (a peer's
+/// epoch: the next one is due).
+fn pace(chain: &Chain, ctx: &WorkerCtx, started: Instant, done: u64) {
+    let until = started + chain.inner.settings.min_epoch;
+    while Instant::now() < until && !ctx.should_stop() && chain.head() == done {
+        std::thread::sleep(until.saturating_duration_since(Instant::now()).min(PACE_POLL));
+    }
+}
+
+/// How often a pacing worker looks at the head and its stop flag.
+const PACE_POLL: Duration = Duration::from_millis(20);
 
 /// How often a worker asks its source again while the anchor is not final.
 const ANCHOR_POLL: Duration = Duration::from_millis(500);

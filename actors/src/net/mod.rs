@@ -208,12 +208,31 @@ pub struct ProbeSeen {
 /// Probes kept.
 const PROBES_KEPT: usize = 1024;
 
+/// A gossip message this node published or received first-hand, for
+/// propagation figures across nodes (one machine's testnets share a clock).
+#[derive(Debug, Clone, Serialize)]
+pub struct GossipSeen {
+    /// Topic, without the `/vigil/<genesis>/` prefix (`epochs`, `attestations/2`, ...).
+    pub topic: String,
+    /// BLAKE3 of the topic and the message's data, first 8 bytes in hex: the
+    /// same content has the same key on every node, whoever forwarded it.
+    pub key: String,
+    /// Published by this node (`false`: received from a peer).
+    pub own: bool,
+    /// Our clock, Unix µs.
+    pub at_us: u64,
+}
+
+/// Gossip messages kept for [`Network::gossip_seen`].
+pub const GOSSIP_KEPT: usize = 4096;
+
 #[derive(Debug, Default)]
 struct Snapshot {
     listen: Vec<Multiaddr>,
     external: Vec<Multiaddr>,
     peers: HashMap<PeerId, PeerInfo>,
     probes: VecDeque<ProbeSeen>,
+    gossip: VecDeque<GossipSeen>,
 }
 
 pub(crate) enum Command {
@@ -430,6 +449,15 @@ impl Network {
     /// Probes seen, newest last.
     pub fn probes(&self) -> Vec<ProbeSeen> {
         lock(&self.inner.snapshot).probes.iter().cloned().collect()
+    }
+
+    /// The last [`GOSSIP_KEPT`] gossip messages this node published or
+    /// received (probes aside), oldest first; with `since_us`, only those at
+    /// or after it.
+    pub fn gossip_seen(&self, since_us: u64) -> Vec<GossipSeen> {
+        let s = lock(&self.inner.snapshot);
+        let from = s.gossip.partition_point(|g| g.at_us < since_us);
+        s.gossip.range(from..).cloned().collect()
     }
 
     async fn ask<T>(

@@ -496,6 +496,30 @@ impl Loop {
         }
     }
 
+    /// Notes a gossip message for [`super::Network::gossip_seen`].
+    fn record_gossip(&self, topic: &gossipsub::TopicHash, data: &[u8], own: bool) {
+        let mut h = blake3::Hasher::new();
+        h.update(topic.as_str().as_bytes());
+        h.update(data);
+        let key = h.finalize();
+        let seen = super::GossipSeen {
+            topic: topic
+                .as_str()
+                .splitn(4, '/')
+                .nth(3)
+                .unwrap_or_default()
+                .to_owned(),
+            key: key.to_hex()[..16].to_owned(),
+            own,
+            at_us: now_us(),
+        };
+        let mut snap = lock(&self.net.inner.snapshot);
+        if snap.gossip.len() == super::GOSSIP_KEPT {
+            snap.gossip.pop_front();
+        }
+        snap.gossip.push_back(seen);
+    }
+
     fn record_probe(&self, p: ProbeSeen) {
         let mut snap = lock(&self.net.inner.snapshot);
         if snap.probes.len() == PROBES_KEPT {
@@ -659,6 +683,9 @@ impl Loop {
     }
 
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, msg: gossipsub::Message) {
+        if msg.topic != self.net.inner.names.probe_topic.hash() {
+            self.record_gossip(&msg.topic, &msg.data, false);
+        }
         if msg.topic == self.net.inner.names.epoch_topic.hash() {
             return self.on_epoch_gossip(source, id, msg.data);
         }

@@ -11,7 +11,7 @@ use super::roles::role_of;
 /// comma-separated, `?` after the name when optional; types are `string`,
 /// `integer`, `boolean` or `amount` (wei: an integer or a string such as
 /// `"2.5gwei"`).
-pub(super) const SIGNATURES: [(&str, &str, &str, &str); 63] = [
+pub(super) const SIGNATURES: [(&str, &str, &str, &str); 64] = [
     ("rpc.discover", "", "object", "This OpenRPC document"),
     (
         "node_info",
@@ -132,6 +132,12 @@ pub(super) const SIGNATURES: [(&str, &str, &str, &str); 63] = [
     ("net_dial", "multiaddr:string", "object", "Dial an address"),
     ("net_probe", "", "object", "Publish a gossip probe"),
     ("net_probes", "", "array", "Gossip probes seen"),
+    (
+        "net_gossip_seen",
+        "since_us?:integer",
+        "array",
+        "Gossip published or received first-hand, for propagation figures",
+    ),
     ("epoch_head", "", "object", "The epoch head and sync state"),
     ("epoch_get", "number:integer", "object", "One epoch"),
     ("vdf_status", "", "object", "The VDF worker"),

@@ -142,4 +142,23 @@ pub(super) fn register(m: &mut RpcModule<NodeContext>) {
         Ok(json!(net(ctx)?.probes()))
     })
     .expect("unique");
+    m.register_method(
+        "net_gossip_seen",
+        |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
+            const USAGE: &str = "none or [since_us] (Unix microseconds, an integer)";
+            let since = match p.as_str() {
+                None => 0,
+                Some(_) => {
+                    let v: Vec<u64> = p.parse().map_err(|_| params_error(USAGE))?;
+                    match v[..] {
+                        [] => 0,
+                        [s] => s,
+                        _ => return Err(params_error(USAGE)),
+                    }
+                }
+            };
+            Ok(json!(net(ctx)?.gossip_seen(since)))
+        },
+    )
+    .expect("unique");
 }

@@ -55,7 +55,7 @@ impl FromStr for Role {
 use Role::{Admin, Operator, Read};
 
 /// Every method the admin RPC serves, with the least role that may call it.
-pub const METHOD_ROLES: [(&str, Role); 63] = [
+pub const METHOD_ROLES: [(&str, Role); 64] = [
     ("rpc.discover", Read),
     ("node_info", Read),
     ("node_health", Read),
@@ -86,6 +86,7 @@ pub const METHOD_ROLES: [(&str, Role); 63] = [
     ("net_dial", Operator),
     ("net_probe", Operator),
     ("net_probes", Read),
+    ("net_gossip_seen", Read),
     ("epoch_head", Read),
     ("epoch_get", Read),
     ("vdf_status", Read),

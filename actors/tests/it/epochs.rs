@@ -204,6 +204,24 @@ async fn forged_epochs_are_rejected_and_their_sender_banned() {
         score_of(&honest, &friend).unwrap() > 0.0,
         "a valid epoch raises the score"
     );
+    // Both nodes noted the message under one key: published by the friend,
+    // then received by the honest node (propagation figures use this).
+    let sent = friend.net.gossip_seen(0);
+    let got = honest.net.gossip_seen(0);
+    let own = sent
+        .iter()
+        .find(|g| g.own && g.topic == "epochs")
+        .expect("the friend's publish is noted");
+    let recv = got
+        .iter()
+        .find(|g| g.key == own.key)
+        .expect("the honest node noted the same message");
+    assert!(!recv.own && recv.topic == "epochs" && recv.at_us >= own.at_us);
+    assert!(honest
+        .net
+        .gossip_seen(recv.at_us + 1)
+        .iter()
+        .all(|g| g.at_us > recv.at_us));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,4 +304,65 @@ async fn a_computing_node_adopts_a_peer_epoch_and_moves_on() {
     stop.store(true, Ordering::Release);
     worker.join().unwrap().unwrap();
     assert_eq!(chain.head(), 1);
+}
+
+#[tokio::test]
+async fn a_paced_worker_starts_epochs_no_sooner_than_min_epoch_apart_and_stops_while_waiting() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use vigil_actors::supervision::WorkerCtx;
+    let dir = tempfile::tempdir().unwrap();
+    let g = vigil_genesis::Genesis::load("dev").unwrap();
+    let store = open_node_db(
+        &dir.path().join("n"),
+        g.hash(),
+        OpenMode::Create,
+        &StoreOptions::default(),
+    )
+    .unwrap();
+    // Epochs of a few milliseconds: back to back, three would take ~10 ms.
+    let min_epoch = Duration::from_millis(400);
+    let settings = EpochSettings {
+        min_epoch,
+        ..EpochSettings::default()
+    };
+    let chain = Chain::open(GENESIS, params(), settings, EpochStore::new(store), None, None).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ctx = WorkerCtx::standalone("vdf", stop.clone());
+    let c = chain.clone();
+    let t0 = Instant::now();
+    let worker = std::thread::spawn(move || epoch::worker::run(&c, &ctx));
+    let mut seen = vec![];
+    while chain.head() < 3 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "head {} after 20 s",
+            chain.head()
+        );
+        if chain.head() as usize > seen.len() {
+            seen.push(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    seen.push(t0.elapsed());
+    // Each epoch starts at least min_epoch after the one before (less the
+    // 5 ms polling here); the first is not held back.
+    assert!(seen[0] < min_epoch, "epoch 1 came after {:?}", seen[0]);
+    for w in seen.windows(2).take(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= min_epoch - Duration::from_millis(20),
+            "epochs {gap:?} apart: {seen:?}"
+        );
+    }
+    // Asked to stop while it waits out the pace, it stops at once.
+    let t1 = Instant::now();
+    stop.store(true, Ordering::Release);
+    worker.join().unwrap().unwrap();
+    assert!(
+        t1.elapsed() < Duration::from_millis(300),
+        "stopped after {:?}",
+        t1.elapsed()
+    );
+    assert!(chain.head() <= 4);
 }

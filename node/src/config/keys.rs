@@ -70,6 +70,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("vdf.samples", "segments recomputed per epoch in sampled mode (1..=4096)"),
     ("vdf.sync_batch", "epochs asked of one peer per sync request (1..=512)"),
     ("vdf.sync_peers", "peers asked in parallel while syncing (1..=16)"),
+    ("vdf.min_epoch_ms", "least time from the start of one computed epoch to the start of the next, ms (0..=3600000; 0: back to back); a worker done sooner waits: for testnets whose nodes share one machine's cores"),
     ("challenge.enabled", "challenge the datasets peers announced every epoch (answering challenges is always on)"),
     ("challenge.chunks", "1 KiB leaves asked per challenge (1..=16)"),
     ("challenge.audit_every_epochs", "audit each peer dataset (re-encode one leaf to check the replica encodes the plaintext) once in this many epochs, when more often than the genesis' security.audit_period_epochs (0..=100000; 0 = the genesis period)"),

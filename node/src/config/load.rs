@@ -238,6 +238,21 @@ mod tests {
     }
 
     #[test]
+    fn a_pace_over_an_hour_is_refused_and_one_under_it_taken() {
+        let file = write("[vdf]\nmin_epoch_ms = 3600001\n");
+        let msg = load(Some(file.path()), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("vdf.min_epoch_ms") && msg.contains("0..=3600000"),
+            "{msg}"
+        );
+        let file = write("[vdf]\nmin_epoch_ms = 2000\n");
+        let c = load(Some(file.path()), &[], &Overrides::default()).unwrap();
+        assert_eq!(c.vdf.min_epoch_ms, 2000);
+    }
+
+    #[test]
     fn missing_file_says_what_to_do() {
         let msg = load(
             Some(Path::new("/nonexistent/vigil.toml")),

@@ -280,6 +280,13 @@ impl Config {
                 bad(field, v.to_string(), format!("{lo}..={hi}"));
             }
         }
+        if vdf.min_epoch_ms > 3_600_000 {
+            bad(
+                "vdf.min_epoch_ms",
+                vdf.min_epoch_ms.to_string(),
+                "0..=3600000".into(),
+            );
+        }
         for (field, v, lo, hi) in bus_ranges {
             if !(lo..=hi).contains(&v) {
                 bad(field, v.to_string(), format!("{lo}..={hi}"));

@@ -84,6 +84,7 @@ pub(super) fn open_chain(
         },
         sync_batch: c.sync_batch,
         sync_peers: c.sync_peers as usize,
+        min_epoch: std::time::Duration::from_millis(c.min_epoch_ms),
         progress_bar: std::io::stderr().is_terminal(),
         anchors: anchor_source(opts, p)?,
     };

@@ -173,6 +173,11 @@ async fn chaos_short_schedule_converges_to_one_chain_and_bans_no_honest_node() {
         "each partition's heal measured"
     );
     assert!(r.outcome.head > 0);
+    // The observer saw the timelord's epochs reach the other nodes by gossip.
+    let epochs = &r.outcome.observed.gossip["epochs"];
+    assert!(epochs.messages > 10, "{epochs:?}");
+    assert!(epochs.coverage > 0.5, "{epochs:?}");
+    assert!(r.outcome.observed.cpu_median_pct > 0.0);
     let net = vigil_testnet::netns::Net::for_dir(&dir.path().join("tn").canonicalize().unwrap(), p.nodes);
     assert!(!net.exists(), "play left its namespaces behind");
 }

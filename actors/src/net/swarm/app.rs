@@ -31,6 +31,7 @@ impl Loop {
 
     pub(super) fn publish_app(&mut self, topic: gossipsub::IdentTopic, bytes: Vec<u8>) -> Result<(), String> {
         let len = bytes.len();
+        self.record_gossip(&topic.hash(), &bytes, true);
         match self.swarm.behaviour_mut().gossipsub.publish(topic.clone(), bytes) {
             Ok(_) => {
                 metrics::counter!(m::NET_BYTES, "protocol" => "gossip", "direction" => "out")

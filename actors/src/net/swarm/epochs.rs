@@ -18,6 +18,7 @@ impl Loop {
     pub(super) fn publish_epoch(&mut self, bytes: Vec<u8>) -> Result<(), String> {
         let topic = self.net.inner.names.epoch_topic.clone();
         let len = bytes.len();
+        self.record_gossip(&topic.hash(), &bytes, true);
         match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
             Ok(_) => {
                 metrics::counter!(m::NET_GOSSIP, "topic" => "epochs", "result" => "published").increment(1);
