@@ -76,6 +76,8 @@ pub const SECONDS_BUCKETS: [f64; 14] = [
 pub const NET_PEERS: &str = "vigil_net_peers";
 /// Outbound dials started.
 pub const NET_DIALS: &str = "vigil_net_dials_total";
+/// Connections closed because a ping went unanswered (`network.ping_timeout_secs`).
+pub const NET_PING_FAILURES: &str = "vigil_net_ping_failures_total";
 /// Outbound dials that failed.
 pub const NET_DIAL_FAILURES: &str = "vigil_net_dial_failures_total";
 /// Inbound connections refused (limits, bans) or failed in the handshake.
@@ -230,6 +232,10 @@ pub fn describe(version: &'static str, genesis_short: String) {
         "Connected vigil peers of this genesis (status exchanged) by direction."
     );
     metrics::describe_counter!(NET_DIALS, "Outbound dials started.");
+    metrics::describe_counter!(
+        NET_PING_FAILURES,
+        "Connections closed because a ping went unanswered for network.ping_timeout_secs."
+    );
     metrics::describe_counter!(NET_DIAL_FAILURES, "Outbound dials that failed.");
     metrics::describe_counter!(NET_INCOMING_REFUSED, "Inbound connections refused or failed.");
     metrics::describe_counter!(
@@ -338,6 +344,7 @@ fn zero_series() {
     for name in [
         RPC_UNAUTHORIZED,
         NET_DIALS,
+        NET_PING_FAILURES,
         NET_DIAL_FAILURES,
         NET_INCOMING_REFUSED,
         NET_BANS,

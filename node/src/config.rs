@@ -276,6 +276,10 @@ pub struct NetworkConfig {
     pub target_peers: u32,
     /// Close a connection idle this long, seconds.
     pub idle_timeout_secs: u64,
+    /// Ping each connection this often, seconds.
+    pub ping_interval_secs: u64,
+    /// Close a connection whose ping is unanswered this long, seconds.
+    pub ping_timeout_secs: u64,
     /// Disconnect a peer whose score falls below this.
     pub score_disconnect: i32,
     /// Ban a peer whose score falls below this.
@@ -305,6 +309,8 @@ impl Default for NetworkConfig {
             ip_ban_threshold: 3,
             target_peers: 16,
             idle_timeout_secs: 60,
+            ping_interval_secs: 10,
+            ping_timeout_secs: 20,
             score_disconnect: -20,
             score_ban: -50,
             ban_secs: 12 * 3600,

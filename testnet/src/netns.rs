@@ -91,7 +91,10 @@ impl Net {
 
     /// Checks that namespaces can be made here; the error says why not and what to do.
     pub fn check_available() -> Result<()> {
-        let probe = format!("vtprobe-{}", std::process::id());
+        // Unique per call: two testnets of one process may be made at once.
+        static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let k = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let probe = format!("vtprobe-{}-{k}", std::process::id());
         run("ip", &["netns", "add", &probe]).context(
             "network mode needs Linux network namespaces: run as root with iproute2 installed, or leave out --netns (all nodes on 127.0.0.1)",
         )?;

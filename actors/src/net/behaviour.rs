@@ -121,7 +121,11 @@ pub(crate) fn build(key: &Keypair, names: &Names, s: &NetSettings) -> Result<Swa
             identify::Config::new(names.protocol_version.clone(), key.public())
                 .with_agent_version(s.agent.clone()),
         ),
-        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(10))),
+        ping: ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(s.ping_interval)
+                .with_timeout(s.ping_timeout),
+        ),
         kad,
         gossipsub,
         status: request_response::Behaviour::with_codec(

@@ -70,6 +70,12 @@ pub struct NetSettings {
     pub target_peers: usize,
     /// A connection with no stream open this long is closed.
     pub idle_timeout: Duration,
+    /// How often each connection is pinged.
+    pub ping_interval: Duration,
+    /// A ping unanswered this long closes its connection: the peer is gone
+    /// (its host died, or a partition drops its packets) even though TCP,
+    /// backing off, would keep the connection for a quarter of an hour.
+    pub ping_timeout: Duration,
     /// Score thresholds and ban length.
     pub score: ScoreParams,
     /// First reconnection delay; doubles per failure.
@@ -99,6 +105,8 @@ impl Default for NetSettings {
             max_per_peer: 2,
             target_peers: 16,
             idle_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(20),
             score: ScoreParams::default(),
             reconnect_initial: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(60),

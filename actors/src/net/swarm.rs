@@ -644,6 +644,19 @@ impl Loop {
                     p.saw_rtt(rtt.as_secs_f64() * 1000.0, Instant::now());
                 }
             }
+            // A peer that stopped answering is gone: counting it as a peer
+            // (and `/ready`) would hide a partition from the operator, and
+            // gossip would queue behind TCP's backoff. Closing lets the
+            // reconnect logic find it again once the network heals.
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(e),
+            }) => {
+                tracing::info!(%peer, error = %e, "peer stopped answering pings: closing the connection");
+                metrics::counter!(m::NET_PING_FAILURES).increment(1);
+                self.swarm.close_connection(connection);
+            }
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, addresses, .. })
                 if peer != self.net.peer_id() && !self.foreign.contains(&peer) && self.room_for(&peer) =>
             {

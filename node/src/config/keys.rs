@@ -31,6 +31,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("network.max_inbound_per_ip", "inbound connections from one IP address at once; one more is refused before its handshake (1..=100000)"),
     ("network.ip_ban_threshold", "banned peer ids from one IP address that get the address banned too, until their bans end (0 = never; 0..=1000)"),
     ("network.target_peers", "peers the node dials towards from bootnodes, the peer book and the DHT (1..=max_outbound)"),
+    ("network.ping_interval_secs", "ping every connection this often, seconds (1..=3600)"),
+    ("network.ping_timeout_secs", "close a connection whose ping goes unanswered this long, seconds (1..=3600): a peer whose host died or that a partition cut off stops counting as a peer; the node dials it again with its reconnect backoff"),
     ("network.idle_timeout_secs", "close a connection with no open stream after this many seconds, and one to a peer that has not joined (no status of this genesis: a standard libp2p client) this long after it connected (1..=86400)"),
     ("network.score_disconnect", "disconnect a peer whose score (-100..100) falls below this (-100..=-1)"),
     ("network.score_ban", "ban a peer whose score falls below this (-100..=score_disconnect)"),

@@ -61,7 +61,7 @@ impl Config {
             }
         }
         let sup = &self.supervision;
-        let ranges: [(&str, u64, u64, u64); 33] = [
+        let ranges: [(&str, u64, u64, u64); 35] = [
             ("supervision.max_restarts", sup.max_restarts.into(), 0, 1000),
             ("supervision.period_secs", sup.period_secs, 1, 3600),
             (
@@ -166,6 +166,18 @@ impl Config {
                 self.network.idle_timeout_secs,
                 1,
                 86_400,
+            ),
+            (
+                "network.ping_interval_secs",
+                self.network.ping_interval_secs,
+                1,
+                3_600,
+            ),
+            (
+                "network.ping_timeout_secs",
+                self.network.ping_timeout_secs,
+                1,
+                3_600,
             ),
             ("network.ban_secs", self.network.ban_secs, 1, 365 * 86_400),
             (

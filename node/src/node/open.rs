@@ -160,6 +160,8 @@ pub(super) async fn launch_network(
         ip_ban_threshold: c.ip_ban_threshold,
         target_peers: c.target_peers as usize,
         idle_timeout: Duration::from_secs(c.idle_timeout_secs),
+        ping_interval: Duration::from_secs(c.ping_interval_secs),
+        ping_timeout: Duration::from_secs(c.ping_timeout_secs),
         score: ScoreParams {
             disconnect_below: c.score_disconnect.into(),
             ban_below: c.score_ban.into(),

@@ -145,6 +145,92 @@ async fn nodes_in_namespaces_peer_on_their_own_addresses_and_a_cut_off_node_catc
     assert!(stray.stdout.is_empty(), "the delay process outlived `down`");
 }
 
+/// Peers of `node` by peer id.
+async fn peer_ids(node: &vigil_testnet::NodeSpec) -> Vec<String> {
+    let peers = call(node, "net_peers", json!([])).await.unwrap_or_default();
+    peers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["peer_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Regression (issue 29, found by the chaos schedule): a node cut off by a
+/// partition kept counting its peers, and stayed `ready`, for as long as
+/// TCP kept retrying (45 s and more seen; ~15 min by default), and its
+/// peers kept counting it. A ping unanswered for `ping_timeout_secs` now
+/// closes the connection; after the heal the reconnect logic finds the
+/// peers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_node_drops_its_peers_within_the_ping_timeout_and_reconnects_after_heal() {
+    std::env::set_var("VIGIL_BIN", bin("vigil"));
+    let dir = tempfile::tempdir().unwrap();
+    let m = vigil_testnet::create(
+        &dir.path().join("tn"),
+        &Options {
+            n: 3,
+            netns: true,
+            ..quick()
+        },
+    )
+    .unwrap();
+    let _g = Guard(m.clone());
+    for n in &m.nodes {
+        let cfg = n.dir.join("config.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            "reconnect_max_ms = 10000",
+            "reconnect_max_ms = 2000\nping_interval_secs = 1\nping_timeout_secs = 3",
+        );
+        std::fs::write(&cfg, text).unwrap();
+    }
+    vigil_testnet::start(&m, &m.nodes, Duration::from_secs(60))
+        .await
+        .expect("3 nodes in namespaces");
+    let net = m.net.clone().unwrap();
+    let id0 = m.nodes[0].peer_id.clone();
+    wait_for("every node to have both others", 60, async || {
+        for n in &m.nodes {
+            if peer_ids(n).await.len() < 2 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+
+    net.isolate(0).unwrap();
+    let t0 = std::time::Instant::now();
+    // Interval 1 s + timeout 3 s, and the scheduling of debug nodes on two cores.
+    wait_for("node-0 and its peers to drop each other", 20, async || {
+        peer_ids(&m.nodes[0]).await.is_empty()
+            && !peer_ids(&m.nodes[1]).await.contains(&id0)
+            && !peer_ids(&m.nodes[2]).await.contains(&id0)
+    })
+    .await;
+    let dropped = t0.elapsed();
+    let st = vigil_testnet::status(&m).await;
+    assert_eq!(st[0].status, "not ready", "{st:?}");
+    // The others still have each other.
+    assert!(peer_ids(&m.nodes[1]).await.contains(&m.nodes[2].peer_id));
+
+    net.heal().unwrap();
+    let t1 = std::time::Instant::now();
+    wait_for("node-0 to be back with both peers", 30, async || {
+        peer_ids(&m.nodes[0]).await.len() == 2
+    })
+    .await;
+    eprintln!(
+        "cut off: peers dropped after {dropped:?}; healed: reconnected after {:?}",
+        t1.elapsed()
+    );
+    // Lost pings are not misbehaviour: nobody was banned.
+    for n in &m.nodes {
+        let bans = call(n, "net_bans", json!([])).await.unwrap();
+        assert_eq!(bans.as_array().map(Vec::len), Some(0), "{}: {bans}", n.name);
+    }
+}
+
 /// The short chaos schedule (issue 29): 12 nodes in namespaces, 150 s of
 /// seeded faults (partitions, kills, a freeze, 1% loss, 20 ± 5 ms delay),
 /// then the checkers. Heavy (12 debug nodes on two cores): `scripts/test`
