@@ -20,6 +20,7 @@ pub mod audit;
 pub mod bus;
 pub mod chain;
 pub mod challenge;
+pub mod clock;
 pub mod continuity;
 pub mod epoch;
 mod error;

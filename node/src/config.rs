@@ -515,6 +515,8 @@ impl Default for BusConfig {
 pub struct DebugConfig {
     /// Allows `actors_inject_panic` (chaos testing). Never on a production node.
     pub fault_injection: bool,
+    /// Shifts this node's wall clock from the host's, ms (clock-skew testing).
+    pub clock_offset_ms: i64,
 }
 
 impl Config {

@@ -171,6 +171,8 @@ pub(crate) fn damaged(dir: &DataDir, missing: &[&str]) -> String {
 
 /// Runs the node until SIGINT, SIGTERM or `node_shutdown`; returns after a clean stop.
 pub fn run(opts: RunOptions) -> Result<()> {
+    // Before anything is stamped (the store's audit entries at open).
+    vigil_actors::clock::set_offset_ms(opts.config.debug.clock_offset_ms);
     let prepared = prepare(&opts)?;
     let metrics = install_metrics()?;
     vigil_actors::metrics::describe(env!("CARGO_PKG_VERSION"), prepared.genesis.hash().short());
@@ -381,6 +383,12 @@ async fn serve(mut opts: RunOptions, p: Prepared, metrics: PrometheusHandle) -> 
     });
     if ctx.fault_injection {
         tracing::warn!("debug.fault_injection is on: actors_inject_panic can crash actors");
+    }
+    if opts.config.debug.clock_offset_ms != 0 {
+        tracing::warn!(
+            offset_ms = opts.config.debug.clock_offset_ms,
+            "debug.clock_offset_ms is set: this node's timestamps (bus, audit log, bans) are shifted from the host clock"
+        );
     }
     let settings = rpc_settings(&opts.config.rpc, opts.dir.root())?;
     watch_sighup(

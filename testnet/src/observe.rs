@@ -1,5 +1,6 @@
 //! Figures gathered while a chaos schedule plays: gossip propagation per
-//! topic (from every node's `net_gossip_seen`, one machine, one clock) and
+//! topic (from every node's `net_gossip_seen`, one machine, one clock: a
+//! skewed node's times are moved back by its `clock_offset_ms`) and
 //! CPU per node (from `/proc/<pid>/stat`, summed over restarts).
 
 use std::collections::{BTreeMap, HashMap};
@@ -63,6 +64,8 @@ struct State {
     cpu: HashMap<usize, (i32, u64)>,
     ticks: HashMap<usize, u64>,
     since_us: HashMap<usize, u64>,
+    /// Each node's `clock_offset_ms` (a skewed node stamps its own clock).
+    offset_us: HashMap<usize, i64>,
 }
 
 /// A background observer of a testnet; [`Observer::finish`] stops it and
@@ -126,6 +129,22 @@ async fn poll(m: &Manifest, s: &mut State) {
                 *s.ticks.entry(i).or_default() += delta;
             }
         }
+        let offset = match s.offset_us.get(&i) {
+            Some(&o) => o,
+            None => {
+                let h =
+                    tokio::time::timeout(Duration::from_secs(3), call(node, "node_health", json!([]))).await;
+                let Some(ms) = h
+                    .ok()
+                    .and_then(Result::ok)
+                    .and_then(|h| h["clock_offset_ms"].as_i64())
+                else {
+                    continue;
+                };
+                s.offset_us.insert(i, ms * 1_000);
+                ms * 1_000
+            }
+        };
         let since = s.since_us.get(&i).copied().unwrap_or(0);
         let asked = tokio::time::timeout(
             Duration::from_secs(3),
@@ -143,6 +162,8 @@ async fn poll(m: &Manifest, s: &mut State) {
                 continue;
             };
             s.since_us.insert(i, at);
+            // On the host's clock, which every node shares.
+            let at = at.saturating_add_signed(-offset);
             let msg = s.messages.entry(key.to_owned()).or_default();
             msg.topic = topic.to_owned();
             let first = msg.first.entry(i).or_insert(at);

@@ -1,6 +1,6 @@
 //! Chaos schedules for network mode: a seed and a preset give the same list
 //! of faults every time (partitions, heals, SIGKILL and restart, SIGSTOP and
-//! SIGCONT, loss, delay), [`run`] plays it against a testnet and records
+//! SIGCONT, loss, delay, skewed clocks), [`run`] plays it against a testnet and records
 //! what happened, and checkers run over that record: every heal converges,
 //! the chain is one chain at the end, no honest node is banned for loss or
 //! a partition alone. A failure names the seed and the step.
@@ -68,6 +68,15 @@ pub enum Fault {
         /// ± ms.
         jitter_ms: u32,
     },
+    /// The node's clock runs `ms` off the host's for the whole run
+    /// (`debug.clock_offset_ms`, written before the node starts; the step
+    /// checks it took effect).
+    Skew {
+        /// The node.
+        node: usize,
+        /// Offset, ms (negative: behind).
+        ms: i64,
+    },
 }
 
 /// A fault at a time from the start.
@@ -95,6 +104,8 @@ pub struct Preset {
     pub kills: usize,
     /// SIGSTOPs, each followed by a SIGCONT.
     pub freezes: usize,
+    /// Nodes whose clock is skewed (up to 2 h either way) for the whole run.
+    pub skews: usize,
     /// Loss between all nodes during the run, percent.
     pub loss: f64,
     /// Delay between all nodes during the run.
@@ -118,6 +129,7 @@ impl Preset {
                 partitions: 3,
                 kills: 4,
                 freezes: 1,
+                skews: 2,
                 loss: 1.0,
                 delay: Delay { ms: 20, jitter_ms: 5 },
                 vdf_iterations: LIGHT_VDF,
@@ -130,6 +142,7 @@ impl Preset {
                 partitions: 5,
                 kills: 20,
                 freezes: 5,
+                skews: 3,
                 loss: 1.0,
                 delay: Delay { ms: 50, jitter_ms: 20 },
                 vdf_iterations: LIGHT_VDF,
@@ -193,6 +206,16 @@ pub fn schedule(p: &Preset, seed: u64) -> Vec<Step> {
         steps.push(Step {
             at_ms: end,
             fault: undo,
+        });
+    }
+    // Drawn last, so the other steps of a seed stay as they were.
+    let mut skewed: Vec<usize> = (0..n).collect();
+    skewed.shuffle(&mut rng);
+    for &node in skewed.iter().take(p.skews) {
+        let ms = rng.gen_range(1_000..=7_200_000) * if rng.gen_bool(0.5) { 1 } else { -1 };
+        steps.push(Step {
+            at_ms: 0,
+            fault: Fault::Skew { node, ms },
         });
     }
     let end = p.secs * 1_000;
@@ -340,6 +363,15 @@ pub async fn run(m: &Manifest, steps: &[Step], seed: u64, progress: &dyn Fn(&str
                 Ok(())
             }
             Fault::Loss { percent } => net.set_loss(*percent),
+            Fault::Skew { node, ms } => {
+                let h = ask(m, *node, "node_health", json!([])).await;
+                match h.as_ref().and_then(|h| h["clock_offset_ms"].as_i64()) {
+                    Some(got) if got == *ms => Ok(()),
+                    got => Err(anyhow::anyhow!(
+                        "node-{node} should run {ms} ms off the host clock, but node_health says {got:?} (was `debug.clock_offset_ms` written before it started?)"
+                    )),
+                }
+            }
             Fault::Delay { ms, jitter_ms } => net.set_delay(
                 &m.dir,
                 Delay {
@@ -453,6 +485,17 @@ mod tests {
         let cuts = count(&|f| matches!(f, Fault::Halves { .. } | Fault::Isolate { .. } | Fault::Ring));
         assert_eq!(cuts, p.partitions);
         assert_eq!(count(&|f| *f == Fault::Heal), p.partitions + 1);
+        let skewed: BTreeSet<usize> = a
+            .iter()
+            .filter_map(|s| match s.fault {
+                Fault::Skew { node, ms } => {
+                    assert!(s.at_ms == 0 && (1_000..=7_200_000).contains(&ms.abs()), "{s:?}");
+                    Some(node)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(skewed.len(), p.skews, "distinct skewed nodes");
         assert!(a.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
         assert_eq!(a.last().unwrap().at_ms, p.secs * 1_000);
         assert!(Preset::named("medium").unwrap_err().to_string().contains("short"));
@@ -468,6 +511,16 @@ pub struct Played {
     pub mesh_ms: u64,
     /// The run and its checks.
     pub outcome: Outcome,
+}
+
+/// Sets `debug.clock_offset_ms` in a node's config (before it starts).
+fn skew(node: &crate::NodeSpec, ms: i64) -> Result<()> {
+    let cfg = node.dir.join("config.toml");
+    let mut text = std::fs::read_to_string(&cfg).with_context(|| format!("reading {}", cfg.display()))?;
+    text.push_str(&format!(
+        "\n[debug]\n# skewed by vigil-testnet chaos\nclock_offset_ms = {ms}\n"
+    ));
+    std::fs::write(&cfg, text).with_context(|| format!("writing {}", cfg.display()))
 }
 
 /// Makes a network-mode testnet of `p.nodes` in `dir` (dev preset with a
@@ -487,9 +540,27 @@ pub async fn play(dir: &std::path::Path, p: &Preset, seed: u64, progress: &dyn F
         min_epoch_ms: Some(p.min_epoch_ms),
         ..crate::Options::default()
     };
-    let (m, took) = crate::up(dir, &o, Duration::from_secs(120)).await?;
+    let steps = schedule(p, seed);
+    let m = crate::create(dir, &o)?;
+    for s in &steps {
+        if let Fault::Skew { node, ms } = s.fault {
+            skew(&m.nodes[node], ms)?;
+        }
+    }
+    let t0 = Instant::now();
+    let started = async {
+        for node in &m.nodes {
+            start_node(&m, node)?;
+        }
+        crate::wait_peers(&m, (p.nodes as u64 - 1).min(3), Duration::from_secs(120)).await
+    };
+    if let Err(e) = started.await {
+        let _ = crate::down(&m, Duration::from_secs(5)).await;
+        return Err(e);
+    }
+    let took = t0.elapsed();
     progress(&format!("{} nodes peered in {took:?}", p.nodes));
-    let r = run(&m, &schedule(p, seed), seed, progress).await;
+    let r = run(&m, &steps, seed, progress).await;
     let stopped = crate::down(&m, Duration::from_secs(10)).await;
     let outcome = r?;
     stopped?;

@@ -2,8 +2,6 @@
 //! to, so a restart reconnects even when every bootnode is down) and the ban
 //! list (`net/bans`: bans survive restarts).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
 
@@ -37,10 +35,7 @@ pub struct PeerBook {
 }
 
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
+    crate::clock::unix_secs()
 }
 
 fn corrupt(tree: &str, why: impl ToString) -> Error {

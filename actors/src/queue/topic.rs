@@ -3,7 +3,6 @@
 //! Every method runs under the topic's lock (held by the caller).
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::envelope::Envelope;
 use super::group::Group;
@@ -16,12 +15,9 @@ pub(crate) fn dedupe_tree(topic: &str) -> String {
     format!("q/{topic}/dedupe")
 }
 
-/// Microseconds since the Unix epoch (the queue's clock).
+/// Microseconds since the Unix epoch (the queue's clock: the node's, see [`crate::clock`]).
 pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    crate::clock::unix_us()
 }
 
 pub(super) fn be_u64(b: &[u8]) -> Option<u64> {

@@ -92,10 +92,7 @@ pub struct ApiKeys {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::clock::unix_secs()
 }
 
 /// Checks a key name: 1–64 characters of `a-z0-9._-`, starting with a

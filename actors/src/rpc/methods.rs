@@ -93,6 +93,7 @@ fn register(module: &mut RpcModule<NodeContext>) {
                 "status": "ok",
                 "ready": ctx.is_ready(),
                 "uptime_secs": ctx.started.elapsed().as_secs(),
+                "clock_offset_ms": crate::clock::offset_ms(),
             })
         })
         .expect("method names are unique");

@@ -8,7 +8,7 @@
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use rand::Rng;
 use vigil_protocols::availability::encode::{xor_sectors, SECTOR};
@@ -270,9 +270,7 @@ impl Storage {
             size: u.size,
             root: hex::encode(root),
             replica_root: hex::encode(replica_root),
-            created_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            created_unix: crate::clock::unix_secs(),
             withdrawn_at_ms: None,
         };
         let v = serde_json::to_vec(&info).map_err(|e| Error::Invalid(e.to_string()))?;

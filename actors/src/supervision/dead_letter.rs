@@ -7,7 +7,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -43,10 +42,7 @@ impl DeadLetter {
         panic: String,
         attempts: u32,
     ) -> Self {
-        let at_unix_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
+        let at_unix_us = crate::clock::unix_us();
         Self {
             actor: actor.to_owned(),
             message_type: message_type.to_owned(),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, MailboxError, Message};
@@ -136,10 +136,7 @@ impl ActorEntry {
     pub(crate) fn record_restart(&self) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::metrics::ACTOR_RESTARTS, "actor" => self.name).increment(1);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
+        let now = crate::clock::unix_us() as f64 / 1e6;
         metrics::gauge!(crate::metrics::ACTOR_LAST_RESTART, "actor" => self.name).set(now);
     }
 

@@ -253,6 +253,21 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_offset_over_a_week_is_refused_and_a_negative_one_taken() {
+        let file = write("[debug]\nclock_offset_ms = 604800001\n");
+        let msg = load(Some(file.path()), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("debug.clock_offset_ms") && msg.contains("-604800000..=604800000"),
+            "{msg}"
+        );
+        let file = write("[debug]\nclock_offset_ms = -3600000\n");
+        let c = load(Some(file.path()), &[], &Overrides::default()).unwrap();
+        assert_eq!(c.debug.clock_offset_ms, -3_600_000);
+    }
+
+    #[test]
     fn missing_file_says_what_to_do() {
         let msg = load(
             Some(Path::new("/nonexistent/vigil.toml")),

@@ -60,6 +60,14 @@ impl Config {
                 );
             }
         }
+        const WEEK_MS: i64 = 7 * 86_400_000;
+        if !(-WEEK_MS..=WEEK_MS).contains(&self.debug.clock_offset_ms) {
+            bad(
+                "debug.clock_offset_ms",
+                self.debug.clock_offset_ms.to_string(),
+                format!("{}..={WEEK_MS}", -WEEK_MS),
+            );
+        }
         let sup = &self.supervision;
         let ranges: [(&str, u64, u64, u64); 35] = [
             ("supervision.max_restarts", sup.max_restarts.into(), 0, 1000),
