@@ -2,11 +2,15 @@
 //! (`debug.clock_offset_ms`), so a test can skew one node of a testnet
 //! without touching the host clock the others share.
 //!
-//! Nothing that nodes agree on reads it: epochs are VDF time, challenges
-//! and leases are timed with the monotonic clock. It stamps what this node
-//! records for itself: bus messages (`ts_us`, and so `max_age_secs`
-//! retention), the audit log and its checkpoints, ban and API key expiry,
-//! dead letters, gossip probe and receipt times.
+//! Epochs are VDF time, and challenge deadlines and leases use the
+//! monotonic clock. The wall clock stamps what this node records for itself
+//! (bus messages' `ts_us` and so `max_age_secs` retention, the audit log and
+//! its checkpoints, ban and API key expiry, dead letters, gossip probe and
+//! receipt times) and one thing peers check: dataset announcements are
+//! signed with it, and a receiver refuses one signed more than 5 min ahead
+//! of its own clock or more than 30 min before it. A node whose clock is off
+//! by more stops hearing (and so challenging) its peers' datasets, and its
+//! own are refused: the chaos schedules found this with a 52 min skew.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

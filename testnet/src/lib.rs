@@ -7,6 +7,7 @@
 //! `vigil-bench network` drive testnets through this library.
 
 pub mod adversary;
+pub mod challenges;
 pub mod netns;
 pub mod observe;
 pub mod schedule;

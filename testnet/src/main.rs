@@ -146,6 +146,12 @@ enum Cmd {
         /// Print the schedule and exit.
         #[arg(long)]
         dry_run: bool,
+        /// With --preset: nodes 1..=N store a dataset that every other node
+        /// challenges each epoch, and the run checks each storer answered
+        /// each challenger (0, the default for now: partitions still get
+        /// honest storers banned, see docs/testnet.md).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        datasets: usize,
     },
     /// Print a shell completion script, e.g. `vigil-testnet completions bash > /etc/bash_completion.d/vigil-testnet`.
     Completions(vigil_node::cli::CompletionsArgs),
@@ -391,9 +397,13 @@ async fn run(cli: Cli) -> Result<()> {
             preset: Some(preset),
             seed,
             dry_run,
+            datasets,
             ..
         } => {
-            let p = vigil_testnet::schedule::Preset::named(&preset)?;
+            let p = vigil_testnet::schedule::Preset {
+                datasets,
+                ..vigil_testnet::schedule::Preset::named(&preset)?
+            };
             let steps = vigil_testnet::schedule::schedule(&p, seed);
             if dry_run {
                 println!(
@@ -437,6 +447,16 @@ async fn run(cli: Cli) -> Result<()> {
                     "  CPU per node over {:.0} s: median {:.1}%, max {:.1}% of a core",
                     o.secs, o.cpu_median_pct, o.cpu_max_pct
                 );
+                if let Some(c) = &r.outcome.challenges {
+                    println!(
+                        "  challenges to the {} storers: {} issued, {} ok ({:.1}%); outcomes {:?}",
+                        p.datasets,
+                        c.challenges,
+                        c.ok,
+                        c.success_rate * 100.0,
+                        c.outcomes
+                    );
+                }
             }
             if !r.outcome.honest_banned.is_empty() {
                 anyhow::bail!(

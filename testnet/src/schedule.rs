@@ -104,8 +104,13 @@ pub struct Preset {
     pub kills: usize,
     /// SIGSTOPs, each followed by a SIGCONT.
     pub freezes: usize,
-    /// Nodes whose clock is skewed (up to 2 h either way) for the whole run.
+    /// Nodes whose clock is skewed (up to [`MAX_SKEW_MS`] either way) for the whole run.
     pub skews: usize,
+    /// Nodes 1..=datasets store a dataset, which every other node challenges
+    /// each epoch. 0 in both presets for now (`chaos --datasets N` sets it):
+    /// with datasets, challenges that time out during a partition get
+    /// honest storers banned (docs/testnet.md).
+    pub datasets: usize,
     /// Loss between all nodes during the run, percent.
     pub loss: f64,
     /// Delay between all nodes during the run.
@@ -130,6 +135,7 @@ impl Preset {
                 kills: 4,
                 freezes: 1,
                 skews: 2,
+                datasets: 0,
                 loss: 1.0,
                 delay: Delay { ms: 20, jitter_ms: 5 },
                 vdf_iterations: LIGHT_VDF,
@@ -143,6 +149,7 @@ impl Preset {
                 kills: 20,
                 freezes: 5,
                 skews: 3,
+                datasets: 0,
                 loss: 1.0,
                 delay: Delay { ms: 50, jitter_ms: 20 },
                 vdf_iterations: LIGHT_VDF,
@@ -152,6 +159,11 @@ impl Preset {
         })
     }
 }
+
+/// The largest clock skew drawn: just under the 5 min
+/// ([`vigil_actors::storage::MAX_AHEAD`]) a dataset announcement may be
+/// signed ahead of its receiver's clock.
+pub const MAX_SKEW_MS: i64 = 4 * 60 * 1_000;
 
 /// Iterations per epoch in chaos runs: ~50 ms of one core here, so 24
 /// nodes each verifying an epoch (sampled, then in full) spend ~1.3 s of CPU on it.
@@ -212,7 +224,9 @@ pub fn schedule(p: &Preset, seed: u64) -> Vec<Step> {
     let mut skewed: Vec<usize> = (0..n).collect();
     skewed.shuffle(&mut rng);
     for &node in skewed.iter().take(p.skews) {
-        let ms = rng.gen_range(1_000..=7_200_000) * if rng.gen_bool(0.5) { 1 } else { -1 };
+        // Within what dataset announcements tolerate (signed by wall clock:
+        // at most 5 min ahead of the receiver's, 30 min old).
+        let ms = rng.gen_range(1_000..=MAX_SKEW_MS) * if rng.gen_bool(0.5) { 1 } else { -1 };
         steps.push(Step {
             at_ms: 0,
             fault: Fault::Skew { node, ms },
@@ -284,6 +298,9 @@ pub struct Outcome {
     /// Gossip propagation per topic and CPU per node, from the first step
     /// to the end of the checks.
     pub observed: crate::observe::Observed,
+    /// The challenges the storers drew (`play` only; each storer must have
+    /// answered every other node at least once).
+    pub challenges: Option<crate::challenges::Tally>,
 }
 
 /// `call` with a bound: a frozen node never answers.
@@ -464,6 +481,7 @@ pub async fn run(m: &Manifest, steps: &[Step], seed: u64, progress: &dyn Fn(&str
         head,
         honest_banned,
         observed: observer.finish().await,
+        challenges: None,
     })
 }
 
@@ -489,7 +507,7 @@ mod tests {
             .iter()
             .filter_map(|s| match s.fault {
                 Fault::Skew { node, ms } => {
-                    assert!(s.at_ms == 0 && (1_000..=7_200_000).contains(&ms.abs()), "{s:?}");
+                    assert!(s.at_ms == 0 && (1_000..=MAX_SKEW_MS).contains(&ms.abs()), "{s:?}");
                     Some(node)
                 }
                 _ => None,
@@ -541,6 +559,7 @@ pub async fn play(dir: &std::path::Path, p: &Preset, seed: u64, progress: &dyn F
         ..crate::Options::default()
     };
     let steps = schedule(p, seed);
+    let storers = 1..p.datasets.min(p.nodes - 1) + 1;
     let m = crate::create(dir, &o)?;
     for s in &steps {
         if let Fault::Skew { node, ms } = s.fault {
@@ -552,15 +571,55 @@ pub async fn play(dir: &std::path::Path, p: &Preset, seed: u64, progress: &dyn F
         for node in &m.nodes {
             start_node(&m, node)?;
         }
-        crate::wait_peers(&m, (p.nodes as u64 - 1).min(3), Duration::from_secs(120)).await
+        crate::wait_peers(&m, (p.nodes as u64 - 1).min(3), Duration::from_secs(120)).await?;
+        let took = t0.elapsed();
+        progress(&format!("{} nodes peered in {took:?}", p.nodes));
+        for j in storers.clone() {
+            crate::challenges::store(&m, j).await?;
+        }
+        if !storers.is_empty() {
+            progress(&format!("nodes {storers:?} store a dataset each"));
+        }
+        Ok::<_, anyhow::Error>(took)
     };
-    if let Err(e) = started.await {
-        let _ = crate::down(&m, Duration::from_secs(5)).await;
-        return Err(e);
-    }
-    let took = t0.elapsed();
-    progress(&format!("{} nodes peered in {took:?}", p.nodes));
-    let r = run(&m, &steps, seed, progress).await;
+    let took = match started.await {
+        Ok(took) => took,
+        Err(e) => {
+            let _ = crate::down(&m, Duration::from_secs(5)).await;
+            return Err(e);
+        }
+    };
+    // Ctrl-C ends the run and still takes the testnet down.
+    let played = tokio::select! {
+        r = run(&m, &steps, seed, progress) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("seed {seed}: interrupted (Ctrl-C); the testnet is taken down")),
+    };
+    let r = match played {
+        Ok(o) if storers.is_empty() => Ok(o),
+        Ok(mut o) => {
+            let storers: Vec<usize> = storers.collect();
+            // Restarted in the last 30 s (two announcement refreshes).
+            let end = p.secs * 1_000;
+            let recent: BTreeSet<usize> = steps
+                .iter()
+                .filter_map(|s| match s.fault {
+                    Fault::Restart { node } if s.at_ms + 30_000 > end => Some(node),
+                    _ => None,
+                })
+                .collect();
+            let t = crate::challenges::tally(&m, &storers, &recent).await;
+            let never = t.never_answered.clone();
+            o.challenges = Some(t);
+            if never.is_empty() {
+                Ok(o)
+            } else {
+                Err(anyhow::anyhow!(
+                    "seed {seed}: storers never answered some challengers over the whole run: {never:?}"
+                ))
+            }
+        }
+        Err(e) => Err(e),
+    };
     let stopped = crate::down(&m, Duration::from_secs(10)).await;
     let outcome = r?;
     stopped?;

@@ -86,7 +86,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("layer2.contract", "address (0x + 40 hex) of the deployed PaymentChannel contract on that chain (docs/layer2.md shows how to deploy one)"),
     ("layer2.max_join_deposit", "the most this node deposits when a peer opens a channel with it: wei, or a decimal with unit gwei|eth (\"0.5eth\")"),
     ("layer2.request_timeout_ms", "how long a payment waits for the counterparty's signature, ms (100..=600000)"),
-    ("debug.clock_offset_ms", "shift this node's wall clock from the host's by this many ms (-604800000..=604800000; skew tests): bus ts_us, audit log, ban and key expiry; epochs are VDF time and do not read it"),
+    ("debug.clock_offset_ms", "shift this node's wall clock from the host's by this many ms (-604800000..=604800000; skew tests): bus ts_us, audit log, ban and key expiry, dataset announcements (peers refuse one signed over 5 min ahead of their clock or 30 min old); epochs are VDF time and do not read it"),
     ("debug.fault_injection", "allow actors_inject_panic over the admin RPC (chaos testing; never in production)"),
 ];
 

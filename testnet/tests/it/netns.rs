@@ -264,6 +264,8 @@ async fn chaos_short_schedule_converges_to_one_chain_and_bans_no_honest_node() {
     assert!(epochs.messages > 10, "{epochs:?}");
     assert!(epochs.coverage > 0.5, "{epochs:?}");
     assert!(r.outcome.observed.cpu_median_pct > 0.0);
+    // No datasets in the preset yet (see `Preset::datasets`): nothing tallied.
+    assert!(r.outcome.challenges.is_none());
     let net = vigil_testnet::netns::Net::for_dir(&dir.path().join("tn").canonicalize().unwrap(), p.nodes);
     assert!(!net.exists(), "play left its namespaces behind");
 }
