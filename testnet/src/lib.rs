@@ -364,6 +364,14 @@ fn pid_file(node: &NodeSpec) -> PathBuf {
     node.dir.join("vigil.pid")
 }
 
+/// The fields of `/proc/PID/stat` after the command name (which may hold
+/// spaces, in parentheses): the state first, utime and stime at 11 and 12.
+pub(crate) fn proc_stat(pid: i32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
 /// The node's pid if its process is alive.
 pub fn running_pid(node: &NodeSpec) -> Option<i32> {
     let pid: i32 = fs::read_to_string(pid_file(node)).ok()?.trim().parse().ok()?;
@@ -374,10 +382,7 @@ pub fn running_pid(node: &NodeSpec) -> Option<i32> {
     let mut status = 0;
     // SAFETY: waitpid with WNOHANG on a pid never blocks; a non-child returns -1.
     let reaped = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid;
-    let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')))
-        .unwrap_or(false);
+    let zombie = proc_stat(pid).is_some_and(|f| f.first().is_some_and(|s| s == "Z"));
     let reaped = reaped || zombie;
     (alive && !reaped).then_some(pid)
 }

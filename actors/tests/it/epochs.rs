@@ -252,9 +252,6 @@ async fn a_follower_syncs_the_chain_by_range_and_verifies_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_computing_node_adopts_a_peer_epoch_and_moves_on() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    use vigil_actors::supervision::WorkerCtx;
     let dir = tempfile::tempdir().unwrap();
     // About 1.5 s per epoch: the peer's epoch lands while ours is in progress.
     let slow = VdfParams {
@@ -265,24 +262,12 @@ async fn a_computing_node_adopts_a_peer_epoch_and_moves_on() {
     };
     let inp = input(&GENESIS, 1, &GENESIS, &[]);
     let theirs = Epoch::from_proof(1, Vec::new(), Vdf::new(slow, &inp).unwrap().prove(&inp));
-    let g = vigil_genesis::Genesis::load("dev").unwrap();
-    let store = open_node_db(
-        &dir.path().join("n"),
-        g.hash(),
-        OpenMode::Create,
-        &StoreOptions::default(),
-    )
-    .unwrap();
     // Sampled verification keeps the adoption quick beside the busy worker.
     let settings = EpochSettings {
         verify: epoch::VerifyMode::Sampled(4),
         ..EpochSettings::default()
     };
-    let chain = Chain::open(GENESIS, slow, settings, EpochStore::new(store), None, None).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ctx = WorkerCtx::standalone("vdf", stop.clone());
-    let c = chain.clone();
-    let worker = std::thread::spawn(move || epoch::worker::run(&c, &ctx));
+    let (chain, worker) = computing(dir.path(), slow, settings);
     wait_until("the worker to start epoch 1", 10, || {
         let s = chain.status();
         s.computing == 1 && s.segments_done >= 1
@@ -301,37 +286,53 @@ async fn a_computing_node_adopts_a_peer_epoch_and_moves_on() {
     })
     .await;
     eprintln!("worker moved on {:?} after the adoption", t0.elapsed());
-    stop.store(true, Ordering::Release);
-    worker.join().unwrap().unwrap();
+    worker.stop();
     assert_eq!(chain.head(), 1);
 }
 
-#[tokio::test]
-async fn a_paced_worker_starts_epochs_no_sooner_than_min_epoch_apart_and_stops_while_waiting() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    use vigil_actors::supervision::WorkerCtx;
-    let dir = tempfile::tempdir().unwrap();
+/// A VDF worker on its own thread; [`Worker::stop`] asks it to stop and
+/// joins it (it must end cleanly).
+struct Worker {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Result<(), String>>,
+}
+
+impl Worker {
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.thread.join().unwrap().unwrap();
+    }
+}
+
+/// A chain with no network in `dir` and its VDF worker, started.
+fn computing(dir: &Path, params: VdfParams, settings: EpochSettings) -> (Chain, Worker) {
     let g = vigil_genesis::Genesis::load("dev").unwrap();
     let store = open_node_db(
-        &dir.path().join("n"),
+        &dir.join("n"),
         g.hash(),
         OpenMode::Create,
         &StoreOptions::default(),
     )
     .unwrap();
+    let chain = Chain::open(GENESIS, params, settings, EpochStore::new(store), None, None).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ctx = vigil_actors::supervision::WorkerCtx::standalone("vdf", stop.clone());
+    let c = chain.clone();
+    let thread = std::thread::spawn(move || epoch::worker::run(&c, &ctx));
+    (chain, Worker { stop, thread })
+}
+
+#[tokio::test]
+async fn a_paced_worker_starts_epochs_no_sooner_than_min_epoch_apart_and_stops_while_waiting() {
+    let dir = tempfile::tempdir().unwrap();
     // Epochs of a few milliseconds: back to back, three would take ~10 ms.
     let min_epoch = Duration::from_millis(400);
     let settings = EpochSettings {
         min_epoch,
         ..EpochSettings::default()
     };
-    let chain = Chain::open(GENESIS, params(), settings, EpochStore::new(store), None, None).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ctx = WorkerCtx::standalone("vdf", stop.clone());
-    let c = chain.clone();
     let t0 = Instant::now();
-    let worker = std::thread::spawn(move || epoch::worker::run(&c, &ctx));
+    let (chain, worker) = computing(dir.path(), params(), settings);
     let mut seen = vec![];
     while chain.head() < 3 {
         assert!(
@@ -357,8 +358,7 @@ async fn a_paced_worker_starts_epochs_no_sooner_than_min_epoch_apart_and_stops_w
     }
     // Asked to stop while it waits out the pace, it stops at once.
     let t1 = Instant::now();
-    stop.store(true, Ordering::Release);
-    worker.join().unwrap().unwrap();
+    worker.stop();
     assert!(
         t1.elapsed() < Duration::from_millis(300),
         "stopped after {:?}",
